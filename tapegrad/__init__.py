@@ -1,0 +1,28 @@
+"""tapegrad: automatic differentiation on a flat Wengert tape, replayed by Numba interpreters.
+
+    import tapegrad as tg
+    x = tg.ones(2, 2, requires_grad=True)
+    out = ((x + 2) * (x + 2) * 3).mean()
+    out.backward()          # x.grad == 4.5 everywhere, as in PyTorch's autograd tutorial
+"""
+from . import autograd
+from ._creation import (
+    arange, as_tensor, bool_, default_dtype, double, empty, empty_like, eye, float, float16,
+    float32, float64, from_numpy, full, full_like, half, int, int8, int16, int32, int64, linspace,
+    long, manual_seed, ones, ones_like, rand, rand_like, randn, randn_like, tensor, uint8, zeros,
+    zeros_like)
+from ._format import set_printoptions
+from ._graph import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from ._ops import (
+    abs, amax, amin, broadcast_to, cat, clamp, clip, concatenate, cos, div, dot, eq, exp, expm1,
+    flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
+    minimum, mul, ne, neg, permute, pow, prod, relu, reshape, sigmoid, sin, softmax, sqrt, square,
+    squeeze, stack, sub, sum, t, tan, tanh, transpose, unsqueeze, where)
+from ._tensor import Size, Tensor
+from ._ops import add
+
+__version__ = "0.1.0"
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)

@@ -1,0 +1,574 @@
+"""The public operations: numpy computes the value, `record` appends the tape entry.
+
+Each function lowers a PyTorch/numpy-style operation to registry primitives: it computes the
+eager value with numpy and records the primitive with the payload the interpreters need (index
+maps for broadcasts, reductions and indexing; matmul dimensions). Broadcasting that the
+elementwise kernels cannot do inline (they broadcast operands of size 1) is recorded as a hidden
+gather entry, which `grad_fn.next_functions` looks through.
+"""
+import builtins
+import collections
+import math
+
+import numpy as np
+
+from ._graph import state
+from ._registry import BY_NAME
+from ._tensor import Tensor, record
+
+P = BY_NAME
+_HIDDEN = ""   # the name of helper entries that users do not see
+
+
+def _tracked(t):
+    return t._requires_grad or t._node is not None
+
+
+def _recording(*tensors):
+    return state.grad_enabled and builtins.any(_tracked(t) for t in tensors)
+
+
+def as_tensor(x):
+    """An operand as a Tensor; numbers and arrays become constants."""
+    return x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+
+
+def _is_number(x):
+    return isinstance(x, (int, float, bool, np.number, np.bool_)) and not isinstance(x, Tensor)
+
+
+def _positions(shape):
+    """Flat index of every element, in `shape`: the index maps are built by numpy on this."""
+    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+
+
+def _gather(t, positions, value, name):
+    return record(P["gather"], (t,), value, np.ascontiguousarray(positions, np.int64).ravel(),
+                  name=name)
+
+
+def broadcast_to(t, shape, name=_HIDDEN):
+    shape = tuple(shape)
+    if t.data.shape == shape:
+        return t
+    value = np.broadcast_to(t.data, shape)
+    if not _recording(t):
+        return Tensor(value)
+    return _gather(t, np.broadcast_to(_positions(t.data.shape), shape), value, name)
+
+
+# ---- elementwise -----------------------------------------------------------------------------
+
+def _unary(prim, x, c0=0.0, c1=0.0, name=None):
+    x = as_tensor(x)
+    return record(prim, (x,), prim.numpy(x.data, c0, c1), c0=c0, c1=c1, name=name)
+
+
+def _binary(prim, a, b, name=None):
+    a, b = as_tensor(a), as_tensor(b)
+    value = np.asarray(prim.numpy(a.data, b.data))
+    if _recording(a, b):
+        shape = value.shape
+        if a.data.size != 1:
+            a = broadcast_to(a, shape)
+        if b.data.size != 1:
+            b = broadcast_to(b, shape)
+    return record(prim, (a, b), value, name=name)
+
+
+def _scalar(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def add(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        return _unary(P["add_const"], a, _scalar(b))
+    if _is_number(a) and isinstance(b, Tensor):
+        return _unary(P["add_const"], b, _scalar(a))
+    return _binary(P["add"], a, b)
+
+
+def sub(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        b = _scalar(b)
+        return record(P["add_const"], (a,), a.data - b, c0=-b, name="SubBackward0")
+    if _is_number(a) and isinstance(b, Tensor):
+        return _unary(P["rsub_const"], b, _scalar(a))
+    return _binary(P["sub"], a, b)
+
+
+def mul(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        return _unary(P["mul_const"], a, _scalar(b))
+    if _is_number(a) and isinstance(b, Tensor):
+        return _unary(P["mul_const"], b, _scalar(a))
+    return _binary(P["mul"], a, b)
+
+
+def div(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        return _unary(P["div_const"], a, _scalar(b))
+    if _is_number(a) and isinstance(b, Tensor):
+        return _unary(P["rdiv_const"], b, _scalar(a))
+    return _binary(P["div"], a, b)
+
+
+def pow(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        b = _scalar(b)
+        if b == 2:   # x**2 is the commonest power: a multiply, not a pow call
+            return record(P["square"], (a,), a.data ** b, c0=2.0)
+        return _unary(P["pow_const"], a, b)
+    if _is_number(a) and isinstance(b, Tensor):
+        return _unary(P["rpow_const"], b, _scalar(a))
+    return _binary(P["pow"], a, b)
+
+
+def neg(x): return _unary(P["neg"], x)
+def abs(x): return _unary(P["abs"], x)
+def exp(x): return _unary(P["exp"], x)
+def log(x): return _unary(P["log"], x)
+def log1p(x): return _unary(P["log1p"], x)
+def expm1(x): return _unary(P["expm1"], x)
+def sqrt(x): return _unary(P["sqrt"], x)
+def sin(x): return _unary(P["sin"], x)
+def cos(x): return _unary(P["cos"], x)
+def tan(x): return _unary(P["tan"], x)
+def tanh(x): return _unary(P["tanh"], x)
+def sigmoid(x): return _unary(P["sigmoid"], x)
+def relu(x): return _unary(P["relu"], x)
+def square(x): return pow(as_tensor(x), 2)
+def maximum(a, b): return _binary(P["maximum"], a, b)
+def minimum(a, b): return _binary(P["minimum"], a, b)
+def gt(a, b): return _binary(P["gt"], a, b)
+def ge(a, b): return _binary(P["ge"], a, b)
+def lt(a, b): return _binary(P["lt"], a, b)
+def le(a, b): return _binary(P["le"], a, b)
+def eq(a, b): return _binary(P["eq"], a, b)
+def ne(a, b): return _binary(P["ne"], a, b)
+
+
+def clip(x, min=None, max=None):
+    """Clamp to [min, max]; the gradient flows where min <= x <= max (PyTorch's clamp)."""
+    if min is None and max is None:
+        raise RuntimeError("At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x if min is None else maximum(x, min)
+        return out if max is None else minimum(out, max)
+    lo = -math.inf if min is None else float(min)
+    hi = math.inf if max is None else float(max)
+    return _unary(P["clip"], x, lo, hi)
+
+
+clamp = clip
+
+
+def where(condition, x, y):
+    condition, x, y = as_tensor(condition), as_tensor(x), as_tensor(y)
+    value = np.where(condition.data, x.data, y.data)
+    if _recording(condition, x, y):
+        shape = value.shape
+        condition = broadcast_to(condition, shape)
+        x, y = broadcast_to(x, shape), broadcast_to(y, shape)
+    return record(P["where"], (condition, x, y), value)
+
+
+def astype(x, dtype):
+    if x.data.dtype == dtype:
+        return x
+    if dtype.kind not in "fc":
+        return Tensor(x.data.astype(dtype))
+    return record(P["copy"], (x,), x.data.astype(dtype), name="ToCopyBackward0")
+
+
+def clone(x):
+    return record(P["copy"], (x,), x.data.copy(), name="CloneBackward0")
+
+
+# ---- shapes ----------------------------------------------------------------------------------
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def reshape(x, *shape, name="ViewBackward0"):
+    x = as_tensor(x)
+    return record(P["copy"], (x,), x.data.reshape(_shape_arg(shape)), name=name)
+
+
+def view(x, *shape):
+    return reshape(x, *shape)
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    shape = x.data.shape
+    if not shape:
+        return reshape(x, 1)
+    end = end_dim % len(shape)
+    return reshape(x, shape[:start_dim] + (-1,) + shape[end + 1:])
+
+
+def squeeze(x, dim=None):
+    value = np.squeeze(x.data) if dim is None else (
+        np.squeeze(x.data, dim) if x.data.shape[dim] == 1 else x.data)
+    return reshape(x, value.shape, name="SqueezeBackward0" if dim is None else "SqueezeBackward1")
+
+
+def unsqueeze(x, dim):
+    return reshape(x, np.expand_dims(x.data, dim).shape, name="UnsqueezeBackward0")
+
+
+def permute(x, *dims, name="PermuteBackward0"):
+    x = as_tensor(x)
+    dims = _shape_arg(dims)
+    value = np.transpose(x.data, dims)
+    if not _recording(x):
+        return Tensor(value)
+    return _gather(x, np.transpose(_positions(x.data.shape), dims), value, name)
+
+
+def transpose(x, dim0=None, dim1=None):
+    """PyTorch's transpose(x, dim0, dim1); without dims, numpy's transpose (all axes reversed)."""
+    x = as_tensor(x)
+    if dim0 is None:
+        return permute(x, tuple(range(x.data.ndim - 1, -1, -1)))
+    dims = list(range(x.data.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute(x, dims, name="TransposeBackward0")
+
+
+def t(x):
+    if x.data.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                           f"{x.data.ndim}D")
+    return permute(x, tuple(range(x.data.ndim - 1, -1, -1)), name="TBackward0")
+
+
+def index_key(key):
+    """A key with tensors replaced by their (integer or boolean) numpy values."""
+    if isinstance(key, tuple):
+        return tuple(index_key(k) for k in key)
+    if isinstance(key, Tensor):
+        return key.data
+    if isinstance(key, list):
+        return np.asarray([k.item() if isinstance(k, Tensor) else k for k in key])
+    return key
+
+
+def _index_name(key):
+    parts = key if isinstance(key, tuple) else (key,)
+    if builtins.any(isinstance(k, np.ndarray) for k in parts):
+        return "IndexBackward0"
+    if builtins.any(isinstance(k, (int, np.integer)) for k in parts):
+        return "SelectBackward0"
+    return "SliceBackward0"
+
+
+def getitem(x, key):
+    """Basic and integer-array indexing; the VJP scatters with accumulation (repeated indices)."""
+    key = index_key(key)
+    value = x.data[key]
+    if not _recording(x):
+        return Tensor(value)
+    value = np.array(value) if np.ndim(value) == 0 else value
+    return _gather(x, _positions(x.data.shape)[key], value, _index_name(key))
+
+
+def _pack_gather(tensors, pieces, value, name):
+    """Record `value` as a gather over the flat concatenation of `tensors` (cat and stack)."""
+    tensors = [as_tensor(t) for t in tensors]
+    if not _recording(*tensors):
+        return Tensor(value)
+    packed_value = np.concatenate([t.data.ravel() for t in tensors])
+    packed = record(P["pack"], tuple(tensors), packed_value, name=_HIDDEN)
+    return _gather(packed, pieces, value, name)
+
+
+def _piece_positions(tensors):
+    start = 0
+    for t in tensors:
+        yield start + _positions(t.data.shape)
+        start += t.data.size
+
+
+def cat(tensors, dim=0):
+    tensors = [as_tensor(t) for t in tensors]
+    value = np.concatenate([t.data for t in tensors], axis=dim)
+    pieces = np.concatenate(list(_piece_positions(tensors)), axis=dim)
+    return _pack_gather(tensors, pieces, value, "CatBackward0")
+
+
+def stack(tensors, dim=0):
+    tensors = [as_tensor(t) for t in tensors]
+    value = np.stack([t.data for t in tensors], axis=dim)
+    pieces = np.stack(list(_piece_positions(tensors)), axis=dim)
+    return _pack_gather(tensors, pieces, value, "StackBackward0")
+
+
+concatenate = cat
+
+
+# ---- reductions ------------------------------------------------------------------------------
+
+def _dims(dim, axis, ndim):
+    dim = axis if dim is None else dim
+    if dim is None:
+        return None
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    for d in dims:
+        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
+            raise IndexError(f"Dimension out of range (expected to be in range of "
+                             f"[{-builtins.max(ndim, 1)}, {builtins.max(ndim, 1) - 1}], but got {d})")
+    return tuple(sorted({d % builtins.max(ndim, 1) for d in dims}))
+
+
+def _segments(shape, dims):
+    """Segment id of every element of `shape` when the axes `dims` are reduced."""
+    kept = tuple(1 if i in dims else s for i, s in enumerate(shape))
+    return np.broadcast_to(_positions(kept), shape)
+
+
+def _reduce(prim, x, dims, keepdim, value, c0, names):
+    x = as_tensor(x)
+    value = np.asarray(value)
+    if not _recording(x):
+        return Tensor(value)
+    if dims is None or x.data.ndim == 0:
+        payload = np.zeros(x.data.size, np.int64)
+        return record(prim, (x,), value, payload, c0=c0, name=names[0])
+    return record(prim, (x,), value, _segments(x.data.shape, dims).ravel(), c0=c0, name=names[1])
+
+
+def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
+    x = as_tensor(x)
+    keepdim = keepdims if keepdims is not None else keepdim
+    dims = _dims(dim, axis, x.data.ndim)
+    value = np.sum(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
+    if dims is None and _recording(x):
+        return record(P["total"], (x,), np.asarray(value), c0=1.0)
+    return _reduce(P["segsum"], x, dims, keepdim, value, 1.0, (None, "SumBackward1"))
+
+
+def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
+    x = as_tensor(x)
+    keepdim = keepdims if keepdims is not None else keepdim
+    dims = _dims(dim, axis, x.data.ndim)
+    value = np.mean(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
+    count = x.data.size if dims is None else math.prod(x.data.shape[d] for d in dims)
+    scale = 1.0 / count if count else math.nan
+    if dims is None and _recording(x):
+        return record(P["total"], (x,), np.asarray(value), c0=scale, name="MeanBackward0")
+    return _reduce(P["segsum"], x, dims, keepdim, value, scale, (None, "MeanBackward1"))
+
+
+def prod(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
+    x = as_tensor(x)
+    keepdim = keepdims if keepdims is not None else keepdim
+    dims = _dims(dim, axis, x.data.ndim)
+    value = np.prod(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
+    return _reduce(P["segprod"], x, dims, keepdim, value, 0.0, ("ProdBackward0", "ProdBackward1"))
+
+
+def _extreme(prim, npfn, x, dims, keepdim, names):
+    if x.data.size == 0:
+        raise RuntimeError(f"{npfn.__name__}(): Expected reduction dim to be specified for "
+                           "input.numel() == 0. Specify the reduction dim with the 'dim' argument.")
+    value = npfn(x.data, axis=dims, keepdims=keepdim)
+    return _reduce(prim, x, dims, keepdim, value, 0.0, names)
+
+
+def amax(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Maximum over axes; tied elements share the gradient evenly (PyTorch amax, JAX max)."""
+    x = as_tensor(x)
+    keepdim = keepdims if keepdims is not None else keepdim
+    return _extreme(P["segmax"], np.max, x, _dims(dim, axis, x.data.ndim), keepdim,
+                    ("MaxBackward1", "AmaxBackward0"))
+
+
+def amin(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    x = as_tensor(x)
+    keepdim = keepdims if keepdims is not None else keepdim
+    return _extreme(P["segmin"], np.min, x, _dims(dim, axis, x.data.ndim), keepdim,
+                    ("MinBackward1", "AminBackward0"))
+
+
+max_return = collections.namedtuple("max", ["values", "indices"])
+min_return = collections.namedtuple("min", ["values", "indices"])
+
+
+def _select_extreme(x, dim, keepdim, argfn, result, name):
+    """PyTorch's max(dim)/min(dim): values and indices; the gradient goes to the index."""
+    x = as_tensor(x)
+    (d,) = _dims(dim, None, x.data.ndim)
+    indices = np.expand_dims(argfn(x.data, axis=d), d)
+    positions = np.take_along_axis(_positions(x.data.shape), indices, axis=d)
+    value = np.take_along_axis(x.data, indices, axis=d)
+    if not keepdim:
+        positions, value, indices = (np.squeeze(a, d) for a in (positions, value, indices))
+    values = _gather(x, positions, value, name) if _recording(x) else Tensor(value)
+    return result(values, Tensor(indices.astype(np.int64)))
+
+
+def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """`max(x)` and `max(x, axis=...)` reduce (ties share the gradient); `max(x, dim)` is
+    PyTorch's, returning (values, indices) with the gradient on the selected index."""
+    if isinstance(dim, Tensor):
+        return maximum(x, dim)
+    if dim is None or axis is not None:
+        return amax(x, axis=axis, keepdims=bool(keepdims) or keepdim)
+    return _select_extreme(x, dim, keepdim, np.argmax, max_return, "MaxBackward0")
+
+
+def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    if isinstance(dim, Tensor):
+        return minimum(x, dim)
+    if dim is None or axis is not None:
+        return amin(x, axis=axis, keepdims=bool(keepdims) or keepdim)
+    return _select_extreme(x, dim, keepdim, np.argmin, min_return, "MinBackward0")
+
+
+def logsumexp(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """log(sum(exp(x))) without overflow: the maximum is taken out first."""
+    x = as_tensor(x)
+    keepdim = keepdims if keepdims is not None else keepdim
+    dims = _dims(dim, axis, x.data.ndim)
+    dims = tuple(range(x.data.ndim)) if dims is None else dims
+    m = amax(x, dims, keepdim=True)
+    m_safe = where(isfinite_mask(m), m, 0.0)
+    out = add(log(sum(exp(sub(x, m_safe)), dims, keepdim=True)), m_safe)
+    if not keepdim:
+        out = reshape(out, np.squeeze(out.data, dims).shape)
+    if out._node is not None:
+        out._node._name = "LogsumexpBackward0"
+    return out
+
+
+def isfinite_mask(x):
+    return Tensor(np.isfinite(x.data))
+
+
+def softmax(x, dim=None, *, axis=None):
+    x = as_tensor(x)
+    dims = _dims(dim, axis, x.data.ndim)
+    dims = tuple(range(x.data.ndim)) if dims is None else dims
+    m = amax(x, dims, keepdim=True)
+    e = exp(sub(x, where(isfinite_mask(m), m, 0.0)))
+    out = div(e, sum(e, dims, keepdim=True))
+    if out._node is not None:
+        out._node._name = "SoftmaxBackward0"
+    return out
+
+
+def log_softmax(x, dim=None, *, axis=None):
+    x = as_tensor(x)
+    out = sub(x, logsumexp(x, dim, keepdim=True, axis=axis))
+    if out._node is not None:
+        out._node._name = "LogSoftmaxBackward0"
+    return out
+
+
+# ---- matmul ----------------------------------------------------------------------------------
+
+def matmul(a, b):
+    """numpy/PyTorch matmul: vectors are promoted and squeezed, batch dimensions broadcast."""
+    a, b = as_tensor(a), as_tensor(b)
+    if a.data.ndim == 0 or b.data.ndim == 0:
+        raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
+                           f"{a.data.ndim}D and {b.data.ndim}D")
+    value = np.matmul(a.data, b.data)
+    if not _recording(a, b):
+        return Tensor(value)
+    sa, sb = a.data.shape, b.data.shape
+    a2 = sa if len(sa) > 1 else (1,) + sa
+    b2 = sb if len(sb) > 1 else sb + (1,)
+    m, k, n = a2[-2], a2[-1], b2[-1]
+    batch_shape = np.broadcast_shapes(a2[:-2], b2[:-2])
+    batch = math.prod(batch_shape)
+    strides = []
+    for t, s2 in ((a, a2), (b, b2)):
+        size = s2[-2] * s2[-1]
+        if s2[:-2] == batch_shape:
+            strides.append(size)
+        elif math.prod(s2[:-2]) == 1:
+            strides.append(0)          # one matrix shared by the whole batch
+        else:
+            strides.append(size)
+    if strides[0] and a2[:-2] != batch_shape:
+        a = broadcast_to(reshape(a, a2, name=_HIDDEN), batch_shape + a2[-2:])
+    if strides[1] and b2[:-2] != batch_shape:
+        b = broadcast_to(reshape(b, b2, name=_HIDDEN), batch_shape + b2[-2:])
+    payload = np.array([batch, m, k, n, strides[0], strides[1]], np.int64)
+    if len(sa) == 1 and len(sb) == 1:
+        name = "DotBackward0"
+    elif len(sb) == 1 and len(sa) == 2:
+        name = "MvBackward0"
+    elif len(sa) == 1 and len(sb) == 2:
+        name = "SqueezeBackward4"
+    elif len(sa) == 2 and len(sb) == 2:
+        name = "MmBackward0"
+    else:
+        name = "UnsafeViewBackward0"
+    return record(P["matmul"], (a, b), np.asarray(value), payload, name=name)
+
+
+def dot(a, b):
+    return matmul(a, b)
+
+
+# ---- numpy protocol: np.sin(t), np.sum(t), W @ t record on the tape --------------------------
+
+_UFUNCS = {
+    np.add: add, np.subtract: sub, np.multiply: mul, np.divide: div, np.true_divide: div,
+    np.power: pow, np.negative: neg, np.absolute: abs, np.exp: exp, np.log: log,
+    np.log1p: log1p, np.expm1: expm1, np.sqrt: sqrt, np.sin: sin, np.cos: cos, np.tan: tan,
+    np.tanh: tanh, np.maximum: maximum, np.minimum: minimum, np.greater: gt,
+    np.greater_equal: ge, np.less: lt, np.less_equal: le, np.equal: eq, np.not_equal: ne,
+    np.matmul: matmul, np.square: square, np.positive: lambda x: x,
+}
+
+_FUNCTIONS = {
+    np.sum: sum, np.mean: mean, np.prod: prod, np.max: amax, np.amax: amax, np.min: amin,
+    np.amin: amin, np.dot: dot, np.matmul: matmul, np.transpose: lambda x, axes=None: (
+        transpose(x) if axes is None else permute(x, axes)),
+    np.reshape: lambda x, shape, **kw: reshape(x, shape), np.concatenate: lambda ts, axis=0: cat(ts, axis),
+    np.stack: lambda ts, axis=0: stack(ts, axis), np.where: where,
+    np.clip: lambda x, a_min=None, a_max=None: clip(x, a_min, a_max), np.squeeze: lambda x, axis=None: squeeze(x, axis),
+    np.expand_dims: lambda x, axis: unsqueeze(x, axis), np.ravel: lambda x: reshape(x, -1),
+    np.broadcast_to: lambda x, shape: broadcast_to(as_tensor(x), shape, name="ExpandBackward0"),
+    np.shape: lambda x: x.data.shape, np.ndim: lambda x: x.data.ndim, np.size: lambda x: x.data.size,
+}
+
+
+def array_ufunc(ufunc, method, inputs, kwargs):
+    fn = _UFUNCS.get(ufunc)
+    if fn is None or method != "__call__" or kwargs:
+        raise TypeError(f"tapegrad does not support numpy.{ufunc.__name__}"
+                        f"{'' if method == '__call__' else '.' + method} on Tensors "
+                        f"{'with keyword arguments ' + str(sorted(kwargs)) if kwargs else ''}"
+                        "; use a tapegrad operation")
+    return fn(*inputs)
+
+
+def array_function(func, args, kwargs):
+    fn = _FUNCTIONS.get(func)
+    if fn is None:
+        raise TypeError(f"tapegrad does not support numpy.{func.__name__} on Tensors; "
+                        "use a tapegrad operation")
+    return fn(*args, **kwargs)
+
+
+# ---- Tensor methods --------------------------------------------------------------------------
+
+_METHODS = dict(
+    exp=exp, log=log, log1p=log1p, expm1=expm1, sqrt=sqrt, sin=sin, cos=cos, tan=tan, tanh=tanh,
+    sigmoid=sigmoid, relu=relu, abs=abs, neg=neg, square=square, sum=sum, mean=mean, prod=prod,
+    max=max, min=min, amax=amax, amin=amin, logsumexp=logsumexp, softmax=softmax,
+    log_softmax=log_softmax, clamp=clip, clip=clip, reshape=reshape, view=view, flatten=flatten,
+    squeeze=squeeze, unsqueeze=unsqueeze, permute=permute, transpose=transpose, t=t,
+    matmul=matmul, dot=dot, pow=pow, maximum=maximum, minimum=minimum, add=add, sub=sub,
+    mul=mul, div=div,
+)
+for _name, _fn in _METHODS.items():
+    setattr(Tensor, _name, _fn)

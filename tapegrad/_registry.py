@@ -1,0 +1,159 @@
+"""The op registry: the one place that says what each primitive computes.
+
+A tape entry names a primitive by opcode. The primitive's registry entry holds everything about
+it: name, opcode, PyTorch `grad_fn` name, whether its VJP reads saved values, the numpy forward
+used by eager tensors, and the interpreter rules (forward, VJP, JVP and the tangent of the VJP
+that second-order transforms need).
+
+* Elementwise primitives are written as scalar expressions: `f` computes the output, `d` the
+  first partial derivatives and `d2` the second ones. Unary expressions see `x`, `y` (the output),
+  `c0`, `c1` (the entry's float constants); binary ones see `a`, `b`, `y`. The code generator
+  (`_codegen`) turns the expressions into the loops of every interpreter, so a rule is written once.
+* Structural primitives name a family of njit kernels in `_kernels` (`<kernel>_fwd`, `_vjp`,
+  `_jvp`, `_vjp_jvp`).
+
+Opcodes are positions in `PRIMS`; the code generator and every interpreter read this table, so
+adding a primitive is one entry here (and its gradcheck test).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Prim:
+    name: str
+    kind: str                 # "unary" | "binary" | "kernel"
+    grad_fn: str              # PyTorch's name for the backward node
+    saves: bool = True        # the VJP reads saved values (a freed graph cannot run it)
+    f: str = ""               # elementwise: forward expression
+    d: tuple = ()             # elementwise: first partials ("df",) or ("da", "db")
+    d2: tuple = ()            # elementwise: second partials ("d2f",) or ("daa", "dab", "dbb")
+    numpy: object = None      # elementwise: eager forward, numpy(x, c0, c1) or numpy(a, b)
+    kernel: str = ""          # structural: kernel family in _kernels
+    differentiable: bool = True
+    opcode: int = field(default=-1, compare=False)
+
+
+def _sigmoid(x, c0=0.0, c1=0.0):
+    # exp(-logaddexp(0, -x)) never overflows, unlike 1 / (1 + exp(-x)) for very negative x.
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _unary(name, grad_fn, f, df, d2f, numpy, saves=True):
+    return Prim(name, "unary", grad_fn, saves, f, (df,), (d2f,), numpy)
+
+
+def _binary(name, grad_fn, f, d, d2, numpy, saves=True, differentiable=True):
+    return Prim(name, "binary", grad_fn, saves, f, d, d2, numpy, differentiable=differentiable)
+
+
+def _kernel(name, grad_fn, kernel, saves=True):
+    return Prim(name, "kernel", grad_fn, saves, kernel=kernel)
+
+
+def _compare(name, expr, numpy):
+    return _binary(name, "", f"1.0 if {expr} else 0.0", ("0.0", "0.0"), ("0.0", "0.0", "0.0"),
+                   numpy, saves=False, differentiable=False)
+
+
+_PRIMS = [
+    # unary: y = f(x; c0, c1)
+    _unary("copy", "CloneBackward0", "x", "1.0", "0.0", lambda x, c0, c1: x.copy(), saves=False),
+    _unary("neg", "NegBackward0", "-x", "-1.0", "0.0", lambda x, c0, c1: -x, saves=False),
+    _unary("add_const", "AddBackward0", "x + c0", "1.0", "0.0",
+           lambda x, c0, c1: x + c0, saves=False),
+    _unary("mul_const", "MulBackward0", "x * c0", "c0", "0.0",
+           lambda x, c0, c1: x * c0, saves=False),
+    _unary("rsub_const", "RsubBackward1", "c0 - x", "-1.0", "0.0",
+           lambda x, c0, c1: c0 - x, saves=False),
+    _unary("div_const", "DivBackward0", "x / c0", "1.0 / c0", "0.0",
+           lambda x, c0, c1: x / c0, saves=False),
+    _unary("rdiv_const", "MulBackward0", "c0 / x", "-y / x", "2.0 * y / (x * x)",
+           lambda x, c0, c1: c0 / x),
+    _unary("square", "PowBackward0", "x * x", "2.0 * x", "2.0", lambda x, c0, c1: x * x),
+    # PyTorch: d/dx x**0 is 0 everywhere, even at x = 0.
+    _unary("pow_const", "PowBackward0", "x ** c0",
+           "0.0 if c0 == 0.0 else c0 * x ** (c0 - 1.0)",
+           "0.0 if c0 == 0.0 or c0 == 1.0 else c0 * (c0 - 1.0) * x ** (c0 - 2.0)",
+           lambda x, c0, c1: x ** c0),
+    # PyTorch: the exponent's derivative of c**x is 0 where c == 0 and x >= 0.
+    _unary("rpow_const", "PowBackward2", "c0 ** x",
+           "0.0 if c0 == 0.0 and x >= 0.0 else y * math.log(c0)",
+           "0.0 if c0 == 0.0 and x >= 0.0 else y * math.log(c0) * math.log(c0)",
+           lambda x, c0, c1: c0 ** x),
+    # PyTorch and JAX: sign(0) = 0, so |x| has gradient 0 at 0.
+    _unary("abs", "AbsBackward0", "abs(x)", "1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)",
+           "0.0", lambda x, c0, c1: np.abs(x)),
+    _unary("exp", "ExpBackward0", "math.exp(x)", "y", "y", lambda x, c0, c1: np.exp(x)),
+    _unary("log", "LogBackward0", "math.log(x)", "1.0 / x", "-1.0 / (x * x)",
+           lambda x, c0, c1: np.log(x)),
+    _unary("log1p", "Log1PBackward0", "math.log1p(x)", "1.0 / (1.0 + x)",
+           "-1.0 / ((1.0 + x) * (1.0 + x))", lambda x, c0, c1: np.log1p(x)),
+    _unary("expm1", "Expm1Backward0", "math.expm1(x)", "y + 1.0", "y + 1.0",
+           lambda x, c0, c1: np.expm1(x)),
+    _unary("sqrt", "SqrtBackward0", "math.sqrt(x)", "0.5 / y", "-0.25 / (y * y * y)",
+           lambda x, c0, c1: np.sqrt(x)),
+    _unary("sin", "SinBackward0", "math.sin(x)", "math.cos(x)", "-y", lambda x, c0, c1: np.sin(x)),
+    _unary("cos", "CosBackward0", "math.cos(x)", "-math.sin(x)", "-y",
+           lambda x, c0, c1: np.cos(x)),
+    _unary("tan", "TanBackward0", "math.tan(x)", "1.0 + y * y", "2.0 * y * (1.0 + y * y)",
+           lambda x, c0, c1: np.tan(x)),
+    _unary("tanh", "TanhBackward0", "math.tanh(x)", "1.0 - y * y", "-2.0 * y * (1.0 - y * y)",
+           lambda x, c0, c1: np.tanh(x)),
+    _unary("sigmoid", "SigmoidBackward0", "_sigmoid(x)", "y * (1.0 - y)",
+           "y * (1.0 - y) * (1.0 - 2.0 * y)", _sigmoid),
+    # PyTorch and JAX: relu'(0) = 0; NaN passes through.
+    _unary("relu", "ReluBackward0", "0.0 if x <= 0.0 else x", "1.0 if x > 0.0 else 0.0", "0.0",
+           lambda x, c0, c1: np.where(x <= 0, np.zeros_like(x), x)),
+    # PyTorch clamp: gradient flows where lo <= x <= hi (bounds included); NaN passes through.
+    _unary("clip", "ClampBackward1", "c0 if x < c0 else (c1 if x > c1 else x)",
+           "1.0 if (x >= c0 and x <= c1) else 0.0", "0.0",
+           lambda x, c0, c1: np.where(x < c0, c0, np.where(x > c1, c1, x)).astype(x.dtype)),
+
+    # binary: y = f(a, b), elementwise; an operand of size 1 is broadcast inside the kernel
+    _binary("add", "AddBackward0", "a + b", ("1.0", "1.0"), ("0.0", "0.0", "0.0"),
+            np.add, saves=False),
+    _binary("sub", "SubBackward0", "a - b", ("1.0", "-1.0"), ("0.0", "0.0", "0.0"),
+            np.subtract, saves=False),
+    _binary("mul", "MulBackward0", "a * b", ("b", "a"), ("0.0", "1.0", "0.0"), np.multiply),
+    _binary("div", "DivBackward0", "a / b", ("1.0 / b", "-a / (b * b)"),
+            ("0.0", "-1.0 / (b * b)", "2.0 * a / (b * b * b)"), np.divide),
+    _binary("pow", "PowBackward1", "a ** b",
+            ("0.0 if b == 0.0 else b * a ** (b - 1.0)",
+             "0.0 if a == 0.0 and b >= 0.0 else y * math.log(a)"),
+            ("0.0 if b == 0.0 or b == 1.0 else b * (b - 1.0) * a ** (b - 2.0)",
+             "0.0 if a == 0.0 else a ** (b - 1.0) * (1.0 + b * math.log(a))",
+             "0.0 if a == 0.0 and b >= 0.0 else y * math.log(a) * math.log(a)"),
+            np.power),
+    # PyTorch and JAX: at a tie each operand gets half of the gradient.
+    _binary("maximum", "MaximumBackward0", "a if (a > b or a != a) else b",
+            ("1.0 if a > b else (0.5 if a == b else 0.0)",
+             "1.0 if b > a else (0.5 if a == b else 0.0)"), ("0.0", "0.0", "0.0"), np.maximum),
+    _binary("minimum", "MinimumBackward0", "a if (a < b or a != a) else b",
+            ("1.0 if a < b else (0.5 if a == b else 0.0)",
+             "1.0 if b < a else (0.5 if a == b else 0.0)"), ("0.0", "0.0", "0.0"), np.minimum),
+    # comparisons: recorded so that traced control flow can be re-checked (guards)
+    _compare("gt", "a > b", np.greater),
+    _compare("ge", "a >= b", np.greater_equal),
+    _compare("lt", "a < b", np.less),
+    _compare("le", "a <= b", np.less_equal),
+    _compare("eq", "a == b", np.equal),
+    _compare("ne", "a != b", np.not_equal),
+
+    # structural: kernels in _kernels
+    _kernel("gather", "IndexBackward0", "gather", saves=False),
+    _kernel("segsum", "SumBackward1", "segsum", saves=False),
+    _kernel("total", "SumBackward0", "total", saves=False),
+    _kernel("segmax", "AmaxBackward0", "segmax"),
+    _kernel("segmin", "AminBackward0", "segmin"),
+    _kernel("segprod", "ProdBackward1", "segprod"),
+    _kernel("matmul", "MmBackward0", "matmul"),
+    _kernel("pack", "CatBackward0", "pack", saves=False),
+    _kernel("where", "WhereBackward0", "where"),
+]
+
+PRIMS = tuple(Prim(**{**p.__dict__, "opcode": i}) for i, p in enumerate(_PRIMS))
+BY_NAME = {p.name: p for p in PRIMS}
+OPCODE = {p.name: p.opcode for p in PRIMS}
+SAVES = np.array([p.saves for p in PRIMS], dtype=bool)

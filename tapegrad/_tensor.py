@@ -1,0 +1,314 @@
+"""`Tensor`: a numpy value plus PyTorch's autograd bookkeeping.
+
+A tensor holds its value (`data`, a numpy array), whether it requires grad, the node that
+produced it (`grad_fn`, None for leaves) and, for leaves, the accumulated `.grad`. Arithmetic is
+computed eagerly by numpy; `record` appends a node when any operand requires grad.
+"""
+import warnings
+import weakref
+
+import numpy as np
+
+from ._format import format_html, format_tensor
+from ._graph import Node, state
+
+_NON_LEAF_GRAD = (
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+    "attribute won't be populated during autograd.backward(). If you indeed want the .grad field "
+    "to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you "
+    "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
+    "github.com/pytorch/pytorch/pull/30531 for more information.")
+_FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
+_NEEDS_GRAD_NUMPY = ("Can't call numpy() on Tensor that requires grad. "
+                     "Use tensor.detach().numpy() instead.")
+_LEAF_INPLACE = "a leaf Variable that requires grad is being used in an in-place operation."
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple that prints like `torch.Size`."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return f"tapegrad.Size({list(self)})"
+
+    def numel(self):
+        return int(np.prod(self, dtype=np.int64))
+
+
+def _check_float(dtype):
+    if dtype.kind not in "fc":
+        raise RuntimeError(_FLOAT_ONLY)
+
+
+def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
+    """Wrap `value`, the result of `prim` on `inputs`, appending a node when it must be recorded.
+
+    A node is recorded when grad mode is on and an operand requires grad (or, while a function
+    transform traces, carries a node: comparisons feeding guards and `where` are replayed too).
+    """
+    out = Tensor.__new__(Tensor)
+    out.data = value
+    out._grad = None
+    out._requires_grad = False
+    out._node = None
+    if state.grad_enabled:
+        requires = any(t._requires_grad for t in inputs)
+        if prim.differentiable:
+            if requires or (state.tracing and any(t._node is not None for t in inputs)):
+                out._requires_grad = requires
+                out._node = Node(prim, inputs, value, payload, c0, c1, name)
+        elif state.tracing and (requires or any(t._node is not None for t in inputs)):
+            out._node = Node(prim, inputs, value, payload, c0, c1, name)
+    return out
+
+
+class Tensor:
+    """A value with autograd semantics; create one with `tapegrad.tensor(...)`."""
+    __slots__ = ("data", "_requires_grad", "_node", "_grad", "__weakref__")
+    __array_priority__ = 1000
+
+    def __init__(self, data, requires_grad=False):
+        self.data = np.asarray(data)
+        self._grad = None
+        self._node = None
+        self._requires_grad = False
+        if requires_grad:
+            self.requires_grad = True
+
+    # ---- autograd state ----------------------------------------------------------------------
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        if self._node is not None and not flag:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use a "
+                "computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach().")
+        if flag:
+            _check_float(self.data.dtype)
+        if self._node is None:
+            self._requires_grad = bool(flag)
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        return self._node
+
+    @property
+    def grad(self):
+        if self._node is not None and self._node.retained is None:
+            warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
+                                f"type {type(value).__name__}")
+            if value.data.shape != self.data.shape:
+                raise RuntimeError("assigned grad has data of a different size")
+        self._grad = value
+
+    def retain_grad(self):
+        """Populate `.grad` of this non-leaf tensor during backward."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._node is not None and self._node.retained is None:
+            self._node.retained = weakref.ref(self)
+
+    @property
+    def retains_grad(self):
+        return self._node is not None and self._node.retained is not None
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Accumulate d(self)/d(leaf) into each leaf's `.grad` (a VJP with `gradient`)."""
+        from .autograd import backward
+        backward(self, gradient, retain_graph, create_graph, inputs)
+
+    def detach(self):
+        return Tensor(self.data)
+
+    def detach_(self):
+        self._node = None
+        self._requires_grad = False
+        return self
+
+    # ---- values ------------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return Size(self.data.shape)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.data.shape[dim]
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def _concrete(self, what):
+        if state.tracing and self._node is not None:
+            raise TypeError(
+                f"{what} of a traced value: a tape cannot replay Python numbers computed from "
+                "its inputs. Keep the computation in tapegrad ops (comparisons in `if` are fine: "
+                "they become guards).")
+
+    def item(self):
+        self._concrete("item()")
+        if self.data.size != 1:
+            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to "
+                               "Scalar")
+        return self.data.reshape(()).item()
+
+    def __float__(self):
+        self._concrete("float()")
+        return float(self.item())
+
+    def __int__(self):
+        self._concrete("int()")
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        outcome = bool(self.data.reshape(()).item())
+        if state.tracing and self._node is not None:
+            state.guards.append((self, outcome))
+        return outcome
+
+    def numpy(self, force=False):
+        if self._requires_grad and not force:
+            raise RuntimeError(_NEEDS_GRAD_NUMPY)
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        if self._requires_grad or (state.tracing and self._node is not None):
+            raise RuntimeError(_NEEDS_GRAD_NUMPY)
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __repr__(self):
+        return format_tensor(self.data, self._suffixes())
+
+    def _repr_html_(self):
+        return format_html(self.data, self._suffixes())
+
+    def _suffixes(self):
+        if self._node is not None and self._requires_grad:
+            return (f"grad_fn=<{self._node.name()}>",)
+        return ("requires_grad=True",) if self._requires_grad else ()
+
+    __hash__ = object.__hash__
+
+    # ---- in place (values only: tensors in a recorded graph must not change) -----------------
+    def _check_inplace(self):
+        if self._requires_grad and state.grad_enabled:
+            if self._node is None:
+                raise RuntimeError(_LEAF_INPLACE)
+            raise RuntimeError("in-place operations on tensors recorded for backward are not "
+                               "supported; use the out-of-place form")
+
+    def zero_(self):
+        self._check_inplace()
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value):
+        self._check_inplace()
+        self.data[...] = value
+        return self
+
+    def __setitem__(self, key, value):
+        self._check_inplace()
+        self.data[_ops.index_key(key)] = value.data if isinstance(value, Tensor) else value
+
+    # ---- conversions -------------------------------------------------------------------------
+    def to(self, dtype):
+        return _ops.astype(self, np.dtype(dtype))
+
+    def float(self):
+        return _ops.astype(self, np.dtype(np.float32))
+
+    def double(self):
+        return _ops.astype(self, np.dtype(np.float64))
+
+    def clone(self):
+        return _ops.clone(self)
+
+    # ---- arithmetic --------------------------------------------------------------------------
+    def __add__(self, other): return _ops.add(self, other)
+    def __radd__(self, other): return _ops.add(other, self)
+    def __sub__(self, other): return _ops.sub(self, other)
+    def __rsub__(self, other): return _ops.sub(other, self)
+    def __mul__(self, other): return _ops.mul(self, other)
+    def __rmul__(self, other): return _ops.mul(other, self)
+    def __truediv__(self, other): return _ops.div(self, other)
+    def __rtruediv__(self, other): return _ops.div(other, self)
+    def __pow__(self, other): return _ops.pow(self, other)
+    def __rpow__(self, other): return _ops.pow(other, self)
+    def __matmul__(self, other): return _ops.matmul(self, other)
+    def __rmatmul__(self, other): return _ops.matmul(other, self)
+    def __neg__(self): return _ops.neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops.abs(self)
+    def __gt__(self, other): return _ops.gt(self, other)
+    def __ge__(self, other): return _ops.ge(self, other)
+    def __lt__(self, other): return _ops.lt(self, other)
+    def __le__(self, other): return _ops.le(self, other)
+    def __eq__(self, other): return _ops.eq(self, other)
+    def __ne__(self, other): return _ops.ne(self, other)
+    def __getitem__(self, key): return _ops.getitem(self, key)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _ops.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _ops.array_function(func, args, kwargs)
+
+    @property
+    def T(self):
+        return _ops.permute(self, tuple(range(self.data.ndim - 1, -1, -1)))
+
+    @property
+    def mT(self):
+        return _ops.transpose(self, -2, -1)
+
+
+from . import _ops  # noqa: E402  (the ops module needs Tensor defined)

@@ -1,0 +1,178 @@
+"""Reverse mode over the eager graph: `backward`, `grad` and the engine behind both.
+
+The engine linearizes the graph an output reaches into a flat tape (`_tape.linearize`), seeds the
+adjoint buffer with the output gradients and runs the compiled reverse interpreter once; Python
+only gathers the graph and hands gradients to the tensors that asked for them.
+"""
+import numpy as np
+
+from ._interp import interpreters
+from ._tape import linearize
+from ._tensor import Size, Tensor
+
+_FREED = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you "
+    "call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward "
+    "through the graph a second time or if you need to access saved tensors after calling "
+    "backward.")
+
+
+def _as_tuple(x):
+    if x is None:
+        return ()
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _seed(outputs, grad_outputs):
+    """The gradient of each output: given, or 1 for a scalar output (PyTorch's rule)."""
+    seeds = []
+    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
+        if g is None:
+            if out.data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            g = np.ones(out.data.shape)
+        else:
+            g = g.data if isinstance(g, Tensor) else np.asarray(g)
+            if g.shape != out.data.shape:
+                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "
+                                   f"{Size(g.shape)!r} and output[{i}] has a shape of "
+                                   f"{Size(out.data.shape)!r}.")
+        seeds.append(g)
+    return seeds
+
+
+def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
+    """Linearize, seed and sweep backward; returns the tape and the adjoint buffer."""
+    for i, out in enumerate(outputs):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"outputs must be Tensors, got {type(out).__name__}")
+        if not out._requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
+                               "a grad_fn")
+    grad_outputs = _as_tuple(grad_outputs) or (None,) * len(outputs)
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"grad_tensors should have the same length as tensors: got "
+                           f"{len(grad_outputs)} and {len(outputs)}")
+    seeds = _seed(outputs, grad_outputs)
+    tape = linearize(outputs, tuple(o for o in outputs if o._node is None) + tuple(extra_leaves))
+    for node in tape.nodes:
+        if node.freed and node.prim.saves:
+            raise RuntimeError(_FREED)
+    V = tape.values()
+    G = np.zeros((1, V.size), tape.dtype)
+    for out, g in zip(outputs, seeds):
+        s = tape.slot_of(out)
+        off, size = tape.S[s]
+        G[0, off:off + size] += g.ravel()
+    if len(tape.E):
+        interpreters().backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G)
+    if not retain_graph:
+        for node in tape.nodes:
+            node.freed = True
+    return tape, G[0]
+
+
+def _accumulate(tensor, grad):
+    if tensor._grad is None:
+        tensor._grad = Tensor(grad.copy())
+    else:
+        tensor._grad.data += grad
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulate the gradients of `tensors` into `.grad` of the leaves (and retained tensors)."""
+    if create_graph:
+        raise NotImplementedError("create_graph=True: use the function transforms (tapegrad.grad"
+                                  ", hessian, hvp) for higher derivatives")
+    outputs = _as_tuple(tensors)
+    tape, G = _run(outputs, grad_tensors, retain_graph)
+    targets = _as_tuple(inputs)
+    if targets:
+        for t in targets:
+            s = tape.slot_of(t)
+            if s is not None:
+                _accumulate(t, tape.view(G, s).astype(t.data.dtype))
+        return
+    for s, leaf in tape.leaves.items():
+        if leaf._requires_grad:
+            _accumulate(leaf, tape.view(G, s).astype(leaf.data.dtype))
+    for node in tape.nodes:
+        if node.retained is not None:
+            t = node.retained()
+            if t is not None:
+                _accumulate(t, tape.view(G, tape.node_slot[id(node)]).astype(t.data.dtype))
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=None, materialize_grads=False):
+    """The gradients of `outputs` with respect to `inputs`, without touching any `.grad`."""
+    if create_graph:
+        raise NotImplementedError("create_graph=True: use the function transforms (tapegrad.grad"
+                                  ", hessian, hvp) for higher derivatives")
+    outputs = _as_tuple(outputs)
+    inputs = _as_tuple(inputs)
+    for i, t in enumerate(inputs):
+        if not t._requires_grad:
+            raise RuntimeError(f"One of the differentiated Tensors does not require grad")
+    tape, G = _run(outputs, grad_outputs, retain_graph)
+    result = []
+    for i, t in enumerate(inputs):
+        s = tape.slot_of(t)
+        if s is None:
+            if not (allow_unused or materialize_grads):
+                raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have "
+                                   "been used in the graph. Set allow_unused=True if this is the "
+                                   "desired behavior.")
+            result.append(Tensor(np.zeros_like(t.data)) if materialize_grads else None)
+        else:
+            result.append(Tensor(tape.view(G, s).astype(t.data.dtype)))
+    return tuple(result)
+
+
+def jvp_of_graph(outputs, inputs, tangents):
+    """Forward mode over an eager graph: the tangents of `outputs` given those of `inputs`.
+
+    Runs the compiled tangent interpreter over the recorded tape (values are not recomputed).
+    """
+    outputs, inputs, tangents = _as_tuple(outputs), _as_tuple(inputs), _as_tuple(tangents)
+    tape = linearize(outputs, inputs)
+    V = tape.values()
+    T = np.zeros((1, V.size), tape.dtype)
+    for t, v in zip(inputs, tangents):
+        s = tape.slot_of(t)
+        off, size = tape.S[s]
+        T[0, off:off + size] = np.asarray(v.data if isinstance(v, Tensor) else v).ravel()
+    if len(tape.E):
+        interpreters().tangent(tape.E, tape.FC, tape.IP, tape.S, V, T)
+    return tuple(Tensor(tape.view(T[0], tape.slot_of(o)).copy()) for o in outputs)
+
+
+def hvp_of_graph(output, inputs, tangents):
+    """Forward-over-reverse over an eager graph: d/dt of the gradient of a scalar `output`
+    along `tangents`, i.e. Hessian-vector products, from one tangent and one reverse sweep."""
+    inputs, tangents = _as_tuple(inputs), _as_tuple(tangents)
+    tape = linearize((output,), inputs)
+    V = tape.values()
+    T = np.zeros((1, V.size), tape.dtype)
+    for t, v in zip(inputs, tangents):
+        s = tape.slot_of(t)
+        off, size = tape.S[s]
+        T[0, off:off + size] = np.asarray(v.data if isinstance(v, Tensor) else v).ravel()
+    G = np.zeros(V.size, tape.dtype)
+    TG = np.zeros((1, V.size), tape.dtype)
+    s = tape.slot_of(output)
+    G[tape.S[s, 0]] = 1.0
+    m = interpreters()
+    if len(tape.E):
+        m.tangent(tape.E, tape.FC, tape.IP, tape.S, V, T)
+        m.backward_tangent(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, T, G, TG)
+    return tuple(Tensor(tape.view(TG[0], tape.slot_of(t)).copy()) for t in inputs)
+
+
+def __getattr__(name):   # `tapegrad.autograd.no_grad` etc., as in torch.autograd
+    from . import _graph
+    if name in ("no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"):
+        return getattr(_graph, name)
+    raise AttributeError(name)
+
