@@ -4,58 +4,51 @@
 interpreters read:
 
     E[e]    = (opcode, a, b, c, out, payload offset, payload length, 0)   int64 (n, 8)
-    FC[e]   = (c0, c1)                                                   float (n, 2)
+    FC[e]   = (c0, c1)                                                   float64 (n, 2)
     IP      = the integer payloads, end to end                           int64
     S[slot] = (offset, size) of the slot in the value buffer             int64 (slots, 2)
-    NEED    = 1 where a slot needs an adjoint                            uint8 (slots,)
+    NEED    = 1 where a slot needs an adjoint                            int64 (slots,)
+    V       = every slot's value, end to end                             float32 or float64
 
-Every value gets a slot: leaves and constants first seen as operands, then each entry's output.
-Entries are sorted by recording sequence, which is a topological order.
+Every value gets a slot: leaves and constants when first seen as operands, then each entry's
+output. Entries are sorted by recording sequence, which is a topological order. This runs on
+every eager `backward()`, so it is written for few Python operations per node.
 """
 import numpy as np
 
 from ._registry import OPCODE
 
 _PACK = OPCODE["pack"]
+_NO_PAYLOAD = np.zeros(0, np.int64)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 class FlatTape:
-    """Arrays of one linearized graph, the Python objects its slots stand for, and their values."""
+    """Arrays of one linearized graph and the Python objects its slots stand for."""
+    __slots__ = ("E", "FC", "IP", "S", "NEED", "V", "offsets", "sizes", "values", "nodes",
+                 "slots", "leaves")
 
-    def __init__(self, E, FC, IP, S, NEED, shapes, dtype, nodes, leaves, node_slot, leaf_slot):
-        self.E, self.FC, self.IP, self.S, self.NEED = E, FC, IP, S, NEED
-        self.shapes = shapes          # shape of each slot
-        self.dtype = dtype            # the value buffer's dtype
-        self.nodes = nodes            # the recorded nodes, in tape order
-        self.leaves = leaves          # tensors without a node (inputs and constants), by slot
-        self.node_slot = node_slot    # id(node) -> output slot
-        self.leaf_slot = leaf_slot    # id(tensor) -> slot
+    def __init__(self, E, FC, IP, S, NEED, V, offsets, sizes, values, nodes, slots, leaves):
+        self.E, self.FC, self.IP, self.S, self.NEED, self.V = E, FC, IP, S, NEED, V
+        self.offsets = offsets    # S[:, 0] and S[:, 1] as Python lists (cheap from Python)
+        self.sizes = sizes
+        self.values = values      # the recorded value of each slot (numpy arrays)
+        self.nodes = nodes        # the recorded nodes, in tape order
+        self.slots = slots        # id(node) for outputs, id(tensor) for leaves -> slot
+        self.leaves = leaves      # (slot, tensor) of every tensor without a node
 
     @property
-    def size(self):
-        return int(self.S[-1, 0] + self.S[-1, 1]) if len(self.S) else 0
+    def dtype(self):
+        return self.V.dtype
 
     def slot_of(self, tensor):
         node = tensor._node
-        if node is not None:
-            return self.node_slot.get(id(node))
-        return self.leaf_slot.get(id(tensor))
-
-    def values(self):
-        """The value buffer, packed from the recorded values."""
-        V = np.empty(self.size, self.dtype)
-        S = self.S
-        for s, t in self.leaves.items():
-            V[S[s, 0]:S[s, 0] + S[s, 1]] = t.data.ravel()
-        for node in self.nodes:
-            s = self.node_slot[id(node)]
-            V[S[s, 0]:S[s, 0] + S[s, 1]] = node.value.ravel()
-        return V
+        return self.slots.get(id(tensor) if node is None else id(node))
 
     def view(self, buffer, slot):
         """The value of `slot` in a flat `buffer`, in its shape."""
-        off, size = self.S[slot]
-        return buffer[off:off + size].reshape(self.shapes[slot])
+        off = self.offsets[slot]
+        return buffer[off:off + self.sizes[slot]].reshape(self.values[slot].shape)
 
 
 def reachable(outputs):
@@ -68,64 +61,71 @@ def reachable(outputs):
             continue
         seen[id(node)] = node
         for t in node.inputs:
-            if t._node is not None and id(t._node) not in seen:
-                stack.append(t._node)
-    return sorted(seen.values(), key=lambda n: n.seq)
+            n = t._node
+            if n is not None and id(n) not in seen:
+                stack.append(n)
+    nodes = list(seen.values())
+    nodes.sort(key=_seq)
+    return nodes
 
 
-def _buffer_dtype(values):
-    floats = {v.dtype for v in values if v.dtype.kind == "f"}
-    return np.dtype(np.float32) if floats == {np.dtype(np.float32)} else np.dtype(np.float64)
+def _seq(node):
+    return node.seq
 
 
 def linearize(outputs, extra_leaves=()):
     """Flatten the graph behind `outputs` into a FlatTape; `extra_leaves` get slots even if unused."""
     nodes = reachable(outputs)
-    leaf_slot, node_slot, leaves = {}, {}, {}
-    sizes, shapes, need = [], [], []
+    slots, values, need, leaves = {}, [], [], []
 
-    def new_slot(value, needs_grad):
-        sizes.append(value.size)
-        shapes.append(value.shape)
-        need.append(needs_grad)
-        return len(sizes) - 1
-
-    def slot(t):
-        node = t._node
-        if node is not None:
-            return node_slot[id(node)]
-        s = leaf_slot.get(id(t))
-        if s is None:
-            s = leaf_slot[id(t)] = new_slot(t.data, t._requires_grad)
-            leaves[s] = t
+    def leaf(t):
+        s = slots[id(t)] = len(values)
+        values.append(t.data)
+        need.append(t._requires_grad)
+        leaves.append((s, t))
         return s
 
     for t in extra_leaves:
-        slot(t)
-    rows, payloads, consts = [], [], []
+        if t._node is None and id(t) not in slots:
+            leaf(t)
+    rows, consts, payloads = [], [], []
     offset = 0
     for node in nodes:
-        operands = [slot(t) for t in node.inputs]
-        out = node_slot[id(node)] = new_slot(node.value, bool(node.prim.differentiable))
+        operands = []
+        for t in node.inputs:
+            n = t._node
+            s = slots.get(id(t) if n is None else id(n))
+            operands.append(leaf(t) if s is None else s)
+        out = slots[id(node)] = len(values)
+        values.append(node.value)
+        need.append(node.prim.differentiable)
         payload = node.payload
         if node.prim.opcode == _PACK:
-            payload = np.array(operands, np.int64)
-            operands = []
-        n_payload = 0 if payload is None else payload.size
-        if n_payload:
+            payload, operands = np.array(operands, np.int64), []
+        n_payload = 0
+        if payload is not None:
+            n_payload = payload.size
             payloads.append(payload)
-        operands += [-1] * (3 - len(operands))
-        rows.append((node.prim.opcode, *operands, out, offset, n_payload, 0))
-        consts.append((node.c0, node.c1))
+        operands += (-1, -1, -1)
+        rows += (node.prim.opcode, operands[0], operands[1], operands[2], out, offset, n_payload, 0)
+        consts += (node.c0, node.c1)
         offset += n_payload
-    sizes = np.array(sizes, np.int64)
-    S = np.empty((len(sizes), 2), np.int64)
-    S[:, 1] = sizes
-    S[:, 0] = np.cumsum(sizes) - sizes
-    dtype = _buffer_dtype([n.value for n in nodes] + [t.data for t in leaves.values()])
+    ints = rows
+    offsets, sizes, total = [], [], 0
+    for v in values:
+        offsets.append(total)
+        sizes.append(v.size)
+        ints += (total, v.size)
+        total += v.size
+    ints += need
+    ints = np.array(ints, np.int64)
+    n_rows, n_slots = len(nodes), len(values)
+    dtypes = {v.dtype for v in values}
+    dtype = _F32 if _F32 in dtypes and _F64 not in dtypes else _F64
+    V = np.concatenate([v.reshape(-1) for v in values], dtype=dtype, casting="unsafe") \
+        if values else np.zeros(0, dtype)
     return FlatTape(
-        E=np.array(rows, np.int64).reshape(-1, 8),
-        FC=np.array(consts, np.float64).reshape(-1, 2),
-        IP=np.concatenate(payloads) if payloads else np.zeros(0, np.int64),
-        S=S, NEED=np.array(need, np.uint8), shapes=shapes, dtype=dtype, nodes=nodes,
-        leaves=leaves, node_slot=node_slot, leaf_slot=leaf_slot)
+        ints[:8 * n_rows].reshape(n_rows, 8), np.array(consts, np.float64).reshape(n_rows, 2),
+        np.concatenate(payloads) if payloads else _NO_PAYLOAD,
+        ints[8 * n_rows:8 * n_rows + 2 * n_slots].reshape(n_slots, 2),
+        ints[8 * n_rows + 2 * n_slots:], V, offsets, sizes, values, nodes, slots, leaves)

@@ -52,11 +52,14 @@ def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
     out._requires_grad = False
     out._node = None
     if state.grad_enabled:
-        requires = any(t._requires_grad for t in inputs)
-        if prim.differentiable:
-            if requires or (state.tracing and any(t._node is not None for t in inputs)):
-                out._requires_grad = requires
-                out._node = Node(prim, inputs, value, payload, c0, c1, name)
+        requires = False
+        for t in inputs:
+            if t._requires_grad:
+                requires = True
+                break
+        if requires and prim.differentiable:
+            out._requires_grad = True
+            out._node = Node(prim, inputs, value, payload, c0, c1, name)
         elif state.tracing and (requires or any(t._node is not None for t in inputs)):
             out._node = Node(prim, inputs, value, payload, c0, c1, name)
     return out

@@ -31,7 +31,6 @@ def _seed(outputs, grad_outputs):
         if g is None:
             if out.data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = np.ones(out.data.shape)
         else:
             g = g.data if isinstance(g, Tensor) else np.asarray(g)
             if g.shape != out.data.shape:
@@ -59,12 +58,14 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     for node in tape.nodes:
         if node.freed and node.prim.saves:
             raise RuntimeError(_FREED)
-    V = tape.values()
-    G = np.zeros((1, V.size), tape.dtype)
+    V = tape.V
+    G = np.zeros((1, V.size), V.dtype)
     for out, g in zip(outputs, seeds):
         s = tape.slot_of(out)
-        off, size = tape.S[s]
-        G[0, off:off + size] += g.ravel()
+        if g is None:
+            G[0, tape.offsets[s]] += 1.0
+        else:
+            G[0, tape.offsets[s]:tape.offsets[s] + g.size] += g.reshape(-1)
     if len(tape.E):
         interpreters().backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G)
     if not retain_graph:
@@ -73,9 +74,10 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     return tape, G[0]
 
 
-def _accumulate(tensor, grad):
+def _accumulate(tensor, tape, G, slot):
+    grad = tape.view(G, slot)
     if tensor._grad is None:
-        tensor._grad = Tensor(grad.copy())
+        tensor._grad = Tensor(grad.astype(tensor.data.dtype))
     else:
         tensor._grad.data += grad
 
@@ -92,16 +94,16 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         for t in targets:
             s = tape.slot_of(t)
             if s is not None:
-                _accumulate(t, tape.view(G, s).astype(t.data.dtype))
+                _accumulate(t, tape, G, s)
         return
-    for s, leaf in tape.leaves.items():
+    for s, leaf in tape.leaves:
         if leaf._requires_grad:
-            _accumulate(leaf, tape.view(G, s).astype(leaf.data.dtype))
+            _accumulate(leaf, tape, G, s)
     for node in tape.nodes:
         if node.retained is not None:
             t = node.retained()
             if t is not None:
-                _accumulate(t, tape.view(G, tape.node_slot[id(node)]).astype(t.data.dtype))
+                _accumulate(t, tape, G, tape.slots[id(node)])
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -137,7 +139,7 @@ def jvp_of_graph(outputs, inputs, tangents):
     """
     outputs, inputs, tangents = _as_tuple(outputs), _as_tuple(inputs), _as_tuple(tangents)
     tape = linearize(outputs, inputs)
-    V = tape.values()
+    V = tape.V
     T = np.zeros((1, V.size), tape.dtype)
     for t, v in zip(inputs, tangents):
         s = tape.slot_of(t)
@@ -153,7 +155,7 @@ def hvp_of_graph(output, inputs, tangents):
     along `tangents`, i.e. Hessian-vector products, from one tangent and one reverse sweep."""
     inputs, tangents = _as_tuple(inputs), _as_tuple(tangents)
     tape = linearize((output,), inputs)
-    V = tape.values()
+    V = tape.V
     T = np.zeros((1, V.size), tape.dtype)
     for t, v in zip(inputs, tangents):
         s = tape.slot_of(t)
