@@ -1,0 +1,258 @@
+"""Tracing a function onto a replayable `Tape`.
+
+`trace(f, *args)` runs `f` once on tensors that record everything computed from its array
+arguments, then flattens the recording (`_tape.linearize`) into a `Tape`: the tape arrays, a
+template value buffer holding the constants, the slots of the inputs and outputs, and the guards.
+Replaying runs the compiled interpreters only; `f` is not called again.
+
+Rules of replay (they decide what a tape may assume about `f`):
+* Array arguments and Python floats are inputs: their values may change between replays.
+  Python ints, bools, strings and None are static: they are part of the signature (a new value
+  retraces), like the shapes and dtypes of the arrays.
+* Arrays the function closes over, or creates without using the inputs, are constants of the
+  tape, captured by value at trace time (as in `jax.jit`). A transform made with
+  `capture="call"` re-reads closed-over arrays at every call instead, so that mutating them
+  between calls is seen.
+* Python control flow on traced values (`if x > 0`, `while err > tol`, `max(a, b)`) records the
+  comparison and its outcome as a guard. A replay at inputs where a guard's outcome differs is
+  detected after the forward sweep and the function is traced again for the new branch.
+* Converting a traced value to a Python number (`float(x)`, `x.item()`) raises: the tape could
+  not replay it.
+"""
+import threading
+
+import numpy as np
+
+from . import _pytree
+from ._graph import state
+from ._interp import interpreters
+from ._registry import PRIMS
+from ._tape import linearize
+from ._tensor import Tensor
+
+_DIFFERENTIABLE = np.array([p.differentiable for p in PRIMS], bool)
+_PACK = [p.opcode for p in PRIMS if p.name == "pack"][0]
+
+
+class tracing:
+    """Context in which every operation on a traced tensor is recorded and guards collected."""
+
+    def __enter__(self):
+        self._saved = (state.grad_enabled, state.guards)
+        state.grad_enabled = True
+        state.tracing += 1
+        state.guards = []
+        return state.guards
+
+    def __exit__(self, *exc):
+        state.tracing -= 1
+        state.grad_enabled, state.guards = self._saved
+
+
+def is_dynamic(leaf):
+    """Whether an argument leaf is a tape input (float arrays and numbers) or static."""
+    if isinstance(leaf, Tensor):
+        leaf = leaf.data
+    if isinstance(leaf, np.ndarray):
+        return leaf.dtype.kind == "f"
+    return isinstance(leaf, (float, np.floating))
+
+
+def leaf_signature(leaf):
+    """The part of the cache key for one argument leaf."""
+    if isinstance(leaf, Tensor):
+        leaf = leaf.data
+    if isinstance(leaf, np.ndarray):
+        if leaf.dtype.kind == "f":
+            return ("array", leaf.shape, leaf.dtype.str)
+        # integer and boolean arrays (indices, masks) are static: their values shape the tape
+        return ("static array", leaf.shape, leaf.dtype.str, leaf.tobytes())
+    if isinstance(leaf, (float, np.floating)):
+        return ("float", np.asarray(leaf).dtype.str)
+    try:
+        hash(leaf)
+    except TypeError:
+        raise TypeError(f"cannot trace an argument of type {type(leaf).__name__}: arguments are "
+                        "arrays, numbers, or tuples/lists/dicts of them") from None
+    return ("static", type(leaf), leaf)
+
+
+class Tape:
+    """A traced function: replayable forward, reverse, tangent and second-order sweeps.
+
+    Built by `trace`; `tape(*args)` replays the function's value, `tape.gradient(*args)` its
+    gradient, `len(tape)` counts entries. Buffers are per thread, so a tape may be shared.
+    """
+
+    def __init__(self, flat, input_slots, output_slots, out_structure, guards, constants):
+        self.E, self.FC, self.IP, self.S = flat.E, flat.FC, flat.IP, flat.S
+        self.NEED = flat.NEED
+        self.V0 = flat.V                         # trace-time values; constants stay valid
+        self.offsets, self.sizes = flat.offsets, flat.sizes
+        self.shapes = [v.shape for v in flat.values]
+        self.prims = [PRIMS[op] for op in flat.E[:, 0]]
+        self.input_slots = input_slots          # one per dynamic argument leaf
+        self.output_slots = output_slots        # one per output leaf
+        self.out_structure = out_structure
+        self.guards = guards                    # [(slot, outcome)]
+        self.constants = constants              # [(slot, array)] re-read with capture="call"
+        self._local = threading.local()
+
+    # ---- inspection --------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.E)
+
+    @property
+    def dtype(self):
+        return self.V0.dtype
+
+    def __repr__(self):
+        counts = {}
+        for p in self.prims:
+            counts[p.name] = counts.get(p.name, 0) + 1
+        ops = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        return (f"<tapegrad.Tape: {len(self)} entries, {len(self.S)} slots, "
+                f"{self.V0.size} values ({self.V0.dtype}), {len(self.input_slots)} inputs, "
+                f"{len(self.output_slots)} outputs, {len(self.guards)} guards; {ops}>")
+
+    def view(self, buffer, slot):
+        off = self.offsets[slot]
+        return buffer[..., off:off + self.sizes[slot]].reshape(buffer.shape[:-1] + self.shapes[slot])
+
+    # ---- sweeps ------------------------------------------------------------------------------
+    def _buffer(self):
+        """This thread's value buffer, constants in place (copied once, not per call)."""
+        V = getattr(self._local, "V", None)
+        if V is None:
+            V = self._local.V = self.V0.copy()
+        return V
+
+    def load(self, inputs, refresh_constants=False):
+        """The value buffer with `inputs` (arrays, in input order) written in."""
+        V = self._buffer()
+        if refresh_constants:
+            for s, array in self.constants:
+                V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = np.ravel(array)
+        for s, x in zip(self.input_slots, inputs):
+            x = np.asarray(x.data if isinstance(x, Tensor) else x)
+            if x.size != self.sizes[s]:
+                raise ValueError(f"input of shape {x.shape} does not match the traced shape "
+                                 f"{self.shapes[s]}")
+            V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = x.reshape(-1)
+        return V
+
+    def forward(self, V):
+        interpreters().forward(self.E, self.FC, self.IP, self.S, V)
+
+    def guards_hold(self, V):
+        for s, outcome in self.guards:
+            if (V[self.offsets[s]] != 0) != outcome:
+                return False
+        return True
+
+    def backward(self, V, seeds):
+        """Adjoints for several output seeds at once: `seeds` is (k, n_total)."""
+        interpreters().backward(self.E, self.FC, self.IP, self.S, self.NEED, V, seeds)
+        return seeds
+
+    def tangent(self, V, T):
+        """Tangents for several input directions at once: `T` is (k, n_total)."""
+        interpreters().tangent(self.E, self.FC, self.IP, self.S, V, T)
+        return T
+
+    def backward_tangent(self, V, T, G, TG):
+        interpreters().backward_tangent(self.E, self.FC, self.IP, self.S, self.NEED, V, T, G, TG)
+        return TG
+
+    # ---- conveniences ------------------------------------------------------------------------
+    def outputs(self, V):
+        leaves = [self.view(V, s).copy() for s in self.output_slots]
+        return _pytree.unflatten(self.out_structure, leaves)
+
+    def __call__(self, *inputs):
+        """Replay the forward sweep at new input values (same shapes); returns the outputs."""
+        V = self.load(inputs)
+        self.forward(V)
+        self._check_guards(V)
+        return self.outputs(V)
+
+    def gradient(self, *inputs):
+        """Gradient of the (scalar) output with respect to every input, by one reverse sweep."""
+        if len(self.output_slots) != 1 or self.sizes[self.output_slots[0]] != 1:
+            raise TypeError("gradient requires a scalar output; use jacobian or vjp")
+        V = self.load(inputs)
+        self.forward(V)
+        self._check_guards(V)
+        G = np.zeros((1, V.size), V.dtype)
+        G[0, self.offsets[self.output_slots[0]]] = 1.0
+        self.backward(V, G)
+        grads = [self.view(G[0], s).copy() for s in self.input_slots]
+        return grads[0] if len(grads) == 1 else tuple(grads)
+
+    def _check_guards(self, V):
+        if not self.guards_hold(V):
+            raise GuardError("these inputs take another branch of the traced function than the "
+                             "tape recorded; call the function transform (which retraces) "
+                             "instead of replaying the tape directly")
+
+
+class GuardError(RuntimeError):
+    """A replay reached a branch the tape did not record."""
+
+
+def trace(f, args, kwargs=None, argnums=None):
+    """Trace `f(*args, **kwargs)` onto a Tape.
+
+    `argnums` (a tuple) selects the arguments to differentiate; None differentiates every
+    floating-point input. Returns (tape, output value tree, per-input flags of differentiation).
+    """
+    kwargs = kwargs or {}
+    leaves, structure = _pytree.flatten(tuple(args))
+    arg_of_leaf = _argument_of_leaves(args)
+    inputs, traced_leaves, diff = [], [], {}
+    with tracing() as guards:
+        for i, leaf in enumerate(leaves):
+            if not is_dynamic(leaf):
+                traced_leaves.append(leaf)
+                continue
+            t = Tensor(np.array(leaf.data if isinstance(leaf, Tensor) else leaf))
+            t._requires_grad = True          # recorded, whether differentiated or not
+            inputs.append(t)
+            traced_leaves.append(t)
+            diff[len(inputs) - 1] = argnums is None or arg_of_leaf[i] in argnums
+        out = f(*_pytree.unflatten(structure, traced_leaves), **kwargs)
+        guard_list = list(guards)
+    out_leaves, out_structure = _pytree.flatten(out)
+    outputs = [o if isinstance(o, Tensor) else Tensor(np.asarray(o, np.float64)) for o in out_leaves]
+    guard_tensors = [g for g, _ in guard_list]
+    flat = linearize(outputs + guard_tensors, extra_leaves=inputs)
+    input_slots = [flat.slot_of(t) for t in inputs]
+    need = np.zeros(len(flat.S), np.int64)
+    for k, s in enumerate(input_slots):
+        need[s] = diff[k]
+    for row, payload in _rows_with_operands(flat):
+        op, out_slot = row[0], row[4]
+        if _DIFFERENTIABLE[op] and any(need[s] for s in payload):
+            need[out_slot] = 1
+    flat.NEED = need
+    constants = [(s, t.data) for s, t in flat.leaves if not t._requires_grad]
+    tape = Tape(flat, input_slots, [flat.slot_of(o) for o in outputs], out_structure,
+                [(flat.slot_of(g), outcome) for g, outcome in guard_list], constants)
+    return tape, diff
+
+
+def _rows_with_operands(flat):
+    """(row, operand slots) of each entry, with pack's operands read from its payload."""
+    for row in flat.E:
+        if row[0] == _PACK:
+            yield row, flat.IP[row[5]:row[5] + row[6]]
+        else:
+            yield row, [s for s in row[1:4] if s >= 0]
+
+
+def _argument_of_leaves(args):
+    """For each flattened leaf of `args`, the index of the positional argument it belongs to."""
+    owners = []
+    for i, a in enumerate(args):
+        owners += [i] * len(_pytree.flatten(a)[0])
+    return owners
