@@ -8,12 +8,13 @@ cannot cache functions made by `exec`) named by a hash of everything it depends 
 of the registry or of the kernels gives a new file and a fresh compile, never a stale cache.
 
 Interpreters (flat buffers; E[e] = (op, a, b, c, out, ip_offset, ip_len, 0), FC[e] = (c0, c1),
-IP the integer payloads, S[slot] = (offset, size), NEED[slot] whether it needs an adjoint):
+IP the integer payloads, S[slot] = (offset, size), NEED[slot] whether it needs an adjoint; each
+runs the entries start..stop-1, so that `_sweep` can stop at nested-transform entries):
 
-    forward(E, FC, IP, S, V)                      values
-    backward(E, FC, IP, S, NEED, V, G)            adjoints, G is (seeds, n): several at once
-    tangent(E, FC, IP, S, V, T)                   tangents, T is (directions, n)
-    backward_tangent(E, FC, IP, S, NEED, V, T, G, TG)
+    forward(E, FC, IP, S, V, start, stop)                 values
+    backward(E, FC, IP, S, NEED, V, G, start, stop)       adjoints, G is (seeds, n): several at once
+    tangent(E, FC, IP, S, V, T, start, stop)              tangents, T is (directions, n)
+    backward_tangent(E, FC, IP, S, NEED, V, T, G, TG, start, stop)
         one reverse sweep computing adjoints G (n,) and their tangents TG (directions, n):
         forward-over-reverse, for Hessian-vector products
 """
@@ -58,10 +59,11 @@ _ENTRY = '''\
 '''
 
 _FUNCTIONS = {
-    "forward": ("E, FC, IP, S, V", "range(E.shape[0])"),
-    "backward": ("E, FC, IP, S, NEED, V, G", "range(E.shape[0] - 1, -1, -1)"),
-    "tangent": ("E, FC, IP, S, V, T", "range(E.shape[0])"),
-    "backward_tangent": ("E, FC, IP, S, NEED, V, T, G, TG", "range(E.shape[0] - 1, -1, -1)"),
+    "forward": ("E, FC, IP, S, V, start, stop", "range(start, stop)"),
+    "backward": ("E, FC, IP, S, NEED, V, G, start, stop", "range(stop - 1, start - 1, -1)"),
+    "tangent": ("E, FC, IP, S, V, T, start, stop", "range(start, stop)"),
+    "backward_tangent": ("E, FC, IP, S, NEED, V, T, G, TG, start, stop",
+                         "range(stop - 1, start - 1, -1)"),
 }
 
 
@@ -147,11 +149,14 @@ _DISPATCH = {
 def generate():
     """The source text of the interpreter module."""
     out = [_HEADER]
-    out += [_elementwise_source(p) for p in PRIMS if p.kind != "kernel"]
+    out += [_elementwise_source(p) for p in PRIMS if p.kind in ("unary", "binary")]
     for fn, (args, loop) in _FUNCTIONS.items():
         out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_ENTRY}")
         for k, p in enumerate(PRIMS):
             out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
+            if p.kind == "call":   # run by _sweep in Python, never inside a compiled range
+                out.append(_lines("pass", 12))
+                continue
             kname = _kernel_name(p, "").rstrip("_")
             out.append(_lines(_DISPATCH[fn].replace("{k}", kname), 12))
     return "".join(out)

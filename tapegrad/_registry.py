@@ -11,6 +11,8 @@ that second-order transforms need).
   (`_codegen`) turns the expressions into the loops of every interpreter, so a rule is written once.
 * Structural primitives name a family of njit kernels in `_kernels` (`<kernel>_fwd`, `_vjp`,
   `_jvp`, `_vjp_jvp`).
+* `call` is a nested transform (`grad(f)` called on traced values); its entry's payload is a
+  Python rule (`_transforms.CallRule`) that the sweeps (`_sweep`) run between compiled segments.
 
 Opcodes are positions in `PRIMS`; the code generator and every interpreter read this table, so
 adding a primitive is one entry here (and its gradcheck test).
@@ -32,6 +34,7 @@ class Prim:
     numpy: object = None      # elementwise: eager forward, numpy(x, c0, c1) or numpy(a, b)
     kernel: str = ""          # structural: kernel family in _kernels
     differentiable: bool = True
+    variadic: bool = False    # operands are listed in the payload (any number of them)
     opcode: int = field(default=-1, compare=False)
 
 
@@ -48,8 +51,8 @@ def _binary(name, grad_fn, f, d, d2, numpy, saves=True, differentiable=True):
     return Prim(name, "binary", grad_fn, saves, f, d, d2, numpy, differentiable=differentiable)
 
 
-def _kernel(name, grad_fn, kernel, saves=True):
-    return Prim(name, "kernel", grad_fn, saves, kernel=kernel)
+def _kernel(name, grad_fn, kernel, saves=True, variadic=False):
+    return Prim(name, "kernel", grad_fn, saves, kernel=kernel, variadic=variadic)
 
 
 def _compare(name, expr, numpy):
@@ -149,8 +152,12 @@ _PRIMS = [
     _kernel("segmin", "AminBackward0", "segmin"),
     _kernel("segprod", "ProdBackward1", "segprod"),
     _kernel("matmul", "MmBackward0", "matmul"),
-    _kernel("pack", "CatBackward0", "pack", saves=False),
+    _kernel("pack", "CatBackward0", "pack", saves=False, variadic=True),
     _kernel("where", "WhereBackward0", "where"),
+
+    # a nested function transform (grad or jacobian of a traced function) used inside a traced
+    # or eager computation; the sweeps run its rules in Python between compiled segments
+    Prim("call", "call", "CallBackward0", variadic=True),
 ]
 
 PRIMS = tuple(Prim(**{**p.__dict__, "opcode": i}) for i, p in enumerate(_PRIMS))

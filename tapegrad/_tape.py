@@ -16,9 +16,6 @@ every eager `backward()`, so it is written for few Python operations per node.
 """
 import numpy as np
 
-from ._registry import OPCODE
-
-_PACK = OPCODE["pack"]
 _NO_PAYLOAD = np.zeros(0, np.int64)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -26,9 +23,10 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 class FlatTape:
     """Arrays of one linearized graph and the Python objects its slots stand for."""
     __slots__ = ("E", "FC", "IP", "S", "NEED", "V", "offsets", "sizes", "values", "nodes",
-                 "slots", "leaves")
+                 "slots", "leaves", "calls")
 
-    def __init__(self, E, FC, IP, S, NEED, V, offsets, sizes, values, nodes, slots, leaves):
+    def __init__(self, E, FC, IP, S, NEED, V, offsets, sizes, values, nodes, slots, leaves,
+                 calls):
         self.E, self.FC, self.IP, self.S, self.NEED, self.V = E, FC, IP, S, NEED, V
         self.offsets = offsets    # S[:, 0] and S[:, 1] as Python lists (cheap from Python)
         self.sizes = sizes
@@ -36,6 +34,7 @@ class FlatTape:
         self.nodes = nodes        # the recorded nodes, in tape order
         self.slots = slots        # id(node) for outputs, id(tensor) for leaves -> slot
         self.leaves = leaves      # (slot, tensor) of every tensor without a node
+        self.calls = calls        # (entry, rule) of nested-transform entries, see _sweep
 
     @property
     def dtype(self):
@@ -88,9 +87,9 @@ def linearize(outputs, extra_leaves=()):
     for t in extra_leaves:
         if t._node is None and id(t) not in slots:
             leaf(t)
-    rows, consts, payloads = [], [], []
+    rows, consts, payloads, calls = [], [], [], []
     offset = 0
-    for node in nodes:
+    for e, node in enumerate(nodes):
         operands = []
         for t in node.inputs:
             n = t._node
@@ -100,7 +99,9 @@ def linearize(outputs, extra_leaves=()):
         values.append(node.value)
         need.append(node.prim.differentiable)
         payload = node.payload
-        if node.prim.opcode == _PACK:
+        if node.prim.variadic:
+            if node.prim.kind == "call":
+                calls.append((e, payload))
             payload, operands = np.array(operands, np.int64), []
         n_payload = 0
         if payload is not None:
@@ -128,4 +129,4 @@ def linearize(outputs, extra_leaves=()):
         ints[:8 * n_rows].reshape(n_rows, 8), np.array(consts, np.float64).reshape(n_rows, 2),
         np.concatenate(payloads) if payloads else _NO_PAYLOAD,
         ints[8 * n_rows:8 * n_rows + 2 * n_slots].reshape(n_slots, 2),
-        ints[8 * n_rows + 2 * n_slots:], V, offsets, sizes, values, nodes, slots, leaves)
+        ints[8 * n_rows + 2 * n_slots:], V, offsets, sizes, values, nodes, slots, leaves, calls)

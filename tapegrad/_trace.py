@@ -25,13 +25,13 @@ import numpy as np
 
 from . import _pytree
 from ._graph import state
-from ._interp import interpreters
+from . import _sweep
 from ._registry import PRIMS
 from ._tape import linearize
 from ._tensor import Tensor
 
-_DIFFERENTIABLE = np.array([p.differentiable for p in PRIMS], bool)
-_PACK = [p.opcode for p in PRIMS if p.name == "pack"][0]
+_DIFFERENTIABLE = [p.differentiable for p in PRIMS]
+_VARIADIC = [p.variadic for p in PRIMS]
 
 
 class tracing:
@@ -94,6 +94,7 @@ class Tape:
         self.input_slots = input_slots          # one per dynamic argument leaf
         self.output_slots = output_slots        # one per output leaf
         self.out_structure = out_structure
+        self.calls = flat.calls                 # nested transforms, see _sweep
         self.guards = guards                    # [(slot, outcome)]
         self.constants = constants              # [(slot, array)] re-read with capture="call"
         self._local = threading.local()
@@ -142,7 +143,7 @@ class Tape:
         return V
 
     def forward(self, V):
-        interpreters().forward(self.E, self.FC, self.IP, self.S, V)
+        _sweep.forward(self, V)
 
     def guards_hold(self, V):
         for s, outcome in self.guards:
@@ -152,16 +153,16 @@ class Tape:
 
     def backward(self, V, seeds):
         """Adjoints for several output seeds at once: `seeds` is (k, n_total)."""
-        interpreters().backward(self.E, self.FC, self.IP, self.S, self.NEED, V, seeds)
+        _sweep.backward(self, V, seeds)
         return seeds
 
     def tangent(self, V, T):
         """Tangents for several input directions at once: `T` is (k, n_total)."""
-        interpreters().tangent(self.E, self.FC, self.IP, self.S, V, T)
+        _sweep.tangent(self, V, T)
         return T
 
     def backward_tangent(self, V, T, G, TG):
-        interpreters().backward_tangent(self.E, self.FC, self.IP, self.S, self.NEED, V, T, G, TG)
+        _sweep.backward_tangent(self, V, T, G, TG)
         return TG
 
     # ---- conveniences ------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def trace(f, args, kwargs=None, argnums=None):
 def _rows_with_operands(flat):
     """(row, operand slots) of each entry, with pack's operands read from its payload."""
     for row in flat.E:
-        if row[0] == _PACK:
+        if _VARIADIC[row[0]]:
             yield row, flat.IP[row[5]:row[5] + row[6]]
         else:
             yield row, [s for s in row[1:4] if s >= 0]

@@ -12,7 +12,10 @@ import functools
 import numpy as np
 
 from . import _pytree
-from ._trace import is_dynamic, leaf_signature, trace
+from ._graph import state
+from ._registry import BY_NAME
+from ._tensor import Tensor, record
+from ._trace import GuardError, is_dynamic, leaf_signature, trace
 
 MAX_TAPES_PER_SIGNATURE = 8
 
@@ -39,7 +42,10 @@ class Traced:
         if tapes:
             for tape in tapes:
                 V = tape.load(inputs, self.refresh)
-                tape.forward(V)
+                try:
+                    tape.forward(V)
+                except GuardError:      # a nested transform's guard failed: retrace
+                    continue
                 if tape.guards_hold(V):
                     return tape, V, leaves, structure
         else:
@@ -52,7 +58,7 @@ class Traced:
         return tape, tape.load(inputs), leaves, structure
 
     def _check_differentiable(self, args):
-        for i in self.argnums:
+        for i in self.argnums or ():
             if i >= len(args) or i < -len(args):
                 raise TypeError(f"differentiating with respect to argnums={self.argnums} requires "
                                 f"at least {i + 1} positional arguments, got {len(args)}")
@@ -140,6 +146,11 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
 
     @_wraps(f, "value_and_grad")
     def value_and_grad_f(*args, **kwargs):
+        if _is_traced_call(args):
+            if has_aux:
+                raise NotImplementedError("has_aux inside a traced computation")
+            grads = _record_call(f, args, kwargs, argnums, single, "grad")
+            return f(*args, **kwargs), grads
         tape, V, leaves, structure = traced.replay(args, kwargs)
         out_slots, aux = _split_aux(tape, V, has_aux)
         if len(out_slots) != 1 or tape.sizes[out_slots[0]] != 1:
@@ -165,6 +176,11 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
 
     @_wraps(f, "grad")
     def grad_f(*args, **kwargs):
+        if _is_traced_call(args):
+            if has_aux:
+                raise NotImplementedError("has_aux inside a traced computation")
+            return _record_call(f, args, kwargs, vg.traced.argnums, isinstance(argnums, int),
+                                "grad")
         (value_aux, grads) = vg(*args, **kwargs)
         return (grads, value_aux[1]) if has_aux else grads
 
@@ -258,6 +274,8 @@ def _jacobian(f, argnums, mode):
     traced = Traced(f, argnums_t)
 
     def jac_f(*args, **kwargs):
+        if _is_traced_call(args):
+            return _record_call(f, args, kwargs, argnums_t, single, "jac")
         tape, V, leaves, structure = traced.replay(args, kwargs)
         traced._check_differentiable(args)
         groups = traced.input_groups(tape, leaves, structure)
@@ -372,3 +390,159 @@ def trace_function(f, *example_args, **kwargs):
     """The `Tape` of `f` at arguments like `example_args` (inspect it, replay it, reuse it)."""
     tape, _ = trace(f, example_args, kwargs, None)
     return tape
+
+
+# ---- nested transforms: grad(f) or jacobian(f) called on traced (or grad-requiring) tensors ----
+
+def _is_traced_call(args):
+    """Whether a transform is called on tensors that an enclosing computation records."""
+    for leaf in _pytree.flatten(tuple(args))[0]:
+        if isinstance(leaf, Tensor) and (leaf._node is not None or leaf._requires_grad):
+            return state.grad_enabled
+    return False
+
+
+class CallRule:
+    """A nested transform as one tape entry: its value and its derivatives come from the inner
+    function's tape. The entry's output is the flat concatenation of the gradients of the inner
+    output elements (one for `grad`, all of them for `jacobian`) with respect to the
+    differentiated inner inputs, block by block (output leaf, then input leaf). Its VJP and JVP
+    are second derivatives of the inner function, one forward-over-reverse sweep per output
+    element (Hessians are symmetric, so the VJP of a gradient is a Hessian-vector product too).
+    The inner function is a `Traced`, so a branch change inside it retraces it, not the outer."""
+
+    def __init__(self, f, args, kwargs, argnums):
+        self.traced = Traced(f, None)   # every inner input differentiated: the outer needs them
+        self.leaves, self.structure = _pytree.flatten(tuple(args))
+        self.kwargs = kwargs
+        self.argnums = argnums
+
+    def inner(self, values):
+        """The inner tape, its values at the inner inputs `values`, and the wrt slots."""
+        it = iter(values)
+        args = _pytree.unflatten(self.structure, [next(it) if is_dynamic(leaf) else leaf
+                                                  for leaf in self.leaves])
+        tape, V, leaves, structure = self.traced.replay(args, self.kwargs)
+        groups = self.traced.input_groups(tape, leaves, structure)
+        return tape, V, [s for i in self.argnums for s in groups[i % len(groups)][1]]
+
+    @staticmethod
+    def layout(tape, wrt):
+        """layout[i, j]: where d(output element i)/d(wrt element j) sits in the entry's output."""
+        m = sum(tape.sizes[s] for s in tape.output_slots)
+        n = sum(tape.sizes[s] for s in wrt)
+        positions = np.empty((m, n), np.int64)
+        k, r = 0, 0
+        for so in tape.output_slots:
+            c = 0
+            for s in wrt:
+                block = tape.sizes[so] * tape.sizes[s]
+                positions[r:r + tape.sizes[so], c:c + tape.sizes[s]] = \
+                    np.arange(k, k + block).reshape(tape.sizes[so], tape.sizes[s])
+                k += block
+                c += tape.sizes[s]
+            r += tape.sizes[so]
+        return positions
+
+    def evaluate(self, values):
+        tape, V, wrt = self.inner(values)
+        G = _directions(tape, tape.output_slots, V)
+        tape.backward(V, G)
+        out = np.empty(G.shape[0] * len(_columns(tape, wrt)), V.dtype)
+        out[self.layout(tape, wrt)] = G[:, _columns(tape, wrt)]
+        return out
+
+    # -- the sweeps of the enclosing tape call these (see _sweep) --
+    def _inputs(self, outer, V, e):
+        slots = outer.IP[outer.E[e, 5]:outer.E[e, 5] + outer.E[e, 6]]
+        values = [V[outer.S[s, 0]:outer.S[s, 0] + outer.S[s, 1]].reshape(shape)
+                  for s, shape in zip(slots, self.shapes)]
+        return slots, outer.E[e, 4], values
+
+    def forward(self, outer, V, e):
+        slots, out, values = self._inputs(outer, V, e)
+        V[outer.S[out, 0]:outer.S[out, 0] + outer.S[out, 1]] = self.evaluate(values)
+
+    def _hessian_products(self, tape, V, T):
+        """For each inner output element i: d/dt grad(f_i) along the directions T."""
+        tape.tangent(V, T)
+        for seed in _columns(tape, tape.output_slots):
+            G = np.zeros(V.size, V.dtype)
+            G[seed] = 1.0
+            TG = np.zeros_like(T)
+            tape.backward_tangent(V, T, G, TG)
+            yield TG
+
+    def vjp(self, outer, V, G, e):
+        slots, out, values = self._inputs(outer, V, e)
+        tape, Vi, wrt = self.inner(values)
+        cotangent = G[:, outer.S[out, 0]:outer.S[out, 0] + outer.S[out, 1]]
+        wrt_cols, in_cols = _columns(tape, wrt), _columns(tape, tape.input_slots)
+        outer_cols = _columns(outer, slots, outer.S)
+        need = np.repeat(outer.NEED[slots].astype(bool), outer.S[slots, 1])
+        for i, row in enumerate(self.layout(tape, wrt)):
+            T = np.zeros((G.shape[0], Vi.size), Vi.dtype)
+            T[:, wrt_cols] = cotangent[:, row]
+            tape.tangent(Vi, T)
+            Gi = np.zeros(Vi.size, Vi.dtype)
+            Gi[_columns(tape, tape.output_slots)[i]] = 1.0
+            TG = np.zeros_like(T)
+            tape.backward_tangent(Vi, T, Gi, TG)
+            G[:, outer_cols[need]] += TG[:, in_cols[need]]
+
+    def jvp(self, outer, V, T, e):
+        slots, out, values = self._inputs(outer, V, e)
+        tape, Vi, wrt = self.inner(values)
+        Ti = np.zeros((T.shape[0], Vi.size), Vi.dtype)
+        Ti[:, _columns(tape, tape.input_slots)] = T[:, _columns(outer, slots, outer.S)]
+        out_tangent = np.empty((T.shape[0], outer.S[out, 1]), T.dtype)
+        wrt_cols = _columns(tape, wrt)
+        for row, TG in zip(self.layout(tape, wrt), self._hessian_products(tape, Vi, Ti)):
+            out_tangent[:, row] = TG[:, wrt_cols]
+        T[:, outer.S[out, 0]:outer.S[out, 0] + outer.S[out, 1]] = out_tangent
+
+
+def _columns(tape, slots, S=None):
+    """Buffer positions of the elements of `slots`, end to end."""
+    if S is None:
+        spans = [(tape.offsets[s], tape.sizes[s]) for s in slots]
+    else:
+        spans = [(S[s, 0], S[s, 1]) for s in slots]
+    if not spans:
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(off, off + size) for off, size in spans])
+
+
+def _record_call(f, args, kwargs, argnums, single, kind):
+    """Record `kind`(f)(*args) (kind "grad" or "jac") as one entry of the enclosing graph."""
+    from . import _ops
+    leaves, structure = _pytree.flatten(tuple(args))
+    inputs = [_ops.as_tensor(leaf) for leaf in leaves if is_dynamic(leaf)]
+    plain_args = _pytree.unflatten(structure, [leaf.data if isinstance(leaf, Tensor) else leaf
+                                               for leaf in leaves])
+    rule = CallRule(f, plain_args, kwargs, argnums)
+    rule.shapes = [t.data.shape for t in inputs]
+    value = rule.evaluate([t.data for t in inputs])
+    tape, _, wrt = rule.inner([t.data for t in inputs])
+    out_shapes = [tape.shapes[s] for s in tape.output_slots]
+    if kind == "grad" and (len(out_shapes) != 1 or tape.sizes[tape.output_slots[0]] != 1):
+        raise TypeError(f"grad requires a scalar output; use jacobian or vjp (the output has "
+                        f"shape {out_shapes[0] if len(out_shapes) == 1 else out_shapes})")
+    flat = record(BY_NAME["call"], tuple(inputs), value, rule)
+    groups = rule.traced.input_groups(tape, rule.leaves, rule.structure)
+    per_output, k = [], 0
+    for oshape in out_shapes:
+        lead = oshape if kind == "jac" else ()
+        osize = int(np.prod(oshape, dtype=np.int64))
+        args_out = []
+        for i in argnums:
+            arg_structure, arg_slots = groups[i % len(groups)]
+            arg_leaves = []
+            for s in arg_slots:
+                n = osize * tape.sizes[s]
+                piece = _ops.getitem(flat, slice(k, k + n))
+                arg_leaves.append(_ops.reshape(piece, lead + tape.shapes[s]))
+                k += n
+            args_out.append(_pytree.unflatten(arg_structure, arg_leaves))
+        per_output.append(args_out[0] if single else tuple(args_out))
+    return per_output[0] if kind == "grad" else _pytree.unflatten(tape.out_structure, per_output)

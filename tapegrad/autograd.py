@@ -4,11 +4,34 @@ The engine linearizes the graph an output reaches into a flat tape (`_tape.linea
 adjoint buffer with the output gradients and runs the compiled reverse interpreter once; Python
 only gathers the graph and hands gradients to the tensors that asked for them.
 """
+import threading
+
 import numpy as np
 
-from ._interp import interpreters
+from . import _interp, _sweep
 from ._tape import linearize
 from ._tensor import Size, Tensor
+
+_load_lock = threading.Lock()
+
+
+def _load_interpreters():
+    """Load the compiled interpreters once, even when several threads backward at once (a
+    second thread must not see the generated module while the first is still importing it)."""
+    if _interp._module is None:
+        with _load_lock:
+            _interp.interpreters()
+
+
+def _saves(node):
+    """Whether a backward without retain_graph frees values this node needs: the interpreter's
+    rule, plus the entries whose PyTorch counterparts save a tensor that tapegrad keeps as a
+    constant (`x * 2`, `x / 2` save the wrapped number; `x[[0, 1]]` saves its indices), so that a
+    second backward raises exactly where PyTorch's does."""
+    return node.prim.saves or node.prim.name in _TORCH_SAVES or node._name == "IndexBackward0"
+
+
+_TORCH_SAVES = frozenset(("mul_const", "div_const"))
 
 _FREED = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
@@ -56,7 +79,7 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     seeds = _seed(outputs, grad_outputs)
     tape = linearize(outputs, tuple(o for o in outputs if o._node is None) + tuple(extra_leaves))
     for node in tape.nodes:
-        if node.freed and node.prim.saves:
+        if node.freed and _saves(node):
             raise RuntimeError(_FREED)
     V = tape.V
     G = np.zeros((1, V.size), V.dtype)
@@ -67,7 +90,8 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
         else:
             G[0, tape.offsets[s]:tape.offsets[s] + g.size] += g.reshape(-1)
     if len(tape.E):
-        interpreters().backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G)
+        _load_interpreters()
+        _sweep.backward(tape, V, G)
     if not retain_graph:
         for node in tape.nodes:
             node.freed = True
@@ -88,8 +112,14 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         raise NotImplementedError("create_graph=True: use the function transforms (tapegrad.grad"
                                   ", hessian, hvp) for higher derivatives")
     outputs = _as_tuple(tensors)
-    tape, G = _run(outputs, grad_tensors, retain_graph)
     targets = _as_tuple(inputs)
+    if inputs is not None:
+        if not targets:
+            raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+        for t in targets:
+            if not t._requires_grad:
+                raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+    tape, G = _run(outputs, grad_tensors, retain_graph)
     if targets:
         for t in targets:
             s = tape.slot_of(t)
@@ -146,7 +176,7 @@ def jvp_of_graph(outputs, inputs, tangents):
         off, size = tape.S[s]
         T[0, off:off + size] = np.asarray(v.data if isinstance(v, Tensor) else v).ravel()
     if len(tape.E):
-        interpreters().tangent(tape.E, tape.FC, tape.IP, tape.S, V, T)
+        _sweep.tangent(tape, V, T)
     return tuple(Tensor(tape.view(T[0], tape.slot_of(o)).copy()) for o in outputs)
 
 
@@ -165,10 +195,9 @@ def hvp_of_graph(output, inputs, tangents):
     TG = np.zeros((1, V.size), tape.dtype)
     s = tape.slot_of(output)
     G[tape.S[s, 0]] = 1.0
-    m = interpreters()
     if len(tape.E):
-        m.tangent(tape.E, tape.FC, tape.IP, tape.S, V, T)
-        m.backward_tangent(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, T, G, TG)
+        _sweep.tangent(tape, V, T)
+        _sweep.backward_tangent(tape, V, T, G, TG)
     return tuple(Tensor(tape.view(TG[0], tape.slot_of(t)).copy()) for t in inputs)
 
 
