@@ -27,5 +27,7 @@ __version__ = "0.1.0"
 def is_tensor(obj):
     return isinstance(obj, Tensor)
 from ._trace import GuardError, Tape
+from ._display import GraphTape, tape_of
 from ._transforms import (
     grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace_function as trace, value_and_grad, vjp)
+from ._vmap import vmap

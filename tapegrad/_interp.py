@@ -2,13 +2,14 @@
 
 Loading is deferred so that `import tapegrad` does not import numba or read its cache.
 """
-_module = None
+_modules = {}
 
 
-def interpreters():
-    """The generated module with `forward`, `backward`, `tangent`, `backward_tangent`."""
-    global _module
-    if _module is None:
+def interpreters(batched=False):
+    """The generated module with `forward`, `backward`, `tangent`, `backward_tangent`; the
+    batched one (column layout) also has the tile driver `run_tiles`."""
+    module = _modules.get(batched)
+    if module is None:
         from ._codegen import load
-        _module = load()
-    return _module
+        module = _modules[batched] = load(batched)
+    return module

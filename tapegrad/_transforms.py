@@ -165,6 +165,7 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
         return ((value, aux), grads) if has_aux else (value, grads)
 
     value_and_grad_f.traced = traced
+    value_and_grad_f._transform = ("value_and_grad", f, argnums, single, has_aux)
     return value_and_grad_f
 
 
@@ -185,6 +186,7 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
         return (grads, value_aux[1]) if has_aux else grads
 
     grad_f.traced = vg.traced
+    grad_f._transform = ("grad", f, vg.traced.argnums, isinstance(argnums, int), has_aux)
     return grad_f
 
 
@@ -295,7 +297,9 @@ def _jacobian(f, argnums, mode):
         blocks = _blocks(J, [tape.shapes[s] for s in out_slots], [tape.shapes[s] for s in in_slots])
         return _arrange(blocks, traced, tape, leaves, structure, single)
 
-    return _wraps(f, f"jac{mode}")(jac_f)
+    jac_f = _wraps(f, f"jac{mode}")(jac_f)
+    jac_f._transform = (f"jac{mode}", f, argnums_t, single, False)
+    return jac_f
 
 
 def _arrange(blocks, traced, tape, leaves, structure, single):
@@ -361,6 +365,7 @@ def hessian(f, argnums=0):
             return rows[0][0]
         return tuple(tuple(r) for r in rows) if not single else rows
 
+    hessian_f._transform = ("hessian", f, argnums_t, single, False)
     return hessian_f
 
 

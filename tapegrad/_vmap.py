@@ -1,0 +1,366 @@
+"""`vmap`: record once, replay at many points in the column-layout interpreters.
+
+`vmap(fn)(X)` traces `fn` at one point and replays its tape over the batch in tiles: the
+values of a tile are a (buffer rows, tile) array whose innermost loop runs over points, and
+tiles run in parallel (`prange`). What is computed per point is a schedule of sweeps chosen by
+what `fn` is:
+
+    plain function          forward                      -> outputs
+    grad / value_and_grad   forward, reverse (one seed)   -> gradient (and value)
+    jacrev                  forward, reverse (one seed per output element)
+    jacfwd                  forward, tangent (one direction per input element)
+    partial(jvp, f)         forward, tangent (the per-point tangents)
+    hessian                 forward, tangent, reverse-tangent (forward-over-reverse)
+
+Guards are checked per point: points that take another branch than the traced one are
+evaluated on the tape of their own branch (traced for the first of them), so a batch with
+mixed branches is still exact. Batches are processed in chunks, so memory stays bounded for
+any batch size (outputs aside); inputs are transposed to (inputs, points) chunk by chunk.
+"""
+import functools
+import math
+
+import numpy as np
+
+from . import _pytree
+from ._interp import interpreters
+from ._trace import is_dynamic
+from ._transforms import Traced, jvp as _jvp
+
+L2_BYTES = 1 << 20          # per-core cache budget for a tile's buffers
+MAX_TILE, MIN_TILE = 1024, 8
+CHUNK_BYTES = 64 << 20      # inputs + outputs of one chunk
+
+
+def _schedule_of(fn):
+    """(kind, function traced, argnums, single argnum, has_aux) for a transform or function."""
+    spec = getattr(fn, "_transform", None)
+    if spec is not None:
+        return spec
+    if isinstance(fn, functools.partial) and fn.func is _jvp and len(fn.args) == 1 \
+            and not fn.keywords:
+        return ("jvp", fn.args[0], None, False, False)
+    return ("value", fn, None, False, False)
+
+
+def _tile_for(n_total, n_dir, itemsize):
+    per_point = n_total * itemsize * (3 + 2 * n_dir)
+    tile = 1 << max(0, int(math.log2(max(1, L2_BYTES // max(per_point, 1)))))
+    return int(min(MAX_TILE, max(MIN_TILE, tile)))
+
+
+def _positions(tape, slots):
+    if not slots:
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(tape.offsets[s], tape.offsets[s] + tape.sizes[s])
+                           for s in slots]).astype(np.int64)
+
+
+class _Batch:
+    """The batched arguments of one call, split into leaves with the batch axis first."""
+
+    def __init__(self, args, in_axes):
+        if isinstance(in_axes, int) or in_axes is None:
+            in_axes = (in_axes,) * len(args)
+        in_axes = tuple(in_axes)
+        if len(in_axes) != len(args):
+            raise ValueError(f"vmap in_axes has {len(in_axes)} entries for {len(args)} arguments")
+        self.leaves, self.structure = _pytree.flatten(tuple(args))
+        self.axis_of_leaf = []
+        for arg, axis in zip(args, in_axes):
+            self.axis_of_leaf += [axis] * len(_pytree.flatten(arg)[0])
+        sizes = set()
+        self.batched = []
+        for k, (leaf, axis) in enumerate(zip(self.leaves, self.axis_of_leaf)):
+            if axis is None:
+                continue
+            leaf = np.asarray(getattr(leaf, "data", leaf))
+            if leaf.ndim == 0:
+                raise ValueError(f"vmap: in_axes={axis} for a scalar argument (nothing to map)")
+            leaf = np.moveaxis(leaf, axis, 0)
+            if not is_dynamic(leaf):
+                raise TypeError(f"vmap maps over floating-point arrays; got {leaf.dtype}")
+            self.leaves[k] = leaf
+            self.batched.append(k)
+            sizes.add(leaf.shape[0])
+        if not sizes:
+            raise ValueError("vmap needs at least one argument with a batch axis (in_axes)")
+        if len(sizes) > 1:
+            raise ValueError(f"vmap got inconsistent batch sizes {sorted(sizes)}")
+        self.size = sizes.pop()
+
+    def point(self, q):
+        """The arguments at point q."""
+        leaves = list(self.leaves)
+        for k in self.batched:
+            leaves[k] = leaves[k][q]
+        return _pytree.unflatten(self.structure, leaves)
+
+    def columns(self, rows, start, stop, index=None):
+        """The batched input leaves of points start..stop (or `index`) as (inputs, points)."""
+        blocks = []
+        for k in rows:
+            leaf = self.leaves[k]
+            part = leaf[start:stop] if index is None else leaf[index]
+            blocks.append(part.reshape(part.shape[0], -1))
+        return np.ascontiguousarray(np.concatenate(blocks, axis=1).T) if blocks else None
+
+
+def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="cpu"):
+    """Vectorize `fn` (a function or a transform of one) over a batch axis of its arguments.
+
+    `in_axes`: an int, or one int/None per positional argument (None: not mapped). Outputs
+    carry the batch axis first (`out_axes=0`). `chunk_size` bounds the points processed at
+    once (default: from the memory the chunk's inputs and outputs take); `progress=True` shows
+    a progress bar (tqdm) over chunks. `device`: "cpu"; "cuda" and "auto" select the GPU
+    backend where it exists.
+    """
+    if out_axes != 0:
+        raise NotImplementedError("vmap supports out_axes=0")
+    backend = _backend(device)
+    kind, f, argnums, single, has_aux = _schedule_of(fn)
+    if has_aux:
+        raise NotImplementedError("vmap of a transform with has_aux=True")
+    traced = Traced(f, argnums if kind != "jvp" else None)
+
+    @functools.wraps(fn)
+    def batched(*args):
+        if kind == "jvp":
+            if len(args) != 2:
+                raise TypeError("vmap(partial(jvp, f)) takes (primals, tangents)")
+            axes = in_axes if isinstance(in_axes, int) else tuple(in_axes)
+            batch = _Batch((tuple(args[0]), tuple(args[1])), axes)
+        else:
+            batch = _Batch(args, in_axes)
+        return _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend)
+
+    batched.vmapped = fn
+    return batched
+
+
+def _backend(device):
+    if device == "cpu":
+        return "cpu"
+    if device in ("cuda", "auto"):
+        from . import _cuda   # imported lazily: numba.cuda is only loaded for a CUDA path
+        if _cuda.available():
+            return "cuda"
+        if device == "cuda":
+            raise RuntimeError(f"device='cuda': {_cuda.why_unavailable()}")
+        return "cpu"
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+
+
+def _point_args(kind, batch, q):
+    point = batch.point(q)
+    return point[0] if kind == "jvp" else point
+
+
+def _plan(tape, traced, kind, batch, argnums):
+    """Positions the tile driver reads and writes, for this tape."""
+    leaves, structure = batch.leaves, batch.structure
+    if kind == "jvp":
+        primal_leaves = _pytree.flatten(batch.point(0)[0])[0]
+        n_primal = len(primal_leaves)
+        batched_primals = [k for k in batch.batched if k < n_primal]
+        batched_tangents = [k for k in batch.batched if k >= n_primal]
+        dyn_index = {k: j for j, k in enumerate(k for k in range(n_primal)
+                                                 if is_dynamic(primal_leaves[k]))}
+        in_slots = [tape.input_slots[dyn_index[k]] for k in batched_primals]
+        tangent_slots = [tape.input_slots[dyn_index[k - n_primal]] for k in batched_tangents]
+        wrt_slots = []
+        rows = (batched_primals, batched_tangents)
+    else:
+        dyn = [k for k, leaf in enumerate(leaves) if is_dynamic(
+            leaf[0] if k in batch.batched else leaf)]
+        dyn_index = {k: j for j, k in enumerate(dyn)}
+        in_slots = [tape.input_slots[dyn_index[k]] for k in batch.batched]
+        tangent_slots = []
+        if argnums is not None:
+            groups = traced.input_groups(tape, _pytree.flatten(batch.point(0))[0], structure)
+            wrt_slots = [s for i in argnums for s in groups[i % len(groups)][1]]
+        else:
+            wrt_slots = []
+        rows = (batch.batched, [])
+    out_slots = tape.output_slots
+    scalar_out = len(out_slots) == 1 and tape.sizes[out_slots[0]] == 1
+    if kind in ("grad", "value_and_grad", "hessian") and not scalar_out:
+        raise TypeError("grad requires a scalar output; use jacobian or vjp")
+    none = np.zeros(0, np.int64)
+    plan = dict(in_pos=_positions(tape, in_slots), seeds=none, dir_pos=none,
+                tin_pos=_positions(tape, tangent_slots), second=False, read_v=none,
+                read_g=none, read_t=none, read_tg=none, rows=rows)
+    out_pos, wrt_pos = _positions(tape, out_slots), _positions(tape, wrt_slots)
+    if kind in ("value", "value_and_grad", "jvp"):
+        plan["read_v"] = out_pos
+    if kind in ("grad", "value_and_grad", "jacrev"):
+        plan["seeds"], plan["read_g"] = out_pos, wrt_pos
+    if kind == "jacfwd":
+        plan["dir_pos"], plan["read_t"] = wrt_pos, out_pos
+    if kind == "jvp":
+        plan["read_t"] = out_pos
+    if kind == "hessian":
+        plan.update(dir_pos=wrt_pos, seeds=out_pos, second=True, read_tg=wrt_pos)
+    return plan
+
+
+def _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend):
+    tape, V, _, _ = traced.replay(_point_args(kind, batch, 0), {})
+    if tape.calls:     # nested transforms run in Python: no batched replay, loop instead
+        return _loop(fn, kind, batch)
+    plan = _plan(tape, traced, kind, batch, argnums)
+    n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
+    n_rows = (len(plan["read_v"]) + len(plan["seeds"]) * len(plan["read_g"]) * (not plan["second"])
+              + len(plan["read_g"]) * plan["second"] + n_dir * len(plan["read_t"])
+              + n_dir * len(plan["read_tg"]) * plan["second"])
+    n_in = len(plan["in_pos"]) + len(plan["tin_pos"])
+    B = batch.size
+    if chunk_size is None:
+        chunk_size = max(1024, CHUNK_BYTES // (8 * max(1, n_rows + n_in)))
+    Y = np.empty((n_rows, B), tape.dtype)
+    chunks = range(0, B, chunk_size)
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+            chunks = tqdm(chunks, total=math.ceil(B / chunk_size), unit="chunk")
+        except ImportError:
+            pass
+    for start in chunks:
+        stop = min(B, start + chunk_size)
+        _evaluate(traced, kind, tape, V, plan, batch, np.arange(start, stop), Y, backend, fn)
+    return _arrange(Y, tape, kind, plan, traced, batch, argnums, single)
+
+
+def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
+    """Fill Y[:, index]: replay on `tape`, then the points whose guards fail on their own tape.
+
+    The first failing point selects (or traces) the tape of its branch, which then runs on all
+    the failing points; a point that fails even on the tape traced at it (a comparison that
+    rounds differently in numpy and in the interpreter) is evaluated alone by `fn`.
+    """
+    remaining = index
+    while remaining.size:
+        ok = _replay_columns(tape, V, plan, batch, remaining, Y, kind)
+        failed = remaining[~ok]
+        if failed.size == 0:
+            return
+        first = failed[0]
+        tape, V, _, _ = traced.replay(_point_args(kind, batch, first), {})
+        plan = _plan(tape, traced, kind, batch, traced.argnums if kind != "jvp" else None)
+        ok_first = _replay_columns(tape, V, plan, batch, failed[:1], Y, kind)
+        if not ok_first[0]:
+            Y[:, first] = _flat_result(fn(*batch.point(first)), Y.shape[0])
+        remaining = failed[1:]
+
+
+def _replay_columns(tape, V, plan, batch, index, Y, kind):
+    """Run the tile driver on the points `index`; write Y where guards hold, return them."""
+    X = batch.columns(plan["rows"][0], 0, 0, index)
+    XT = batch.columns(plan["rows"][1], 0, 0, index)
+    X = np.zeros((0, index.size), tape.dtype) if X is None else X.astype(tape.dtype, copy=False)
+    XT = np.zeros((0, index.size), tape.dtype) if XT is None else XT.astype(tape.dtype,
+                                                                           copy=False)
+    ok = np.empty(index.size, np.bool_)
+    out = np.empty((Y.shape[0], index.size), tape.dtype)
+    guard_pos = np.array([tape.offsets[s] for s, _ in tape.guards], np.int64)
+    guard_val = np.array([o for _, o in tape.guards], np.bool_)
+    n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
+    interpreters(batched=True).run_tiles(
+        tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, plan["in_pos"], X, guard_pos,
+        guard_val, ok, plan["seeds"], plan["dir_pos"], plan["tin_pos"], XT, plan["second"],
+        plan["read_v"], plan["read_g"], plan["read_t"], plan["read_tg"], out,
+        _tile_for(V.size, n_dir, V.itemsize))
+    Y[:, index[ok]] = out[:, ok]
+    return ok
+
+
+def _flat_result(result, n_rows):
+    """A per-point result as one column of Y (same order as the rows the driver writes)."""
+    flat = np.concatenate([np.ravel(x) for x in _pytree.flatten(result)[0]])
+    if flat.size != n_rows:
+        raise RuntimeError("vmap: a branch changed the output's size")
+    return flat
+
+
+def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
+    """Split the rows of Y into the outputs of the transform, batch axis first."""
+    B = Y.shape[1]
+    rows = iter(range(Y.shape[0]))
+
+    def take(slots):
+        out = []
+        for s in slots:
+            idx = [next(rows) for _ in range(tape.sizes[s])]
+            out.append(np.ascontiguousarray(Y[idx].T).reshape((B,) + tape.shapes[s]))
+        return out
+
+    values = take(tape.output_slots) if len(plan["read_v"]) else None
+    if kind in ("value",):
+        return _pytree.unflatten(tape.out_structure, values)
+    groups = None
+    if argnums is not None:
+        point_leaves = _pytree.flatten(batch.point(0))[0]
+        groups = traced.input_groups(tape, point_leaves, batch.structure)
+
+    def per_argument(arrays):
+        it = iter(arrays)
+        out = [_pytree.unflatten(groups[i % len(groups)][0],
+                                 [next(it) for _ in groups[i % len(groups)][1]])
+               for i in argnums]
+        return out[0] if single else tuple(out)
+
+    wrt_slots = [s for i in (argnums or ()) for s in groups[i % len(groups)][1]] if groups else []
+    if kind in ("grad", "value_and_grad"):
+        grads = per_argument(take(wrt_slots))
+        if kind == "grad":
+            return grads
+        return _pytree.unflatten(tape.out_structure, values), grads
+    if kind == "jvp":
+        tangents = take(tape.output_slots)
+        return (_pytree.unflatten(tape.out_structure, values),
+                _pytree.unflatten(tape.out_structure, tangents))
+    if kind == "jacrev":
+        m = sum(tape.sizes[s] for s in tape.output_slots)
+        blocks = np.stack([np.stack([Y[next(rows)] for _ in range(len(plan["read_g"]))])
+                           for _ in range(m)])            # (m, n, B)
+        return _jac_blocks(blocks, tape, wrt_slots, per_argument)
+    if kind == "jacfwd":
+        n = len(plan["dir_pos"])
+        m = len(plan["read_t"])
+        blocks = np.stack([np.stack([Y[next(rows)] for _ in range(m)]) for _ in range(n)])
+        return _jac_blocks(blocks.transpose(1, 0, 2), tape, wrt_slots, per_argument)
+    if kind == "hessian":
+        n = len(plan["dir_pos"])
+        for _ in range(len(plan["read_g"])):
+            next(rows)
+        H = np.stack([np.stack([Y[next(rows)] for _ in range(n)]) for _ in range(n)])
+        shapes = [tape.shapes[s] for s in wrt_slots]
+        if len(shapes) == 1 and single:
+            return np.moveaxis(H, 2, 0).reshape((B,) + shapes[0] + shapes[0])
+        raise NotImplementedError("vmap(hessian) with several arguments")
+    raise AssertionError(kind)
+
+
+def _jac_blocks(J, tape, wrt_slots, per_argument):
+    """J is (outputs, inputs, B): one array (B,) + out_shape + in_shape per block."""
+    B = J.shape[2]
+    per_output, r = [], 0
+    for so in tape.output_slots:
+        osize, c, arrays = tape.sizes[so], 0, []
+        for s in wrt_slots:
+            block = J[r:r + osize, c:c + tape.sizes[s]]
+            arrays.append(np.moveaxis(block, 2, 0).reshape((B,) + tape.shapes[so]
+                                                           + tape.shapes[s]))
+            c += tape.sizes[s]
+        per_output.append(per_argument(arrays))
+        r += osize
+    return _pytree.unflatten(tape.out_structure, per_output)
+
+
+def _loop(fn, kind, batch):
+    """The batch as a Python loop of the unbatched function (nested transforms)."""
+    results = [fn(*batch.point(q)) for q in range(batch.size)]
+    leaves0, structure = _pytree.flatten(results[0])
+    stacked = [np.stack([np.asarray(_pytree.flatten(r)[0][j]) for r in results])
+               for j in range(len(leaves0))]
+    return _pytree.unflatten(structure, stacked)
