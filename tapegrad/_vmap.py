@@ -96,14 +96,15 @@ class _Batch:
             leaves[k] = leaves[k][q]
         return _pytree.unflatten(self.structure, leaves)
 
-    def columns(self, rows, start, stop, index=None):
-        """The batched input leaves of points start..stop (or `index`) as (inputs, points)."""
-        blocks = []
-        for k in rows:
-            leaf = self.leaves[k]
-            part = leaf[start:stop] if index is None else leaf[index]
-            blocks.append(part.reshape(part.shape[0], -1))
-        return np.ascontiguousarray(np.concatenate(blocks, axis=1).T) if blocks else None
+    def columns(self, rows, index):
+        """The batched input leaves `rows` at the points `index` (a slice or an index array)
+        as one (inputs, points) array: the column layout, built chunk by chunk."""
+        blocks = [self.leaves[k][index] for k in rows]
+        blocks = [b.reshape(b.shape[0], -1) for b in blocks]
+        if not blocks:
+            return None
+        return np.ascontiguousarray((blocks[0] if len(blocks) == 1
+                                     else np.concatenate(blocks, axis=1)).T)
 
 
 def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="cpu"):
@@ -227,7 +228,7 @@ def _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend
             pass
     for start in chunks:
         stop = min(B, start + chunk_size)
-        _evaluate(traced, kind, tape, V, plan, batch, np.arange(start, stop), Y, backend, fn)
+        _evaluate(traced, kind, tape, V, plan, batch, slice(start, stop), Y, backend, fn)
     return _arrange(Y, tape, kind, plan, traced, batch, argnums, single)
 
 
@@ -238,7 +239,8 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
     the failing points; a point that fails even on the tape traced at it (a comparison that
     rounds differently in numpy and in the interpreter) is evaluated alone by `fn`.
     """
-    remaining = index
+    ok = _replay_columns(tape, V, plan, batch, index, Y, kind)
+    remaining = np.arange(index.start, index.stop)[~ok]
     while remaining.size:
         ok = _replay_columns(tape, V, plan, batch, remaining, Y, kind)
         failed = remaining[~ok]
@@ -254,14 +256,15 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
 
 
 def _replay_columns(tape, V, plan, batch, index, Y, kind):
-    """Run the tile driver on the points `index`; write Y where guards hold, return them."""
-    X = batch.columns(plan["rows"][0], 0, 0, index)
-    XT = batch.columns(plan["rows"][1], 0, 0, index)
-    X = np.zeros((0, index.size), tape.dtype) if X is None else X.astype(tape.dtype, copy=False)
-    XT = np.zeros((0, index.size), tape.dtype) if XT is None else XT.astype(tape.dtype,
-                                                                           copy=False)
-    ok = np.empty(index.size, np.bool_)
-    out = np.empty((Y.shape[0], index.size), tape.dtype)
+    """Run the tile driver on the points `index` (a slice or an index array); write Y where
+    guards hold and return where they do."""
+    n = index.stop - index.start if isinstance(index, slice) else index.size
+    X = batch.columns(plan["rows"][0], index)
+    XT = batch.columns(plan["rows"][1], index)
+    X = np.zeros((0, n), tape.dtype) if X is None else X.astype(tape.dtype, copy=False)
+    XT = np.zeros((0, n), tape.dtype) if XT is None else XT.astype(tape.dtype, copy=False)
+    ok = np.empty(n, np.bool_)
+    out = np.empty((Y.shape[0], n), tape.dtype)
     guard_pos = np.array([tape.offsets[s] for s, _ in tape.guards], np.int64)
     guard_val = np.array([o for _, o in tape.guards], np.bool_)
     n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
@@ -270,7 +273,11 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind):
         guard_val, ok, plan["seeds"], plan["dir_pos"], plan["tin_pos"], XT, plan["second"],
         plan["read_v"], plan["read_g"], plan["read_t"], plan["read_tg"], out,
         _tile_for(V.size, n_dir, V.itemsize))
-    Y[:, index[ok]] = out[:, ok]
+    if isinstance(index, slice) and ok.all():
+        Y[:, index] = out
+    else:
+        columns = np.arange(index.start, index.stop) if isinstance(index, slice) else index
+        Y[:, columns[ok]] = out[:, ok]
     return ok
 
 
