@@ -33,12 +33,23 @@ def _infer(data):
         return data.data.copy()
     if isinstance(data, np.ndarray):
         return data.copy()
-    array = np.array(data)
+    try:
+        array = np.array(data)
+    except RuntimeError:     # tensors that require grad inside a list: take their values
+        array = np.array(_values(data))
     if array.dtype.kind == "f":
         return array.astype(default_dtype)
     if array.dtype.kind == "O":
         array = np.array([d.item() if isinstance(d, Tensor) else d for d in np.ravel(data)])
     return array
+
+
+def _values(data):
+    if isinstance(data, Tensor):
+        return data.data
+    if isinstance(data, (list, tuple)):
+        return [_values(d) for d in data]
+    return data
 
 
 def tensor(data, dtype=None, requires_grad=False):

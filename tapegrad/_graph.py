@@ -8,8 +8,10 @@ eager session keeps memory flat. `backward()` flattens the nodes an output reach
 structure-of-arrays tape of `_tape` (sorted by `seq`, which is a topological order) and runs the
 compiled reverse interpreter over it.
 """
+import functools
 import itertools
 import threading
+import weakref
 
 _sequence = itertools.count()
 
@@ -47,11 +49,20 @@ class Node:
 
     @property
     def next_functions(self):
-        """PyTorch's view of the graph: for each operand, its grad_fn (or AccumulateGrad) and 0."""
-        return tuple((_function_of(t), 0) for t in self.inputs)
+        """PyTorch's view of the graph: for each operand, its grad_fn (or AccumulateGrad) and 0.
+
+        A Python number operand of `x + 2`, `x * 2`, `x / 2` (a constant here, a wrapped tensor in
+        PyTorch) shows as `(None, 0)`, as in PyTorch."""
+        functions = tuple((_function_of(t), 0) for t in self.inputs)
+        if self.prim.name in _SCALAR_OPERAND:
+            functions += ((None, 0),)
+        return functions
 
     def __repr__(self):
         return f"<{self.name()} object at {hex(id(self))}>"
+
+
+_SCALAR_OPERAND = frozenset(("add_const", "mul_const", "div_const", "rdiv_const"))
 
 
 def _function_of(tensor):
@@ -62,12 +73,18 @@ def _function_of(tensor):
         node = tensor._node
     if node is not None:
         return node
-    return AccumulateGrad(tensor) if tensor._requires_grad else None
+    if not tensor._requires_grad:
+        return None
+    # One AccumulateGrad per leaf while anyone holds it, as in PyTorch (`is` works across nodes).
+    acc = _accumulators.get(id(tensor))
+    if acc is None or acc.variable is not tensor:
+        acc = _accumulators[id(tensor)] = AccumulateGrad(tensor)
+    return acc
 
 
 class AccumulateGrad:
     """The graph's sink for a leaf tensor, as in PyTorch's `next_functions`."""
-    __slots__ = ("variable",)
+    __slots__ = ("variable", "__weakref__")
     next_functions = ()
 
     def __init__(self, variable):
@@ -80,9 +97,18 @@ class AccumulateGrad:
         return f"<AccumulateGrad object at {hex(id(self))}>"
 
 
+# An AccumulateGrad holds its leaf, so an id here is never reused while its entry lives.
+_accumulators = weakref.WeakValueDictionary()
+
+
 class no_grad:
-    """Context manager and decorator: operations inside record nothing."""
+    """Context manager and decorator (`@no_grad()` or `@no_grad`): operations inside record
+    nothing. The mode is per thread, as in PyTorch."""
     _enabled = False
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        return self if func is None else self(func)      # bare `@no_grad`
 
     def __enter__(self):
         self._prev = state.grad_enabled
@@ -91,12 +117,14 @@ class no_grad:
     def __exit__(self, *exc):
         state.grad_enabled = self._prev
 
+    def clone(self):
+        return type(self)()
+
     def __call__(self, fn):
+        @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            with self.clone():
                 return fn(*args, **kwargs)
-        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
-        wrapper.__doc__ = getattr(fn, "__doc__", None)
         return wrapper
 
 
@@ -105,6 +133,12 @@ class enable_grad(no_grad):
 
 
 class set_grad_enabled(no_grad):
+    """`set_grad_enabled(mode)` switches grad mode now; as a context manager or decorator it
+    restores the previous mode afterwards (PyTorch's semantics)."""
+
+    def __new__(cls, mode):
+        return object.__new__(cls)
+
     def __init__(self, mode):
         self._enabled = bool(mode)
         self._prev = state.grad_enabled
@@ -112,6 +146,13 @@ class set_grad_enabled(no_grad):
 
     def __enter__(self):
         pass
+
+    def clone(self):
+        return type(self)(self._enabled)
+
+    def __call__(self, fn):
+        state.grad_enabled = self._prev     # decorating does not switch the mode
+        return super().__call__(fn)
 
 
 def is_grad_enabled():

@@ -1,8 +1,13 @@
 """The compiled interpreters, generated from the registry and loaded on first use.
 
-Loading is deferred so that `import tapegrad` does not import numba or read its cache.
+Loading is deferred so that `import tapegrad` does not import numba or read its cache. It is
+locked: threads that need the interpreters at once wait for one load (a generated module is
+visible in `sys.modules` before it has finished executing).
 """
+import threading
+
 _modules = {}
+_lock = threading.Lock()
 
 
 def interpreters(batched=False):
@@ -10,6 +15,9 @@ def interpreters(batched=False):
     batched one (column layout) also has the tile driver `run_tiles`."""
     module = _modules.get(batched)
     if module is None:
-        from ._codegen import load
-        module = _modules[batched] = load(batched)
+        with _lock:
+            module = _modules.get(batched)
+            if module is None:
+                from ._codegen import load
+                module = _modules[batched] = load(batched)
     return module

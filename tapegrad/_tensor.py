@@ -24,6 +24,15 @@ _NEEDS_GRAD_NUMPY = ("Can't call numpy() on Tensor that requires grad. "
 _LEAF_INPLACE = "a leaf Variable that requires grad is being used in an in-place operation."
 
 
+_TORCH_TYPES = {"float16": "Half", "float32": "Float", "float64": "Double", "int8": "Char",
+                "int16": "Short", "int32": "Int", "int64": "Long", "uint8": "Byte", "bool": "Bool"}
+
+
+def _torch_type(dtype):
+    """PyTorch's scalar type name of a dtype, as its error messages print it."""
+    return _TORCH_TYPES.get(dtype.name, dtype.name)
+
+
 class Size(tuple):
     """A tensor's shape: a tuple that prints like `torch.Size`."""
     __slots__ = ()
@@ -46,6 +55,8 @@ def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
     A node is recorded when grad mode is on and an operand requires grad (or, while a function
     transform traces, carries a node: comparisons feeding guards and `where` are replayed too).
     """
+    if value.__class__ is not np.ndarray:
+        value = np.asarray(value)   # numpy gives scalars, not 0-d arrays, for 0-d operands
     out = Tensor.__new__(Tensor)
     out.data = value
     out._grad = None
@@ -100,6 +111,12 @@ class Tensor:
         return self
 
     @property
+    def tape(self):
+        """The eager graph behind this tensor as a read-only tape (see `tapegrad.tape_of`)."""
+        from ._display import tensor_tape
+        return tensor_tape(self)
+
+    @property
     def is_leaf(self):
         return self._node is None
 
@@ -109,7 +126,7 @@ class Tensor:
 
     @property
     def grad(self):
-        if self._node is not None and self._node.retained is None:
+        if self._grad is None and self._node is not None and self._node.retained is None:
             warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
         return self._grad
 
@@ -117,10 +134,21 @@ class Tensor:
     def grad(self, value):
         if value is not None:
             if not isinstance(value, Tensor):
+                kind = type(value)
+                kind = kind.__name__ if kind.__module__ == "builtins" else \
+                    f"{kind.__module__}.{kind.__qualname__}"
                 raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
-                                f"type {type(value).__name__}")
+                                f"type {kind}")
             if value.data.shape != self.data.shape:
-                raise RuntimeError("assigned grad has data of a different size")
+                raise RuntimeError(
+                    f"attempting to assign a gradient of size '{list(value.data.shape)}' to a "
+                    f"tensor of size '{list(self.data.shape)}'. Please ensure that the gradient "
+                    "and the tensor are the same size")
+            if value.data.dtype != self.data.dtype:
+                raise RuntimeError(
+                    f"attempting to assign a gradient with dtype '{value.data.dtype}' to a tensor "
+                    f"with dtype '{self.data.dtype}'. Please ensure that the gradient and the "
+                    "tensor have the same dtype")
         self._grad = value
 
     def retain_grad(self):
@@ -227,6 +255,10 @@ class Tensor:
     def tolist(self):
         return self.data.tolist()
 
+    def cpu(self):
+        """This tensor: values live in host memory (`x.detach().cpu().numpy()` works)."""
+        return self
+
     def __repr__(self):
         return format_tensor(self.data, self._suffixes())
 
@@ -247,6 +279,64 @@ class Tensor:
                 raise RuntimeError(_LEAF_INPLACE)
             raise RuntimeError("in-place operations on tensors recorded for backward are not "
                                "supported; use the out-of-place form")
+
+    def _inplace(self, op, other):
+        """`self op= other`: in memory when nothing is recorded (e.g. under `no_grad`, the SGD
+        step); when the result must be recorded, the tensor takes the new value and the new
+        grad_fn (the old value stays intact for the entries that saved it; other tensors that
+        share memory with this one do not see the change)."""
+        if self._requires_grad and self._node is None and state.grad_enabled:
+            raise RuntimeError(_LEAF_INPLACE)
+        old = Tensor.__new__(Tensor)
+        old.data, old._grad = self.data, None
+        old._requires_grad, old._node = self._requires_grad, self._node
+        result = op(old, other)
+        shape = result.data.shape
+        if shape != self.data.shape:
+            raise RuntimeError(f"output with shape {list(self.data.shape)} doesn't match the "
+                               f"broadcast shape {list(shape)}")
+        dtype = result.data.dtype
+        if dtype != self.data.dtype and not np.can_cast(dtype, self.data.dtype, "same_kind"):
+            raise RuntimeError(f"result type {_torch_type(dtype)} can't be cast to the desired "
+                               f"output type {_torch_type(self.data.dtype)}")
+        node = result._node
+        if node is None:
+            if self._node is not None and state.grad_enabled:   # copy_ of a constant
+                self._check_inplace()
+            self.data[...] = result.data
+            return self
+        if dtype != self.data.dtype:
+            result = _ops.astype(result, self.data.dtype)
+            node = result._node
+        if self._node is not None and self._node.retained is not None:
+            self._node.retained = None      # the retained grad follows the new value
+            node.retained = weakref.ref(self)
+        self.data, self._node, self._requires_grad = result.data, node, result._requires_grad
+        return self
+
+    def __iadd__(self, other): return self._inplace(_ops.add, other)
+    def __isub__(self, other): return self._inplace(_ops.sub, other)
+    def __imul__(self, other): return self._inplace(_ops.mul, other)
+    def __itruediv__(self, other): return self._inplace(_ops.div, other)
+    def __ipow__(self, other): return self._inplace(_ops.pow, other)
+
+    def add_(self, other, alpha=1):
+        return self._inplace(_ops.add, other if alpha == 1 else _ops.mul(other, alpha))
+
+    def sub_(self, other, alpha=1):
+        return self._inplace(_ops.sub, other if alpha == 1 else _ops.mul(other, alpha))
+
+    def mul_(self, other): return self._inplace(_ops.mul, other)
+    def div_(self, other): return self._inplace(_ops.div, other)
+    def pow_(self, other): return self._inplace(_ops.pow, other)
+
+    def copy_(self, src):
+        """Copy `src` (broadcast, cast to this dtype) into this tensor."""
+        def copy(old, src):
+            src = _ops.broadcast_to(_ops.as_tensor(src), self.data.shape)
+            return record(_ops.P["copy"], (src,), src.data.astype(self.data.dtype),
+                          name="CopyBackwards")
+        return self._inplace(copy, src)
 
     def zero_(self):
         self._check_inplace()

@@ -4,24 +4,12 @@ The engine linearizes the graph an output reaches into a flat tape (`_tape.linea
 adjoint buffer with the output gradients and runs the compiled reverse interpreter once; Python
 only gathers the graph and hands gradients to the tensors that asked for them.
 """
-import threading
 
 import numpy as np
 
-from . import _interp, _sweep
+from . import _sweep
 from ._tape import linearize
 from ._tensor import Size, Tensor
-
-_load_lock = threading.Lock()
-
-
-def _load_interpreters():
-    """Load the compiled interpreters once, even when several threads backward at once (a
-    second thread must not see the generated module while the first is still importing it)."""
-    if _interp._module is None:
-        with _load_lock:
-            _interp.interpreters()
-
 
 def _saves(node):
     """Whether a backward without retain_graph frees values this node needs: the interpreter's
@@ -90,7 +78,6 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
         else:
             G[0, tape.offsets[s]:tape.offsets[s] + g.size] += g.reshape(-1)
     if len(tape.E):
-        _load_interpreters()
         _sweep.backward(tape, V, G)
     if not retain_graph:
         for node in tape.nodes:

@@ -1,0 +1,190 @@
+"""Long eager sessions and threads: the recorded graph must not outlive the tensors that need it.
+
+Nodes refer to their operands and nothing else refers to a node but the tensors computed from it
+(no cycles, no global tape), so reference counting alone frees a graph as soon as its last tensor
+goes. These tests hold tapegrad to that, and check that grad mode and backward are thread-safe.
+"""
+import gc
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+
+import tapegrad
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tutorial(x):
+    y = x + 2
+    z = y * y * 3
+    return z.mean()
+
+
+@pytest.fixture
+def no_gc():
+    """Reference counting only: what survives here would need the cycle collector (or leaks)."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+def test_long_session_keeps_memory_flat():
+    x = tapegrad.ones(2, 2, requires_grad=True)
+    for _ in range(20):                      # warm up: interpreters, caches, freelists
+        tutorial(x).backward()
+    n, marks = 3000, {}
+    tracemalloc.start()
+    try:
+        for i in range(1, n + 1):
+            x.grad = None
+            out = tutorial(x)
+            out.backward()
+            if i in (1000, n):
+                gc.collect()
+                marks[i] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 2), 4.5))
+    # 2000 more iterations may not keep anything: a few kB of noise, not 2000 graphs (> 1 MB)
+    assert marks[n] - marks[1000] < 32_000, marks
+
+
+def test_accumulating_session_keeps_memory_flat():
+    """The same with gradients accumulating into one .grad and the loss kept between steps."""
+    w = tapegrad.tensor(np.linspace(-1, 1, 16), requires_grad=True)
+    data = tapegrad.tensor(np.linspace(0, 2, 16))
+    loss = None
+    for _ in range(20):
+        loss = ((w * data).tanh() - 0.5).pow(2).sum()
+        loss.backward()
+    tracemalloc.start()
+    try:
+        for i in range(1, 1501):
+            loss = ((w * data).tanh() - 0.5).pow(2).sum()
+            loss.backward()
+            if i == 500:
+                gc.collect()
+                first = tracemalloc.get_traced_memory()[0]
+        gc.collect()
+        last = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert last - first < 32_000, (first, last)
+
+
+def test_holding_the_final_loss_keeps_only_its_graph(no_gc):
+    x = tapegrad.tensor([1., 2.], requires_grad=True)
+    nodes, tensors = [], []
+    loss = None
+    for i in range(50):
+        y = x + i
+        z = y * y * 3
+        loss = z.mean()
+        nodes.append(weakref.ref(loss.grad_fn))
+        tensors.append(weakref.ref(y))
+    del y, z
+    alive = [i for i, r in enumerate(nodes) if r() is not None]
+    assert alive == [49]
+    assert [i for i, r in enumerate(tensors) if r() is not None] == [49]  # an operand of z
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 3 * (x.detach().numpy() + 49))
+
+
+def test_a_graph_is_freed_with_its_last_tensor(no_gc):
+    x = tapegrad.tensor([1., 2.], requires_grad=True)
+    out = tutorial(x)
+    out.backward(retain_graph=True)
+    walk, stack = {}, [out.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None and hasattr(fn, "inputs") and id(fn) not in walk:
+            walk[id(fn)] = weakref.ref(fn)
+            stack.extend(f for f, _ in fn.next_functions)
+    walk = list(walk.values())
+    assert len(walk) == 4         # mean, mul, mul, add
+    del fn, stack
+    del out
+    assert all(r() is None for r in walk)
+    assert x.grad is not None        # the leaf and its gradient stay
+
+
+def test_detached_state_lets_old_steps_go(no_gc):
+    """The recurrent pattern: carry a state, detach it each step; old graphs are released."""
+    w = tapegrad.tensor([0.5, -0.5], requires_grad=True)
+    h = tapegrad.zeros(2)
+    steps = []
+    for _ in range(30):
+        h = (h * w + 1).tanh()
+        h.sum().backward()
+        steps.append(weakref.ref(h.grad_fn))
+        h = h.detach()
+    assert all(r() is None for r in steps)
+
+
+def test_non_detached_state_keeps_the_history_like_torch(no_gc):
+    """Without detach the history is reachable from the state (as in PyTorch): not a leak."""
+    w = tapegrad.tensor([0.5, -0.5], requires_grad=True)
+    h = tapegrad.zeros(2)
+    steps = []
+    for _ in range(10):
+        h = (h * w + 1).tanh()
+        steps.append(weakref.ref(h.grad_fn))
+    assert all(r() is not None for r in steps)
+    h.sum().backward()
+    del h
+    assert all(r() is None for r in steps)
+
+
+# ---- threads ----------------------------------------------------------------------------------
+
+def _tutorial_worker(k, errors, rounds=200):
+    try:
+        expected = np.array([[4.5, 6.0], [7.5, 9.0]]) + 1.5 * k
+        for i in range(rounds):
+            x = tapegrad.tensor([[1., 2.], [3., 4.]], requires_grad=True)
+            if i % 2:
+                with tapegrad.no_grad():      # another thread's mode is not affected
+                    assert not (x * 2).requires_grad
+            out = tutorial(x + k)
+            out.backward()
+            np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-15)
+            assert tapegrad.is_grad_enabled()
+    except Exception as err:   # noqa: BLE001 (reported by the main thread)
+        errors.append(f"thread {k}: {err!r}")
+
+
+def test_threads_run_the_tutorial():
+    errors = []
+    threads = [threading.Thread(target=_tutorial_worker, args=(k, errors)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+COLD_START = """
+import sys, threading
+sys.path.insert(0, {root!r})
+from tests.test_memory import _tutorial_worker
+errors = []
+threads = [threading.Thread(target=_tutorial_worker, args=(k, errors, 20)) for k in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_threads_from_a_cold_start():
+    """Four threads whose first backward loads the compiled interpreters at the same time."""
+    run = subprocess.run([sys.executable, "-c", COLD_START.format(root=ROOT)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
