@@ -31,3 +31,5 @@ from ._display import GraphTape, tape_of
 from ._transforms import (
     grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace_function as trace, value_and_grad, vjp)
 from ._vmap import vmap
+from ._io import load
+from ._validate import TapeFormatError

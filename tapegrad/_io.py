@@ -1,0 +1,148 @@
+"""Saving and loading tapes: a versioned `.npz` format, no pickled code.
+
+A file holds plain arrays only, read with `allow_pickle=False`:
+
+    format        "tapegrad-tape"            version        1
+    E, FC, IP     the entries                S, NEED        the slot table, adjoint flags
+    V0            the value buffer (inputs' trace-time values, constants, intermediates)
+    shape_ndim, shape_dims                   each slot's shape, flattened
+    inputs, outputs                          input and output slots
+    guards        (k, 2): slot, outcome      structure      the output tree, as JSON
+
+Whatever the file holds, loading either returns a validated tape or raises `TapeFormatError`:
+truncated, corrupted and hostile files never reach an interpreter (`_validate`).
+"""
+import json
+import types
+import zipfile
+
+import numpy as np
+
+from . import _pytree
+from ._validate import TapeFormatError, validate_tape
+
+FORMAT, VERSION = "tapegrad-tape", 1
+_INT_ARRAYS = ("E", "IP", "S", "NEED", "shape_ndim", "shape_dims", "inputs", "outputs", "guards")
+
+
+def _encode(structure):
+    if structure is _pytree.LEAF:
+        return "*"
+    if structure[0] is dict:
+        return {"dict": list(structure[1]), "items": [_encode(s) for s in structure[2]]}
+    kind = {tuple: "tuple", list: "list"}.get(structure[0])
+    if kind is None:
+        raise TypeError(f"cannot save an output tree containing {structure[0].__name__}")
+    return {kind: [_encode(s) for s in structure[1]]}
+
+
+def _decode(obj, depth=0):
+    if depth > 100:
+        raise TapeFormatError("output structure nested too deeply")
+    if obj == "*":
+        return _pytree.LEAF
+    if isinstance(obj, dict) and set(obj) == {"dict", "items"}:
+        keys, items = obj["dict"], obj["items"]
+        if not isinstance(keys, list) or not isinstance(items, list) or len(keys) != len(items):
+            raise TapeFormatError("malformed dict in the output structure")
+        return (dict, tuple(keys), tuple(_decode(s, depth + 1) for s in items))
+    if isinstance(obj, dict) and len(obj) == 1:
+        (kind, items), = obj.items()
+        if kind in ("tuple", "list") and isinstance(items, list):
+            return ({"tuple": tuple, "list": list}[kind],
+                    tuple(_decode(s, depth + 1) for s in items))
+    raise TapeFormatError("malformed output structure")
+
+
+def save(tape, path):
+    """Write `tape` to `path` (.npz). Nested transforms and closed-over Python cannot be saved."""
+    if tape.calls:
+        raise TypeError("a tape with nested transforms holds Python code and cannot be saved")
+    ndim = np.array([len(s) for s in tape.shapes], np.int64)
+    dims = np.array([d for s in tape.shapes for d in s], np.int64)
+    np.savez(path, format=np.array(FORMAT), version=np.array(VERSION, np.int64),
+             E=tape.E, FC=tape.FC, IP=tape.IP, S=tape.S, NEED=np.asarray(tape.NEED, np.int64),
+             V0=tape.V0, shape_ndim=ndim, shape_dims=dims,
+             inputs=np.array(tape.input_slots, np.int64),
+             outputs=np.array(tape.output_slots, np.int64),
+             guards=np.array([(s, int(o)) for s, o in tape.guards], np.int64).reshape(-1, 2),
+             structure=np.array(json.dumps(_encode(tape.out_structure))))
+
+
+def load(path):
+    """Read a tape written by `Tape.save`; validated before it can be replayed."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except TapeFormatError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError,
+            NotImplementedError, MemoryError, UnicodeDecodeError) as err:
+        raise TapeFormatError(f"{path}: not a readable tape file ({type(err).__name__}: {err})") \
+            from None
+    return from_arrays(arrays, str(path))
+
+
+def _get(arrays, name, where):
+    if name not in arrays:
+        raise TapeFormatError(f"{where}: missing array {name!r}")
+    return arrays[name]
+
+
+def from_arrays(arrays, where="arrays"):
+    """A validated Tape from the arrays of the file format."""
+    from ._trace import Tape
+    fmt = _get(arrays, "format", where)
+    if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT:
+        raise TapeFormatError(f"{where}: not a tapegrad tape file")
+    version = _get(arrays, "version", where)
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+        raise TapeFormatError(f"{where}: unsupported tape format version {version!r} "
+                              f"(this tapegrad reads version {VERSION})")
+    for name in _INT_ARRAYS:
+        a = _get(arrays, name, where)
+        if a.dtype != np.int64:
+            raise TapeFormatError(f"{where}: {name} must be int64, got {a.dtype}")
+    ndim, dims = arrays["shape_ndim"], arrays["shape_dims"]
+    if ndim.ndim != 1 or dims.ndim != 1 or (ndim < 0).any() or int(ndim.sum()) != dims.size:
+        raise TapeFormatError(f"{where}: malformed slot shapes")
+    shapes, k = [], 0
+    for n in ndim:
+        shapes.append(tuple(int(d) for d in dims[k:k + n]))
+        k += int(n)
+    guards = arrays["guards"]
+    if guards.ndim != 2 or guards.shape[1] != 2 or not np.isin(guards[:, 1], (0, 1)).all():
+        raise TapeFormatError(f"{where}: malformed guards")
+    structure_text = _get(arrays, "structure", where)
+    try:
+        structure = _decode(json.loads(str(structure_text)))
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise TapeFormatError(f"{where}: malformed output structure ({err})") from None
+    inputs, outputs = arrays["inputs"], arrays["outputs"]
+    if inputs.ndim != 1 or outputs.ndim != 1:
+        raise TapeFormatError(f"{where}: malformed input or output slots")
+    if _count(structure) != outputs.size:
+        raise TapeFormatError(f"{where}: the output structure does not match the outputs")
+    V0 = _get(arrays, "V0", where)
+    S, E = arrays["S"], arrays["E"]
+    # check the arrays before any attribute derived from them is computed
+    probe = types.SimpleNamespace(E=E, FC=_get(arrays, "FC", where), IP=arrays["IP"], S=S,
+                                  NEED=arrays["NEED"], V0=V0, shapes=shapes,
+                                  input_slots=[int(s) for s in inputs],
+                                  output_slots=[int(s) for s in outputs],
+                                  guards=[(int(s), bool(o)) for s, o in guards])
+    validate_tape(probe)
+    flat = types.SimpleNamespace(
+        E=E, FC=probe.FC, IP=probe.IP, S=S, NEED=probe.NEED, V=V0.copy(),
+        offsets=[int(o) for o in S[:, 0]], sizes=[int(n) for n in S[:, 1]],
+        values=[types.SimpleNamespace(shape=s) for s in shapes], calls=[])
+    tape = Tape(flat, probe.input_slots, probe.output_slots, structure, probe.guards, [])
+    tape.validated = True
+    return tape
+
+
+def _count(structure):
+    if structure is _pytree.LEAF:
+        return 1
+    children = structure[2] if structure[0] is dict else structure[1]
+    return sum(_count(c) for c in children)
