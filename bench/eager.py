@@ -1,0 +1,171 @@
+"""Eager autograd overhead: the PyTorch autograd tutorial programs in a loop.
+
+    python bench/eager.py [--quick] [--json PATH]
+
+Programs (each iteration builds its leaves, runs the ops and the backward pass, reads .grad):
+  tutorial-1  x = ones(2,2, requires_grad=True); y = x + 2; z = y*y*3; out = z.mean();
+              out.backward()
+  tutorial-2  a, b, c = tensor([...], requires_grad=True); y = 3*a + 2*b*b + log(c);
+              y.backward(v)
+
+Columns: tapegrad eager Tensors, PyTorch eager, HIPS autograd's `grad` / `make_vjp` of the same
+function (reference), and tapegrad's `grad` transform of the same function (a traced tape
+replayed, for reference). Goal: tapegrad / PyTorch <= 0.5.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402  (first: it applies --threads before numpy loads)
+import numpy as np  # noqa: E402
+
+GOAL_VS_TORCH = 0.5
+A, B, CC = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [0.5, 1.5, 2.5]
+V = [0.1, 1.0, 0.0001]
+
+
+# ---- the programs, once per library ---------------------------------------------------------
+
+def tapegrad_programs(tg):
+    v = tg.tensor(V)
+
+    def tutorial1():
+        x = tg.ones(2, 2, requires_grad=True)
+        y = x + 2
+        z = y * y * 3
+        out = z.mean()
+        out.backward()
+        return x.grad
+
+    def tutorial2():
+        a = tg.tensor(A, requires_grad=True)
+        b = tg.tensor(B, requires_grad=True)
+        c = tg.tensor(CC, requires_grad=True)
+        y = 3 * a + 2 * b * b + tg.log(c)
+        y.backward(v)
+        return a.grad, b.grad, c.grad
+
+    return tutorial1, tutorial2
+
+
+def tapegrad_transform_programs(tg):
+    """The same functions through `tg.grad` / `tg.vjp` (trace once, replay the tape)."""
+    g1 = tg.grad(lambda x: ((x + 2) * (x + 2) * 3).mean())
+    ones = np.ones((2, 2))
+    v = np.array(V)
+
+    def f2(a, b, c):
+        return tg.sum((3 * a + 2 * b * b + tg.log(c)) * v)
+
+    g2 = tg.grad(f2, argnums=(0, 1, 2))
+    a, b, c = np.array(A), np.array(B), np.array(CC)
+    return (lambda: g1(ones)), (lambda: g2(a, b, c))
+
+
+def torch_programs(torch):
+    v = torch.tensor(V, dtype=torch.float64)
+
+    def tutorial1():
+        x = torch.ones(2, 2, requires_grad=True)
+        y = x + 2
+        z = y * y * 3
+        out = z.mean()
+        out.backward()
+        return x.grad
+
+    def tutorial2():
+        a = torch.tensor(A, dtype=torch.float64, requires_grad=True)
+        b = torch.tensor(B, dtype=torch.float64, requires_grad=True)
+        c = torch.tensor(CC, dtype=torch.float64, requires_grad=True)
+        y = 3 * a + 2 * b * b + torch.log(c)
+        y.backward(v)
+        return a.grad, b.grad, c.grad
+
+    return tutorial1, tutorial2
+
+
+def hips_programs(autograd):
+    anp = autograd.numpy
+
+    def f1(x):
+        y = x + 2
+        z = y * y * 3
+        return anp.mean(z)
+
+    g1 = autograd.grad(f1)
+
+    def f2(abc):
+        a, b, c = abc
+        return 3 * a + 2 * b * b + anp.log(c)
+
+    make_vjp = autograd.make_vjp(f2)
+    v = np.array(V)
+
+    def tutorial1():
+        return g1(np.ones((2, 2)))
+
+    def tutorial2():
+        vjp, _ = make_vjp((np.array(A), np.array(B), np.array(CC)))
+        return vjp(v)
+
+    return tutorial1, tutorial2
+
+
+# ---- expected gradients ---------------------------------------------------------------------
+
+def expected():
+    a, b, c, v = (np.array(u) for u in (A, B, CC, V))
+    return np.full((2, 2), 4.5), (3 * v, 4 * b * v, v / c)
+
+
+def main():
+    args = C.options(__doc__.splitlines()[0])
+    import tapegrad as tg
+    torch = C.optional("torch")
+    autograd = C.optional("autograd")
+    if autograd is not None:
+        import autograd.numpy  # noqa: F401  (the submodule autograd.numpy)
+    if torch is not None:
+        torch.set_num_threads(1)       # tiny tensors: threads only add overhead
+    print(f"eager autograd overhead ({'quick' if args.quick else 'full'} run), "
+          f"{C.load_note()}")
+    print("versions:", C.versions("numpy", "numba", "torch", "autograd"))
+    print()
+
+    want = expected()
+    impls = {
+        "tapegrad": tapegrad_programs(tg),
+        "PyTorch": torch_programs(torch) if torch is not None else (None, None),
+        "HIPS autograd": hips_programs(autograd) if autograd is not None else (None, None),
+        "tapegrad grad()": tapegrad_transform_programs(tg),
+    }
+    names = ["tutorial-1 (7 ops + backward)", "tutorial-2 (3 leaves, backward(v))"]
+    results = {n: {} for n in names}
+    for k, name in enumerate(names):
+        results[name] = C.measure_all(
+            {impl: (programs[k], C.close(want[k])) for impl, programs in impls.items()}, args)
+
+    columns = list(impls) + ["tapegrad/PyTorch", "tapegrad/HIPS"]
+    rows = []
+    for name in names:
+        r = dict(results[name])
+        r["tapegrad/PyTorch"] = C.fmt_ratio(C.ratio(r["tapegrad"], r["PyTorch"]))
+        r["tapegrad/HIPS"] = C.fmt_ratio(C.ratio(r["tapegrad"], r["HIPS autograd"]))
+        rows.append((name, r))
+    C.table("per iteration", columns, rows, unit="µs per iteration")
+
+    ratios = [C.ratio_line(f"tapegrad/PyTorch {name.split()[0]}",
+                           C.ratio(results[name]["tapegrad"], results[name]["PyTorch"]),
+                           GOAL_VS_TORCH)
+              for name in names]
+    C.save_json(args.json, {"benchmark": "eager", "quick": args.quick, "machine": C.machine(),
+                            "load": C.load_note(),
+                            "versions": C.versions("numpy", "numba", "torch", "autograd"),
+                            "unit": "us per iteration", "results": results, "ratios": ratios})
+    return 1 if results[names[0]]["tapegrad"] is None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

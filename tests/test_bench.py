@@ -1,0 +1,36 @@
+"""Smoke test of the benchmarks: each script runs in --quick mode, exits 0, prints ratio lines
+and writes its JSON. Numbers are not checked (quick mode is too short to be meaningful)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(name, tmp_path):
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", f"{name}.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert any(line.startswith("ratio tapegrad/") for line in proc.stdout.splitlines()), \
+        proc.stdout
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_eager_quick(tmp_path):
+    stdout, data = run_script("eager", tmp_path)
+    assert "tutorial-1" in stdout
+    assert data["results"]["tutorial-1 (7 ops + backward)"]["tapegrad"] > 0
+
+
+@pytest.mark.slow          # about 20-30 s: fresh processes import JAX and compile
+def test_transforms_quick(tmp_path):
+    stdout, data = run_script("transforms", tmp_path)
+    assert "first gradient" in stdout
+    assert data["results"]["Rosenbrock n=1000"]["tapegrad"] > 0
+    assert data["results"]["logistic regression 10000x100"]["tapegrad"] > 0
+    assert data["imports"]["tapegrad"] > 0
