@@ -162,14 +162,18 @@ def _kernel_name(p, rule):
     return f"K.{p.kernel}_{rule}" if p.kind == "kernel" else f"{p.name}_{rule}"
 
 
+# The reverse sweeps skip entries whose output needs no adjoint: their operands need none either
+# (NEED propagates forward), and their adjoint rows may hold anything (see the batch driver).
 _DISPATCH = {
     "forward": "{k}_fwd(V, S, sa, sb, sc, so, ip, c0, c1)",
-    "backward": "for d in range(G.shape[0]):\n    {k}_vjp(V, G[d], S, NEED, sa, sb, sc, so, ip, c0, c1)",
+    "backward": ("if NEED[so]:\n    for d in range(G.shape[0]):\n"
+                 "        {k}_vjp(V, G[d], S, NEED, sa, sb, sc, so, ip, c0, c1)"),
     "tangent": "for d in range(T.shape[0]):\n    {k}_jvp(V, T[d], S, sa, sb, sc, so, ip, c0, c1)",
     "backward_tangent": (
-        "for d in range(T.shape[0]):\n"
-        "    {k}_vjp_jvp(V, T[d], G, TG[d], S, NEED, sa, sb, sc, so, ip, c0, c1)\n"
-        "{k}_vjp(V, G, S, NEED, sa, sb, sc, so, ip, c0, c1)"),
+        "if NEED[so]:\n"
+        "    for d in range(T.shape[0]):\n"
+        "        {k}_vjp_jvp(V, T[d], G, TG[d], S, NEED, sa, sb, sc, so, ip, c0, c1)\n"
+        "    {k}_vjp(V, G, S, NEED, sa, sb, sc, so, ip, c0, c1)"),
 }
 
 
@@ -196,74 +200,91 @@ _TILES = '''
 
 @jit(parallel=True)
 def run_tiles(E, FC, IP, S, NEED, V0, in_pos, X, guard_pos, guard_val, OK, seeds, dir_pos,
-              tin_pos, XT, second, read_v, read_g, read_t, read_tg, Y, tile):
-    """Replay the tape at every point (column) of X, one tile of points per task.
+              tin_pos, XT, second, read_v, read_g, read_t, read_tg, Y, tile, n_workers,
+              need_rows):
+    \"\"\"Replay the tape at every point (row) of X, tile by tile, on n_workers threads.
 
-    X is (inputs, B): the value of input element r of point q is X[r, q], written at buffer row
-    in_pos[r]. Directions are the unit vectors at dir_pos, or the per-point tangents XT
-    (rows tin_pos) when XT has rows. Sweeps: forward; guards -> OK; tangent when there are
+    X is (B, inputs) in the caller's layout: input element r of point q is X[q, r], written at
+    buffer row in_pos[r]; each tile transposes its block into the column layout, where it stays
+    in cache. Directions are the unit vectors at dir_pos, or the per-point tangents XT (rows
+    tin_pos) when XT has columns. Sweeps: forward; guards -> OK; tangent when there are
     directions; then either one backward per seed row, or (second) one backward-tangent sweep
-    from seeds[0]. Y rows: values read_v, then for each seed read_g, for each direction read_t,
-    for each direction read_tg.
-    """
+    from seeds[0]. Y[q] holds: values read_v, then for each seed read_g, for each direction
+    read_t, for each direction read_tg. Each worker allocates its buffers once and fills the
+    constants once: tiles only overwrite inputs and computed rows. Adjoint rows are reset only
+    where a slot needs an adjoint (need_rows): the reverse sweeps touch no others.
+    \"\"\"
     n_total = V0.size
     n_entries = E.shape[0]
-    B = X.shape[1]
-    n_dir = 1 if XT.shape[0] > 0 else dir_pos.size
+    B = X.shape[0]
+    n_dir = 1 if XT.shape[1] > 0 else dir_pos.size
     n_tiles = (B + tile - 1) // tile
-    for t in prange(n_tiles):
-        start = t * tile
-        w = min(tile, B - start)
+    for worker in prange(n_workers):
         V = np.empty((n_total, tile), V0.dtype)
         for r in range(n_total):
             V[r, :] = V0[r]
-        for r in range(in_pos.size):
-            V[in_pos[r], :w] = X[r, start:start + w]
-        forward(E, FC, IP, S, V, 0, n_entries)
-        for q in range(w):
-            ok = True
-            for j in range(guard_pos.size):
-                if (V[guard_pos[j], q] != 0.0) != guard_val[j]:
-                    ok = False
-            OK[start + q] = ok
-        row = 0
-        for r in range(read_v.size):
-            Y[row, start:start + w] = V[read_v[r], :w]
-            row += 1
         T = np.zeros((n_dir, n_total, tile), V0.dtype)
-        if n_dir > 0:
-            if XT.shape[0] > 0:
-                for r in range(tin_pos.size):
-                    T[0, tin_pos[r], :w] = XT[r, start:start + w]
-            else:
-                for d in range(n_dir):
-                    T[d, dir_pos[d], :] = 1.0
-            tangent(E, FC, IP, S, V, T, 0, n_entries)
-        if second:
-            G1 = np.zeros((n_total, tile), V0.dtype)
-            G1[seeds[0], :] = 1.0
-            TG = np.zeros((n_dir, n_total, tile), V0.dtype)
-            backward_tangent(E, FC, IP, S, NEED, V, T, G1, TG, 0, n_entries)
-            for r in range(read_g.size):
-                Y[row, start:start + w] = G1[read_g[r], :w]
-                row += 1
-        else:
-            for j in range(seeds.size):
-                G = np.zeros((1, n_total, tile), V0.dtype)
-                G[0, seeds[j], :] = 1.0
-                backward(E, FC, IP, S, NEED, V, G, 0, n_entries)
-                for r in range(read_g.size):
-                    Y[row, start:start + w] = G[0, read_g[r], :w]
-                    row += 1
-        for d in range(n_dir):
-            for r in range(read_t.size):
-                Y[row, start:start + w] = T[d, read_t[r], :w]
-                row += 1
-        if second:
+        if XT.shape[1] == 0:
             for d in range(n_dir):
-                for r in range(read_tg.size):
-                    Y[row, start:start + w] = TG[d, read_tg[r], :w]
+                T[d, dir_pos[d], :] = 1.0
+        G = np.zeros((1, n_total, tile), V0.dtype)
+        TG = np.zeros((n_dir, n_total, tile), V0.dtype)
+        for t in range(worker, n_tiles, n_workers):
+            start = t * tile
+            w = min(tile, B - start)
+            for q in range(w):
+                for r in range(in_pos.size):
+                    V[in_pos[r], q] = X[start + q, r]
+            forward(E, FC, IP, S, V, 0, n_entries)
+            for q in range(w):
+                ok = True
+                for j in range(guard_pos.size):
+                    if (V[guard_pos[j], q] != 0.0) != guard_val[j]:
+                        ok = False
+                OK[start + q] = ok
+            row = 0
+            for r in range(read_v.size):
+                for q in range(w):
+                    Y[start + q, row] = V[read_v[r], q]
+                row += 1
+            if n_dir > 0:
+                if XT.shape[1] > 0:
+                    for q in range(w):
+                        for r in range(tin_pos.size):
+                            T[0, tin_pos[r], q] = XT[start + q, r]
+                tangent(E, FC, IP, S, V, T, 0, n_entries)
+            if second:
+                for r in need_rows:
+                    G[0, r, :] = 0.0
+                    for d in range(n_dir):
+                        TG[d, r, :] = 0.0
+                G[0, seeds[0], :] = 1.0
+                backward_tangent(E, FC, IP, S, NEED, V, T, G[0], TG, 0, n_entries)
+                for r in range(read_g.size):
+                    for q in range(w):
+                        Y[start + q, row] = G[0, read_g[r], q]
                     row += 1
+            else:
+                for j in range(seeds.size):
+                    for r in need_rows:
+                        G[0, r, :] = 0.0
+                    G[0, seeds[j], :] = 1.0
+                    backward(E, FC, IP, S, NEED, V, G, 0, n_entries)
+                    for r in range(read_g.size):
+                        for q in range(w):
+                            Y[start + q, row] = G[0, read_g[r], q]
+                        row += 1
+            for d in range(n_dir):
+                for r in range(read_t.size):
+                    for q in range(w):
+                        Y[start + q, row] = T[d, read_t[r], q]
+                    row += 1
+            if second:
+                for d in range(n_dir):
+                    for r in range(read_tg.size):
+                        for q in range(w):
+                            Y[start + q, row] = TG[d, read_tg[r], q]
+                        row += 1
 '''
 
 

@@ -22,9 +22,14 @@ def _private_cache_dir():
 
 
 def jit(fn=None, **options):
-    """`numba.njit(cache=True, **options)` with a fallback when caching is impossible."""
+    """`numba.njit(cache=True, **options)` with a fallback when caching is impossible.
+
+    Floats follow IEEE semantics (numba's "numpy" error model): a division by zero gives an
+    inf or a NaN, as in numpy and PyTorch, instead of raising ZeroDivisionError mid-sweep.
+    """
     if fn is None:
         return lambda f: jit(f, **options)
+    options.setdefault("error_model", "numpy")
     try:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError as err:  # numba: "cannot cache function ...: no locator available"

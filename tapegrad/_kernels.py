@@ -303,7 +303,7 @@ def segprod_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
         tgx[i] += tgy[s] * d[i] + gy[s] * cross
 
 
-# ---- batched matmul: ip = (batch, m, k, n, a_batch_stride, b_batch_stride) -------------------
+# ---- batched matmul: ip = (batch, m, k, n, a_batch_stride, b_batch_stride, a_const, b_const) ---
 
 @jit
 def matmul_fwd(V, S, a, b, c, o, ip, c0, c1):

@@ -306,13 +306,15 @@ def segprod_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
 
 
 # ---- matmul per point: a small GEMM whose innermost loop is over the tile ---------------------
+# ip = (batch, m, k, n, a_batch_stride, b_batch_stride, a_const, b_const)
 
 @jit
-def _mm_acc(A, B, Y, sa, sb, sy, batch, m, k, n, ta, tb):
+def _mm_acc(A, B, Y, sa, sb, sy, batch, m, k, n, ta, tb, a_const, b_const):
     """Y[q,i,j] += sum_l A'[q,i,l] B'[q,l,j] per point, A' = A or A^T (ta), B' likewise (tb).
 
     Shapes are those of the product: A' is (m, k), B' (k, n), Y (m, n) per batch entry q;
-    sa, sb, sy are the batch strides (0 for a matrix shared by the batch).
+    sa, sb, sy are the batch strides (0 for a matrix shared by the batch). A constant operand
+    (the same at every point, like a network's weights) is read once per element, not per point.
     """
     for q in range(batch):
         for i in range(m):
@@ -323,8 +325,17 @@ def _mm_acc(A, B, Y, sa, sb, sy, batch, m, k, n, ta, tb):
                     bi = q * sb + (j * k + l if tb else l * n + j)
                     a_row = A[ai]
                     b_row = B[bi]
-                    for p in range(y.size):
-                        y[p] += a_row[p] * b_row[p]
+                    if b_const:
+                        b = b_row[0]
+                        for p in range(y.size):
+                            y[p] += a_row[p] * b
+                    elif a_const:
+                        a = a_row[0]
+                        for p in range(y.size):
+                            y[p] += a * b_row[p]
+                    else:
+                        for p in range(y.size):
+                            y[p] += a_row[p] * b_row[p]
 
 
 @jit
@@ -332,17 +343,22 @@ def matmul_fwd(V, S, a, b, c, o, ip, c0, c1):
     batch, m, k, n, sa, sb = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5]
     Y = _v(V, S, o)
     Y[:] = 0.0
-    _mm_acc(_v(V, S, a), _v(V, S, b), Y, sa, sb, m * n, batch, m, k, n, False, False)
+    _mm_acc(_v(V, S, a), _v(V, S, b), Y, sa, sb, m * n, batch, m, k, n, False, False,
+            ip[6], ip[7])
 
 
 @jit
 def _matmul_vjp(A_src, B_src, GA_dst, GB_dst, GY_src, S, NEED, a, b, o, ip):
     batch, m, k, n, sa, sb = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5]
     GY = _v(GY_src, S, o)
+    # a constant operand's rows are the same at every point in V, and zero in T: either way
+    # one value per element
     if NEED[a]:   # GA (m, k) += GY (m, n) @ B^T (n, k)
-        _mm_acc(GY, _v(B_src, S, b), _v(GA_dst, S, a), m * n, sb, sa, batch, m, n, k, False, True)
+        _mm_acc(GY, _v(B_src, S, b), _v(GA_dst, S, a), m * n, sb, sa, batch, m, n, k, False, True,
+                False, ip[7])
     if NEED[b]:   # GB (k, n) += A^T (k, m) @ GY (m, n)
-        _mm_acc(_v(A_src, S, a), GY, _v(GB_dst, S, b), sa, m * n, sb, batch, k, m, n, True, False)
+        _mm_acc(_v(A_src, S, a), GY, _v(GB_dst, S, b), sa, m * n, sb, batch, k, m, n, True, False,
+                ip[6], False)
 
 
 @jit
@@ -355,8 +371,10 @@ def matmul_jvp(V, T, S, a, b, c, o, ip, c0, c1):
     batch, m, k, n, sa, sb = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5]
     TY = _v(T, S, o)
     TY[:] = 0.0
-    _mm_acc(_v(T, S, a), _v(V, S, b), TY, sa, sb, m * n, batch, m, k, n, False, False)
-    _mm_acc(_v(V, S, a), _v(T, S, b), TY, sa, sb, m * n, batch, m, k, n, False, False)
+    _mm_acc(_v(T, S, a), _v(V, S, b), TY, sa, sb, m * n, batch, m, k, n, False, False,
+            ip[6], ip[7])
+    _mm_acc(_v(V, S, a), _v(T, S, b), TY, sa, sb, m * n, batch, m, k, n, False, False,
+            ip[6], ip[7])
 
 
 @jit

@@ -64,9 +64,22 @@ def _unary(prim, x, c0=0.0, c1=0.0, name=None):
     return record(prim, (x,), prim.numpy(x.data, c0, c1), c0=c0, c1=c1, name=name)
 
 
+def _weak(v):
+    """A Python number stays a number for numpy (weak, as in PyTorch); anything else an array."""
+    return _scalar(v) if _is_number(v) else as_tensor(v).data
+
+
+def _operand(v, dtype):
+    """The Tensor of an operand; a number becomes a constant of the result's dtype."""
+    return Tensor(np.asarray(_scalar(v), dtype)) if _is_number(v) else as_tensor(v)
+
+
 def _binary(prim, a, b, name=None):
-    a, b = as_tensor(a), as_tensor(b)
-    value = np.asarray(prim.numpy(a.data, b.data))
+    # maximum(float32 tensor, 0.3) stays float32: numbers do not promote.
+    wa, wb = _weak(a), _weak(b)
+    value = np.asarray(prim.numpy(wa, wb))
+    dtype = np.result_type(wa, wb)     # of the operands: comparisons give bool values
+    a, b = _operand(a, dtype), _operand(b, dtype)
     if _recording(a, b):
         shape = value.shape
         if a.data.size != 1:
@@ -153,8 +166,16 @@ def clip(x, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = x if min is None else maximum(x, min)
-        return out if max is None else minimum(out, max)
+        # PyTorch's clamp(x, min, max) = minimum(maximum(x, min), max), but x keeps the whole
+        # gradient at a bound (no tie splitting) and max wins when min > max.
+        out = as_tensor(x)
+        if min is not None:
+            out = where(lt(out, min), min, out)
+        if max is not None:
+            out = where(gt(out, max), max, out)
+        if out._node is not None:
+            out._node._name = "ClampBackward0"
+        return out
     lo = -math.inf if min is None else float(min)
     hi = math.inf if max is None else float(max)
     return _unary(P["clip"], x, lo, hi)
@@ -164,8 +185,12 @@ clamp = clip
 
 
 def where(condition, x, y):
-    condition, x, y = as_tensor(condition), as_tensor(x), as_tensor(y)
-    value = np.where(condition.data, x.data, y.data)
+    condition = as_tensor(condition)
+    # Python numbers are weak, as in PyTorch: where(c, float32 tensor, 0.0) stays float32.
+    wx, wy = _weak(x), _weak(y)
+    value = np.where(condition.data, wx, wy)
+    dtype = np.result_type(wx, wy)
+    x, y = _operand(x, dtype), _operand(y, dtype)
     if _recording(condition, x, y):
         shape = value.shape
         condition = broadcast_to(condition, shape)
@@ -259,9 +284,10 @@ def index_key(key):
 
 def _index_name(key):
     parts = key if isinstance(key, tuple) else (key,)
-    if builtins.any(isinstance(k, np.ndarray) for k in parts):
+    if builtins.any(isinstance(k, np.ndarray) and k.ndim for k in parts):
         return "IndexBackward0"
-    if builtins.any(isinstance(k, (int, np.integer)) for k in parts):
+    if builtins.any(isinstance(k, (int, np.integer)) or (isinstance(k, np.ndarray) and
+                    k.dtype.kind in "iu") for k in parts):   # x[tensor(1)] selects, as x[1]
         return "SelectBackward0"
     return "SliceBackward0"
 
@@ -384,14 +410,14 @@ def amax(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
     return _extreme(P["segmax"], np.max, x, _dims(dim, axis, x.data.ndim), keepdim,
-                    ("MaxBackward1", "AmaxBackward0"))
+                    ("AmaxBackward0", "AmaxBackward0"))
 
 
 def amin(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
     return _extreme(P["segmin"], np.min, x, _dims(dim, axis, x.data.ndim), keepdim,
-                    ("MinBackward1", "AminBackward0"))
+                    ("AminBackward0", "AminBackward0"))
 
 
 max_return = collections.namedtuple("max", ["values", "indices"])
@@ -417,7 +443,9 @@ def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     if isinstance(dim, Tensor):
         return maximum(x, dim)
     if dim is None or axis is not None:
-        return amax(x, axis=axis, keepdims=bool(keepdims) or keepdim)
+        x = as_tensor(x)
+        return _extreme(P["segmax"], np.max, x, _dims(None, axis, x.data.ndim),
+                        bool(keepdims) or keepdim, ("MaxBackward1", "AmaxBackward0"))
     return _select_extreme(x, dim, keepdim, np.argmax, max_return, "MaxBackward0")
 
 
@@ -425,7 +453,9 @@ def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     if isinstance(dim, Tensor):
         return minimum(x, dim)
     if dim is None or axis is not None:
-        return amin(x, axis=axis, keepdims=bool(keepdims) or keepdim)
+        x = as_tensor(x)
+        return _extreme(P["segmin"], np.min, x, _dims(None, axis, x.data.ndim),
+                        bool(keepdims) or keepdim, ("MinBackward1", "AminBackward0"))
     return _select_extreme(x, dim, keepdim, np.argmin, min_return, "MinBackward0")
 
 
@@ -437,7 +467,8 @@ def logsumexp(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     dims = tuple(range(x.data.ndim)) if dims is None else dims
     m = amax(x, dims, keepdim=True)
     m_safe = where(isfinite_mask(m), m, 0.0)
-    out = add(log(sum(exp(sub(x, m_safe)), dims, keepdim=True)), m_safe)
+    with np.errstate(divide="ignore"):   # a row of -inf has log(0) = -inf, as intended
+        out = add(log(sum(exp(sub(x, m_safe)), dims, keepdim=True)), m_safe)
     if not keepdim:
         out = reshape(out, np.squeeze(out.data, dims).shape)
     if out._node is not None:
@@ -462,8 +493,15 @@ def softmax(x, dim=None, *, axis=None):
 
 
 def log_softmax(x, dim=None, *, axis=None):
+    """(x - max) - log(sum(exp(x - max))): subtracting logsumexp(x) from x instead loses the
+    digits of log(sum) next to a large max (1e-13 relative in float64, 3e-5 in float32 at 1000)."""
     x = as_tensor(x)
-    out = sub(x, logsumexp(x, dim, keepdim=True, axis=axis))
+    dims = _dims(dim, axis, x.data.ndim)
+    dims = tuple(range(x.data.ndim)) if dims is None else dims
+    m = amax(x, dims, keepdim=True)
+    shifted = sub(x, where(isfinite_mask(m), m, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):   # a row of -inf gives NaN (PyTorch)
+        out = sub(shifted, log(sum(exp(shifted), dims, keepdim=True)))
     if out._node is not None:
         out._node._name = "LogSoftmaxBackward0"
     return out
@@ -499,7 +537,10 @@ def matmul(a, b):
         a = broadcast_to(reshape(a, a2, name=_HIDDEN), batch_shape + a2[-2:])
     if strides[1] and b2[:-2] != batch_shape:
         b = broadcast_to(reshape(b, b2, name=_HIDDEN), batch_shape + b2[-2:])
-    payload = np.array([batch, m, k, n, strides[0], strides[1]], np.int64)
+    # the last two say whether an operand is a constant (neither recorded nor an input): the
+    # batched kernels then read one value per element instead of one per point
+    payload = np.array([batch, m, k, n, strides[0], strides[1], not _tracked(a),
+                        not _tracked(b)], np.int64)
     if len(sa) == 1 and len(sb) == 1:
         name = "DotBackward0"
     elif len(sb) == 1 and len(sa) == 2:

@@ -39,8 +39,11 @@ class Prim:
 
 
 def _sigmoid(x, c0=0.0, c1=0.0):
-    # exp(-logaddexp(0, -x)) never overflows, unlike 1 / (1 + exp(-x)) for very negative x.
-    return np.exp(-np.logaddexp(0.0, -x))
+    # 1 / (1 + e) for x >= 0 and e / (1 + e) below, with e = exp(-|x|) <= 1: never overflows,
+    # and accurate to 2 ulp (exp(-logaddexp(0, -x)) lost |x| ulp for negative x). The compiled
+    # interpreters use the same two branches (_codegen's _sigmoid).
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def _unary(name, grad_fn, f, df, d2f, numpy, saves=True):
@@ -109,10 +112,12 @@ _PRIMS = [
     # PyTorch and JAX: relu'(0) = 0; NaN passes through.
     _unary("relu", "ReluBackward0", "0.0 if x <= 0.0 else x", "1.0 if x > 0.0 else 0.0", "0.0",
            lambda x, c0, c1: np.where(x <= 0, np.zeros_like(x), x)),
-    # PyTorch clamp: gradient flows where lo <= x <= hi (bounds included); NaN passes through.
-    _unary("clip", "ClampBackward1", "c0 if x < c0 else (c1 if x > c1 else x)",
+    # PyTorch clamp: min(max(x, lo), hi), so hi wins when lo > hi; gradient flows where
+    # lo <= x <= hi (bounds included); NaN passes through.
+    _unary("clip", "ClampBackward1",
+           "x if x != x else (c1 if (c0 > c1 or x > c1) else (c0 if x < c0 else x))",
            "1.0 if (x >= c0 and x <= c1) else 0.0", "0.0",
-           lambda x, c0, c1: np.where(x < c0, c0, np.where(x > c1, c1, x)).astype(x.dtype)),
+           lambda x, c0, c1: np.minimum(np.maximum(x, c0), c1).astype(x.dtype)),
 
     # binary: y = f(a, b), elementwise; an operand of size 1 is broadcast inside the kernel
     _binary("add", "AddBackward0", "a + b", ("1.0", "1.0"), ("0.0", "0.0", "0.0"),

@@ -151,9 +151,10 @@ def _shape_rule(e, prim, operands, out, ip, sizes):
         if n_out != 1:
             _fail(f"entry {e}: total has one output value, not {n_out}")
     elif name == "matmul":
-        _need_len(e, prim, ip, 6)
-        batch, m, k, n, sa, sb = (int(v) for v in ip)
-        if min(batch, m, k, n) < 0 or sa not in (0, m * k) or sb not in (0, k * n):
+        _need_len(e, prim, ip, 8)
+        batch, m, k, n, sa, sb, a_const, b_const = (int(v) for v in ip)
+        if min(batch, m, k, n) < 0 or sa not in (0, m * k) or sb not in (0, k * n) \
+                or a_const not in (0, 1) or b_const not in (0, 1):
             _fail(f"entry {e}: matmul dimensions {tuple(ip)} are inconsistent")
         for s, stride, block in ((operands[0], sa, m * k), (operands[1], sb, k * n)):
             need = (batch - 1) * stride + block if batch else 0

@@ -20,6 +20,7 @@ any batch size (outputs aside); inputs are transposed to (inputs, points) chunk 
 import functools
 import math
 
+import numba
 import numpy as np
 
 from . import _pytree
@@ -96,15 +97,16 @@ class _Batch:
             leaves[k] = leaves[k][q]
         return _pytree.unflatten(self.structure, leaves)
 
-    def columns(self, rows, index):
-        """The batched input leaves `rows` at the points `index` (a slice or an index array)
-        as one (inputs, points) array: the column layout, built chunk by chunk."""
-        blocks = [self.leaves[k][index] for k in rows]
+    def rows(self, leaves, index, dtype):
+        """The batched input leaves `leaves` at the points `index` (a slice or an index array)
+        as one (points, inputs) array; a view of the caller's array where it can be (the tile
+        driver transposes each tile into the column layout itself)."""
+        blocks = [self.leaves[k][index] for k in leaves]
         blocks = [b.reshape(b.shape[0], -1) for b in blocks]
         if not blocks:
             return None
-        return np.ascontiguousarray((blocks[0] if len(blocks) == 1
-                                     else np.concatenate(blocks, axis=1)).T)
+        block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+        return np.ascontiguousarray(block, dtype=dtype)
 
 
 def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="cpu"):
@@ -126,17 +128,35 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
 
     @functools.wraps(fn)
     def batched(*args):
+        if _has_dask_leaf(args):     # a lazy dask result, replayed on the workers (_dask)
+            from . import _dask
+            return _dask.vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size,
+                                   backend)
+        make_batch = _Batch
+        if backend == "cuda":
+            from ._cuda import Batch as make_batch     # device arrays stay on the device
         if kind == "jvp":
             if len(args) != 2:
                 raise TypeError("vmap(partial(jvp, f)) takes (primals, tangents)")
             axes = in_axes if isinstance(in_axes, int) else tuple(in_axes)
-            batch = _Batch((tuple(args[0]), tuple(args[1])), axes)
+            batch = make_batch((tuple(args[0]), tuple(args[1])), axes)
         else:
-            batch = _Batch(args, in_axes)
+            batch = make_batch(args, in_axes)
         return _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend)
 
     batched.vmapped = fn
     return batched
+
+
+def _has_dask_leaf(args):
+    """Whether an argument leaf is a dask array (dask is imported only if a leaf's type is
+    from a dask module)."""
+    for leaf in _pytree.flatten(tuple(args))[0]:
+        if type(leaf).__module__.startswith("dask"):
+            from ._dask import is_dask_array
+            if is_dask_array(leaf):
+                return True
+    return False
 
 
 def _backend(device):
@@ -216,9 +236,15 @@ def _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend
               + n_dir * len(plan["read_tg"]) * plan["second"])
     n_in = len(plan["in_pos"]) + len(plan["tin_pos"])
     B = batch.size
-    if chunk_size is None:
-        chunk_size = max(1024, CHUNK_BYTES // (8 * max(1, n_rows + n_in)))
-    Y = np.empty((n_rows, B), tape.dtype)
+    arrange = _arrange
+    if backend == "cuda":      # results on the host or the device; chunks from device memory
+        from . import _cuda
+        Y, chunk_size, arrange = _cuda.prepare(tape, V, plan, batch, n_rows, n_in, chunk_size,
+                                               kind)
+    else:
+        if chunk_size is None:
+            chunk_size = max(1024, CHUNK_BYTES // (8 * max(1, n_rows + n_in)))
+        Y = np.empty((B, n_rows), tape.dtype)
     chunks = range(0, B, chunk_size)
     if progress:
         try:
@@ -229,7 +255,7 @@ def _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend
     for start in chunks:
         stop = min(B, start + chunk_size)
         _evaluate(traced, kind, tape, V, plan, batch, slice(start, stop), Y, backend, fn)
-    return _arrange(Y, tape, kind, plan, traced, batch, argnums, single)
+    return arrange(Y, tape, kind, plan, traced, batch, argnums, single)
 
 
 def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
@@ -239,19 +265,22 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
     the failing points; a point that fails even on the tape traced at it (a comparison that
     rounds differently in numpy and in the interpreter) is evaluated alone by `fn`.
     """
-    ok = _replay_columns(tape, V, plan, batch, index, Y, kind)
+    replay = _replay_columns
+    if backend == "cuda":
+        from ._cuda import replay_columns as replay
+    ok = replay(tape, V, plan, batch, index, Y, kind)
     remaining = np.arange(index.start, index.stop)[~ok]
     while remaining.size:
-        ok = _replay_columns(tape, V, plan, batch, remaining, Y, kind)
+        ok = replay(tape, V, plan, batch, remaining, Y, kind)
         failed = remaining[~ok]
         if failed.size == 0:
             return
         first = failed[0]
         tape, V, _, _ = traced.replay(_point_args(kind, batch, first), {})
         plan = _plan(tape, traced, kind, batch, traced.argnums if kind != "jvp" else None)
-        ok_first = _replay_columns(tape, V, plan, batch, failed[:1], Y, kind)
+        ok_first = replay(tape, V, plan, batch, failed[:1], Y, kind)
         if not ok_first[0]:
-            Y[:, first] = _flat_result(fn(*batch.point(first)), Y.shape[0])
+            Y[first] = _flat_result(fn(*batch.point(first)), Y.shape[1], kind, tape)
         remaining = failed[1:]
 
 
@@ -259,31 +288,40 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind):
     """Run the tile driver on the points `index` (a slice or an index array); write Y where
     guards hold and return where they do."""
     n = index.stop - index.start if isinstance(index, slice) else index.size
-    X = batch.columns(plan["rows"][0], index)
-    XT = batch.columns(plan["rows"][1], index)
-    X = np.zeros((0, n), tape.dtype) if X is None else X.astype(tape.dtype, copy=False)
-    XT = np.zeros((0, n), tape.dtype) if XT is None else XT.astype(tape.dtype, copy=False)
+    X = batch.rows(plan["rows"][0], index, tape.dtype)
+    XT = batch.rows(plan["rows"][1], index, tape.dtype)
+    X = np.zeros((n, 0), tape.dtype) if X is None else X
+    XT = np.zeros((n, 0), tape.dtype) if XT is None else XT
     ok = np.empty(n, np.bool_)
-    out = np.empty((Y.shape[0], n), tape.dtype)
+    out = Y[index] if isinstance(index, slice) else np.empty((n, Y.shape[1]), tape.dtype)
     guard_pos = np.array([tape.offsets[s] for s, _ in tape.guards], np.int64)
     guard_val = np.array([o for _, o in tape.guards], np.bool_)
     n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
+    tile = _tile_for(V.size, n_dir, V.itemsize)
     interpreters(batched=True).run_tiles(
         tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, plan["in_pos"], X, guard_pos,
         guard_val, ok, plan["seeds"], plan["dir_pos"], plan["tin_pos"], XT, plan["second"],
-        plan["read_v"], plan["read_g"], plan["read_t"], plan["read_tg"], out,
-        _tile_for(V.size, n_dir, V.itemsize))
-    if isinstance(index, slice) and ok.all():
-        Y[:, index] = out
-    else:
-        columns = np.arange(index.start, index.stop) if isinstance(index, slice) else index
-        Y[:, columns[ok]] = out[:, ok]
+        plan["read_v"], plan["read_g"], plan["read_t"], plan["read_tg"], out, tile,
+        max(1, min(numba.get_num_threads(), -(-n // tile))),
+        _positions(tape, [s for s in range(len(tape.S)) if tape.NEED[s]]))
+    if not isinstance(index, slice):
+        Y[index[ok]] = out[ok]
     return ok
 
 
-def _flat_result(result, n_rows):
-    """A per-point result as one column of Y (same order as the rows the driver writes)."""
-    flat = np.concatenate([np.ravel(x) for x in _pytree.flatten(result)[0]])
+def _flat_result(result, n_rows, kind, tape):
+    """A per-point result as one row of Y, in the order the tile driver writes: jacfwd rows
+    run over input directions first (the Jacobian transposed), everything else as flattened."""
+    leaves = [np.ravel(x) for x in _pytree.flatten(result)[0]]
+    if kind == "jacfwd":
+        m = sum(tape.sizes[s] for s in tape.output_slots)
+        n_blocks = len(leaves) // len(tape.output_slots)
+        rows = []
+        for o, so in enumerate(tape.output_slots):
+            blocks = leaves[o * n_blocks:(o + 1) * n_blocks]
+            rows.append(np.concatenate([b.reshape(tape.sizes[so], -1) for b in blocks], axis=1))
+        leaves = [np.concatenate(rows, axis=0).reshape(m, -1).T]
+    flat = np.concatenate([leaf.ravel() for leaf in leaves])
     if flat.size != n_rows:
         raise RuntimeError("vmap: a branch changed the output's size")
     return flat
@@ -291,14 +329,18 @@ def _flat_result(result, n_rows):
 
 def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
     """Split the rows of Y into the outputs of the transform, batch axis first."""
-    B = Y.shape[1]
-    rows = iter(range(Y.shape[0]))
+    B = Y.shape[0]
+    rows = iter(range(Y.shape[1]))
 
     def take(slots):
         out = []
         for s in slots:
-            idx = [next(rows) for _ in range(tape.sizes[s])]
-            out.append(np.ascontiguousarray(Y[idx].T).reshape((B,) + tape.shapes[s]))
+            first = next(rows)
+            for _ in range(tape.sizes[s] - 1):
+                next(rows)
+            block = Y[:, first:first + tape.sizes[s]]
+            out.append((block if block.shape[1] == Y.shape[1] else block.copy())
+                       .reshape((B,) + tape.shapes[s]))
         return out
 
     values = take(tape.output_slots) if len(plan["read_v"]) else None
@@ -328,19 +370,19 @@ def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
                 _pytree.unflatten(tape.out_structure, tangents))
     if kind == "jacrev":
         m = sum(tape.sizes[s] for s in tape.output_slots)
-        blocks = np.stack([np.stack([Y[next(rows)] for _ in range(len(plan["read_g"]))])
+        blocks = np.stack([np.stack([Y[:, next(rows)] for _ in range(len(plan["read_g"]))])
                            for _ in range(m)])            # (m, n, B)
         return _jac_blocks(blocks, tape, wrt_slots, per_argument)
     if kind == "jacfwd":
         n = len(plan["dir_pos"])
         m = len(plan["read_t"])
-        blocks = np.stack([np.stack([Y[next(rows)] for _ in range(m)]) for _ in range(n)])
+        blocks = np.stack([np.stack([Y[:, next(rows)] for _ in range(m)]) for _ in range(n)])
         return _jac_blocks(blocks.transpose(1, 0, 2), tape, wrt_slots, per_argument)
     if kind == "hessian":
         n = len(plan["dir_pos"])
         for _ in range(len(plan["read_g"])):
             next(rows)
-        H = np.stack([np.stack([Y[next(rows)] for _ in range(n)]) for _ in range(n)])
+        H = np.stack([np.stack([Y[:, next(rows)] for _ in range(n)]) for _ in range(n)])
         shapes = [tape.shapes[s] for s in wrt_slots]
         if len(shapes) == 1 and single:
             return np.moveaxis(H, 2, 0).reshape((B,) + shapes[0] + shapes[0])
