@@ -177,9 +177,11 @@ _DISPATCH = {
 }
 
 
-def generate(batched=False):
-    """The source text of the interpreter module (the column-layout one when `batched`)."""
-    out = [_HEADER.format(kernels="_kernels_batched" if batched else "_kernels")]
+def generate(batched=False, kernels=None):
+    """The source text of the interpreter module (the column-layout one when `batched`), which
+    calls the structural kernels of the module `tapegrad.<kernels>`."""
+    kernels = kernels or ("_kernels_batched" if batched else "_kernels")
+    out = [_HEADER.format(kernels=kernels)]
     out += [_elementwise_source(p, batched) for p in PRIMS if p.kind in ("unary", "binary")]
     for fn, (args, loop) in _FUNCTIONS.items():
         out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_ENTRY}")
@@ -306,18 +308,21 @@ def _cache_dir():
     return tempfile.mkdtemp(prefix="tapegrad-")
 
 
-def load(batched=False):
-    """Import the generated interpreter module, writing it first if this version is new."""
-    import numba
-    name = "batched" if batched else "interp"
-    source = generate(batched)
-    key = hashlib.sha256("\0".join([
-        source, inspect.getsource(_kernels), inspect.getsource(_kernels_batched),
-        inspect.getsource(sys.modules[__name__]), numba.__version__]).encode()).hexdigest()[:16]
-    modname = f"tapegrad._generated_{name}_{key}"
+def _digest(*parts):
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _materialize(name, source):
+    """Import `source` as the module `tapegrad.<name>`, from a file in the cache directory.
+
+    Files are named by a hash of their contents and of everything their compiled code depends
+    on, so numba's on-disk cache (keyed by the file) can never serve code compiled from older
+    sources or with other compile options."""
+    import tapegrad
+    modname = f"tapegrad.{name}"
     if modname in sys.modules:
         return sys.modules[modname]
-    path = os.path.join(_cache_dir(), f"{name}_{key}.py")
+    path = os.path.join(_cache_dir(), f"{name}.py")
     if not os.path.exists(path):
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as fh:
@@ -326,5 +331,29 @@ def load(batched=False):
     spec = importlib.util.spec_from_file_location(modname, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[modname]
+        raise
+    setattr(tapegrad, name, module)
     return module
+
+
+def load(batched=False):
+    """Import the generated interpreter module (and its copy of the kernels), writing them
+    first if this version is new.
+
+    The structural kernels are copied into a generated module too (DESIGN.md: a cached caller
+    does not notice that a callee in another module changed, and numba's cache does not notice
+    a change of compile options in `_jit`)."""
+    import numba
+    from . import _jit
+    salt = inspect.getsource(_jit) + numba.__version__
+    kernels_source = inspect.getsource(_kernels_batched if batched else _kernels).replace(
+        "from ._jit import jit", "from tapegrad._jit import jit")
+    prefix = "batched" if batched else "interp"
+    kernels = _materialize(f"_gen_{prefix}_kernels_{_digest(kernels_source, salt)}",
+                           kernels_source)
+    source = generate(batched, kernels.__name__.rsplit(".", 1)[1])
+    return _materialize(f"_gen_{prefix}_{_digest(source, salt)}", source)

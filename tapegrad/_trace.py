@@ -17,7 +17,12 @@ Rules of replay (they decide what a tape may assume about `f`):
   comparison and its outcome as a guard. A replay at inputs where a guard's outcome differs is
   detected after the forward sweep and the function is traced again for the new branch.
 * Converting a traced value to a Python number (`float(x)`, `x.item()`) raises: the tape could
-  not replay it.
+  not replay it. The arguments themselves are traced values too (`float(x)` and `if x:` on an
+  argument behave as on any computed value).
+* Keyword arguments are traced like positional ones (arrays and floats are inputs), but they are
+  never differentiated.
+* A function transformed inside a traced function must receive the enclosing function's traced
+  values as arguments: closing over them raises (the inner tape would freeze them).
 """
 import threading
 
@@ -26,6 +31,7 @@ import numpy as np
 from . import _pytree
 from ._graph import state
 from . import _sweep
+from ._display import TapeDisplay
 from ._registry import PRIMS
 from ._tape import linearize
 from ._tensor import Tensor
@@ -47,6 +53,31 @@ class tracing:
     def __exit__(self, *exc):
         state.tracing -= 1
         state.grad_enabled, state.guards = self._saved
+
+
+class _Input(Tensor):
+    """A traced argument. Its value changes from one replay to the next, like a computed value's:
+    converting it to a Python number raises, and branching on it (`if x:`) records a guard."""
+    __slots__ = ()
+
+    def _concrete(self, what):
+        if state.tracing:
+            raise TypeError(
+                f"{what} of a traced argument: a tape cannot replay Python numbers computed from "
+                "its inputs. Keep the computation in tapegrad ops (comparisons in `if` are fine: "
+                "they become guards).")
+        Tensor._concrete(self, what)
+
+    def __bool__(self):
+        outcome = Tensor.__bool__(self)
+        if state.tracing:
+            state.guards.append((self, outcome))
+        return outcome
+
+
+def arguments(args, kwargs):
+    """The tree of a call's arguments: the positional ones, then the keyword ones as a dict."""
+    return tuple(args) + (dict(kwargs or {}),)
 
 
 def is_dynamic(leaf):
@@ -77,14 +108,16 @@ def leaf_signature(leaf):
     return ("static", type(leaf), leaf)
 
 
-class Tape:
+class Tape(TapeDisplay):
     """A traced function: replayable forward, reverse, tangent and second-order sweeps.
 
     Built by `trace`; `tape(*args)` replays the function's value, `tape.gradient(*args)` its
     gradient, `len(tape)` counts entries. Buffers are per thread, so a tape may be shared.
+    Displays (`str(tape)`, `table`, `stats`, `draw`, `_repr_html_`) come from `_display`.
     """
 
-    def __init__(self, flat, input_slots, output_slots, out_structure, guards, constants):
+    def __init__(self, flat, input_slots, output_slots, out_structure, guards, constants,
+                 signature=None):
         self.E, self.FC, self.IP, self.S = flat.E, flat.FC, flat.IP, flat.S
         self.NEED = flat.NEED
         self.V0 = flat.V                         # trace-time values; constants stay valid
@@ -97,6 +130,18 @@ class Tape:
         self.calls = flat.calls                 # nested transforms, see _sweep
         self.guards = guards                    # [(slot, outcome)]
         self.constants = constants              # [(slot, array)] re-read with capture="call"
+        self.signature = signature              # (structure, leaf signatures) of the arguments
+        self._local = threading.local()
+
+    def __getstate__(self):
+        """Pickled as arrays: the per-thread buffers and the registry's primitives stay behind."""
+        state = dict(self.__dict__)
+        del state["_local"], state["prims"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.prims = [PRIMS[op] for op in self.E[:, 0]]
         self._local = threading.local()
 
     # ---- inspection --------------------------------------------------------------------------
@@ -170,18 +215,36 @@ class Tape:
         leaves = [self.view(V, s).copy() for s in self.output_slots]
         return _pytree.unflatten(self.out_structure, leaves)
 
-    def __call__(self, *inputs):
-        """Replay the forward sweep at new input values (same shapes); returns the outputs."""
-        V = self.load(inputs)
+    def _inputs(self, args, kwargs):
+        """The input leaves of a call with the traced arguments' structure, shapes and statics."""
+        leaves, structure = _pytree.flatten(arguments(args, kwargs))
+        if self.signature is None:              # a tape loaded from a file: its inputs in order
+            if len(leaves) != len(self.input_slots):
+                raise TypeError(f"the tape has {len(self.input_slots)} inputs; got {len(leaves)}")
+            return leaves
+        traced_structure, signatures = self.signature
+        if structure != traced_structure:
+            raise TypeError(f"the tape was traced with {_describe_call(traced_structure)}; got "
+                            f"{_describe_call(structure)}")
+        for i, (leaf, sig) in enumerate(zip(leaves, signatures)):
+            if leaf_signature(leaf) != sig:
+                raise ValueError(f"argument leaf {i} ({_describe(leaf)}) does not match the traced "
+                                 f"one ({_describe_signature(sig)}); trace the function again")
+        return [leaf for leaf in leaves if is_dynamic(leaf)]
+
+    def __call__(self, *args, **kwargs):
+        """Replay the forward sweep at new argument values (same structure, shapes, dtypes and
+        static values as traced); returns the outputs."""
+        V = self.load(self._inputs(args, kwargs))
         self.forward(V)
         self._check_guards(V)
         return self.outputs(V)
 
-    def gradient(self, *inputs):
+    def gradient(self, *args, **kwargs):
         """Gradient of the (scalar) output with respect to every input, by one reverse sweep."""
         if len(self.output_slots) != 1 or self.sizes[self.output_slots[0]] != 1:
             raise TypeError("gradient requires a scalar output; use jacobian or vjp")
-        V = self.load(inputs)
+        V = self.load(self._inputs(args, kwargs))
         self.forward(V)
         self._check_guards(V)
         G = np.zeros((1, V.size), V.dtype)
@@ -189,6 +252,11 @@ class Tape:
         self.backward(V, G)
         grads = [self.view(G[0], s).copy() for s in self.input_slots]
         return grads[0] if len(grads) == 1 else tuple(grads)
+
+    def save(self, path):
+        """Write the tape to `path` in tapegrad's versioned .npz format (see `tapegrad.load`)."""
+        from . import _io
+        _io.save(self, path)
 
     def _check_guards(self, V):
         if not self.guards_hold(V):
@@ -201,32 +269,81 @@ class GuardError(RuntimeError):
     """A replay reached a branch the tape did not record."""
 
 
+def _describe(leaf):
+    if isinstance(leaf, Tensor):
+        leaf = leaf.data
+    if isinstance(leaf, np.ndarray):
+        return f"array of shape {leaf.shape} and dtype {leaf.dtype}"
+    return repr(leaf)
+
+
+def _describe_signature(sig):
+    if sig[0] == "static":
+        return repr(sig[2])
+    if sig[0] == "float":
+        return f"a number of dtype {np.dtype(sig[1])}"
+    return f"{sig[0]} of shape {sig[1]} and dtype {np.dtype(sig[2])}"
+
+
+def _describe_call(structure):
+    n, keywords = len(structure[1]) - 1, list(structure[1][-1][1])
+    return (f"{n} positional argument{'' if n == 1 else 's'}"
+            f"{f' and keywords {keywords}' if keywords else ''} structured as "
+            f"{_pytree.describe((tuple, structure[1][:-1]))}")
+
+
+def _output_tensor(leaf, dtype):
+    """An output leaf as a Tensor: numbers and arrays the function returns are constants."""
+    if isinstance(leaf, Tensor):
+        return leaf
+    if isinstance(leaf, (np.ndarray, np.generic)) and leaf.dtype.kind in "fiub":
+        return Tensor(np.asarray(leaf, leaf.dtype if leaf.dtype.kind == "f" else dtype))
+    if isinstance(leaf, (int, float, bool)):       # Python numbers take the inputs' precision
+        return Tensor(np.asarray(leaf, dtype))
+    raise TypeError(f"the traced function returned a leaf of type {type(leaf).__name__}: outputs "
+                    "are arrays, numbers, or tuples/lists/dicts of them")
+
+
 def trace(f, args, kwargs=None, argnums=None):
     """Trace `f(*args, **kwargs)` onto a Tape.
 
-    `argnums` (a tuple) selects the arguments to differentiate; None differentiates every
-    floating-point input. Returns (tape, output value tree, per-input flags of differentiation).
+    `argnums` (a tuple of non-negative ints) selects the positional arguments to differentiate;
+    None differentiates every floating-point input. Returns (tape, per-input flags of
+    differentiation).
     """
-    kwargs = kwargs or {}
-    leaves, structure = _pytree.flatten(tuple(args))
-    arg_of_leaf = _argument_of_leaves(args)
+    tree = arguments(args, kwargs)
+    leaves, structure = _pytree.flatten(tree)
+    signature = (structure, tuple(map(leaf_signature, leaves)))
+    arg_of_leaf = _argument_of_leaves(tree)
     inputs, traced_leaves, diff = [], [], {}
     with tracing() as guards:
         for i, leaf in enumerate(leaves):
             if not is_dynamic(leaf):
                 traced_leaves.append(leaf)
                 continue
-            t = Tensor(np.array(leaf.data if isinstance(leaf, Tensor) else leaf))
+            t = _Input(np.array(leaf.data if isinstance(leaf, Tensor) else leaf))
             t._requires_grad = True          # recorded, whether differentiated or not
             inputs.append(t)
             traced_leaves.append(t)
             diff[len(inputs) - 1] = argnums is None or arg_of_leaf[i] in argnums
-        out = f(*_pytree.unflatten(structure, traced_leaves), **kwargs)
+        traced_tree = _pytree.unflatten(structure, traced_leaves)
+        out = f(*traced_tree[:-1], **traced_tree[-1])
         guard_list = list(guards)
     out_leaves, out_structure = _pytree.flatten(out)
-    outputs = [o if isinstance(o, Tensor) else Tensor(np.asarray(o, np.float64)) for o in out_leaves]
+    dtypes = {t.data.dtype for t in inputs}
+    dtype = np.float32 if dtypes == {np.dtype(np.float32)} else np.float64
+    outputs = [_output_tensor(o, dtype) for o in out_leaves]
     guard_tensors = [g for g, _ in guard_list]
-    flat = linearize(outputs + guard_tensors, extra_leaves=inputs)
+    flat = linearize(outputs + guard_tensors,
+                     extra_leaves=inputs + [o for o in outputs if o._node is None])
+    input_ids = {id(t) for t in inputs}
+    for s, t in flat.leaves:
+        if isinstance(t, _Input) and id(t) not in input_ids:
+            raise NotImplementedError(
+                f"{getattr(f, '__name__', 'the function')} closes over a value traced by an "
+                "enclosing function transform; the inner tape would freeze it. Pass it as an "
+                "argument instead, e.g. grad(lambda x, a: ...)(x, a) rather than "
+                "grad(lambda x: ... a ...)(x)")
     input_slots = [flat.slot_of(t) for t in inputs]
     need = np.zeros(len(flat.S), np.int64)
     for k, s in enumerate(input_slots):
@@ -236,9 +353,9 @@ def trace(f, args, kwargs=None, argnums=None):
         if _DIFFERENTIABLE[op] and any(need[s] for s in payload):
             need[out_slot] = 1
     flat.NEED = need
-    constants = [(s, t.data) for s, t in flat.leaves if not t._requires_grad]
+    constants = [(s, t.data) for s, t in flat.leaves if id(t) not in input_ids]
     tape = Tape(flat, input_slots, [flat.slot_of(o) for o in outputs], out_structure,
-                [(flat.slot_of(g), outcome) for g, outcome in guard_list], constants)
+                [(flat.slot_of(g), outcome) for g, outcome in guard_list], constants, signature)
     return tape, diff
 
 
