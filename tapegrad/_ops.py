@@ -75,6 +75,15 @@ def _operand(v, dtype):
 
 
 def _binary(prim, a, b, name=None):
+    if isinstance(a, Tensor) and isinstance(b, Tensor):     # the common case, kept short
+        value = prim.numpy(a.data, b.data)
+        if a.data.shape != b.data.shape and _recording(a, b):
+            shape = np.shape(value)
+            if a.data.size != 1:
+                a = broadcast_to(a, shape)
+            if b.data.size != 1:
+                b = broadcast_to(b, shape)
+        return record(prim, (a, b), value, name=name)
     # maximum(float32 tensor, 0.3) stays float32: numbers do not promote.
     wa, wb = _weak(a), _weak(b)
     value = np.asarray(prim.numpy(wa, wb))
@@ -371,7 +380,8 @@ def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
     dims = _dims(dim, axis, x.data.ndim)
-    value = np.sum(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
+    # the ufunc's own reduce: np.sum's Python wrapper costs more than a small sum itself
+    value = np.add.reduce(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
     if dims is None and _recording(x):
         return record(P["total"], (x,), np.asarray(value), c0=1.0)
     return _reduce(P["segsum"], x, dims, keepdim, value, 1.0, (None, "SumBackward1"))
@@ -381,8 +391,11 @@ def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
     dims = _dims(dim, axis, x.data.ndim)
-    value = np.mean(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
     count = x.data.size if dims is None else math.prod(x.data.shape[d] for d in dims)
+    if x.data.dtype.kind == "f" and dtype is None and count:
+        value = np.add.reduce(x.data, axis=dims, keepdims=keepdim) / count   # np.mean's rule
+    else:
+        value = np.mean(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
     scale = 1.0 / count if count else math.nan
     if dims is None and _recording(x):
         return record(P["total"], (x,), np.asarray(value), c0=scale, name="MeanBackward0")

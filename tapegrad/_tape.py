@@ -16,6 +16,9 @@ every eager `backward()`, so it is written for few Python operations per node.
 """
 import numpy as np
 
+from ._registry import PRIMS
+
+_VARIADIC = [p.variadic for p in PRIMS]
 _NO_PAYLOAD = np.zeros(0, np.int64)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -24,6 +27,7 @@ class FlatTape:
     """Arrays of one linearized graph and the Python objects its slots stand for."""
     __slots__ = ("E", "FC", "IP", "S", "NEED", "V", "offsets", "sizes", "values", "nodes",
                  "slots", "leaves", "calls")
+    validated = True    # built by linearize from recorded nodes: valid by construction (_sweep)
 
     def __init__(self, E, FC, IP, S, NEED, V, offsets, sizes, values, nodes, slots, leaves,
                  calls):
@@ -130,3 +134,39 @@ def linearize(outputs, extra_leaves=()):
         np.concatenate(payloads) if payloads else _NO_PAYLOAD,
         ints[8 * n_rows:8 * n_rows + 2 * n_slots].reshape(n_slots, 2),
         ints[8 * n_rows + 2 * n_slots:], V, offsets, sizes, values, nodes, slots, leaves, calls)
+
+
+def compact_adjoints(flat, need):
+    """Renumber the slots of `flat` so that those needing an adjoint come first.
+
+    The reverse sweeps touch adjoints of those slots only (NEED), so an adjoint buffer the size
+    of that prefix suffices: a function of a large constant (a data matrix) no longer allocates
+    and clears an adjoint for it at every call. Returns the new FlatTape (its `slots`, `leaves`
+    and operand columns renumbered, `NEED` set) and the prefix length in values.
+    """
+    need = np.asarray(need, bool)
+    order = np.argsort(~need, kind="stable")              # needed slots first, order kept
+    renumber = np.empty(len(order), np.int64)
+    renumber[order] = np.arange(len(order))
+    E = flat.E.copy()
+    operands = E[:, 1:5]
+    E[:, 1:5] = np.where(operands >= 0, renumber[np.maximum(operands, 0)], -1)
+    IP = flat.IP.copy()
+    for e in (e for e in range(len(E)) if _VARIADIC[E[e, 0]]):
+        span = slice(E[e, 5], E[e, 5] + E[e, 6])
+        IP[span] = renumber[IP[span]]
+    values = [flat.values[s] for s in order]
+    sizes = [flat.sizes[s] for s in order]
+    offsets, total = [], 0
+    for n in sizes:
+        offsets.append(total)
+        total += n
+    S = np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy()
+    V = np.concatenate([flat.V[flat.offsets[s]:flat.offsets[s] + flat.sizes[s]] for s in order]) \
+        if len(order) else flat.V.copy()
+    slots = {key: int(renumber[s]) for key, s in flat.slots.items()}
+    leaves = [(int(renumber[s]), t) for s, t in flat.leaves]
+    compact = FlatTape(E, flat.FC, IP, S, need[order].astype(np.int64), V, offsets, sizes, values,
+                       flat.nodes, slots, leaves, flat.calls)
+    n_need = int(need.sum())
+    return compact, (offsets[n_need] if n_need < len(offsets) else total)

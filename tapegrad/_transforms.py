@@ -8,6 +8,7 @@ sweep), forward mode carries several tangent directions at once (`jacfwd` is one
 second order runs tangents through the reverse sweep (forward-over-reverse: `hessian`, `hvp`).
 """
 import functools
+import numbers
 
 import numpy as np
 
@@ -15,32 +16,42 @@ from . import _pytree
 from ._graph import state
 from ._registry import BY_NAME
 from ._tensor import Tensor, record
-from ._trace import GuardError, is_dynamic, leaf_signature, trace
+from ._trace import GuardError, arguments, is_dynamic, leaf_signature, trace
 
 MAX_TAPES_PER_SIGNATURE = 8
 
 
 class Traced:
-    """A function with its tapes: one list per input signature, guards pick the tape."""
+    """A function with its tapes: one list per input signature, guards pick the tape.
 
-    def __init__(self, f, argnums, capture="trace"):
+    The signature is the structure of the arguments (positional ones, then keyword ones) and
+    each leaf's `leaf_signature`; the leaves and structure that `replay` returns are those of
+    `arguments(args, kwargs)`."""
+
+    def __init__(self, f, argnums, capture="trace", name="transform"):
         if capture not in ("trace", "call"):
             raise ValueError("capture must be 'trace' (closed-over arrays are constants) or "
                              "'call' (re-read at every call)")
         self.f = f
         self.argnums = argnums
         self.refresh = capture == "call"
+        self.name = name
         self.cache = {}
 
     def replay(self, args, kwargs):
         """(tape, value buffer after the forward sweep, argument leaves, structure)."""
-        leaves, structure = _pytree.flatten(tuple(args))
-        key = (structure, tuple(map(leaf_signature, leaves)),
-               tuple(sorted(kwargs.items())) if kwargs else ())
+        leaves, structure = _pytree.flatten(arguments(args, kwargs))
+        if _is_traced_call(leaves):
+            raise NotImplementedError(
+                f"{self.name} of values that an enclosing computation records (traced by a "
+                "function transform, or tensors that require grad): only grad, value_and_grad, "
+                "jacrev, jacfwd and jacobian can be used inside a differentiated function; "
+                "detach() eager tensors to use their values")
+        key = (structure, tuple(map(leaf_signature, leaves)))
         inputs = [leaf for leaf in leaves if is_dynamic(leaf)]
         tapes = self.cache.get(key)
         if tapes:
-            for tape in tapes:
+            for tape in list(tapes):
                 V = tape.load(inputs, self.refresh)
                 try:
                     tape.forward(V)
@@ -49,19 +60,26 @@ class Traced:
                 if tape.guards_hold(V):
                     return tape, V, leaves, structure
         else:
-            tapes = self.cache[key] = []
+            tapes = self.cache.setdefault(key, [])
         self._check_differentiable(args)
-        tape, _ = trace(self.f, args, kwargs, self.argnums)
+        tape, _ = trace(self.f, args, kwargs, self.wrt(len(args)))
         tapes.append(tape)
         if len(tapes) > MAX_TAPES_PER_SIGNATURE:
             tapes.pop(0)
         return tape, tape.load(inputs), leaves, structure
 
+    def wrt(self, n_args):
+        """The differentiated argument indices, non-negative, for a call with n_args."""
+        if self.argnums is None:
+            return None
+        return tuple(i % n_args for i in self.argnums)
+
     def _check_differentiable(self, args):
         for i in self.argnums or ():
             if i >= len(args) or i < -len(args):
-                raise TypeError(f"differentiating with respect to argnums={self.argnums} requires "
-                                f"at least {i + 1} positional arguments, got {len(args)}")
+                raise TypeError(f"argnums={self.argnums} is out of range for a call with "
+                                f"{len(args)} positional argument{'' if len(args) == 1 else 's'}"
+                                f" (argnums must be in [{-len(args)}, {len(args) - 1}])")
             for leaf in _pytree.flatten(args[i])[0]:
                 if not is_dynamic(leaf):
                     dtype = getattr(getattr(leaf, "data", leaf), "dtype", type(leaf).__name__)
@@ -93,13 +111,22 @@ def _count_leaves(structure):
     return sum(_count_leaves(c) for c in children)
 
 
+def _is_index(i):
+    return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+
+
 def _normalize_argnums(argnums):
-    if isinstance(argnums, int):
-        return (argnums,), True
-    argnums = tuple(argnums)
-    if not argnums or not all(isinstance(i, int) for i in argnums):
+    if _is_index(argnums):
+        return (int(argnums),), True
+    if not isinstance(argnums, (tuple, list)) or not argnums or \
+            not all(_is_index(i) for i in argnums):
         raise TypeError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
-    return argnums, False
+    return tuple(int(i) for i in argnums), False
+
+
+def _wrt_groups(traced, tape, leaves, structure):
+    """(differentiated argument indices, non-negative; the input groups of every argument)."""
+    return traced.wrt(len(structure[1]) - 1), traced.input_groups(tape, leaves, structure)
 
 
 def _scalar(x):
@@ -107,14 +134,24 @@ def _scalar(x):
 
 
 def _per_argument(traced, tape, leaves, structure, buffer, single):
-    """Gradients arranged like the differentiated arguments (a tuple unless argnums is an int)."""
-    groups = traced.input_groups(tape, leaves, structure)
+    """Gradients arranged like the differentiated arguments (a tuple unless argnums is an int),
+    each in its argument's dtype (as JAX: float32 parameters get float32 gradients even where
+    float64 data promoted the tape)."""
+    argnums, groups = _wrt_groups(traced, tape, leaves, structure)
+    dtypes = _input_dtypes(tape, leaves)
     out = []
-    for i in traced.argnums:
-        arg_structure, slots = groups[i % len(groups)]
-        out.append(_pytree.unflatten(arg_structure, [_scalar(tape.view(buffer, s).copy())
-                                                     for s in slots]))
+    for i in argnums:
+        arg_structure, slots = groups[i]
+        out.append(_pytree.unflatten(arg_structure, [
+            _scalar(tape.view(buffer, s).astype(dtypes[s])) for s in slots]))
     return out[0] if single else tuple(out)
+
+
+def _input_dtypes(tape, leaves):
+    """{input slot: the dtype of the argument leaf it holds}."""
+    dynamic = [leaf for leaf in leaves if is_dynamic(leaf)]
+    return {s: np.asarray(getattr(leaf, "data", leaf)).dtype
+            for s, leaf in zip(tape.input_slots, dynamic)}
 
 
 def _split_aux(tape, V, has_aux):
@@ -140,13 +177,17 @@ def _wraps(f, kind):
 
 
 def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
-    """`f`'s value and its gradient with respect to `argnums`; `f` must return a scalar."""
+    """`f`'s value and its gradient with respect to `argnums`; `f` must return a scalar.
+
+    Arrays `f` closes over are constants captured when `f` is traced: mutating them later is
+    not seen (as with `jax.jit`), unless `capture="call"`, which re-reads them at every call.
+    Keyword arguments are passed to `f` and traced, never differentiated."""
     argnums, single = _normalize_argnums(argnums)
-    traced = Traced(f, argnums, capture)
+    traced = Traced(f, argnums, capture, "value_and_grad")
 
     @_wraps(f, "value_and_grad")
     def value_and_grad_f(*args, **kwargs):
-        if _is_traced_call(args):
+        if _is_traced_call(arguments(args, kwargs)):
             if has_aux:
                 raise NotImplementedError("has_aux inside a traced computation")
             grads = _record_call(f, args, kwargs, argnums, single, "grad")
@@ -170,14 +211,15 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
 
 
 def grad(f=None, argnums=0, has_aux=False, capture="trace"):
-    """The gradient of scalar `f` with respect to `argnums` (usable as `@grad`)."""
+    """The gradient of scalar `f` with respect to `argnums` (usable as `@grad` and
+    `@grad(argnums=...)`); see `value_and_grad` for `capture` and keyword arguments."""
     if f is None:
         return lambda fn: grad(fn, argnums, has_aux, capture)
     vg = value_and_grad(f, argnums, has_aux, capture)
 
     @_wraps(f, "grad")
     def grad_f(*args, **kwargs):
-        if _is_traced_call(args):
+        if _is_traced_call(arguments(args, kwargs)):
             if has_aux:
                 raise NotImplementedError("has_aux inside a traced computation")
             return _record_call(f, args, kwargs, vg.traced.argnums, isinstance(argnums, int),
@@ -192,7 +234,7 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
 
 def vjp(f, *primals, has_aux=False):
     """`(f(*primals), pullback)`; `pullback(cotangent)` returns one gradient per primal."""
-    traced = Traced(f, tuple(range(len(primals))))
+    traced = Traced(f, tuple(range(len(primals))), name="vjp")
     tape, V, leaves, structure = traced.replay(primals, {})
     V = V.copy()          # the pullback keeps its own values: later calls reuse the buffer
     out_slots, aux = _split_aux(tape, V, has_aux)
@@ -223,7 +265,7 @@ def jvp(f, primals, tangents):
     t_leaves, t_structure = _pytree.flatten(tangents)
     if p_structure != t_structure:
         raise ValueError("primals and tangents must have the same structure")
-    traced = Traced(f, tuple(range(len(primals))))
+    traced = Traced(f, tuple(range(len(primals))), name="jvp")
     traced._check_differentiable(primals)
     tape, V, leaves, structure = traced.replay(primals, {})
     T = np.zeros((1, V.size), V.dtype)
@@ -271,18 +313,20 @@ def _blocks(matrix, out_shapes, in_shapes):
     return blocks
 
 
-def _jacobian(f, argnums, mode):
+def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
     argnums_t, single = _normalize_argnums(argnums)
-    traced = Traced(f, argnums_t)
+    traced = Traced(f, argnums_t, capture, f"jac{mode}")
 
     def jac_f(*args, **kwargs):
-        if _is_traced_call(args):
+        if _is_traced_call(arguments(args, kwargs)):
+            if has_aux:
+                raise NotImplementedError("has_aux inside a traced computation")
             return _record_call(f, args, kwargs, argnums_t, single, "jac")
         tape, V, leaves, structure = traced.replay(args, kwargs)
         traced._check_differentiable(args)
-        groups = traced.input_groups(tape, leaves, structure)
-        in_slots = [s for i in argnums_t for s in groups[i % len(groups)][1]]
-        out_slots = tape.output_slots
+        wrt, groups = _wrt_groups(traced, tape, leaves, structure)
+        in_slots = [s for i in wrt for s in groups[i][1]]
+        out_slots, aux = _split_aux(tape, V, has_aux)
         if mode == "rev":
             m = sum(tape.sizes[s] for s in out_slots)
             G = _directions(tape, out_slots, V)
@@ -295,41 +339,45 @@ def _jacobian(f, argnums, mode):
             J = np.concatenate([T[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                                 for s in out_slots], axis=1).T
         blocks = _blocks(J, [tape.shapes[s] for s in out_slots], [tape.shapes[s] for s in in_slots])
-        return _arrange(blocks, traced, tape, leaves, structure, single)
+        out_structure = tape.out_structure[1][0] if has_aux else tape.out_structure
+        jac = _pytree.unflatten(out_structure, [_by_argument(row, wrt, groups, single)
+                                                for row in blocks])
+        return (jac, aux) if has_aux else jac
 
     jac_f = _wraps(f, f"jac{mode}")(jac_f)
-    jac_f._transform = (f"jac{mode}", f, argnums_t, single, False)
+    jac_f._transform = (f"jac{mode}", f, argnums_t, single, has_aux)
     return jac_f
 
 
-def _arrange(blocks, traced, tape, leaves, structure, single):
-    """Jacobian blocks arranged as output tree of (argument tuple of argument trees)."""
-    groups = traced.input_groups(tape, leaves, structure)
-    per_output = []
-    for row in blocks:
-        k, args_out = 0, []
-        for i in traced.argnums:
-            arg_structure, slots = groups[i % len(groups)]
-            args_out.append(_pytree.unflatten(arg_structure, row[k:k + len(slots)]))
-            k += len(slots)
-        per_output.append(args_out[0] if single else tuple(args_out))
-    return _pytree.unflatten(tape.out_structure, per_output)
+def _by_argument(items, argnums, groups, single):
+    """`items` (one per input leaf of the differentiated arguments, in order) arranged as the
+    arguments: one tree per argument, a tuple of them unless argnums is an int."""
+    k, out = 0, []
+    for i in argnums:
+        arg_structure, slots = groups[i]
+        out.append(_pytree.unflatten(arg_structure, items[k:k + len(slots)]))
+        k += len(slots)
+    return out[0] if single else tuple(out)
 
 
-def jacrev(f, argnums=0):
-    """Jacobian by reverse mode: all output seeds in one reverse sweep."""
-    return _jacobian(f, argnums, "rev")
+def jacrev(f, argnums=0, has_aux=False, capture="trace"):
+    """Jacobian by reverse mode: all output seeds in one reverse sweep.
+
+    Arranged as JAX arranges it: the output tree, each leaf holding (for each differentiated
+    argument) the argument's tree of blocks of shape output leaf shape + input leaf shape."""
+    return _jacobian(f, argnums, "rev", has_aux, capture)
 
 
-def jacfwd(f, argnums=0):
+def jacfwd(f, argnums=0, has_aux=False, capture="trace"):
     """Jacobian by forward mode: all input directions in one tangent sweep."""
-    return _jacobian(f, argnums, "fwd")
+    return _jacobian(f, argnums, "fwd", has_aux, capture)
 
 
-def jacobian(f, argnums=0, mode="rev"):
+def jacobian(f, argnums=0, mode="rev", has_aux=False, capture="trace"):
+    """`jacrev` (mode="rev") or `jacfwd` (mode="fwd")."""
     if mode not in ("rev", "fwd"):
         raise ValueError(f"mode must be 'rev' or 'fwd', got {mode!r}")
-    return _jacobian(f, argnums, mode)
+    return _jacobian(f, argnums, mode, has_aux, capture)
 
 
 def _second_order(traced, args, kwargs, directions):
@@ -337,33 +385,34 @@ def _second_order(traced, args, kwargs, directions):
     tape, V, leaves, structure = traced.replay(args, kwargs)
     if len(tape.output_slots) != 1 or tape.sizes[tape.output_slots[0]] != 1:
         raise TypeError("hessian and hvp require a scalar output")
-    groups = traced.input_groups(tape, leaves, structure)
-    in_slots = [s for i in traced.argnums for s in groups[i % len(groups)][1]]
+    wrt, groups = _wrt_groups(traced, tape, leaves, structure)
+    in_slots = [s for i in wrt for s in groups[i][1]]
     T = directions(tape, in_slots, V)
     tape.tangent(V, T)
     G = np.zeros(V.size, V.dtype)
     G[tape.offsets[tape.output_slots[0]]] = 1.0
     TG = np.zeros_like(T)
     tape.backward_tangent(V, T, G, TG)
-    return tape, TG, in_slots, leaves, structure
+    return tape, TG, in_slots, wrt, groups, leaves
 
 
-def hessian(f, argnums=0):
+def hessian(f, argnums=0, capture="trace"):
     """The Hessian of scalar `f`: n tangent directions carried through one reverse sweep."""
     argnums_t, single = _normalize_argnums(argnums)
-    traced = Traced(f, argnums_t)
+    traced = Traced(f, argnums_t, capture, "hessian")
 
     @_wraps(f, "hessian")
     def hessian_f(*args, **kwargs):
         traced._check_differentiable(args)
-        tape, TG, in_slots, leaves, structure = _second_order(traced, args, kwargs, _directions)
+        tape, TG, in_slots, wrt, groups, leaves = _second_order(traced, args, kwargs,
+                                                                _directions)
         H = np.concatenate([TG[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                             for s in in_slots], axis=1)
         shapes = [tape.shapes[s] for s in in_slots]
-        rows = _blocks(H, shapes, shapes)
-        if single and len(in_slots) == 1:
-            return rows[0][0]
-        return tuple(tuple(r) for r in rows) if not single else rows
+        dtypes = _input_dtypes(tape, leaves)            # a row is a gradient: its input's dtype
+        rows = [_by_argument([b.astype(dtypes[s], copy=False) for b in row], wrt, groups, single)
+                for s, row in zip(in_slots, _blocks(H, shapes, shapes))]
+        return _by_argument(rows, wrt, groups, single)     # as JAX's jacfwd(jacrev(f))
 
     hessian_f._transform = ("hessian", f, argnums_t, single, False)
     return hessian_f
@@ -371,7 +420,7 @@ def hessian(f, argnums=0):
 
 def hvp(f, x, v):
     """Hessian-vector product H(x) v of scalar `f(x)`, in one tangent and one reverse sweep."""
-    traced = Traced(f, (0,))
+    traced = Traced(f, (0,), name="hvp")
     traced._check_differentiable((x,))
     v_leaves, v_structure = _pytree.flatten(v)
     x_structure = _pytree.flatten(x)[1]
@@ -387,7 +436,7 @@ def hvp(f, x, v):
             T[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = leaf.reshape(-1)
         return T
 
-    tape, TG, in_slots, _, _ = _second_order(traced, (x,), {}, along_v)
+    tape, TG, in_slots, _, _, _ = _second_order(traced, (x,), {}, along_v)
     return _pytree.unflatten(x_structure, [_scalar(tape.view(TG[0], s).copy()) for s in in_slots])
 
 
@@ -400,8 +449,9 @@ def trace_function(f, *example_args, **kwargs):
 # ---- nested transforms: grad(f) or jacobian(f) called on traced (or grad-requiring) tensors ----
 
 def _is_traced_call(args):
-    """Whether a transform is called on tensors that an enclosing computation records."""
-    for leaf in _pytree.flatten(tuple(args))[0]:
+    """Whether a transform is called on tensors that an enclosing computation records (`args`:
+    a tree of the arguments)."""
+    for leaf in _pytree.flatten(args)[0]:
         if isinstance(leaf, Tensor) and (leaf._node is not None or leaf._requires_grad):
             return state.grad_enabled
     return False
@@ -418,18 +468,18 @@ class CallRule:
 
     def __init__(self, f, args, kwargs, argnums):
         self.traced = Traced(f, None)   # every inner input differentiated: the outer needs them
-        self.leaves, self.structure = _pytree.flatten(tuple(args))
-        self.kwargs = kwargs
-        self.argnums = argnums
+        # the inputs are the floating-point leaves of the positional and keyword arguments
+        self.leaves, self.structure = _pytree.flatten(arguments(args, kwargs))
+        self.argnums = tuple(i % len(args) for i in argnums)
 
     def inner(self, values):
         """The inner tape, its values at the inner inputs `values`, and the wrt slots."""
         it = iter(values)
-        args = _pytree.unflatten(self.structure, [next(it) if is_dynamic(leaf) else leaf
+        tree = _pytree.unflatten(self.structure, [next(it) if is_dynamic(leaf) else leaf
                                                   for leaf in self.leaves])
-        tape, V, leaves, structure = self.traced.replay(args, self.kwargs)
+        tape, V, leaves, structure = self.traced.replay(tree[:-1], tree[-1])
         groups = self.traced.input_groups(tape, leaves, structure)
-        return tape, V, [s for i in self.argnums for s in groups[i % len(groups)][1]]
+        return tape, V, [s for i in self.argnums for s in groups[i][1]]
 
     @staticmethod
     def layout(tape, wrt):
@@ -493,7 +543,8 @@ class CallRule:
             Gi[_columns(tape, tape.output_slots)[i]] = 1.0
             TG = np.zeros_like(T)
             tape.backward_tangent(Vi, T, Gi, TG)
-            G[:, outer_cols[need]] += TG[:, in_cols[need]]
+            # add.at: an outer value passed as several inner arguments gets every contribution
+            np.add.at(G, (slice(None), outer_cols[need]), TG[:, in_cols[need]])
 
     def jvp(self, outer, V, T, e):
         slots, out, values = self._inputs(outer, V, e)
@@ -521,11 +572,12 @@ def _columns(tape, slots, S=None):
 def _record_call(f, args, kwargs, argnums, single, kind):
     """Record `kind`(f)(*args) (kind "grad" or "jac") as one entry of the enclosing graph."""
     from . import _ops
-    leaves, structure = _pytree.flatten(tuple(args))
+    leaves, structure = _pytree.flatten(arguments(args, kwargs))
     inputs = [_ops.as_tensor(leaf) for leaf in leaves if is_dynamic(leaf)]
-    plain_args = _pytree.unflatten(structure, [leaf.data if isinstance(leaf, Tensor) else leaf
-                                               for leaf in leaves])
-    rule = CallRule(f, plain_args, kwargs, argnums)
+    plain = _pytree.unflatten(structure, [leaf.data if isinstance(leaf, Tensor) else leaf
+                                          for leaf in leaves])
+    Traced(f, argnums)._check_differentiable(plain[:-1])
+    rule = CallRule(f, plain[:-1], plain[-1], argnums)
     rule.shapes = [t.data.shape for t in inputs]
     value = rule.evaluate([t.data for t in inputs])
     tape, _, wrt = rule.inner([t.data for t in inputs])
@@ -540,8 +592,8 @@ def _record_call(f, args, kwargs, argnums, single, kind):
         lead = oshape if kind == "jac" else ()
         osize = int(np.prod(oshape, dtype=np.int64))
         args_out = []
-        for i in argnums:
-            arg_structure, arg_slots = groups[i % len(groups)]
+        for i in rule.argnums:
+            arg_structure, arg_slots = groups[i]
             arg_leaves = []
             for s in arg_slots:
                 n = osize * tape.sizes[s]
