@@ -4,12 +4,45 @@ A tape is swept by one call of a compiled interpreter, except where it holds `ca
 (a `grad(f)` used inside a traced or eager computation): there the sweep runs the compiled
 interpreter up to the entry, the entry's Python rule, and the interpreter again after it.
 `tape` is anything with E, FC, IP, S, NEED arrays and a `calls` list of (entry, rule).
+
+The sweeps are the validation boundary's gate (see `_validate`): the interpreters do not check
+bounds, so a tape reaches them only when it is marked `validated`: tapes built in this process
+are marked where they are built (`_tape.FlatTape`, the eager graph; traced and loaded `Tape`s),
+anything else must pass `_validate.validate_tape` first. In anomaly mode (`_anomaly`) the
+forward and reverse sweeps run one entry at a time and check every value they produce.
 """
+from . import _graph
 from ._interp import interpreters
 
 
+def validated(tape):
+    """Whether `tape` may be swept: marked validated, or a `Tape` that nothing marked (traced
+    before `Tape` carried the mark itself), which is validated now, once, and marked."""
+    mark = getattr(tape, "validated", None)
+    if mark is None and hasattr(tape, "V0") and hasattr(tape, "shapes"):
+        from ._validate import validate_tape
+        validate_tape(tape, calls=tape.calls)
+        return True
+    return mark is True
+
+
+def _check(tape):
+    """Refuse a tape that has not passed the validator (one attribute test per sweep)."""
+    if getattr(tape, "validated", None) is True or validated(tape):
+        return
+    from ._validate import TapeFormatError
+    raise TapeFormatError(
+        f"refusing to sweep a {type(tape).__name__} that has not been validated: tapes built "
+        "from arrays (not recorded or traced in this process) must pass "
+        "tapegrad.validate_tape(tape) (tapegrad.load does) before they are replayed")
+
+
 def forward(tape, V):
+    _check(tape)
     m, start = interpreters(), 0
+    if _graph.anomaly_enabled:
+        from . import _anomaly
+        return _anomaly.forward(tape, V, m)
     for e, rule in tape.calls:
         m.forward(tape.E, tape.FC, tape.IP, tape.S, V, start, e)
         rule.forward(tape, V, e)
@@ -18,15 +51,21 @@ def forward(tape, V):
 
 
 def backward(tape, V, G):
+    _check(tape)
     m, stop = interpreters(), len(tape.E)
+    if _graph.anomaly_enabled:
+        from . import _anomaly
+        return _anomaly.backward(tape, V, G, m)
     for e, rule in reversed(tape.calls):
         m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, e + 1, stop)
-        rule.vjp(tape, V, G, e)
+        if tape.NEED[tape.E[e, 4]]:      # like the compiled sweeps: no adjoint, nothing to do
+            rule.vjp(tape, V, G, e)
         stop = e
     m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, 0, stop)
 
 
 def tangent(tape, V, T):
+    _check(tape)
     m, start = interpreters(), 0
     for e, rule in tape.calls:
         m.tangent(tape.E, tape.FC, tape.IP, tape.S, V, T, start, e)
@@ -36,6 +75,7 @@ def tangent(tape, V, T):
 
 
 def backward_tangent(tape, V, T, G, TG):
+    _check(tape)
     if tape.calls:
         raise NotImplementedError(
             "third-order derivatives: a nested transform inside hessian/hvp (or a second-order "

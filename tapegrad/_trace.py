@@ -33,7 +33,7 @@ from ._graph import state
 from . import _sweep
 from ._display import TapeDisplay
 from ._registry import PRIMS
-from ._tape import linearize
+from ._tape import compact_adjoints, linearize
 from ._tensor import Tensor
 
 _DIFFERENTIABLE = [p.differentiable for p in PRIMS]
@@ -131,6 +131,7 @@ class Tape(TapeDisplay):
         self.guards = guards                    # [(slot, outcome)]
         self.constants = constants              # [(slot, array)] re-read with capture="call"
         self.signature = signature              # (structure, leaf signatures) of the arguments
+        self.n_adjoint = self.V0.size           # adjoint buffers need only this prefix
         self._local = threading.local()
 
     def __getstate__(self):
@@ -352,10 +353,12 @@ def trace(f, args, kwargs=None, argnums=None):
         op, out_slot = row[0], row[4]
         if _DIFFERENTIABLE[op] and any(need[s] for s in payload):
             need[out_slot] = 1
-    flat.NEED = need
+    flat, n_adjoint = compact_adjoints(flat, need)
+    input_slots = [flat.slot_of(t) for t in inputs]
     constants = [(s, t.data) for s, t in flat.leaves if id(t) not in input_ids]
     tape = Tape(flat, input_slots, [flat.slot_of(o) for o in outputs], out_structure,
                 [(flat.slot_of(g), outcome) for g, outcome in guard_list], constants, signature)
+    tape.n_adjoint = n_adjoint
     return tape, diff
 
 

@@ -198,8 +198,9 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
             shapes = [tape.shapes[s] for s in out_slots]
             raise TypeError(f"grad requires a scalar output; use jacobian or vjp (the output "
                             f"has shape {shapes[0] if len(shapes) == 1 else shapes})")
-        G = np.zeros((1, V.size), V.dtype)
-        G[0, tape.offsets[out_slots[0]]] = 1.0
+        G = np.zeros((1, tape.n_adjoint), V.dtype)    # adjoints live in a prefix (see _tape)
+        if tape.NEED[out_slots[0]]:
+            G[0, tape.offsets[out_slots[0]]] = 1.0
         tape.backward(V, G)
         value = _scalar(tape.view(V, out_slots[0]).copy())
         grads = _per_argument(traced, tape, leaves, structure, G[0], single)
@@ -245,13 +246,14 @@ def vjp(f, *primals, has_aux=False):
         cot_leaves, cot_structure = _pytree.flatten(cotangent)
         if cot_structure != main_structure or len(cot_leaves) != len(out_slots):
             raise ValueError("the cotangent must have the structure of the output")
-        G = np.zeros((1, V.size), V.dtype)
+        G = np.zeros((1, tape.n_adjoint), V.dtype)
         for s, c in zip(out_slots, cot_leaves):
             c = np.asarray(c, V.dtype)
             if c.shape != tape.shapes[s]:
                 raise ValueError(f"cotangent of shape {c.shape} for an output of shape "
                                  f"{tape.shapes[s]}")
-            G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = c.reshape(-1)
+            if tape.NEED[s]:      # an output that no input moves has no adjoint to seed
+                G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = c.reshape(-1)
         tape.backward(V, G)
         return _per_argument(traced, tape, leaves, structure, G[0], False)
 
@@ -286,15 +288,18 @@ def _scalar_tree(tree):
     return _pytree.unflatten(structure, [_scalar(x) for x in leaves])
 
 
-def _directions(tape, slots, V):
-    """Identity tangents: one direction per element of the inputs in `slots`."""
+def _directions(tape, slots, V, width=None):
+    """Identity seeds: one row per element of `slots`, over buffers of `width` values (V's by
+    default; the adjoint prefix for reverse seeds, where slots past it stay zero rows)."""
+    width = V.size if width is None else width
     n = sum(tape.sizes[s] for s in slots)
-    T = np.zeros((n, V.size), V.dtype)
+    T = np.zeros((n, width), V.dtype)
     row = 0
     for s in slots:
-        for i in range(tape.sizes[s]):
-            T[row, tape.offsets[s] + i] = 1.0
-            row += 1
+        if tape.offsets[s] + tape.sizes[s] <= width:
+            T[np.arange(row, row + tape.sizes[s]),
+              np.arange(tape.offsets[s], tape.offsets[s] + tape.sizes[s])] = 1.0
+        row += tape.sizes[s]
     return T
 
 
@@ -329,7 +334,7 @@ def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
         out_slots, aux = _split_aux(tape, V, has_aux)
         if mode == "rev":
             m = sum(tape.sizes[s] for s in out_slots)
-            G = _directions(tape, out_slots, V)
+            G = _directions(tape, out_slots, V, tape.n_adjoint)
             tape.backward(V, G)
             J = np.concatenate([G[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                                 for s in in_slots], axis=1) if in_slots else np.zeros((m, 0))
