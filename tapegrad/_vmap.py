@@ -140,12 +140,24 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
                 raise TypeError("vmap(partial(jvp, f)) takes (primals, tangents)")
             axes = in_axes if isinstance(in_axes, int) else tuple(in_axes)
             batch = make_batch((tuple(args[0]), tuple(args[1])), axes)
+            _broadcast_tangents(batch, len(_pytree.flatten(tuple(args[0]))[0]))
         else:
             batch = make_batch(args, in_axes)
         return _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend)
 
     batched.vmapped = fn
     return batched
+
+
+def _broadcast_tangents(batch, n_primal):
+    """Tangents shared by every point (in_axes None) as batched leaves of stride 0: the tile
+    driver reads a jvp's tangents from the batched leaves only (the others would be ignored)."""
+    for k in range(n_primal, len(batch.leaves)):
+        if k not in batch.batched:
+            leaf = np.asarray(getattr(batch.leaves[k], "data", batch.leaves[k]))
+            batch.leaves[k] = np.broadcast_to(leaf, (batch.size,) + leaf.shape)
+            batch.batched.append(k)
+    batch.batched.sort()
 
 
 def _has_dask_leaf(args):
@@ -271,17 +283,16 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
     ok = replay(tape, V, plan, batch, index, Y, kind)
     remaining = np.arange(index.start, index.stop)[~ok]
     while remaining.size:
-        ok = replay(tape, V, plan, batch, remaining, Y, kind)
-        failed = remaining[~ok]
-        if failed.size == 0:
-            return
-        first = failed[0]
+        # the tape of the first failing point's branch runs on every failing point at once
+        # (they already failed on the previous tape: no second replay there)
+        first = remaining[0]
         tape, V, _, _ = traced.replay(_point_args(kind, batch, first), {})
         plan = _plan(tape, traced, kind, batch, traced.argnums if kind != "jvp" else None)
-        ok_first = replay(tape, V, plan, batch, failed[:1], Y, kind)
-        if not ok_first[0]:
+        ok = replay(tape, V, plan, batch, remaining, Y, kind)
+        if not ok[0]:
             Y[first] = _flat_result(fn(*batch.point(first)), Y.shape[1], kind, tape)
-        remaining = failed[1:]
+            ok[0] = True
+        remaining = remaining[~ok]
 
 
 def _replay_columns(tape, V, plan, batch, index, Y, kind):
@@ -310,17 +321,19 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind):
 
 
 def _flat_result(result, n_rows, kind, tape):
-    """A per-point result as one row of Y, in the order the tile driver writes: jacfwd rows
-    run over input directions first (the Jacobian transposed), everything else as flattened."""
-    leaves = [np.ravel(x) for x in _pytree.flatten(result)[0]]
-    if kind == "jacfwd":
+    """A per-point result as one row of Y, in the order the tile driver writes: jacobians as
+    one (outputs, inputs) matrix, jacfwd's transposed (its rows run over input directions
+    first), everything else as flattened."""
+    leaves = [np.ravel(getattr(x, "data", x)) for x in _pytree.flatten(result)[0]]
+    if kind in ("jacfwd", "jacrev"):
         m = sum(tape.sizes[s] for s in tape.output_slots)
         n_blocks = len(leaves) // len(tape.output_slots)
         rows = []
         for o, so in enumerate(tape.output_slots):
             blocks = leaves[o * n_blocks:(o + 1) * n_blocks]
             rows.append(np.concatenate([b.reshape(tape.sizes[so], -1) for b in blocks], axis=1))
-        leaves = [np.concatenate(rows, axis=0).reshape(m, -1).T]
+        J = np.concatenate(rows, axis=0).reshape(m, -1)
+        leaves = [J.T if kind == "jacfwd" else J]
     flat = np.concatenate([leaf.ravel() for leaf in leaves])
     if flat.size != n_rows:
         raise RuntimeError("vmap: a branch changed the output's size")
@@ -383,10 +396,17 @@ def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
         for _ in range(len(plan["read_g"])):
             next(rows)
         H = np.stack([np.stack([Y[:, next(rows)] for _ in range(n)]) for _ in range(n)])
-        shapes = [tape.shapes[s] for s in wrt_slots]
-        if len(shapes) == 1 and single:
-            return np.moveaxis(H, 2, 0).reshape((B,) + shapes[0] + shapes[0])
-        raise NotImplementedError("vmap(hessian) with several arguments")
+        blocks, r = [], 0        # arranged as the unbatched hessian: arguments of arguments
+        for si in wrt_slots:
+            row, c = [], 0
+            for sj in wrt_slots:
+                block = H[r:r + tape.sizes[si], c:c + tape.sizes[sj]]
+                row.append(np.moveaxis(block, 2, 0).reshape((B,) + tape.shapes[si]
+                                                            + tape.shapes[sj]))
+                c += tape.sizes[sj]
+            blocks.append(per_argument(row))
+            r += tape.sizes[si]
+        return per_argument(blocks)
     raise AssertionError(kind)
 
 
