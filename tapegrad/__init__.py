@@ -32,4 +32,5 @@ from ._transforms import (
     grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace_function as trace, value_and_grad, vjp)
 from ._vmap import vmap
 from ._io import load
-from ._validate import TapeFormatError
+from ._validate import TapeFormatError, validate_tape
+from ._anomaly import detect_anomaly, is_anomaly_enabled, set_detect_anomaly

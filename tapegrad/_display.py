@@ -359,6 +359,8 @@ class _Arrays:
     compile the interpreters again for another array type)."""
 
     def __init__(self, tape):
+        from ._sweep import validated
+        self.validated = validated(tape)        # copies of the arrays of a validated tape
         self.E, self.FC, self.IP = np.array(tape.E), np.array(tape.FC), np.array(tape.IP)
         self.S, self.NEED = np.array(tape.S), np.array(tape.NEED)
         self.calls = list(tape.calls)
@@ -474,6 +476,7 @@ class GraphTape(TapeDisplay):
     `backward(gradient)` sets the seed that tables and drawings use (default: ones)."""
 
     _kind = "GraphTape"
+    validated = True    # built by linearize from recorded nodes: valid by construction (_sweep)
     __slots__ = ("E", "FC", "IP", "S", "NEED", "V", "offsets", "sizes", "shapes", "prims",
                  "nodes", "input_slots", "output_slots", "guards", "calls", "_flat", "_outputs",
                  "_seed", "_producer_cache", "_frozen")

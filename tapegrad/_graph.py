@@ -13,7 +13,10 @@ import itertools
 import threading
 import weakref
 
+import numpy as np
+
 _sequence = itertools.count()
+anomaly_enabled = False    # tapegrad.autograd.set_detect_anomaly (global, as in PyTorch); see _anomaly
 
 
 class _State(threading.local):
@@ -28,12 +31,12 @@ state = _State()
 
 class Node:
     """One tape entry: the operation that produced a tensor; PyTorch calls it the `grad_fn`."""
-    __slots__ = ("prim", "inputs", "payload", "c0", "c1", "value", "seq", "_name", "freed",
-                 "retained", "where", "__weakref__")
+    __slots__ = ("prim", "_inputs", "payload", "c0", "c1", "value", "seq", "_name", "freed",
+                 "retained", "where", "versions", "rebinds", "__weakref__")
 
     def __init__(self, prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
         self.prim = prim
-        self.inputs = inputs          # tuple of Tensors
+        self._inputs = inputs         # tuple of Tensors (see `inputs`)
         self.payload = payload        # int64 array or None
         self.c0 = c0
         self.c1 = c1
@@ -42,7 +45,54 @@ class Node:
         self._name = name
         self.freed = False            # saved values released by a backward without retain_graph
         self.retained = None          # weakref to the output tensor after retain_grad()
-        self.where = None             # (file, line) of the recording call, in anomaly mode
+        self.where = None             # (file, line, function, source) of the recording call,
+        #                               in anomaly mode
+        # Versions of the operands and of the output when recorded (None: all 0, the common case
+        # of a program that never wrote in place), checked by backward (see `check_versions`),
+        # and the operands' rebinding counts (None: all 0), see `inputs`.
+        self.versions = self.rebinds = None
+        if _written or _rebound:
+            if prim.saves:
+                self.versions = tuple(map(version, inputs)) + (_count(_base(value)),)
+            if _rebound:
+                self.rebinds = tuple(map(_count_rebinds, inputs))
+        if anomaly_enabled:
+            from ._anomaly import recorded
+            recorded(self)
+
+    @property
+    def inputs(self):
+        """The operands as they were when this node was recorded.
+
+        An in-place operation whose result is recorded (`b += 1` on a non-leaf) rebinds the
+        tensor to a new value and grad_fn; the nodes recorded before it still need the old ones,
+        which `rebind` keeps: an operand rebound since is replaced here by its old state (except
+        an operand the backward reads, which `check_versions` reports as PyTorch does)."""
+        if _rebound:
+            self._resolve_rebound()
+        return self._inputs
+
+    def _resolve_rebound(self):
+        inputs, rebinds = self._inputs, self.rebinds
+        changed = False
+        saved = None
+        fixed = list(inputs)
+        for i, t in enumerate(inputs):
+            entry = _rebound.get(id(t))
+            if entry is None or entry[0]() is not t:
+                continue
+            then = rebinds[i] if rebinds is not None else 0
+            if entry[1] == then:
+                continue
+            if saved is None:
+                saved = saved_operands(self)
+            if i in saved:
+                continue            # backward raises for it (a saved value was modified)
+            fixed[i] = entry[2][then]
+            changed = True
+        if changed:
+            self._inputs = tuple(fixed)
+            self.rebinds = tuple(map(_count_rebinds, fixed))
 
     def name(self):
         return self._name or self.prim.grad_fn
@@ -80,6 +130,163 @@ def _function_of(tensor):
     if acc is None or acc.variable is not tensor:
         acc = _accumulators[id(tensor)] = AccumulateGrad(tensor)
     return acc
+
+
+# ---- version counters -------------------------------------------------------------------------
+#
+# PyTorch counts the in-place writes into a tensor (shared with its views) and checks, at backward,
+# that the values a node saved are still at the version it recorded. Here a tensor's version is the
+# number of in-place writes into its memory (counted per numpy base array, so that views, detached
+# tensors and slices share it) plus the number of times it was rebound by a recorded in-place
+# operation. Both counts live in registries keyed by id() with weak references, so a program that
+# never writes in place pays one truthiness test per recorded node and nothing else.
+
+_written = {}       # id(base array) -> [weakref, writes]
+_rebound = {}       # id(tensor) -> [weakref, rebinds, [state before rebind 1, 2, ...]]
+
+
+def _forget(registry, key, ref):
+    entry = registry.get(key)
+    if entry is not None and entry[0] is ref:
+        del registry[key]
+
+
+def _entry(registry, obj, extra):
+    key = id(obj)
+    entry = registry.get(key)
+    if entry is None or entry[0]() is not obj:
+        entry = registry[key] = [weakref.ref(obj, functools.partial(_forget, registry, key)), 0] \
+            + extra
+    return entry
+
+
+def _base(a):
+    """The array that owns the memory of `a` (views share their base's version)."""
+    b = a.base
+    while isinstance(b, np.ndarray):
+        a, b = b, b.base
+    return a
+
+
+def _count(base):
+    entry = _written.get(id(base))
+    return 0 if entry is None or entry[0]() is not base else entry[1]
+
+
+def _count_rebinds(tensor):
+    entry = _rebound.get(id(tensor))
+    return 0 if entry is None or entry[0]() is not tensor else entry[1]
+
+
+def version(tensor):
+    """PyTorch's `tensor._version`: in-place writes into its memory plus in-place rebindings."""
+    if not (_written or _rebound):
+        return 0
+    return _count(_base(tensor.data)) + _count_rebinds(tensor)
+
+
+def wrote(array):
+    """Count an in-place write into `array` (and every view of its memory)."""
+    _entry(_written, _base(array), [])[1] += 1
+
+
+def rebind(tensor, old):
+    """Count a recorded in-place operation that gives `tensor` a new value and grad_fn; `old` (a
+    tensor with its previous value and grad_fn) stands in for it in the nodes recorded before."""
+    entry = _entry(_rebound, tensor, [[]])
+    entry[2].append(old)
+    entry[1] += 1
+
+
+def _reads(prim):
+    """For each operand of `prim`: (operands, reads output) that its VJP reads."""
+    import re
+    if not prim.saves:
+        return None
+    if prim.kind == "unary":
+        names = (("x",),)
+    elif prim.kind == "binary":
+        names = (("a", "b"),) * 2
+    else:
+        return {"segmax": (((0,), True),), "segmin": (((0,), True),),
+                "segprod": (((0,), False),), "matmul": (((1,), False), ((0,), False)),
+                "where": ((), ((0,), False), ((0,), False))}.get(prim.name)
+    reads = []
+    for expr, operands in zip(prim.d, names):
+        used = set(re.findall(r"[a-z_]\w*", expr))
+        reads.append((tuple(i for i, v in enumerate(operands) if v in used), "y" in used))
+    return tuple(reads)
+
+
+_READS = {}
+
+
+def saved_operands(node):
+    """The operand indices whose recorded values `node`'s VJP reads (and -1: its output), for
+    the operands that require grad (PyTorch saves `other` of `self * other` only when `self`
+    requires grad)."""
+    prim = node.prim
+    reads = _READS.get(prim.opcode, _READS)
+    if reads is _READS:
+        reads = _READS[prim.opcode] = _reads(prim)
+    saved = set()
+    if reads is None:
+        return saved
+    for j, t in enumerate(node._inputs):
+        if j < len(reads) and reads[j] and (t._requires_grad or t._node is not None):
+            operands, output = reads[j]
+            saved.update(operands)
+            if output:
+                saved.add(-1)
+    return saved
+
+
+def _describe(tensor, node, dtype_name):
+    shape = list(tensor.data.shape) if tensor is not None else list(node.value.shape)
+    text = f"[tapegrad.{dtype_name}Tensor {shape}]"
+    producer = node if tensor is None else tensor._node
+    if producer is not None:
+        import re
+        text += f", which is output 0 of {re.sub(r'Backward[0-9]*$', '', producer.name())},"
+    return text
+
+
+def check_versions(nodes):
+    """Raise PyTorch's error when a value that a node's VJP reads was modified in place since
+    the node was recorded (before any sweep reads it)."""
+    if not (_written or _rebound):
+        return
+    for node in nodes:
+        if not node.prim.saves:
+            continue
+        saved = saved_operands(node)
+        if not saved:
+            continue
+        recorded = node.versions
+        for i in sorted(saved):
+            if i == -1:
+                tensor, now = None, _count(_base(node.value))
+            else:
+                tensor = node._inputs[i]
+                now = version(tensor)
+            then = 0 if recorded is None else recorded[i]
+            if now != then:
+                from ._tensor import _torch_type
+                dtype = (node.value if tensor is None else tensor.data).dtype
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by "
+                    f"an inplace operation: {_describe(tensor, node, _torch_type(dtype))} is at "
+                    f"version {now}; expected version {then} instead. " + _hint(node))
+
+
+def _hint(node):
+    if not anomaly_enabled or node.where is None:
+        return ("Hint: enable anomaly detection to find the operation that failed to compute its "
+                "gradient, with tapegrad.autograd.set_detect_anomaly(True).")
+    from ._anomaly import location
+    return (f"Hint: the operation that failed to compute its gradient is {node.name()}, "
+            f"recorded at {location(node.where)}. The variable in question was changed in there "
+            "or anywhere later. Good luck!")
 
 
 class AccumulateGrad:

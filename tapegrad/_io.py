@@ -10,9 +10,12 @@ A file holds plain arrays only, read with `allow_pickle=False`:
     guards        (k, 2): slot, outcome      structure      the output tree, as JSON
 
 Whatever the file holds, loading either returns a validated tape or raises `TapeFormatError`:
-truncated, corrupted and hostile files never reach an interpreter (`_validate`).
+truncated, corrupted and hostile files never reach an interpreter (`_validate`), and no array is
+read before its header is checked (plain dtypes, a declared size that the archive holds, at
+most `max_bytes` in all), so a file cannot make `load` allocate more than it holds.
 """
 import json
+import os
 import types
 import zipfile
 
@@ -23,6 +26,9 @@ from ._validate import TapeFormatError, validate_tape
 
 FORMAT, VERSION = "tapegrad-tape", 1
 _INT_ARRAYS = ("E", "IP", "S", "NEED", "shape_ndim", "shape_dims", "inputs", "outputs", "guards")
+_ARRAYS = ("format", "version", "E", "FC", "IP", "S", "NEED", "V0", "shape_ndim", "shape_dims",
+           "inputs", "outputs", "guards", "structure")
+MAX_BYTES = 1 << 30      # the most array bytes `load` reads unless told otherwise
 
 
 def _encode(structure):
@@ -31,9 +37,14 @@ def _encode(structure):
     if structure[0] is dict:
         return {"dict": list(structure[1]), "items": [_encode(s) for s in structure[2]]}
     kind = {tuple: "tuple", list: "list"}.get(structure[0])
+    if kind is None and issubclass(structure[0], tuple):
+        kind = "tuple"          # a namedtuple is saved as a plain tuple (its class is code)
     if kind is None:
         raise TypeError(f"cannot save an output tree containing {structure[0].__name__}")
     return {kind: [_encode(s) for s in structure[1]]}
+
+
+_KEY_TYPES = (str, int, float, bool, type(None))
 
 
 def _decode(obj, depth=0):
@@ -43,7 +54,8 @@ def _decode(obj, depth=0):
         return _pytree.LEAF
     if isinstance(obj, dict) and set(obj) == {"dict", "items"}:
         keys, items = obj["dict"], obj["items"]
-        if not isinstance(keys, list) or not isinstance(items, list) or len(keys) != len(items):
+        if not isinstance(keys, list) or not isinstance(items, list) or len(keys) != len(items) \
+                or not all(isinstance(k, _KEY_TYPES) for k in keys) or len(set(keys)) != len(keys):
             raise TapeFormatError("malformed dict in the output structure")
         return (dict, tuple(keys), tuple(_decode(s, depth + 1) for s in items))
     if isinstance(obj, dict) and len(obj) == 1:
@@ -54,38 +66,112 @@ def _decode(obj, depth=0):
     raise TapeFormatError("malformed output structure")
 
 
-def save(tape, path):
-    """Write `tape` to `path` (.npz). Nested transforms and closed-over Python cannot be saved."""
+def to_arrays(tape):
+    """The arrays of the file format for `tape` (`from_arrays` reads them back)."""
     if tape.calls:
         raise TypeError("a tape with nested transforms holds Python code and cannot be saved")
     ndim = np.array([len(s) for s in tape.shapes], np.int64)
     dims = np.array([d for s in tape.shapes for d in s], np.int64)
-    np.savez(path, format=np.array(FORMAT), version=np.array(VERSION, np.int64),
-             E=tape.E, FC=tape.FC, IP=tape.IP, S=tape.S, NEED=np.asarray(tape.NEED, np.int64),
-             V0=tape.V0, shape_ndim=ndim, shape_dims=dims,
-             inputs=np.array(tape.input_slots, np.int64),
-             outputs=np.array(tape.output_slots, np.int64),
-             guards=np.array([(s, int(o)) for s, o in tape.guards], np.int64).reshape(-1, 2),
-             structure=np.array(json.dumps(_encode(tape.out_structure))))
+    return dict(format=np.array(FORMAT), version=np.array(VERSION, np.int64),
+                E=tape.E, FC=tape.FC, IP=tape.IP, S=tape.S, NEED=np.asarray(tape.NEED, np.int64),
+                V0=tape.V0, shape_ndim=ndim, shape_dims=dims,
+                inputs=np.array(tape.input_slots, np.int64),
+                outputs=np.array(tape.output_slots, np.int64),
+                guards=np.array([(s, int(o)) for s, o in tape.guards], np.int64).reshape(-1, 2),
+                structure=np.array(json.dumps(_encode(tape.out_structure))))
 
 
-def load(path):
-    """Read a tape written by `Tape.save`; validated before it can be replayed."""
+def save(tape, path):
+    """Write `tape` to `path` (.npz; exactly that name, written whole or not at all). Nested
+    transforms and closed-over Python cannot be saved."""
+    arrays = to_arrays(tape)
+    if not isinstance(path, (str, os.PathLike)):
+        np.savez(path, **arrays)          # a file object
+        return
+    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load(path, max_bytes=MAX_BYTES):
+    """Read a tape written by `Tape.save`; validated before it can be replayed.
+
+    Whatever the file holds, the result is a validated Tape or a TapeFormatError: the archive and
+    every array header are checked before any array is read (dtypes without Python objects,
+    declared sizes that the archive really holds, at most `max_bytes` in all), then the arrays
+    pass `_validate`. A missing or unreadable file raises the usual OSError."""
+    where = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as err:   # noqa: BLE001 (whatever the bytes make zipfile raise)
+        raise TapeFormatError(f"{where}: not a tape file ({type(err).__name__}: {err})") from None
+    try:
+        with archive:
+            arrays = _read_arrays(archive, where, max_bytes)
     except TapeFormatError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError,
-            NotImplementedError, MemoryError, UnicodeDecodeError) as err:
-        raise TapeFormatError(f"{path}: not a readable tape file ({type(err).__name__}: {err})") \
+    except Exception as err:   # noqa: BLE001
+        raise TapeFormatError(f"{where}: corrupted tape file ({type(err).__name__}: {err})") \
             from None
-    return from_arrays(arrays, str(path))
+    return from_arrays(arrays, where)
+
+
+def _read_arrays(archive, where, max_bytes):
+    members = {info.filename: info for info in archive.infolist()}
+    budget = max_bytes
+    arrays = {}
+    for name in _ARRAYS:
+        info = members.get(name + ".npy")
+        if info is None:
+            raise TapeFormatError(f"{where}: missing array {name!r}")
+        if info.file_size > budget:
+            raise TapeFormatError(f"{where}: the file holds more than max_bytes={max_bytes} "
+                                  f"bytes of arrays (array {name!r}: {info.file_size} bytes)")
+        with archive.open(info) as fh:
+            arrays[name] = _read_npy(fh, info.file_size, name, where)
+        budget -= info.file_size
+    return arrays
+
+
+def _read_npy(fh, file_size, name, where):
+    """One .npy member, its header checked before its data is read."""
+    fmt = np.lib.format
+    major, minor = fmt.read_magic(fh)
+    if (major, minor) == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+    elif (major, minor) in ((2, 0), (3, 0)):
+        shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+    else:
+        raise TapeFormatError(f"{where}: array {name!r} has an unknown .npy version")
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None \
+            or dtype.kind not in "biufU":
+        raise TapeFormatError(f"{where}: array {name!r} has dtype {dtype}: plain numbers only")
+    count = 1
+    for d in shape:
+        count *= d
+    nbytes = count * dtype.itemsize
+    if nbytes > file_size:
+        raise TapeFormatError(f"{where}: array {name!r} declares {shape} ({nbytes} bytes) but "
+                              f"the file holds {file_size} bytes for it")
+    data = fh.read(nbytes)
+    if len(data) != nbytes:
+        raise TapeFormatError(f"{where}: array {name!r} is truncated")
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return np.array(array, order="C")       # writable and C-contiguous, as the sweeps need
 
 
 def _get(arrays, name, where):
     if name not in arrays:
         raise TapeFormatError(f"{where}: missing array {name!r}")
+    if not isinstance(arrays[name], np.ndarray):
+        raise TapeFormatError(f"{where}: {name} must be a numpy array")
     return arrays[name]
 
 
@@ -104,16 +190,19 @@ def from_arrays(arrays, where="arrays"):
         if a.dtype != np.int64:
             raise TapeFormatError(f"{where}: {name} must be int64, got {a.dtype}")
     ndim, dims = arrays["shape_ndim"], arrays["shape_dims"]
-    if ndim.ndim != 1 or dims.ndim != 1 or (ndim < 0).any() or int(ndim.sum()) != dims.size:
+    if ndim.ndim != 1 or dims.ndim != 1 or (ndim < 0).any() or (ndim > 64).any() \
+            or sum(ndim.tolist()) != dims.size:
         raise TapeFormatError(f"{where}: malformed slot shapes")
-    shapes, k = [], 0
-    for n in ndim:
-        shapes.append(tuple(int(d) for d in dims[k:k + n]))
-        k += int(n)
+    shapes, k, dims = [], 0, dims.tolist()
+    for n in ndim.tolist():
+        shapes.append(tuple(dims[k:k + n]))
+        k += n
     guards = arrays["guards"]
     if guards.ndim != 2 or guards.shape[1] != 2 or not np.isin(guards[:, 1], (0, 1)).all():
         raise TapeFormatError(f"{where}: malformed guards")
     structure_text = _get(arrays, "structure", where)
+    if structure_text.shape != () or structure_text.dtype.kind != "U":
+        raise TapeFormatError(f"{where}: malformed output structure")
     try:
         structure = _decode(json.loads(str(structure_text)))
     except (json.JSONDecodeError, RecursionError) as err:

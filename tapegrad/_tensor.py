@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 
 from ._format import format_html, format_tensor
-from ._graph import Node, state
+from ._graph import Node, rebind, state, version, wrote
 
 _NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -171,9 +171,23 @@ class Tensor:
         return Tensor(self.data)
 
     def detach_(self):
+        if self._node is not None:      # the nodes recorded before keep the attached tensor
+            rebind(self, self._snapshot())
         self._node = None
         self._requires_grad = False
         return self
+
+    @property
+    def _version(self):
+        """PyTorch's version counter: in-place writes into this tensor's memory (shared with
+        its views) plus recorded in-place operations on it."""
+        return version(self)
+
+    def _snapshot(self):
+        old = Tensor.__new__(Tensor)
+        old.data, old._grad = self.data, None
+        old._requires_grad, old._node = self._requires_grad, self._node
+        return old
 
     # ---- values ------------------------------------------------------------------------------
     @property
@@ -273,6 +287,9 @@ class Tensor:
     __hash__ = object.__hash__
 
     # ---- in place (values only: tensors in a recorded graph must not change) -----------------
+    # Every write in memory counts in the version of the tensor's memory, every recorded
+    # in-place operation in the tensor's own count (`_graph.wrote`, `_graph.rebind`): backward
+    # checks that the values its nodes saved are still at the versions they recorded.
     def _check_inplace(self):
         if self._requires_grad and state.grad_enabled:
             if self._node is None:
@@ -287,9 +304,7 @@ class Tensor:
         share memory with this one do not see the change)."""
         if self._requires_grad and self._node is None and state.grad_enabled:
             raise RuntimeError(_LEAF_INPLACE)
-        old = Tensor.__new__(Tensor)
-        old.data, old._grad = self.data, None
-        old._requires_grad, old._node = self._requires_grad, self._node
+        old = self._snapshot()
         result = op(old, other)
         shape = result.data.shape
         if shape != self.data.shape:
@@ -304,6 +319,7 @@ class Tensor:
             if self._node is not None and state.grad_enabled:   # copy_ of a constant
                 self._check_inplace()
             self.data[...] = result.data
+            wrote(self.data)
             return self
         if dtype != self.data.dtype:
             result = _ops.astype(result, self.data.dtype)
@@ -311,6 +327,7 @@ class Tensor:
         if self._node is not None and self._node.retained is not None:
             self._node.retained = None      # the retained grad follows the new value
             node.retained = weakref.ref(self)
+        rebind(self, old)
         self.data, self._node, self._requires_grad = result.data, node, result._requires_grad
         return self
 
@@ -341,16 +358,19 @@ class Tensor:
     def zero_(self):
         self._check_inplace()
         self.data[...] = 0
+        wrote(self.data)
         return self
 
     def fill_(self, value):
         self._check_inplace()
         self.data[...] = value
+        wrote(self.data)
         return self
 
     def __setitem__(self, key, value):
         self._check_inplace()
         self.data[_ops.index_key(key)] = value.data if isinstance(value, Tensor) else value
+        wrote(self.data)
 
     # ---- conversions -------------------------------------------------------------------------
     def to(self, dtype):

@@ -8,6 +8,7 @@ only gathers the graph and hands gradients to the tensors that asked for them.
 import numpy as np
 
 from . import _sweep
+from ._graph import check_versions, wrote
 from ._tape import linearize
 from ._tensor import Size, Tensor
 
@@ -69,6 +70,7 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     for node in tape.nodes:
         if node.freed and _saves(node):
             raise RuntimeError(_FREED)
+    check_versions(tape.nodes)
     V = tape.V
     G = np.zeros((1, V.size), V.dtype)
     for out, g in zip(outputs, seeds):
@@ -91,6 +93,7 @@ def _accumulate(tensor, tape, G, slot):
         tensor._grad = Tensor(grad.astype(tensor.data.dtype))
     else:
         tensor._grad.data += grad
+        wrote(tensor._grad.data)
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
@@ -156,6 +159,7 @@ def jvp_of_graph(outputs, inputs, tangents):
     """
     outputs, inputs, tangents = _as_tuple(outputs), _as_tuple(inputs), _as_tuple(tangents)
     tape = linearize(outputs, inputs)
+    check_versions(tape.nodes)
     V = tape.V
     T = np.zeros((1, V.size), tape.dtype)
     for t, v in zip(inputs, tangents):
@@ -172,6 +176,7 @@ def hvp_of_graph(output, inputs, tangents):
     along `tangents`, i.e. Hessian-vector products, from one tangent and one reverse sweep."""
     inputs, tangents = _as_tuple(inputs), _as_tuple(tangents)
     tape = linearize((output,), inputs)
+    check_versions(tape.nodes)
     V = tape.V
     T = np.zeros((1, V.size), tape.dtype)
     for t, v in zip(inputs, tangents):
@@ -192,5 +197,9 @@ def __getattr__(name):   # `tapegrad.autograd.no_grad` etc., as in torch.autogra
     from . import _graph
     if name in ("no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"):
         return getattr(_graph, name)
+    if name in ("detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled",
+                "is_anomaly_check_nan_enabled"):
+        from . import _anomaly
+        return getattr(_anomaly, name)
     raise AttributeError(name)
 

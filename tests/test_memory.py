@@ -79,6 +79,37 @@ def test_accumulating_session_keeps_memory_flat():
     assert last - first < 32_000, (first, last)
 
 
+@pytest.mark.parametrize("kind", ["grad", "value_and_grad with a guard", "jacobian"])
+def test_transform_loop_keeps_memory_flat(kind):
+    """A transform called over and over (fresh inputs each call, as in an optimisation loop)
+    replays its cached tapes: 2000 more calls may not keep anything."""
+    def loss(w, data):
+        out = ((w * data).tanh() - 0.5) ** 2
+        if kind.endswith("guard"):
+            if out.sum() > 1.0:                  # both branches are taken: two cached tapes
+                return out.sum() * 2
+        return out.sum() if kind != "jacobian" else out
+    transform = {"grad": tapegrad.grad, "jacobian": tapegrad.jacobian}.get(
+        kind, tapegrad.value_and_grad)(loss)
+    rng = np.random.default_rng(0)
+    data = np.linspace(0, 2, 16)
+    inputs = [rng.standard_normal(16) * (1 + (i % 2)) for i in range(8)]
+    for i in range(20):
+        transform(inputs[i % 8], data)
+    n, marks = 3000, {}
+    tracemalloc.start()
+    try:
+        for i in range(1, n + 1):
+            result = transform(inputs[i % 8] + 1e-3 * i, data)
+            if i in (1000, n):
+                gc.collect()
+                marks[i] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert result is not None
+    assert marks[n] - marks[1000] < 32_000, marks
+
+
 def test_holding_the_final_loss_keeps_only_its_graph(no_gc):
     x = tapegrad.tensor([1., 2.], requires_grad=True)
     nodes, tensors = [], []

@@ -1,0 +1,348 @@
+"""The error catalogue: one test per row of docs/errors.md.
+
+`CASES` is the table: what is wrong, the code (run with `tg` = tapegrad, `np` = numpy and `tmp` =
+a fresh directory), the exception it raises and its exact message (a message ending in "…" is
+matched as a prefix: the rest depends on the machine; "{tmp}" stands for the directory). A row
+whose exception is "none" documents a bad input that raises nothing: its `check` must hold.
+`test_doc_and_table_agree` checks that docs/errors.md shows exactly this table; regenerate it
+with `python tests/test_errors.py`.
+"""
+import os
+import re
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import tapegrad
+
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                   "errors.md")
+START, END = "<!-- errors-table:start -->", "<!-- errors-table:end -->"
+
+_TRACE = "t = tg.trace(lambda x: x.exp().sum(), np.ones(2)); "
+_SAVED = _TRACE + "tg._io.save(t, tmp + '/t.npz'); "
+_VERSION = ("one of the variables needed for gradient computation has been modified by an "
+            "inplace operation: [tapegrad.DoubleTensor [2]], which is output 0 of Mul, is at "
+            "version 1; expected version 0 instead. Hint: enable anomaly detection to find the "
+            "operation that failed to compute its gradient, with "
+            "tapegrad.autograd.set_detect_anomaly(True).")
+
+CASES = [
+    # ---- shapes ----
+    dict(what="Shapes that do not broadcast",
+         code="tg.ones(2, 3) + tg.ones(4)",
+         raises="ValueError",
+         message="operands could not be broadcast together with shapes (2,3) (4,) "),
+    dict(what="matmul inner dimensions differ",
+         code="tg.ones(2, 3) @ tg.ones(4, 2)",
+         raises="ValueError",
+         message="matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc "
+                 "signature (n?,k),(k,m?)->(n?,m?) (size 4 is different from 3)"),
+    dict(what="matmul of a 0-d tensor",
+         code="tg.tensor(2.0) @ tg.ones(2)",
+         raises="RuntimeError",
+         message="both arguments to matmul need to be at least 1D, but they are 0D and 1D"),
+    dict(what="reshape to a different size",
+         code="tg.ones(6).reshape(4, 2)",
+         raises="ValueError",
+         message="cannot reshape array of size 6 into shape (4,2)"),
+    dict(what="Reduction over a dimension that does not exist",
+         code="tg.ones(2, 3).sum(dim=2)",
+         raises="IndexError",
+         message="Dimension out of range (expected to be in range of [-2, 1], but got 2)"),
+    dict(what="A replayed tape called with another shape",
+         code="t = tg.trace(lambda x: (x * 2).sum(), np.ones(3)); t(np.ones(4))",
+         raises="ValueError",
+         message="argument leaf 0 (array of shape (4,) and dtype float64) does not match the "
+                 "traced one (array of shape (3,) and dtype float64); trace the function again"),
+    dict(what="Gradient seed of the wrong shape",
+         code="x = tg.ones(2, requires_grad=True); (x * 2).backward(tg.ones(3))",
+         raises="RuntimeError",
+         message="Mismatch in shape: grad_output[0] has a shape of tapegrad.Size([3]) and "
+                 "output[0] has a shape of tapegrad.Size([2])."),
+    dict(what="vmap over arguments with different batch sizes",
+         code="tg.vmap(lambda x, y: (x * y).sum())(np.ones((3, 2)), np.ones((4, 2)))",
+         raises="ValueError",
+         message="vmap got inconsistent batch sizes [3, 4]"),
+    # ---- dtypes ----
+    dict(what="An integer tensor that requires grad",
+         code="tg.tensor([1, 2], requires_grad=True)",
+         raises="RuntimeError",
+         message="Only Tensors of floating point and complex dtype can require gradients"),
+    dict(what="grad of a function at integer inputs",
+         code="tg.grad(lambda x: (x * 2).sum())(np.arange(3))",
+         raises="TypeError",
+         message="grad requires real-valued (floating point) inputs, but argument 0 has an "
+                 "input of type ndarray; pass floats or mark the argument static by not "
+                 "differentiating it"),
+    dict(what="In-place result that cannot be cast back",
+         code="i = tg.tensor([1, 2]); i += 1.5",
+         raises="RuntimeError",
+         message="result type Double can't be cast to the desired output type Long"),
+    dict(what="Assigning a .grad of another dtype",
+         code="x = tg.ones(2, requires_grad=True); x.grad = tg.ones(2, dtype=tg.float32)",
+         raises="RuntimeError",
+         message="attempting to assign a gradient with dtype 'float32' to a tensor with dtype "
+                 "'float64'. Please ensure that the gradient and the tensor have the same dtype"),
+    dict(what="A numpy function tapegrad does not implement",
+         code="np.arctan(tg.ones(2))",
+         raises="TypeError",
+         message="tapegrad does not support numpy.arctan on Tensors ; use a tapegrad operation"),
+    # ---- NaN, inf, empty, huge ----
+    dict(what="NaN made by a backward (anomaly mode)",
+         code="tg.set_detect_anomaly(True); x = tg.tensor([0.0, 1.0], requires_grad=True); "
+              "((x ** 0.5) * 0).sum().backward()",
+         raises="RuntimeError",
+         message="Function 'PowBackward0' returned nan values in its 0th output. The operation "
+                 "was recorded at File \"<errors.md>\", line 1, in <module>."),
+    dict(what="Infinity made by a forward (anomaly mode)",
+         code="tg.set_detect_anomaly(True); x = tg.tensor([0.0, 1.0], requires_grad=True); "
+              "x.log()",
+         raises="RuntimeError",
+         message="Function 'LogBackward0' returned inf values in its forward output although "
+                 "its inputs are finite (anomaly mode). The operation was recorded at File "
+                 "\"<errors.md>\", line 1, in <module>."),
+    dict(what="NaN inputs outside anomaly mode",
+         code="result = tg.grad(lambda x: x.log().sum())(np.array([np.nan, -1.0]))",
+         raises="none",
+         message="no error: the gradient is [nan, -1.0] (as in PyTorch; use anomaly mode to "
+                 "find where NaNs start)",
+         check="np.isnan(result[0]) and result[1] == -1.0"),
+    dict(what="max of an empty tensor",
+         code="tg.amax(tg.zeros(0))",
+         raises="RuntimeError",
+         message="max(): Expected reduction dim to be specified for input.numel() == 0. "
+                 "Specify the reduction dim with the 'dim' argument."),
+    dict(what="vmap over an empty batch",
+         code="tg.vmap(tg.grad(lambda x: (x * x).sum()))(np.zeros((0, 3)))",
+         raises="IndexError",
+         message="index 0 is out of bounds for axis 0 with size 0"),
+    dict(what="A huge allocation",
+         code="tg.zeros(10 ** 13)",
+         raises="MemoryError",
+         message="Unable to allocate 72.8 TiB for an array with shape (10000000000000,) and "
+                 "data type float64"),
+    dict(what="A tape file larger than load's limit",
+         code=_SAVED + "tg.load(tmp + '/t.npz', max_bytes=1000)",
+         raises="TapeFormatError",
+         message="{tmp}/t.npz: the file holds more than max_bytes=1000 bytes of arrays (array "
+                 "'S': 176 bytes)"),
+    # ---- backward ----
+    dict(what="backward twice without retain_graph",
+         code="x = tg.ones(2, requires_grad=True); y = (x * x).sum(); y.backward(); "
+              "y.backward()",
+         raises="RuntimeError",
+         message="Trying to backward through the graph a second time (or directly access saved "
+                 "tensors after they have already been freed). Saved intermediate values of the "
+                 "graph are freed when you call .backward() or autograd.grad(). Specify "
+                 "retain_graph=True if you need to backward through the graph a second time or "
+                 "if you need to access saved tensors after calling backward."),
+    dict(what="backward of a non-scalar without a gradient",
+         code="(tg.ones(2, requires_grad=True) * 2).backward()",
+         raises="RuntimeError",
+         message="grad can be implicitly created only for scalar outputs"),
+    dict(what="backward of a tensor that requires no grad",
+         code="tg.ones(2).sum().backward()",
+         raises="RuntimeError",
+         message="element 0 of tensors does not require grad and does not have a grad_fn"),
+    dict(what="autograd.grad of an unused input",
+         code="x = tg.ones(2, requires_grad=True); z = tg.ones(2, requires_grad=True); "
+              "tg.autograd.grad((x * 2).sum(), [x, z])",
+         raises="RuntimeError",
+         message="The differentiated Tensor at index 1 appears to not have been used in the "
+                 "graph. Set allow_unused=True if this is the desired behavior."),
+    dict(what="create_graph=True",
+         code="x = tg.ones(2, requires_grad=True); (x * x).sum().backward(create_graph=True)",
+         raises="NotImplementedError",
+         message="create_graph=True: use the function transforms (tapegrad.grad, hessian, hvp) "
+                 "for higher derivatives"),
+    dict(what="grad of a function with a non-scalar output",
+         code="tg.grad(lambda x: x * 2)(np.ones(3))",
+         raises="TypeError",
+         message="grad requires a scalar output; use jacobian or vjp (the output has shape "
+                 "(3,))"),
+    dict(what="argnums out of range",
+         code="tg.grad(lambda x: x.sum(), argnums=2)(np.ones(3))",
+         raises="TypeError",
+         message="argnums=(2,) is out of range for a call with 1 positional argument (argnums "
+                 "must be in [-1, 0])"),
+    dict(what="Third-order derivatives",
+         code="tg.hessian(lambda x: tg.grad(lambda y: (y ** 3).sum())(x).sum())(np.ones(2))",
+         raises="NotImplementedError",
+         message="third-order derivatives: a nested transform inside hessian/hvp (or a "
+                 "second-order transform of a gradient) is not supported"),
+    # ---- in place ----
+    dict(what="In-place operation on a leaf that requires grad",
+         code="x = tg.ones(2, requires_grad=True); x.add_(1)",
+         raises="RuntimeError",
+         message="a leaf Variable that requires grad is being used in an in-place operation."),
+    dict(what="A value saved for backward modified in place",
+         code="x = tg.ones(2, requires_grad=True); y = x * 2; z = (y * y).sum(); "
+              "tg.set_grad_enabled(False); y.mul_(2); tg.set_grad_enabled(True); z.backward()",
+         raises="RuntimeError",
+         message=_VERSION),
+    dict(what="numpy() of a tensor that requires grad",
+         code="tg.ones(2, requires_grad=True).numpy()",
+         raises="RuntimeError",
+         message="Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
+                 "instead."),
+    dict(what="bool() of a tensor with several values",
+         code="bool(tg.ones(2))",
+         raises="RuntimeError",
+         message="Boolean value of Tensor with more than one value is ambiguous"),
+    # ---- transforms: closures, Python numbers, guards ----
+    dict(what="An inner transform closing over an outer traced value",
+         code="tg.grad(lambda a: tg.grad(lambda x: (x * a).sum())(np.ones(2)).sum())"
+              "(np.ones(2))",
+         raises="NotImplementedError",
+         message="<lambda> closes over a value traced by an enclosing function transform; the "
+                 "inner tape would freeze it. Pass it as an argument instead, e.g. grad(lambda "
+                 "x, a: ...)(x, a) rather than grad(lambda x: ... a ...)(x)"),
+    dict(what="A closed-over array mutated between calls",
+         code="a = np.ones(2); g = tg.grad(lambda x: (x * a).sum()); g(np.ones(2)); a[:] = 5; "
+              "result = g(np.ones(2))",
+         raises="none",
+         message="no error: the result is [1.0, 1.0], from the value captured at trace time "
+                 "(as jax.jit); pass capture='call' to re-read closed-over arrays at every call",
+         check="result.tolist() == [1.0, 1.0]"),
+    dict(what="item() of a traced value",
+         code="tg.grad(lambda x: x.sum().item())(np.ones(2))",
+         raises="TypeError",
+         message="item() of a traced value: a tape cannot replay Python numbers computed from "
+                 "its inputs. Keep the computation in tapegrad ops (comparisons in `if` are "
+                 "fine: they become guards)."),
+    dict(what="A tape replayed on the other side of a guard",
+         code="t = tg.trace(lambda x: x.sum() if x.sum() > 0 else -x.sum(), np.ones(2)); "
+              "t(-np.ones(2))",
+         raises="GuardError",
+         message="these inputs take another branch of the traced function than the tape "
+                 "recorded; call the function transform (which retraces) instead of replaying "
+                 "the tape directly"),
+    # ---- files and tapes ----
+    dict(what="A file that is not a tape",
+         code="open(tmp + '/bad.npz', 'wb').write(b'not a zip'); tg.load(tmp + '/bad.npz')",
+         raises="TapeFormatError",
+         message="{tmp}/bad.npz: not a tape file (BadZipFile: File is not a zip file)"),
+    dict(what="A truncated tape file",
+         code=_SAVED + "open(tmp + '/t.npz', 'r+b').truncate(500); tg.load(tmp + '/t.npz')",
+         raises="TapeFormatError",
+         message="{tmp}/t.npz: not a tape file (BadZipFile: File is not a zip file)"),
+    dict(what="A corrupted tape file (one bit flipped)",
+         code=_SAVED + "b = bytearray(open(tmp + '/t.npz', 'rb').read()); b[600] ^= 4; "
+              "open(tmp + '/t.npz', 'wb').write(b); tg.load(tmp + '/t.npz')",
+         raises="TapeFormatError",
+         message="{tmp}/t.npz: corrupted tape file (BadZipFile: Bad CRC-32 for file 'E.npy')"),
+    dict(what="A missing tape file",
+         code="tg.load(tmp + '/missing.npz')",
+         raises="FileNotFoundError",
+         message="[Errno 2] No such file or directory: '{tmp}/missing.npz'"),
+    dict(what="Tape arrays with an out-of-range slot",
+         code=_TRACE + "a = tg._io.to_arrays(t); a['E'][0, 1] = 99; tg._io.from_arrays(a)",
+         raises="TapeFormatError",
+         message="entry 0: operand slot 99 out of range [0, 3)"),
+    dict(what="Sweeping tape arrays that were never validated",
+         code=_TRACE + "import types; tg._sweep.forward(types.SimpleNamespace(E=t.E, FC=t.FC, "
+              "IP=t.IP, S=t.S, NEED=t.NEED, calls=[]), t.V0.copy())",
+         raises="TapeFormatError",
+         message="refusing to sweep a SimpleNamespace that has not been validated: tapes built "
+                 "from arrays (not recorded or traced in this process) must pass "
+                 "tapegrad.validate_tape(tape) (tapegrad.load does) before they are replayed"),
+    dict(what="Saving a tape with a nested transform",
+         code="inner = tg.grad(lambda x, a: (a * x ** 3).sum()); "
+              "t = tg.trace(lambda a: inner(np.ones(3), a).sum(), np.ones(3)); "
+              "tg._io.save(t, tmp + '/t.npz')",
+         raises="TypeError",
+         message="a tape with nested transforms holds Python code and cannot be saved"),
+    # ---- CUDA on a machine without it ----
+    dict(what="vmap(device='cuda') without a usable GPU",
+         code="tg.vmap(lambda x: x.sum(), device='cuda')(np.ones((3, 2)))",
+         raises="RuntimeError",
+         message="device='cuda': no usable CUDA GPU: …"),
+    dict(what="device='cuda' on a tensor factory",
+         code="tg.ones(2, device='cuda')",
+         raises="TypeError",
+         message="ones() got an unexpected keyword argument 'device'"),
+]
+
+
+def _skip_reason(case):
+    if case["what"].startswith("vmap(device='cuda')"):
+        from tapegrad import _cuda
+        if _cuda.available():
+            return "a CUDA GPU is available here"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _restore_modes():
+    yield
+    tapegrad.autograd.set_detect_anomaly(False)
+    tapegrad.set_grad_enabled(True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["what"] for c in CASES])
+def test_row(case, tmp_path):
+    reason = _skip_reason(case)
+    if reason:
+        pytest.skip(reason)
+    tmp = str(tmp_path)
+    namespace = {"tg": tapegrad, "np": np, "tmp": tmp}
+    code = compile(case["code"], "<errors.md>", "exec")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        if case["raises"] == "none":
+            exec(code, namespace)
+            assert eval(case["check"], namespace)
+            return
+        with pytest.raises(Exception) as info:
+            exec(code, namespace)
+    assert type(info.value).__name__ == case["raises"]
+    expected = case["message"].replace("{tmp}", tmp)
+    if expected.endswith("…"):
+        assert str(info.value).startswith(expected[:-1]), str(info.value)
+    else:
+        assert str(info.value) == expected
+
+
+def test_at_least_25_rows():
+    assert len(CASES) >= 25
+    assert len({c["what"] for c in CASES}) == len(CASES)
+
+
+# ---- the doc ------------------------------------------------------------------------------------
+
+def _cell(text):
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render():
+    lines = ["| # | Bad input | Code | Raises | Message |", "| --- | --- | --- | --- | --- |"]
+    for k, c in enumerate(CASES, 1):
+        raises = "no error" if c["raises"] == "none" else f"`{c['raises']}`"
+        lines.append(f"| {k} | {_cell(c['what'])} | `{_cell(c['code'])}` | {raises} | "
+                     f"{_cell(c['message'])} |")
+    return "\n".join(lines)
+
+
+def test_doc_and_table_agree():
+    with open(DOC) as fh:
+        text = fh.read()
+    table = text[text.index(START) + len(START):text.index(END)].strip()
+    assert table == render(), "docs/errors.md is stale: run `python tests/test_errors.py`"
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == len(CASES)
+    for row, case in zip(rows, CASES):
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+        assert cells[1] == _cell(case["what"])
+
+
+if __name__ == "__main__":      # rewrite the table in docs/errors.md
+    with open(DOC) as fh:
+        text = fh.read()
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    with open(DOC, "w") as fh:
+        fh.write(head + START + "\n" + render() + "\n" + END + tail)
+    sys.exit(0)
