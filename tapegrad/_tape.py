@@ -80,31 +80,33 @@ def linearize(outputs, extra_leaves=()):
     """Flatten the graph behind `outputs` into a FlatTape; `extra_leaves` get slots even if unused."""
     nodes = reachable(outputs)
     slots, values, need, leaves = {}, [], [], []
-
-    def leaf(t):
-        s = slots[id(t)] = len(values)
-        values.append(t.data)
-        need.append(t._requires_grad)
-        leaves.append((s, t))
-        return s
-
     for t in extra_leaves:
         if t._node is None and id(t) not in slots:
-            leaf(t)
+            slots[id(t)] = len(values)
+            leaves.append((len(values), t))
+            values.append(t.data)
+            need.append(t._requires_grad)
     rows, consts, payloads, calls = [], [], [], []
     offset = 0
     for e, node in enumerate(nodes):
         operands = []
-        for t in node.inputs:
+        for t in node.inputs:       # a leaf gets a slot when first seen (written out: hot loop)
             n = t._node
-            s = slots.get(id(t) if n is None else id(n))
-            operands.append(leaf(t) if s is None else s)
+            key = id(t) if n is None else id(n)
+            s = slots.get(key)
+            if s is None:
+                s = slots[key] = len(values)
+                leaves.append((s, t))
+                values.append(t.data)
+                need.append(t._requires_grad)
+            operands.append(s)
         out = slots[id(node)] = len(values)
         values.append(node.value)
-        need.append(node.prim.differentiable)
+        prim = node.prim
+        need.append(prim.differentiable)
         payload = node.payload
-        if node.prim.variadic:
-            if node.prim.kind == "call":
+        if prim.variadic:
+            if prim.kind == "call":
                 calls.append((e, payload))
             payload, operands = np.array(operands, np.int64), []
         n_payload = 0
@@ -112,7 +114,7 @@ def linearize(outputs, extra_leaves=()):
             n_payload = payload.size
             payloads.append(payload)
         operands += (-1, -1, -1)
-        rows += (node.prim.opcode, operands[0], operands[1], operands[2], out, offset, n_payload, 0)
+        rows += (prim.opcode, operands[0], operands[1], operands[2], out, offset, n_payload, 0)
         consts += (node.c0, node.c1)
         offset += n_payload
     ints = rows

@@ -194,6 +194,8 @@ def hvp_of_graph(output, inputs, tangents):
 
 
 def __getattr__(name):   # `tapegrad.autograd.no_grad` etc., as in torch.autograd
+    if name.startswith("__"):    # `from .autograd import x` probes __path__: answer it fast
+        raise AttributeError(name)
     from . import _graph
     if name in ("no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"):
         return getattr(_graph, name)
