@@ -22,10 +22,7 @@ The source goes to a real file named by a hash of everything it depends on (as `
 does), so that `cuda.jit(cache=True)` can cache the compiled kernel and a change of the
 registry, of `_codegen` or of the kernels compiles afresh.
 """
-import hashlib
-import importlib.util
 import inspect
-import os
 import re
 import sys
 
@@ -254,25 +251,13 @@ def gather_results(Y, rowmap, dst, B):
 
 
 def load():
-    """Import the generated CUDA module, writing it first if this version is new."""
+    """Import the generated CUDA module, writing it first if this version is new (through
+    `_codegen._materialize`: the file is named by a hash of everything its code depends on)."""
     import numba
     from numba import cuda
     source = generate()
-    key = hashlib.sha256("\0".join([
-        source, inspect.getsource(_kernels_cuda), inspect.getsource(sys.modules[__name__]),
-        numba.__version__, getattr(cuda, "implementation", ""),
-        str(numba.config.ENABLE_CUDASIM)]).encode()).hexdigest()[:16]
-    modname = f"tapegrad._generated_cuda_{key}"
-    if modname in sys.modules:
-        return sys.modules[modname]
-    path = os.path.join(_codegen._cache_dir(), f"cuda_{key}.py")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(source)
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(modname, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = module
-    spec.loader.exec_module(module)
-    return module
+    key = _codegen._digest(source, inspect.getsource(_kernels_cuda),
+                           inspect.getsource(sys.modules[__name__]), numba.__version__,
+                           str(getattr(cuda, "implementation", "")),
+                           str(numba.config.ENABLE_CUDASIM))
+    return _codegen._materialize(f"_gen_cuda_{key}", source)

@@ -196,7 +196,6 @@ class TapeDisplay:
 
     def _edge_gradients(self, G):
         """{(slot, entry): the part of the slot's adjoint that flows back through `entry`}."""
-        from . import _sweep
         from ._interp import interpreters
         arrays = _Arrays(self)
         V = np.array(self._display_values())

@@ -250,7 +250,7 @@ class Tensor:
 
     def __bool__(self):
         if self.data.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         outcome = bool(self.data.reshape(()).item())
         if state.tracing and self._node is not None:
             state.guards.append((self, outcome))
