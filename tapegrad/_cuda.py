@@ -81,7 +81,7 @@ import warnings
 
 import numpy as np
 
-from . import _pytree, _vmap
+from . import _pytree, _sweep, _vmap
 
 THREADS = 128               # threads per block
 MEMORY_FRACTION = 0.5       # of the free device memory, for one chunk's buffers
@@ -391,6 +391,7 @@ def plan_arrays(tape, plan):
 def replay_columns(tape, V, plan, batch, index, Y, kind):
     """The CUDA twin of `_vmap._replay_columns`: replay at the points `index`, write Y where
     the guards hold, return (on the host) where they do."""
+    _sweep.check(tape)        # the validation boundary: kernels do not bounds-check
     m = _module()
     start, idx, n = _index_arrays(index)
     dtype = tape.dtype

@@ -358,8 +358,7 @@ class _Arrays:
     compile the interpreters again for another array type)."""
 
     def __init__(self, tape):
-        from ._sweep import validated
-        self.validated = validated(tape)        # copies of the arrays of a validated tape
+        self.validated = getattr(tape, "validated", False) is True   # copies of a tape's arrays
         self.E, self.FC, self.IP = np.array(tape.E), np.array(tape.FC), np.array(tape.IP)
         self.S, self.NEED = np.array(tape.S), np.array(tape.NEED)
         self.calls = list(tape.calls)

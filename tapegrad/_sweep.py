@@ -15,20 +15,10 @@ from . import _graph
 from ._interp import interpreters
 
 
-def validated(tape):
-    """Whether `tape` may be swept: marked validated, or a `Tape` that nothing marked (traced
-    before `Tape` carried the mark itself), which is validated now, once, and marked."""
-    mark = getattr(tape, "validated", None)
-    if mark is None and hasattr(tape, "V0") and hasattr(tape, "shapes"):
-        from ._validate import validate_tape
-        validate_tape(tape, calls=tape.calls)
-        return True
-    return mark is True
-
-
-def _check(tape):
-    """Refuse a tape that has not passed the validator (one attribute test per sweep)."""
-    if getattr(tape, "validated", None) is True or validated(tape):
+def check(tape):
+    """Refuse a tape that has not passed the validator (one attribute test per sweep); every
+    path to a compiled interpreter (these sweeps, the vmap driver, Dask, CUDA) calls it."""
+    if getattr(tape, "validated", None) is True:
         return
     from ._validate import TapeFormatError
     raise TapeFormatError(
@@ -38,7 +28,7 @@ def _check(tape):
 
 
 def forward(tape, V):
-    _check(tape)
+    check(tape)
     m, start = interpreters(), 0
     if _graph.anomaly_enabled:
         from . import _anomaly
@@ -51,7 +41,7 @@ def forward(tape, V):
 
 
 def backward(tape, V, G):
-    _check(tape)
+    check(tape)
     m, stop = interpreters(), len(tape.E)
     if _graph.anomaly_enabled:
         from . import _anomaly
@@ -65,7 +55,7 @@ def backward(tape, V, G):
 
 
 def tangent(tape, V, T):
-    _check(tape)
+    check(tape)
     m, start = interpreters(), 0
     for e, rule in tape.calls:
         m.tangent(tape.E, tape.FC, tape.IP, tape.S, V, T, start, e)
@@ -75,7 +65,7 @@ def tangent(tape, V, T):
 
 
 def backward_tangent(tape, V, T, G, TG):
-    _check(tape)
+    check(tape)
     if tape.calls:
         raise NotImplementedError(
             "third-order derivatives: a nested transform inside hessian/hvp (or a second-order "

@@ -132,6 +132,7 @@ class Tape(TapeDisplay):
         self.constants = constants              # [(slot, array)] re-read with capture="call"
         self.signature = signature              # (structure, leaf signatures) of the arguments
         self.n_adjoint = self.V0.size           # adjoint buffers need only this prefix
+        self.validated = False                  # set by trace() (by construction) or the loader
         self._local = threading.local()
 
     def __getstate__(self):
@@ -359,6 +360,7 @@ def trace(f, args, kwargs=None, argnums=None):
     tape = Tape(flat, input_slots, [flat.slot_of(o) for o in outputs], out_structure,
                 [(flat.slot_of(g), outcome) for g, outcome in guard_list], constants, signature)
     tape.n_adjoint = n_adjoint
+    tape.validated = True        # recorded in this process: valid by construction
     return tape, diff
 
 

@@ -329,6 +329,14 @@ def validate_tape(tape, calls=()):
             _fail(f"input slot {s} is overwritten by an entry")
     if len(set(tape.input_slots)) != len(tape.input_slots):
         _fail("an input slot is listed twice")
+    n_adjoint = getattr(tape, "n_adjoint", None)     # adjoint buffers may cover a prefix only
+    if n_adjoint is not None:
+        if not isinstance(n_adjoint, (int, np.integer)) or not 0 <= n_adjoint <= tape.V0.size:
+            _fail(f"n_adjoint {n_adjoint!r} is not a size within the value buffer")
+        need = tape.NEED.astype(bool)
+        if (tape.S[need, 0] + tape.S[need, 1] > n_adjoint).any():
+            _fail(f"a slot that needs an adjoint lies beyond the adjoint prefix ({n_adjoint} "
+                  "values)")
     for name in ("offsets", "sizes"):      # the Python copies of S that replays read
         copy = getattr(tape, name, None)
         if copy is not None and list(copy) != tape.S[:, 0 if name == "offsets" else 1].tolist():

@@ -23,7 +23,7 @@ import math
 import numba
 import numpy as np
 
-from . import _pytree
+from . import _pytree, _sweep
 from ._interp import interpreters
 from ._trace import is_dynamic
 from ._transforms import Traced, jvp as _jvp
@@ -298,6 +298,7 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
 def _replay_columns(tape, V, plan, batch, index, Y, kind):
     """Run the tile driver on the points `index` (a slice or an index array); write Y where
     guards hold and return where they do."""
+    _sweep.check(tape)        # the validation boundary: the driver does not bounds-check
     n = index.stop - index.start if isinstance(index, slice) else index.size
     X = batch.rows(plan["rows"][0], index, tape.dtype)
     XT = batch.rows(plan["rows"][1], index, tape.dtype)

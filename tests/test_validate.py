@@ -122,8 +122,26 @@ def test_a_tape_marked_invalid_is_refused_until_validated(tape):
     assert t(X, W) == tape(X, W)
 
 
-def test_a_user_built_tape_is_validated_before_its_first_sweep(tape):
-    """A Tape that nothing marked is validated on its first sweep: a bad one never runs."""
+def test_adjoint_prefix_must_cover_the_slots_that_need_adjoints(tape):
+    """Traced tapes keep adjoints in a prefix of the buffer (`n_adjoint`): the reverse sweeps
+    write the adjoints of NEED slots only, so every NEED slot must lie inside it."""
+    t = copy.copy(tape)
+    t.validated = None
+    need = np.flatnonzero(tape.NEED)
+    end = int(tape.S[need[-1], 0] + tape.S[need[-1], 1])
+    t.n_adjoint = end
+    tapegrad.validate_tape(t)
+    t.n_adjoint = end - 1
+    with pytest.raises(TapeFormatError, match="beyond the adjoint prefix"):
+        tapegrad.validate_tape(t)
+    t.n_adjoint = tape.V0.size + 1
+    with pytest.raises(TapeFormatError, match="is not a size within the value buffer"):
+        tapegrad.validate_tape(t)
+
+
+def test_a_user_built_tape_is_refused_until_validated(tape):
+    """A Tape built from arrays is refused by every sweep until the validator passed it; a bad
+    one never passes, so it never runs."""
     E = tape.E.copy()
     E[0, 1] = 10 ** 6                            # an operand far outside the buffer
     t = Tape(types.SimpleNamespace(E=E, FC=tape.FC.copy(), IP=tape.IP.copy(), S=tape.S.copy(),
@@ -132,8 +150,10 @@ def test_a_user_built_tape_is_validated_before_its_first_sweep(tape):
                                    values=[types.SimpleNamespace(shape=s) for s in tape.shapes],
                                    calls=[]),
              tape.input_slots, tape.output_slots, tape.out_structure, tape.guards, [])
-    with pytest.raises(TapeFormatError, match="operand slot 1000000 out of range"):
+    with pytest.raises(TapeFormatError, match="has not been validated"):
         t(X, W)
+    with pytest.raises(TapeFormatError, match="operand slot 1000000 out of range"):
+        tapegrad.validate_tape(t)
     assert not getattr(t, "validated", False)
 
 
