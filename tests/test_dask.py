@@ -1,7 +1,8 @@
 """`vmap` over dask arrays (`tapegrad/_dask.py`): lazy results, replayed on the workers.
 
 Every result is compared with the numpy vmap on the same inputs, bit for bit. The distributed
-tests use one loopback LocalCluster per module (processes and threads), 2 workers x 1 thread.
+tests use one loopback LocalCluster per module (processes and threads), 2 workers x 1 thread;
+the worker-failure test starts a cluster of its own (it kills one of its worker processes).
 """
 import functools
 import os
@@ -22,6 +23,9 @@ import tapegrad as tg  # noqa: E402
 from tapegrad import _dask  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a LocalCluster's scheduler serves HTTP on port 8787 even without a dashboard: another cluster
+# on the machine holding it only moves it elsewhere
+pytestmark = pytest.mark.filterwarnings("ignore:Port .* is already in use")
 
 
 def rosenbrock(x):
@@ -328,7 +332,132 @@ def test_distributed_function_not_importable_on_workers(client, tmp_path, rng):
     del sys.modules["secret_objective"]
 
 
-@pytest.mark.slow           # about 15 s: three LocalClusters start
+def _count_batched_loads(on):
+    """On a worker (or, with in-process workers, here): count the loads of the batched
+    interpreters from now on (`on`), or stop counting. `_interp.interpreters` imports
+    `_codegen.load` when it loads a module, so the counter sees every load."""
+    from tapegrad import _codegen
+    load = _codegen.load
+    if on and not hasattr(load, "calls"):
+        def counted(batched=False):
+            counted.calls += bool(batched)
+            return counted.wrapped(batched)
+        counted.calls, counted.wrapped = 0, load
+        _codegen.load = counted
+    elif not on and hasattr(load, "calls"):
+        _codegen.load = load.wrapped
+
+
+def _interpreter_state():
+    """On a worker: its process, the batched interpreter module it holds, how often it loaded
+    one since counting began, and what numba did for the tile driver (overloads, and how many
+    were compiled here or loaded from numba's on-disk cache)."""
+    from tapegrad import _codegen, _interp
+    module = _interp._modules.get(True)
+    generated = [m for m in sys.modules if m.startswith("tapegrad._gen_batched_")]
+    state = dict(pid=os.getpid(), loads=getattr(_codegen.load, "calls", None),
+                 generated=sorted(m for m in generated if "kernels" not in m))
+    if module is not None:
+        stats = module.run_tiles.stats
+        state.update(module=(id(module), module.__name__),
+                     signatures=sorted(map(str, module.run_tiles.signatures)),
+                     compiled=sum(stats.cache_misses.values()),
+                     from_disk=sum(stats.cache_hits.values()), cache_path=stats.cache_path)
+    return state
+
+
+def test_distributed_workers_load_and_compile_interpreters_once(client, rng):
+    """Worker processes load the batched interpreters once per process, not per task, and
+    compile nothing that numba's on-disk cache holds; a second computation loads nothing."""
+    in_process = set(client.run(os.getpid).values()) == {os.getpid()}
+    X = rng.standard_normal((4000, 10))
+    v = tg.vmap(tg.grad(rosenbrock))
+    expected = v(X)                            # compiled (or loaded from disk) here first
+    if not in_process:
+        client.restart()                       # fresh worker processes: nothing loaded yet
+    client.run(_count_batched_loads, True)
+    try:
+        before = client.run(_interpreter_state)
+        same(client.compute(v(da.from_array(X, chunks=(250, 10))), sync=True), expected)
+        first = client.run(_interpreter_state)
+        # another computation: other blocks (32), other keys, same signature
+        same(client.compute(v(da.from_array(X, chunks=(125, 10))), sync=True), expected)
+        second = client.run(_interpreter_state)
+    finally:
+        client.run(_count_batched_loads, False)
+    assert set(first) == set(second) == set(before)           # no worker was replaced
+    assert all(s["loads"] in (0, 1) for s in second.values()), second
+    ran = [w for w, s in first.items() if "module" in s]
+    assert ran, first
+    client_cache = tg._interp.interpreters(batched=True).run_tiles.stats.cache_path
+    for w in ran:
+        s = first[w]
+        assert s["pid"] == before[w]["pid"] == second[w]["pid"]
+        # one generated module per process, loaded once: 16 blocks did not load it 16 times
+        assert s["generated"] == [s["module"][1]]
+        assert s["loads"] == (0 if "module" in before[w] else 1), (w, s)
+        # every overload of the tile driver obtained once (compiled or read from disk)
+        assert s["compiled"] + s["from_disk"] == len(s["signatures"]) >= 1, s
+        if not in_process and s["cache_path"] == client_cache \
+                and "tapegrad-numba-" not in str(client_cache):
+            # a shared on-disk cache: a fresh worker process reads the code compiled here
+            assert s["compiled"] == 0, s
+        # the second computation (other blocks, other keys) loaded and compiled nothing
+        assert second[w] == s, (second[w], s)
+
+
+def _slow(x):
+    """About 100 us a point on one thread (300 tape nodes of 50 entries): blocks take a while,
+    results do not depend on timing."""
+    y = x
+    for _ in range(100):
+        y = tg.tanh(y) + 0.5 * x
+    return tg.sum(y * y)
+
+
+def test_distributed_worker_killed_mid_computation_is_recomputed(rng):
+    """A worker process killed (SIGKILL) while blocks run and after others finished: its
+    in-flight and stored blocks are recomputed, the result is complete and bit-for-bit the
+    numpy vmap's; the nanny starts a new worker process."""
+    distributed = pytest.importorskip("distributed")
+    import signal
+    import time
+    X = rng.standard_normal((8000, 50))       # 3.2 MB: the graph carries it
+    v = tg.vmap(tg.grad(_slow))
+    expected = v(X)                            # traces on the client, warms the disk cache
+    with dask.config.set({"distributed.scheduler.allowed-failures": 10}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     host="127.0.0.1", dashboard_address=None,
+                                     silence_logs=50) as cluster, \
+            distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)
+        G = client.persist(v(da.from_array(X, chunks=(200, 50))))       # 40 blocks
+        futures = distributed.futures_of(G)
+        n = len(futures)
+        deadline = time.monotonic() + 60
+        while True:                            # some blocks done, one running on a worker
+            done = sum(f.status == "finished" for f in futures)
+            busy = [w for w, keys in client.processing().items()
+                    if w in pids and any("tapegrad-replay" in str(k) for k in keys)]
+            if done >= n // 4 and busy:
+                break
+            assert done < n and time.monotonic() < deadline, "finished before the kill"
+            time.sleep(0.005)
+        # of the workers running a block, the one that stores most finished blocks
+        held = client.who_has(futures)
+        victim = max(busy, key=lambda w: sum(list(ws) == [w] for ws in held.values()))
+        os.kill(pids[victim], signal.SIGKILL)
+        assert 0 < done < n
+        out = G.compute()                      # lost blocks are recomputed
+        assert out.shape == expected.shape and np.all(np.isfinite(out))
+        assert np.array_equal(out, expected)
+        assert all(f.status == "finished" for f in futures)
+        client.wait_for_workers(2, timeout=30)     # the nanny restarted the killed process
+        now = client.run(os.getpid)
+        assert pids[victim] not in now.values() and len(now) == 2
+
+
+@pytest.mark.slow           # about 15 s: three LocalClusters start, and the model's runs
 def test_bench_quick(tmp_path):
     out = tmp_path / "dask.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "dask_scaling.py"),
@@ -336,6 +465,18 @@ def test_bench_quick(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "scaling 1 -> 2 single-threaded workers" in proc.stdout
+    assert "a MODEL, not measurements" in proc.stdout
     import json
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
     assert len(rows) == 6 and all(r["points_per_s"] > 0 for r in rows)
+    model = result["model"]
+    assert "not a measurement" in model["note"]
+    params = model["parameters"]
+    assert all(params[k] > 0 for k in ("r", "o", "c_task", "t_ship", "F"))
+    predicted = {p["workers"]: p for p in model["predictions"]}
+    assert sorted(predicted) == [1, 2, 4, 8, 16]
+    assert "measured_points_per_s" in predicted[2] and "measured_points_per_s" not in predicted[4]
+    for p in predicted.values():
+        low, high = p["points_per_s"]
+        assert 0 < low <= high and 0 < p["efficiency"][0] <= p["efficiency"][1] <= 1
