@@ -115,6 +115,17 @@ def _is_index(i):
     return isinstance(i, numbers.Integral) and not isinstance(i, bool)
 
 
+def _array_key(args):
+    """The signature of a call whose arguments are all float numpy arrays (the common case, for
+    which the pytree machinery is skipped), else None."""
+    key = []
+    for a in args:
+        if type(a) is not np.ndarray or a.dtype.kind != "f":
+            return None
+        key.append((a.shape, a.dtype.str))
+    return tuple(key)
+
+
 def _normalize_argnums(argnums):
     if _is_index(argnums):
         return (int(argnums),), True
@@ -184,9 +195,21 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
     Keyword arguments are passed to `f` and traced, never differentiated."""
     argnums, single = _normalize_argnums(argnums)
     traced = Traced(f, argnums, capture, "value_and_grad")
+    fast = {}       # plain-array calls: shapes and dtypes -> [(tape, output slot, wrt slots)]
 
     @_wraps(f, "value_and_grad")
     def value_and_grad_f(*args, **kwargs):
+        key = None if kwargs or has_aux else _array_key(args)
+        for tape, out, wrt in fast.get(key, ()):
+            V = tape.load(args, traced.refresh)
+            tape.forward(V)
+            if tape.guards_hold(V):
+                G = np.zeros((1, tape.n_adjoint), V.dtype)
+                if tape.NEED[out]:
+                    G[0, tape.offsets[out]] = 1.0
+                tape.backward(V, G)
+                grads = [_scalar(tape.view(G[0], s).astype(args[i].dtype)) for i, s in wrt]
+                return (_scalar(tape.view(V, out).copy()), grads[0] if single else tuple(grads))
         if _is_traced_call(arguments(args, kwargs)):
             if has_aux:
                 raise NotImplementedError("has_aux inside a traced computation")
@@ -204,6 +227,11 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
         tape.backward(V, G)
         value = _scalar(tape.view(V, out_slots[0]).copy())
         grads = _per_argument(traced, tape, leaves, structure, G[0], single)
+        if key is not None and all(t is not tape for t, _, _ in fast.get(key, ())):
+            resolved, groups = _wrt_groups(traced, tape, leaves, structure)
+            plans = fast.setdefault(key, [])
+            plans.append((tape, out_slots[0], [(i, groups[i][1][0]) for i in resolved]))
+            del plans[:-MAX_TAPES_PER_SIGNATURE]
         return ((value, aux), grads) if has_aux else (value, grads)
 
     value_and_grad_f.traced = traced
@@ -220,6 +248,8 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
 
     @_wraps(f, "grad")
     def grad_f(*args, **kwargs):
+        if not kwargs and not has_aux and _array_key(args) is not None:
+            return vg(*args)[1]         # plain arrays: never a traced call
         if _is_traced_call(arguments(args, kwargs)):
             if has_aux:
                 raise NotImplementedError("has_aux inside a traced computation")
