@@ -3,7 +3,9 @@
 The same primitives and calling convention as `_kernels`, over a tile of points: every buffer
 is (rows, tile), a slot's value is its rows, and the innermost loop runs over the tile's points
 so that it vectorises (DESIGN.md: the column layout). A matmul per point becomes a small GEMM
-whose innermost loop is over points.
+whose innermost loop is over points. Rows are copied by explicit loops, never by slice
+assignment: operands are views of one buffer, and numba copies a slice source that may overlap
+its target into a temporary first (measured 3x slower here).
 """
 import numpy as np
 
@@ -22,7 +24,10 @@ def gather_fwd(V, S, a, b, c, o, ip, c0, c1):
     x = _v(V, S, a)
     y = _v(V, S, o)
     for i in range(y.shape[0]):
-        y[i, :] = x[ip[i], :]
+        xi = x[ip[i]]
+        yi = y[i]
+        for p in range(yi.size):
+            yi[p] = xi[p]
 
 
 @jit
@@ -31,7 +36,10 @@ def gather_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
         gx = _v(G, S, a)
         gy = _v(G, S, o)
         for i in range(gy.shape[0]):
-            gx[ip[i], :] += gy[i, :]
+            gxi = gx[ip[i]]
+            gyi = gy[i]
+            for p in range(gyi.size):
+                gxi[p] += gyi[p]
 
 
 @jit
@@ -391,7 +399,11 @@ def pack_fwd(V, S, a, b, c, o, ip, c0, c1):
     start = 0
     for j in range(ip.size):
         x = _v(V, S, ip[j])
-        y[start:start + x.shape[0]] = x
+        for i in range(x.shape[0]):
+            xi = x[i]
+            yi = y[start + i]
+            for p in range(xi.size):
+                yi[p] = xi[p]
         start += x.shape[0]
 
 
@@ -402,7 +414,12 @@ def pack_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
     for j in range(ip.size):
         n = S[ip[j], 1]
         if NEED[ip[j]]:
-            _v(G, S, ip[j])[:] += gy[start:start + n]
+            gx = _v(G, S, ip[j])
+            for i in range(n):
+                gxi = gx[i]
+                gyi = gy[start + i]
+                for p in range(gxi.size):
+                    gxi[p] += gyi[p]
         start += n
 
 
