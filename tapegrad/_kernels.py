@@ -53,6 +53,37 @@ def gather_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
     gather_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
+# ---- window: y[i] = x[ip[0] + i * ip[1]] (slices) ------------------------------------------
+
+@jit
+def window_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    y = _v(V, S, o)
+    start, step = ip[0], ip[1]
+    for i in range(y.size):
+        y[i] = x[start + i * step]
+
+
+@jit
+def window_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        gx = _v(G, S, a)
+        gy = _v(G, S, o)
+        start, step = ip[0], ip[1]
+        for i in range(gy.size):
+            gx[start + i * step] += gy[i]
+
+
+@jit
+def window_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    window_fwd(T, S, a, b, c, o, ip, c0, c1)
+
+
+@jit
+def window_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    window_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
+
+
 # ---- scaled segment sum: y[ip[i]] += c0 * x[i] (sum and mean over axes) --------------------
 
 @jit

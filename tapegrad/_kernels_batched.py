@@ -53,6 +53,39 @@ def gather_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
 
 
 @jit
+def window_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    y = _v(V, S, o)
+    for i in range(y.shape[0]):
+        xi = x[ip[0] + i * ip[1]]
+        yi = y[i]
+        for p in range(yi.size):
+            yi[p] = xi[p]
+
+
+@jit
+def window_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        gx = _v(G, S, a)
+        gy = _v(G, S, o)
+        for i in range(gy.shape[0]):
+            gxi = gx[ip[0] + i * ip[1]]
+            gyi = gy[i]
+            for p in range(gyi.size):
+                gxi[p] += gyi[p]
+
+
+@jit
+def window_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    window_fwd(T, S, a, b, c, o, ip, c0, c1)
+
+
+@jit
+def window_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    window_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
+
+
+@jit
 def segsum_fwd(V, S, a, b, c, o, ip, c0, c1):
     x = _v(V, S, a)
     y = _v(V, S, o)

@@ -69,6 +69,35 @@ def gather_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
     gather_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
+# ---- window: y[i] = x[ip[0] + i * ip[1]] ------------------------------------------------------
+
+@cuda.jit(device=True)
+def window_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = V[S[a, 0]:S[a, 0] + S[a, 1]]
+    y = V[S[o, 0]:S[o, 0] + S[o, 1]]
+    for i in range(y.size):
+        y[i] = x[ip[0] + i * ip[1]]
+
+
+@cuda.jit(device=True)
+def window_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        gx = G[S[a, 0]:S[a, 0] + S[a, 1]]
+        gy = G[S[o, 0]:S[o, 0] + S[o, 1]]
+        for i in range(gy.size):
+            gx[ip[0] + i * ip[1]] += gy[i]
+
+
+@cuda.jit(device=True)
+def window_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    window_fwd(T, S, a, b, c, o, ip, c0, c1)
+
+
+@cuda.jit(device=True)
+def window_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    window_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
+
+
 # ---- scaled segment sum: y[ip[i]] += c0 * x[i] --------------------------------------------------
 
 @cuda.jit(device=True)

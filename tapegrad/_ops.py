@@ -43,8 +43,15 @@ def _positions(shape):
 
 
 def _gather(t, positions, value, name):
-    return record(P["gather"], (t,), value, np.ascontiguousarray(positions, np.int64).ravel(),
-                  name=name)
+    """Record y = x.flat[positions]: a window (start, step) when the positions are an arithmetic
+    progression (slices: no index map, and a reverse sweep that vectorises), else a gather."""
+    positions = np.ascontiguousarray(positions, np.int64).ravel()
+    if positions.size:
+        step = int(positions[1] - positions[0]) if positions.size > 1 else 0
+        if positions.size < 3 or (np.diff(positions) == step).all():
+            return record(P["window"], (t,), value, np.array([positions[0], step], np.int64),
+                          name=name)
+    return record(P["gather"], (t,), value, positions, name=name)
 
 
 def broadcast_to(t, shape, name=_HIDDEN):

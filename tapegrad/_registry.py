@@ -151,6 +151,9 @@ _PRIMS = [
 
     # structural: kernels in _kernels
     _kernel("gather", "IndexBackward0", "gather", saves=False),
+    # a strided window: y[i] = x[start + i * step], ip = (start, step); basic slices of a flat
+    # buffer, without gather's index map (and a VJP that vectorises)
+    _kernel("window", "SliceBackward0", "window", saves=False),
     _kernel("segsum", "SumBackward1", "segsum", saves=False),
     _kernel("total", "SumBackward0", "total", saves=False),
     _kernel("segmax", "AmaxBackward0", "segmax"),

@@ -36,8 +36,8 @@ class TapeFormatError(ValueError):
     """A tape (from a file or user arrays) is malformed; it never reaches an interpreter."""
 
 
-_ARITY = {"gather": 1, "segsum": 1, "total": 1, "segmax": 1, "segmin": 1, "segprod": 1,
-          "matmul": 2, "where": 3}
+_ARITY = {"gather": 1, "window": 1, "segsum": 1, "total": 1, "segmax": 1, "segmin": 1,
+          "segprod": 1, "matmul": 2, "where": 3}
 
 
 def _fail(message):
@@ -277,6 +277,13 @@ def _shape_rule(e, prim, operands, out, ip, sizes):
     elif name == "gather":
         _need_len(e, prim, ip, n_out)
         _in_range(e, prim, ip, sizes[operands[0]])
+    elif name == "window":
+        _need_len(e, prim, ip, 2)
+        start, step, n_in = int(ip[0]), int(ip[1]), int(sizes[operands[0]])
+        last = start + (int(n_out) - 1) * step
+        if n_out and not (0 <= start < n_in and 0 <= last < n_in):
+            _fail(f"entry {e}: window ({start}, {step}) of {n_out} values reads outside an "
+                  f"operand of {n_in}")
     elif name in ("segsum", "segmax", "segmin", "segprod"):
         _need_len(e, prim, ip, sizes[operands[0]])
         _in_range(e, prim, ip, n_out)
