@@ -292,7 +292,7 @@ def run_scaling(args):
         out.append({"B": B, "seconds": us * 1e-6, "ns_per_point": us * 1e3 / B})
         print(f"  B={B:>10,}: {us * 1e-3:9.3f} ms per call, {us * 1e3 / B:7.2f} ns per point",
               flush=True)
-        del X
+        X = None                           # free the batch before the next, larger one
     logB = np.log10([r["B"] for r in out])
     logT = np.log10([r["seconds"] for r in out])
     slope_all = float(np.polyfit(logB, logT, 1)[0])
