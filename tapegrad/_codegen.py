@@ -177,6 +177,27 @@ _DISPATCH = {
 }
 
 
+# A linear kernel's JVP is its forward applied to tangents, and the tangent of its VJP its VJP
+# applied to adjoint tangents: derived here, never written twice.
+_LINEAR_DISPATCH = {
+    **_DISPATCH,
+    "tangent": "for d in range(T.shape[0]):\n    {k}_fwd(T[d], S, sa, sb, sc, so, ip, c0, c1)",
+    "backward_tangent": (
+        "if NEED[so]:\n"
+        "    for d in range(T.shape[0]):\n"
+        "        {k}_vjp(V, TG[d], S, NEED, sa, sb, sc, so, ip, c0, c1)\n"
+        "    {k}_vjp(V, G, S, NEED, sa, sb, sc, so, ip, c0, c1)"),
+}
+
+
+def dispatch(p, fn):
+    """The body of `op == p.opcode` in interpreter `fn` (shared with the CUDA generator)."""
+    if p.kind == "call":   # run by _sweep in Python, never inside a compiled range
+        return _lines("pass", 12)
+    template = (_LINEAR_DISPATCH if p.linear else _DISPATCH)[fn]
+    return _lines(template.replace("{k}", _kernel_name(p, "").rstrip("_")), 12)
+
+
 def generate(batched=False, kernels=None):
     """The source text of the interpreter module (the column-layout one when `batched`), which
     calls the structural kernels of the module `tapegrad.<kernels>`."""
@@ -187,11 +208,7 @@ def generate(batched=False, kernels=None):
         out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_ENTRY}")
         for k, p in enumerate(PRIMS):
             out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
-            if p.kind == "call":   # run by _sweep in Python, never inside a compiled range
-                out.append(_lines("pass", 12))
-                continue
-            kname = _kernel_name(p, "").rstrip("_")
-            out.append(_lines(_DISPATCH[fn].replace("{k}", kname), 12))
+            out.append(dispatch(p, fn))
     if batched:
         out.append(_TILES)
     return "".join(out)

@@ -9,7 +9,7 @@ the CPU interpreters, so a primitive added to the registry reaches the GPU with 
   the registry's scalar expressions (`f`, `d`, `d2`), with each slot view `_v(V, S, s)` sliced
   inline (a CUDA device function may not return a view it made) and `X[:] = 0.0` as a loop;
 * the four interpreters `forward`, `backward`, `tangent`, `backward_tangent` with the CPU's
-  signatures, loop and `if op == k` chain (`_codegen._FUNCTIONS`, `_ENTRY`, `_DISPATCH`),
+  signatures, loop and `if op == k` chain (`_codegen._FUNCTIONS`, `_ENTRY`, `dispatch`),
   structural primitives dispatching to `_kernels_cuda` (same names as `_kernels`);
 * the driver kernels (below, one per sweep): one thread per point, the twin of
   `run_tiles`.
@@ -77,11 +77,7 @@ def generate():
         out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_codegen._ENTRY}")
         for k, p in enumerate(PRIMS):
             out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
-            if p.kind == "call":   # nested transforms never reach a batched replay
-                out.append(_codegen._lines("pass", 12))
-                continue
-            kname = _codegen._kernel_name(p, "").rstrip("_")
-            out.append(_codegen._lines(_codegen._DISPATCH[fn].replace("{k}", kname), 12))
+            out.append(_codegen.dispatch(p, fn))   # `call` entries never reach a batched replay
     out.append(_DRIVER)
     return "".join(out)
 

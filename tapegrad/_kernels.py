@@ -9,6 +9,10 @@ calling convention, which the generated interpreters call by name:
     jvp(V, T, S, a, b, c, o, ip, c0, c1)                 writes the tangent of o into T
     vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1) tangent of vjp (second order)
 
+A linear primitive (`linear=True` in the registry: gather, window, segsum, total, pack) has only
+`_fwd` and `_vjp`: its JVP is its forward on tangents and the tangent of its VJP is its VJP on
+adjoint tangents, which the code generator writes as such.
+
 V, G, T, TG are flat buffers; S[s] = (offset, size) is the slot table; a, b, c are operand
 slots (-1 when unused); ip is the entry's integer payload; c0, c1 its float constants; NEED[s]
 says whether slot s needs an adjoint. Views are sliced first, then indexed (see DESIGN.md:
@@ -43,16 +47,6 @@ def gather_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[ip[i]] += gy[i]
 
 
-@jit
-def gather_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    gather_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def gather_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    gather_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
-
-
 # ---- window: y[i] = x[ip[0] + i * ip[1]] (slices) ------------------------------------------
 
 @jit
@@ -72,16 +66,6 @@ def window_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
         start, step = ip[0], ip[1]
         for i in range(gy.size):
             gx[start + i * step] += gy[i]
-
-
-@jit
-def window_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    window_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def window_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    window_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 # ---- scaled segment sum: y[ip[i]] += c0 * x[i] (sum and mean over axes) --------------------
@@ -104,16 +88,6 @@ def segsum_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[i] += c0 * gy[ip[i]]
 
 
-@jit
-def segsum_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    segsum_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def segsum_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    segsum_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
-
-
 # ---- scaled total: y = c0 * sum(x) (sum and mean of everything) -----------------------------
 
 @jit
@@ -132,16 +106,6 @@ def total_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
         g = c0 * _v(G, S, o)[0]
         for i in range(gx.size):
             gx[i] += g
-
-
-@jit
-def total_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    total_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def total_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    total_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 # ---- segment max / min: ties share the gradient evenly (PyTorch amax, JAX max) -------------
@@ -413,16 +377,6 @@ def pack_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
         if NEED[ip[j]]:
             _v(G, S, ip[j])[:] += gy[start:start + n]
         start += n
-
-
-@jit
-def pack_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    pack_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def pack_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    pack_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 # ---- where: y = b if a else c ----------------------------------------------------------------

@@ -43,16 +43,6 @@ def gather_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
 
 
 @jit
-def gather_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    gather_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def gather_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    gather_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
-
-
-@jit
 def window_fwd(V, S, a, b, c, o, ip, c0, c1):
     x = _v(V, S, a)
     y = _v(V, S, o)
@@ -73,16 +63,6 @@ def window_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gyi = gy[i]
             for p in range(gyi.size):
                 gxi[p] += gyi[p]
-
-
-@jit
-def window_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    window_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def window_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    window_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 @jit
@@ -110,16 +90,6 @@ def segsum_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
 
 
 @jit
-def segsum_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    segsum_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def segsum_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    segsum_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
-
-
-@jit
 def total_fwd(V, S, a, b, c, o, ip, c0, c1):
     x = _v(V, S, a)
     y = _v(V, S, o)[0]
@@ -141,16 +111,6 @@ def total_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gxi = gx[i]
             for p in range(gy.size):
                 gxi[p] += c0 * gy[p]
-
-
-@jit
-def total_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    total_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def total_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    total_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 # ---- segment max / min: ties share the gradient evenly ----------------------------------------
@@ -454,16 +414,6 @@ def pack_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
                 for p in range(gxi.size):
                     gxi[p] += gyi[p]
         start += n
-
-
-@jit
-def pack_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    pack_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@jit
-def pack_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    pack_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 @jit

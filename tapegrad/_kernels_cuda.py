@@ -59,16 +59,6 @@ def gather_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[ip[i]] += gy[i]
 
 
-@cuda.jit(device=True)
-def gather_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    gather_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@cuda.jit(device=True)
-def gather_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    gather_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
-
-
 # ---- window: y[i] = x[ip[0] + i * ip[1]] ------------------------------------------------------
 
 @cuda.jit(device=True)
@@ -86,16 +76,6 @@ def window_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
         gy = G[S[o, 0]:S[o, 0] + S[o, 1]]
         for i in range(gy.size):
             gx[ip[0] + i * ip[1]] += gy[i]
-
-
-@cuda.jit(device=True)
-def window_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    window_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@cuda.jit(device=True)
-def window_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    window_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 # ---- scaled segment sum: y[ip[i]] += c0 * x[i] --------------------------------------------------
@@ -119,16 +99,6 @@ def segsum_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[i] += c0 * gy[ip[i]]
 
 
-@cuda.jit(device=True)
-def segsum_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    segsum_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@cuda.jit(device=True)
-def segsum_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    segsum_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
-
-
 # ---- scaled total: y = c0 * sum(x) ------------------------------------------------------------
 
 @cuda.jit(device=True)
@@ -147,16 +117,6 @@ def total_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
         g = c0 * G[S[o, 0]]
         for i in range(gx.size):
             gx[i] += g
-
-
-@cuda.jit(device=True)
-def total_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    total_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@cuda.jit(device=True)
-def total_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    total_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 # ---- segment max / min: ties share the gradient evenly ------------------------------------------
@@ -451,16 +411,6 @@ def pack_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             for i in range(nx):
                 G[ox + i] += G[start + i]
         start += nx
-
-
-@cuda.jit(device=True)
-def pack_jvp(V, T, S, a, b, c, o, ip, c0, c1):
-    pack_fwd(T, S, a, b, c, o, ip, c0, c1)
-
-
-@cuda.jit(device=True)
-def pack_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
-    pack_vjp(V, TG, S, NEED, a, b, c, o, ip, c0, c1)
 
 
 # ---- where: y = b if a else c ------------------------------------------------------------------

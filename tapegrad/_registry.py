@@ -10,7 +10,8 @@ that second-order transforms need).
   `c0`, `c1` (the entry's float constants); binary ones see `a`, `b`, `y`. The code generator
   (`_codegen`) turns the expressions into the loops of every interpreter, so a rule is written once.
 * Structural primitives name a family of njit kernels in `_kernels` (`<kernel>_fwd`, `_vjp`,
-  `_jvp`, `_vjp_jvp`).
+  `_jvp`, `_vjp_jvp`); for a linear one (`linear=True`) only `_fwd` and `_vjp`: the code
+  generator derives the other two.
 * `call` is a nested transform (`grad(f)` called on traced values); its entry's payload is a
   Python rule (`_transforms.CallRule`) that the sweeps (`_sweep`) run between compiled segments.
 
@@ -35,6 +36,9 @@ class Prim:
     kernel: str = ""          # structural: kernel family in _kernels
     differentiable: bool = True
     variadic: bool = False    # operands are listed in the payload (any number of them)
+    linear: bool = False      # structural and linear: JVP = forward on tangents, and the VJP's
+    #                           tangent = VJP on adjoint tangents; the code generator derives
+    #                           both, so the kernel family has only `_fwd` and `_vjp`
     opcode: int = field(default=-1, compare=False)
 
 
@@ -54,8 +58,8 @@ def _binary(name, grad_fn, f, d, d2, numpy, saves=True, differentiable=True):
     return Prim(name, "binary", grad_fn, saves, f, d, d2, numpy, differentiable=differentiable)
 
 
-def _kernel(name, grad_fn, kernel, saves=True, variadic=False):
-    return Prim(name, "kernel", grad_fn, saves, kernel=kernel, variadic=variadic)
+def _kernel(name, grad_fn, kernel, saves=True, variadic=False, linear=False):
+    return Prim(name, "kernel", grad_fn, saves, kernel=kernel, variadic=variadic, linear=linear)
 
 
 def _compare(name, expr, numpy):
@@ -150,17 +154,17 @@ _PRIMS = [
     _compare("ne", "a != b", np.not_equal),
 
     # structural: kernels in _kernels
-    _kernel("gather", "IndexBackward0", "gather", saves=False),
+    _kernel("gather", "IndexBackward0", "gather", saves=False, linear=True),
     # a strided window: y[i] = x[start + i * step], ip = (start, step); basic slices of a flat
     # buffer, without gather's index map (and a VJP that vectorises)
-    _kernel("window", "SliceBackward0", "window", saves=False),
-    _kernel("segsum", "SumBackward1", "segsum", saves=False),
-    _kernel("total", "SumBackward0", "total", saves=False),
+    _kernel("window", "SliceBackward0", "window", saves=False, linear=True),
+    _kernel("segsum", "SumBackward1", "segsum", saves=False, linear=True),
+    _kernel("total", "SumBackward0", "total", saves=False, linear=True),
     _kernel("segmax", "AmaxBackward0", "segmax"),
     _kernel("segmin", "AminBackward0", "segmin"),
     _kernel("segprod", "ProdBackward1", "segprod"),
     _kernel("matmul", "MmBackward0", "matmul"),
-    _kernel("pack", "CatBackward0", "pack", saves=False, variadic=True),
+    _kernel("pack", "CatBackward0", "pack", saves=False, variadic=True, linear=True),
     _kernel("where", "WhereBackward0", "where"),
 
     # a nested function transform (grad or jacobian of a traced function) used inside a traced

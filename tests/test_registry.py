@@ -86,11 +86,21 @@ def _convention(fn):
     return " ".join(inspect.signature(fn.py_func).parameters)
 
 
+def _rules(p):
+    """The kernels a structural primitive writes: all four, or fwd and vjp when it is linear
+    (the code generator derives its jvp and vjp_jvp)."""
+    return {r: c for r, c in CONVENTION.items() if not p.linear or r in ("fwd", "vjp")}
+
+
 @pytest.mark.parametrize("p", KERNELS, ids=[p.name for p in KERNELS])
 def test_kernel_families(p):
-    """Every structural primitive has its four njit kernels, in the calling convention."""
+    """Every structural primitive has its njit kernels, in the calling convention, and a linear
+    one does not write the two the code generator derives."""
     assert not p.f and not p.d and not p.d2 and p.numpy is None
-    for rule, params in CONVENTION.items():
+    if p.linear:
+        assert not hasattr(_kernels, f"{p.kernel}_jvp")
+        assert not hasattr(_kernels, f"{p.kernel}_vjp_jvp")
+    for rule, params in _rules(p).items():
         fn = getattr(_kernels, f"{p.kernel}_{rule}", None)
         assert fn is not None, f"_kernels.{p.kernel}_{rule} is missing"
         assert hasattr(fn, "py_func"), f"_kernels.{p.kernel}_{rule} is not an njit function"
@@ -101,7 +111,7 @@ def test_kernel_families(p):
 def test_batched_kernel_families():
     batched = pytest.importorskip("tapegrad._kernels_batched")
     for p in KERNELS:
-        for rule, params in CONVENTION.items():
+        for rule, params in _rules(p).items():
             fn = getattr(batched, f"{p.kernel}_{rule}", None)
             assert fn is not None, f"_kernels_batched.{p.kernel}_{rule} is missing"
             assert len(_convention(fn).split()) == len(params.split())
@@ -141,8 +151,10 @@ def test_generated_source_dispatches_every_opcode_once(name, source):
         for rule in CONVENTION:
             assert f"{p.name}_{rule}" in functions, (name, p.name, rule)
     for p in KERNELS:
-        for rule in CONVENTION:
+        for rule in _rules(p):
             assert f"K.{p.kernel}_{rule}(" in source, (name, p.name, rule)
+        if p.linear:    # the derived rules: the forward on tangents, the VJP on their adjoints
+            assert f"K.{p.kernel}_fwd(T[d]," in source and f"K.{p.kernel}_vjp(V, TG[d]," in source
 
 
 # ---- the compiled forward agrees with the eager (numpy) forward ---------------------------
