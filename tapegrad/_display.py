@@ -15,6 +15,7 @@ Adjoints shown here come from one reverse sweep of the compiled interpreter over
 tape's values, seeded with `seed` (default: ones on the outputs, i.e. d(output)/d(everything) for
 a scalar output); they never touch any tensor's `.grad`.
 """
+import collections
 import html
 import math
 
@@ -86,6 +87,11 @@ class TapeDisplay:
 
     # -- hooks a kind of tape may override --
     _kind = "Tape"
+
+    def _op_counts(self):
+        """'op: count, ...' over the entries, most frequent first (for the one-line reprs)."""
+        counts = collections.Counter(p.name for p in self.prims)
+        return ", ".join(f"{k}: {v}" for k, v in counts.most_common())
 
     def _entry_label(self, e):
         """The name drawn on an entry's node."""
@@ -592,10 +598,7 @@ class GraphTape(TapeDisplay):
         return roles
 
     def __repr__(self):
-        counts = {}
-        for p in self.prims:
-            counts[p.name] = counts.get(p.name, 0) + 1
-        ops = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        ops = self._op_counts()
         return (f"<tapegrad.GraphTape: {len(self)} entries, {len(self.S)} slots, "
                 f"{self.V.size} values ({self.V.dtype}), {len(self.input_slots)} inputs, "
                 f"{len(self.output_slots)} outputs; {ops}>")

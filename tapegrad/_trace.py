@@ -155,10 +155,7 @@ class Tape(TapeDisplay):
         return self.V0.dtype
 
     def __repr__(self):
-        counts = {}
-        for p in self.prims:
-            counts[p.name] = counts.get(p.name, 0) + 1
-        ops = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        ops = self._op_counts()
         return (f"<tapegrad.Tape: {len(self)} entries, {len(self.S)} slots, "
                 f"{self.V0.size} values ({self.V0.dtype}), {len(self.input_slots)} inputs, "
                 f"{len(self.output_slots)} outputs, {len(self.guards)} guards; {ops}>")
