@@ -14,8 +14,11 @@ Every value gets a slot: leaves and constants when first seen as operands, then 
 output. Entries are sorted by recording sequence, which is a topological order. This runs on
 every eager `backward()`, so it is written for few Python operations per node.
 """
+import operator
+
 import numpy as np
 
+from . import _graph
 from ._registry import PRIMS
 
 _VARIADIC = [p.variadic for p in PRIMS]
@@ -58,84 +61,115 @@ def reachable(outputs):
     """The nodes the output tensors reach, in recording order."""
     seen = {}
     stack = [t._node for t in outputs if t._node is not None]
+    rebound = _graph._rebound
     while stack:
         node = stack.pop()
         if id(node) in seen:
             continue
         seen[id(node)] = node
-        for t in node.inputs:
+        for t in (node.inputs if rebound else node._inputs):
             n = t._node
             if n is not None and id(n) not in seen:
                 stack.append(n)
     nodes = list(seen.values())
-    nodes.sort(key=_seq)
+    if len(nodes) > 1:
+        nodes.sort(key=_SEQ)
     return nodes
 
 
-def _seq(node):
-    return node.seq
+_SEQ = operator.attrgetter("seq")
 
 
 def linearize(outputs, extra_leaves=()):
-    """Flatten the graph behind `outputs` into a FlatTape; `extra_leaves` get slots even if unused."""
+    """Flatten the graph behind `outputs` into a FlatTape; `extra_leaves` get slots even if unused.
+
+    This runs at every eager `backward()`, so it is one pass written for few Python operations
+    per node: slots are numbered as they are first seen (leaves as operands, then each entry's
+    output), their offsets accumulate on the way, and each array is one numpy call."""
     nodes = reachable(outputs)
-    slots, values, need, leaves = {}, [], [], []
+    rebound = _graph._rebound
+    slots, values, flat, need, leaves, offsets, sizes = {}, [], [], [], [], [], []
+    total = 0
     for t in extra_leaves:
         if t._node is None and id(t) not in slots:
             slots[id(t)] = len(values)
             leaves.append((len(values), t))
             values.append(t.data)
+            flat.append(t.data.reshape(-1))
             need.append(t._requires_grad)
+            offsets.append(total)
+            sizes.append(t.data.size)
+            total += t.data.size
     rows, consts, payloads, calls = [], [], [], []
     offset = 0
     for e, node in enumerate(nodes):
-        operands = []
-        for t in node.inputs:       # a leaf gets a slot when first seen (written out: hot loop)
-            n = t._node
+        operands = [-1, -1, -1]
+        for j, t in enumerate(node.inputs if rebound else node._inputs):
+            n = t._node          # a leaf gets a slot when first seen (written out: hot loop)
             key = id(t) if n is None else id(n)
             s = slots.get(key)
             if s is None:
                 s = slots[key] = len(values)
                 leaves.append((s, t))
-                values.append(t.data)
+                v = t.data
+                values.append(v)
+                flat.append(v.reshape(-1))
                 need.append(t._requires_grad)
-            operands.append(s)
+                offsets.append(total)
+                sizes.append(v.size)
+                total += v.size
+            if j < 3:
+                operands[j] = s
         out = slots[id(node)] = len(values)
-        values.append(node.value)
+        v = node.value
+        values.append(v)
+        flat.append(v.reshape(-1))
+        offsets.append(total)
+        sizes.append(v.size)
+        total += v.size
         prim = node.prim
         need.append(prim.differentiable)
         payload = node.payload
         if prim.variadic:
             if prim.kind == "call":
                 calls.append((e, payload))
-            payload, operands = np.array(operands, np.int64), []
-        n_payload = 0
-        if payload is not None:
-            n_payload = payload.size
+            payload = np.array([slots[id(t) if t._node is None else id(t._node)]
+                                for t in node._inputs], np.int64)
+            operands = [-1, -1, -1]
+        if payload is None:
+            rows += (prim.opcode, operands[0], operands[1], operands[2], out, offset, 0, 0)
+        else:
+            rows += (prim.opcode, operands[0], operands[1], operands[2], out, offset,
+                     payload.size, 0)
             payloads.append(payload)
-        operands += (-1, -1, -1)
-        rows += (prim.opcode, operands[0], operands[1], operands[2], out, offset, n_payload, 0)
+            offset += payload.size
         consts += (node.c0, node.c1)
-        offset += n_payload
-    ints = rows
-    offsets, sizes, total = [], [], 0
-    for v in values:
-        offsets.append(total)
-        sizes.append(v.size)
-        ints += (total, v.size)
-        total += v.size
-    ints += need
-    ints = np.array(ints, np.int64)
     n_rows, n_slots = len(nodes), len(values)
-    dtypes = {v.dtype for v in values}
-    dtype = _F32 if _F32 in dtypes and _F64 not in dtypes else _F64
-    V = np.concatenate([v.reshape(-1) for v in values], dtype=dtype, casting="unsafe") \
-        if values else np.zeros(0, dtype)
+    for k in range(n_slots):
+        rows += (offsets[k], sizes[k])
+    rows += need
+    ints = np.array(rows, np.int64)
+    dtype = _dtype_of(values)
+    V = np.concatenate(flat, dtype=dtype, casting="unsafe") if values else np.zeros(0, dtype)
     return FlatTape(
         ints[:8 * n_rows].reshape(n_rows, 8), np.array(consts, np.float64).reshape(n_rows, 2),
         np.concatenate(payloads) if payloads else _NO_PAYLOAD,
         ints[8 * n_rows:8 * n_rows + 2 * n_slots].reshape(n_slots, 2),
         ints[8 * n_rows + 2 * n_slots:], V, offsets, sizes, values, nodes, slots, leaves, calls)
+
+
+def _dtype_of(values):
+    """float32 when every floating value is float32, else float64 (integers count as neither:
+    they are constants such as indices, and promote nothing)."""
+    first = values[0].dtype if values else _F64
+    if first is _F64 or first is _F32:
+        for v in values:
+            if v.dtype is not first:
+                break
+        else:
+            return first
+    dtypes = {v.dtype for v in values}
+    return _F32 if _F32 in dtypes and _F64 not in dtypes else _F64
 
 
 def compact_adjoints(flat, need):

@@ -44,6 +44,18 @@ class Size(tuple):
         return int(np.prod(self, dtype=np.int64))
 
 
+def _autograd():
+    """`tapegrad.autograd`, imported on first use (it imports this module)."""
+    global _autograd_module
+    if _autograd_module is None:
+        from . import autograd
+        _autograd_module = autograd
+    return _autograd_module
+
+
+_autograd_module = None
+
+
 def _check_float(dtype):
     if dtype.kind not in "fc":
         raise RuntimeError(_FLOAT_ONLY)
@@ -164,8 +176,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into each leaf's `.grad` (a VJP with `gradient`)."""
-        from .autograd import backward
-        backward(self, gradient, retain_graph, create_graph, inputs)
+        _autograd().backward(self, gradient, retain_graph, create_graph, inputs)
 
     def detach(self):
         return Tensor(self.data)

@@ -54,43 +54,57 @@ def _seed(outputs, grad_outputs):
 
 
 def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
-    """Linearize, seed and sweep backward; returns the tape and the adjoint buffer."""
+    """Linearize, seed and sweep backward; returns the tape and the adjoint buffer.
+
+    This is the whole cost of an eager `backward()` besides the compiled sweep, so it is kept to
+    few Python operations (it was measured per line)."""
     for i, out in enumerate(outputs):
-        if not isinstance(out, Tensor):
+        if out.__class__ is not Tensor and not isinstance(out, Tensor):
             raise TypeError(f"outputs must be Tensors, got {type(out).__name__}")
         if not out._requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
                                "a grad_fn")
-    grad_outputs = _as_tuple(grad_outputs) or (None,) * len(outputs)
-    if len(grad_outputs) != len(outputs):
-        raise RuntimeError(f"grad_tensors should have the same length as tensors: got "
-                           f"{len(grad_outputs)} and {len(outputs)}")
+    if grad_outputs is None:
+        grad_outputs = (None,) * len(outputs)
+    else:
+        grad_outputs = _as_tuple(grad_outputs) or (None,) * len(outputs)
+        if len(grad_outputs) != len(outputs):
+            raise RuntimeError(f"grad_tensors should have the same length as tensors: got "
+                               f"{len(grad_outputs)} and {len(outputs)}")
     seeds = _seed(outputs, grad_outputs)
-    tape = linearize(outputs, tuple(o for o in outputs if o._node is None) + tuple(extra_leaves))
-    for node in tape.nodes:
+    leaves = tuple(o for o in outputs if o._node is None)
+    tape = linearize(outputs, leaves + tuple(extra_leaves) if extra_leaves else leaves)
+    nodes = tape.nodes
+    for node in nodes:
         if node.freed and _saves(node):
             raise RuntimeError(_FREED)
-    check_versions(tape.nodes)
+    check_versions(nodes)
     V = tape.V
     G = np.zeros((1, V.size), V.dtype)
+    G0 = G[0]
     for out, g in zip(outputs, seeds):
         s = tape.slot_of(out)
         if g is None:
-            G[0, tape.offsets[s]] += 1.0
+            G0[tape.offsets[s]] += 1.0
         else:
-            G[0, tape.offsets[s]:tape.offsets[s] + g.size] += g.reshape(-1)
-    if len(tape.E):
+            G0[tape.offsets[s]:tape.offsets[s] + g.size] += g.reshape(-1)
+    if nodes:
         _sweep.backward(tape, V, G)
-    if not retain_graph:
-        for node in tape.nodes:
-            node.freed = True
-    return tape, G[0]
+        if not retain_graph:
+            for node in nodes:
+                node.freed = True
+    return tape, G0
 
 
 def _accumulate(tensor, tape, G, slot):
-    grad = tape.view(G, slot)
+    off = tape.offsets[slot]
+    grad = G[off:off + tape.sizes[slot]].reshape(tensor.data.shape)
     if tensor._grad is None:
-        tensor._grad = Tensor(grad.astype(tensor.data.dtype))
+        new = Tensor.__new__(Tensor)        # a plain leaf holding a copy (Tensor.__init__'s state)
+        new.data = grad.astype(tensor.data.dtype)
+        new._grad = new._node = None
+        new._requires_grad = False
+        tensor._grad = new
     else:
         tensor._grad.data += grad
         wrote(tensor._grad.data)
@@ -101,21 +115,21 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     if create_graph:
         raise NotImplementedError("create_graph=True: use the function transforms (tapegrad.grad"
                                   ", hessian, hvp) for higher derivatives")
-    outputs = _as_tuple(tensors)
-    targets = _as_tuple(inputs)
+    outputs = (tensors,) if tensors.__class__ is Tensor else _as_tuple(tensors)
     if inputs is not None:
+        targets = _as_tuple(inputs)
         if not targets:
             raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
         for t in targets:
             if not t._requires_grad:
                 raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
-    tape, G = _run(outputs, grad_tensors, retain_graph)
-    if targets:
+        tape, G = _run(outputs, grad_tensors, retain_graph)
         for t in targets:
             s = tape.slot_of(t)
             if s is not None:
                 _accumulate(t, tape, G, s)
         return
+    tape, G = _run(outputs, grad_tensors, retain_graph)
     for s, leaf in tape.leaves:
         if leaf._requires_grad:
             _accumulate(leaf, tape, G, s)
