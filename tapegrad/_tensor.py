@@ -268,6 +268,7 @@ class Tensor:
         return outcome
 
     def numpy(self, force=False):
+        self._concrete("numpy()")
         if self._requires_grad and not force:
             raise RuntimeError(_NEEDS_GRAD_NUMPY)
         return self.data
@@ -278,6 +279,7 @@ class Tensor:
         return self.data if dtype is None else self.data.astype(dtype)
 
     def tolist(self):
+        self._concrete("tolist()")
         return self.data.tolist()
 
     def cpu(self):

@@ -9,6 +9,7 @@ second order runs tangents through the reverse sweep (forward-over-reverse: `hes
 """
 import functools
 import numbers
+import weakref
 
 import numpy as np
 
@@ -102,6 +103,26 @@ class Traced:
             groups[i] = (arg_structure, slots)
             k += n
         return groups
+
+
+_CALL_TRACED = weakref.WeakKeyDictionary()     # f -> {(transform, n primals): Traced}
+
+
+def _traced_of_call(f, name, n_primals):
+    """The `Traced` of `f` for the call-style transforms (`vjp`, `jvp`, `hvp`), kept per function
+    so that calling them again with the same function only replays its tape, as the decorating
+    transforms do (closed-over arrays are constants of the tape, as for `grad`). A function that
+    cannot be weakly referenced gets a fresh `Traced` (traced at every call)."""
+    try:
+        per_function = _CALL_TRACED.get(f)
+        if per_function is None:
+            per_function = _CALL_TRACED[f] = {}
+    except TypeError:
+        return Traced(f, tuple(range(n_primals)), name=name)
+    traced = per_function.get((name, n_primals))
+    if traced is None:
+        traced = per_function[(name, n_primals)] = Traced(f, tuple(range(n_primals)), name=name)
+    return traced
 
 
 def _count_leaves(structure):
@@ -264,8 +285,10 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
 
 
 def vjp(f, *primals, has_aux=False):
-    """`(f(*primals), pullback)`; `pullback(cotangent)` returns one gradient per primal."""
-    traced = Traced(f, tuple(range(len(primals))), name="vjp")
+    """`(f(*primals), pullback)`; `pullback(cotangent)` returns one gradient per primal.
+
+    `f` is traced once per input signature and replayed afterwards (see `_traced_of_call`)."""
+    traced = _traced_of_call(f, "vjp", len(primals))
     tape, V, leaves, structure = traced.replay(primals, {})
     V = V.copy()          # the pullback keeps its own values: later calls reuse the buffer
     out_slots, aux = _split_aux(tape, V, has_aux)
@@ -297,7 +320,7 @@ def jvp(f, primals, tangents):
     t_leaves, t_structure = _pytree.flatten(tangents)
     if p_structure != t_structure:
         raise ValueError("primals and tangents must have the same structure")
-    traced = Traced(f, tuple(range(len(primals))), name="jvp")
+    traced = _traced_of_call(f, "jvp", len(primals))
     traced._check_differentiable(primals)
     tape, V, leaves, structure = traced.replay(primals, {})
     T = np.zeros((1, V.size), V.dtype)
@@ -455,7 +478,7 @@ def hessian(f, argnums=0, capture="trace"):
 
 def hvp(f, x, v):
     """Hessian-vector product H(x) v of scalar `f(x)`, in one tangent and one reverse sweep."""
-    traced = Traced(f, (0,), name="hvp")
+    traced = _traced_of_call(f, "hvp", 1)
     traced._check_differentiable((x,))
     v_leaves, v_structure = _pytree.flatten(v)
     x_structure = _pytree.flatten(x)[1]

@@ -455,8 +455,9 @@ def test_capture_must_be_trace_or_call():
 # ---- traced values cannot become Python numbers ------------------------------------------------
 
 @pytest.mark.parametrize("convert", [
-    float, int, lambda t: t.item(), math.exp, lambda t: math.floor(t)],
-    ids=["float", "int", "item", "math.exp", "math.floor"])
+    float, int, lambda t: t.item(), math.exp, lambda t: math.floor(t),
+    lambda t: np.sum(t.tolist()), lambda t: np.sum(t.numpy(force=True))],
+    ids=["float", "int", "item", "math.exp", "math.floor", "tolist", "numpy"])
 @pytest.mark.parametrize("computed", [False, True], ids=["argument", "computed"])
 def test_python_numbers_from_traced_values_raise(convert, computed):
     def f(x):

@@ -573,6 +573,31 @@ def test_replays_do_not_call_the_function():
     assert len(calls) == len(transforms)
 
 
+def test_call_style_transforms_replay_per_function():
+    """vjp, jvp and hvp keep the tapes of each function: later calls only replay them, and
+    guards still pick the branch (a piecewise function across its breakpoint)."""
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return np.sum(x ** 3) if np.sum(x) > 0 else np.sum(np.sin(x))
+
+    r = rng_for("call-style")
+    for _ in range(4):
+        x, v = np.abs(r.standard_normal(3)), r.standard_normal(3)
+        out, pullback = tg.vjp(f, x)
+        np.testing.assert_allclose(pullback(1.0)[0], 3 * x ** 2, rtol=1e-12)
+        np.testing.assert_allclose(tg.jvp(f, (x,), (v,))[1], np.sum(3 * x ** 2 * v), rtol=1e-12)
+        np.testing.assert_allclose(tg.hvp(f, x, v), 6 * x * v, rtol=1e-12)
+    assert len(calls) == 3                       # one trace per transform
+    x = -np.abs(r.standard_normal(3))            # the other branch: retraced, then replayed
+    for _ in range(2):
+        np.testing.assert_allclose(tg.jvp(f, (x,), (v,))[1], np.sum(np.cos(x) * v), rtol=1e-12)
+        np.testing.assert_allclose(tg.hvp(f, x, v), -np.sin(x) * v, rtol=1e-12)
+    assert len(calls) == 5
+    assert tg.jvp(np.sin, (1.0,), (1.0,))[1] == np.cos(1.0)   # not weakly referenceable: traced
+
+
 # ---- the API ------------------------------------------------------------------------------------
 
 def test_grad_as_a_decorator():
