@@ -438,41 +438,45 @@ def jacobian(f, argnums=0, mode="rev", has_aux=False, capture="trace"):
     return _jacobian(f, argnums, mode, has_aux, capture)
 
 
-def _second_order(traced, args, kwargs, directions):
-    """Forward-over-reverse: tangents of the gradient of scalar f along `directions`."""
+def _second_order(traced, args, kwargs, directions, has_aux=False):
+    """Forward-over-reverse: tangents of the gradient of scalar f along `directions` (and the
+    aux tree when `has_aux`)."""
     tape, V, leaves, structure = traced.replay(args, kwargs)
-    if len(tape.output_slots) != 1 or tape.sizes[tape.output_slots[0]] != 1:
+    out_slots, aux = _split_aux(tape, V, has_aux)
+    if len(out_slots) != 1 or tape.sizes[out_slots[0]] != 1:
         raise TypeError("hessian and hvp require a scalar output")
     wrt, groups = _wrt_groups(traced, tape, leaves, structure)
     in_slots = [s for i in wrt for s in groups[i][1]]
     T = directions(tape, in_slots, V)
     tape.tangent(V, T)
     G = np.zeros(V.size, V.dtype)
-    G[tape.offsets[tape.output_slots[0]]] = 1.0
+    G[tape.offsets[out_slots[0]]] = 1.0
     TG = np.zeros_like(T)
     tape.backward_tangent(V, T, G, TG)
-    return tape, TG, in_slots, wrt, groups, leaves
+    return tape, TG, in_slots, wrt, groups, leaves, aux
 
 
-def hessian(f, argnums=0, capture="trace"):
-    """The Hessian of scalar `f`: n tangent directions carried through one reverse sweep."""
+def hessian(f, argnums=0, has_aux=False, capture="trace"):
+    """The Hessian of scalar `f`: n tangent directions carried through one reverse sweep.
+    With `has_aux`, `f` returns (output, aux) and the result is (hessian, aux), as in JAX."""
     argnums_t, single = _normalize_argnums(argnums)
     traced = Traced(f, argnums_t, capture, "hessian")
 
     @_wraps(f, "hessian")
     def hessian_f(*args, **kwargs):
         traced._check_differentiable(args)
-        tape, TG, in_slots, wrt, groups, leaves = _second_order(traced, args, kwargs,
-                                                                _directions)
+        tape, TG, in_slots, wrt, groups, leaves, aux = _second_order(
+            traced, args, kwargs, _directions, has_aux)
         H = np.concatenate([TG[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                             for s in in_slots], axis=1)
         shapes = [tape.shapes[s] for s in in_slots]
         dtypes = _input_dtypes(tape, leaves)            # a row is a gradient: its input's dtype
         rows = [_by_argument([b.astype(dtypes[s], copy=False) for b in row], wrt, groups, single)
                 for s, row in zip(in_slots, _blocks(H, shapes, shapes))]
-        return _by_argument(rows, wrt, groups, single)     # as JAX's jacfwd(jacrev(f))
+        hess = _by_argument(rows, wrt, groups, single)     # as JAX's jacfwd(jacrev(f))
+        return (hess, aux) if has_aux else hess
 
-    hessian_f._transform = ("hessian", f, argnums_t, single, False)
+    hessian_f._transform = ("hessian", f, argnums_t, single, has_aux)
     return hessian_f
 
 
@@ -494,7 +498,7 @@ def hvp(f, x, v):
             T[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = leaf.reshape(-1)
         return T
 
-    tape, TG, in_slots, _, _, _ = _second_order(traced, (x,), {}, along_v)
+    tape, TG, in_slots, _, _, _, _ = _second_order(traced, (x,), {}, along_v)
     return _pytree.unflatten(x_structure, [_scalar(tape.view(TG[0], s).copy()) for s in in_slots])
 
 

@@ -683,8 +683,13 @@ def test_has_aux():
         J, aux = jac(h, has_aux=True)(x)
         np.testing.assert_allclose(J, np.diag(2 * x))
         assert aux == 3.0
+    H, aux = tg.hessian(lambda x: (np.sum(x ** 3), {"sum": np.sum(x)}), has_aux=True)(x)
+    np.testing.assert_allclose(H, np.diag(6 * x))
+    assert aux == {"sum": 3.0}
     with pytest.raises(TypeError, match="pair"):
         tg.grad(lambda x: x ** 2, has_aux=True)(1.0)
+    with pytest.raises(TypeError, match="pair"):
+        tg.hessian(lambda x: np.sum(x ** 2), has_aux=True)(x)
 
 
 def test_has_aux_matches_jax(jax):
@@ -692,6 +697,11 @@ def test_has_aux_matches_jax(jax):
     x = np.array([0.5, -1.5])
     ours = tg.value_and_grad(lambda x: (np.sum(np.exp(x)), x[0] * 3.0), has_aux=True)(x)
     theirs = jax.value_and_grad(lambda x: (jnp.sum(jnp.exp(x)), x[0] * 3.0), has_aux=True)(
+        jnp.asarray(x))
+    assert_trees_close(ours, to_numpy(theirs), rtol=1e-13)
+    f = lambda x: (np.sum(np.exp(x) * x[0]), x * 2.0)
+    ours = tg.hessian(f, has_aux=True)(x)
+    theirs = jax.hessian(lambda x: (jnp.sum(jnp.exp(x) * x[0]), x * 2.0), has_aux=True)(
         jnp.asarray(x))
     assert_trees_close(ours, to_numpy(theirs), rtol=1e-13)
 
