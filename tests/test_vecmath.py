@@ -1,5 +1,6 @@
 """The vectorisable math of the CPU interpreters (`tapegrad._vecmath`): accuracy in ulps against
-an extended-precision reference, IEEE special values, float32 and vectorisation.
+an extended-precision reference, IEEE special values, float32, vectorisation, and its use by the
+code generator (CPU only: the CUDA source keeps the registry's `math` calls).
 
 The reference is numpy's long double (x87 80-bit on x86-64 Linux: 11 bits beyond float64, so a
 reference error below 0.001 ulp); where long double is float64 the accuracy tests are skipped.
@@ -12,7 +13,7 @@ import numba
 import numpy as np
 import pytest
 
-from tapegrad import _vecmath
+from tapegrad import _codegen, _codegen_cuda, _vecmath
 
 NAMES = list(_vecmath.__all__)
 EXTENDED = np.finfo(np.longdouble).nmant >= 63
@@ -173,3 +174,17 @@ def test_loops_vectorise(name):
     assert len(packed) >= 10, f"{name}: {len(packed)} packed instructions"
     assert not re.search(rf"_vecmath\d*{name}", "\n".join(re.findall(r"call\w*\s[^\n]*", asm)))
 
+
+def test_cpu_generator_calls_vecmath_and_cuda_keeps_math():
+    """The registry's expressions say `math.exp(x)`, `_sigmoid(x)`: the CPU interpreters call
+    `_vecmath` for each function it has (_codegen._VECMATH), the CUDA ones keep the text."""
+    cuda = _codegen_cuda.generate()
+    assert set(_codegen._VECMATH.values()) == set(_vecmath.__all__)
+    assert "_vm." not in cuda
+    for batched in (False, True):
+        # the header keeps its `_sigmoid` (shared with CUDA): look at the rules after it
+        rules = _codegen.generate(batched).split("import _vecmath as _vm\n", 1)[1]
+        for call, name in _codegen._VECMATH.items():
+            assert f"_vm.{name}(" in rules
+            assert re.search(rf"(?<![\w.]){re.escape(call)}\(", rules) is None
+            assert f"{call}(" in cuda
