@@ -153,7 +153,8 @@ def _batch(body):
 
 # CPU interpreters only: the math calls of the registry's expressions and their vectorisable
 # twins in `_vecmath` (a libm call keeps a loop scalar, see there). The registry keeps its text,
-# and the CUDA generator its output (CUDA's libdevice calls vectorise nothing).
+# and the CUDA generator its output (a GPU thread runs one point: libdevice's math is the fast
+# path there).
 _VECMATH = {"math.exp": "exp", "math.expm1": "expm1", "math.log": "log", "math.log1p": "log1p",
             "math.tanh": "tanh", "_sigmoid": "sigmoid"}
 _MATH_CALL = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, _VECMATH)) + r")\(")

@@ -262,20 +262,21 @@ def tanh(x):
 
 @jit(inline="always")
 def sigmoid(x):
-    """1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|) = eh + el (never overflows);
-    the quotient in double-double, so that it rounds once."""
+    """1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|) (never overflows); the quotient
+    in double-double, e's 2^k applied after it (so that e's low part never underflows)."""
     x = np.float64(x)   # float(x) keeps a float32 a float32 in numba
     a = abs(x)
     k, s, t = _exp_parts(-(746.0 if a > 746.0 else a))
-    k1 = k >> 1
-    eh = s + t
-    el = ((s - eh) + t) * _pow2(k1) * _pow2(k - k1)
-    eh = eh * _pow2(k1) * _pow2(k - k1)
-    dh = 1.0 + eh                  # e <= 1: d = 1 + e = dh + dl exactly (Fast2Sum)
-    dl = ((1.0 - dh) + eh) + el
-    nh = 1.0 if x >= 0.0 else eh   # numerator
-    nl = 0.0 if x >= 0.0 else el
+    mh = s + t                     # e = 2^k (mh + ml)
+    ml = (s - mh) + t
+    scale = _pow2(k >> 1) * _pow2(k - (k >> 1))
+    eh = mh * scale
+    dh = 1.0 + eh                  # e <= 1: d = 1 + e = dh + dl (Fast2Sum)
+    dl = ((1.0 - dh) + eh) + ml * scale
+    nh = 1.0 if x >= 0.0 else mh   # numerator, without e's 2^k
+    nl = 0.0 if x >= 0.0 else ml
     rd = 1.0 / dh
     qh = nh * rd                   # q = n / d = qh + ql, ql from the exact residual
     y = qh + (((_fma(-qh, dh, nh) + nl) - qh * dl) * rd)
+    y = y if x >= 0.0 else y * _pow2(k >> 1) * _pow2(k - (k >> 1))
     return y if x == x else x
