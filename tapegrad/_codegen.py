@@ -27,7 +27,7 @@ import sys
 import tempfile
 import textwrap
 
-from . import _kernels, _kernels_batched
+from . import _kernels, _kernels_batched, _vecmath
 from ._registry import PRIMS
 
 _HEADER = '''\
@@ -151,10 +151,24 @@ def _batch(body):
     return "\n".join(out)
 
 
+# CPU interpreters only: the math calls of the registry's expressions and their vectorisable
+# twins in `_vecmath` (a libm call keeps a loop scalar, see there). The registry keeps its text,
+# and the CUDA generator its output (a GPU thread runs one point: libdevice's math is the fast
+# path there).
+_VECMATH = {"math.exp": "exp", "math.expm1": "expm1", "math.log": "log", "math.log1p": "log1p",
+            "math.tanh": "tanh", "_sigmoid": "sigmoid"}
+_MATH_CALL = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, _VECMATH)) + r")\(")
+
+
+def _vectorisable(body):
+    """`body` with the math calls listed in _VECMATH made calls of the `_vm` module."""
+    return _MATH_CALL.sub(lambda m: f"_vm.{_VECMATH[m.group(1)]}(", body)
+
+
 def _elementwise_source(p, batched):
     rules = (_unary if p.kind == "unary" else _binary)(p)
     return "".join(f"\n\n@jit\ndef {p.name}_{rule}({_SIGNATURES[rule]}):\n"
-                   + _lines(_batch(body) if batched else body, 4)
+                   + _lines(_vectorisable(_batch(body) if batched else body), 4)
                    for rule, body in rules.items())
 
 
@@ -198,11 +212,14 @@ def dispatch(p, fn):
     return _lines(template.replace("{k}", _kernel_name(p, "").rstrip("_")), 12)
 
 
-def generate(batched=False, kernels=None):
+def generate(batched=False, kernels=None, vecmath="_vecmath"):
     """The source text of the interpreter module (the column-layout one when `batched`), which
-    calls the structural kernels of the module `tapegrad.<kernels>`."""
+    calls the structural kernels of the module `tapegrad.<kernels>` and the math functions of
+    `tapegrad.<vecmath>`."""
     kernels = kernels or ("_kernels_batched" if batched else "_kernels")
-    out = [_HEADER.format(kernels=kernels)]
+    out = [_HEADER.format(kernels=kernels),
+           f"\n\n# vectorisable math for the registry's expressions (_VECMATH)\n"
+           f"from tapegrad import {vecmath} as _vm\n"]
     out += [_elementwise_source(p, batched) for p in PRIMS if p.kind in ("unary", "binary")]
     for fn, (args, loop) in _FUNCTIONS.items():
         out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_ENTRY}")
@@ -357,20 +374,25 @@ def _materialize(name, source):
     return module
 
 
-def load(batched=False):
-    """Import the generated interpreter module (and its copy of the kernels), writing them
-    first if this version is new.
+def _copy(module, prefix, salt):
+    """Import a copy of `module` as `tapegrad._gen_<prefix>_<hash of its source>`: its short
+    name, which the generated interpreters import, changes whenever its source does."""
+    source = inspect.getsource(module).replace("from ._jit import jit",
+                                               "from tapegrad._jit import jit")
+    return _materialize(f"_gen_{prefix}_{_digest(source, salt)}", source).__name__.rsplit(".")[-1]
 
-    The structural kernels are copied into a generated module too (DESIGN.md: a cached caller
-    does not notice that a callee in another module changed, and numba's cache does not notice
-    a change of compile options in `_jit`)."""
+
+def load(batched=False):
+    """Import the generated interpreter module (and its copies of the kernels and of
+    `_vecmath`), writing them first if this version is new.
+
+    The structural kernels and the math functions are copied into generated modules too
+    (DESIGN.md: a cached caller does not notice that a callee in another module changed, and
+    numba's cache does not notice a change of compile options in `_jit`)."""
     import numba
     from . import _jit
     salt = inspect.getsource(_jit) + numba.__version__
-    kernels_source = inspect.getsource(_kernels_batched if batched else _kernels).replace(
-        "from ._jit import jit", "from tapegrad._jit import jit")
     prefix = "batched" if batched else "interp"
-    kernels = _materialize(f"_gen_{prefix}_kernels_{_digest(kernels_source, salt)}",
-                           kernels_source)
-    source = generate(batched, kernels.__name__.rsplit(".", 1)[1])
+    kernels = _copy(_kernels_batched if batched else _kernels, f"{prefix}_kernels", salt)
+    source = generate(batched, kernels, _copy(_vecmath, "vecmath", salt))
     return _materialize(f"_gen_{prefix}_{_digest(source, salt)}", source)
