@@ -40,6 +40,15 @@ def forward(tape, V):
     m.forward(tape.E, tape.FC, tape.IP, tape.S, V, start, len(tape.E))
 
 
+def forward_entries(tape, V, E, FC):
+    """The forward sweep over a subset of the tape's rows (E, FC), in order; no nested
+    transforms (see `_trace._value_entries`). Anomaly mode sweeps the whole tape."""
+    check(tape)
+    if _graph.anomaly_enabled:
+        return forward(tape, V)
+    interpreters().forward(E, FC, tape.IP, tape.S, V, 0, len(E))
+
+
 def backward(tape, V, G):
     check(tape)
     m, stop = interpreters(), len(tape.E)

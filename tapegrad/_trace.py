@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from . import _pytree
+from . import _graph, _pytree
 from ._graph import state
 from . import _sweep
 from ._display import TapeDisplay
@@ -108,6 +108,50 @@ def leaf_signature(leaf):
     return ("static", type(leaf), leaf)
 
 
+def _operand_slots(tape, e):
+    row = tape.E[e]
+    if tape.prims[e].variadic:
+        return tape.IP[row[5]:row[5] + row[6]]
+    return [s for s in row[1:4] if s >= 0]
+
+
+def _value_entries(tape):
+    """(E, FC) of the entries whose values a reverse sweep or a guard reads, with the entries
+    computing their operands; None when that is every entry (or the tape has nested-transform
+    entries, which sweep in pieces). A VJP reads what `_graph._reads` says (everything, for a
+    primitive that saves values and is not listed there)."""
+    if tape.calls:
+        return None
+    E, NEED = tape.E, tape.NEED
+    live = np.zeros(len(tape.S), np.bool_)
+    for s, _ in tape.guards:
+        live[s] = True
+    for e, prim in enumerate(tape.prims):
+        if not (NEED[E[e, 4]] and prim.saves):
+            continue
+        operands = _operand_slots(tape, e)
+        reads = _graph._reads(prim)
+        if reads is None:
+            live[operands] = True
+            live[E[e, 4]] = True
+            continue
+        for read_by_operand in reads:      # () for an operand without a derivative
+            if not read_by_operand:
+                continue
+            read, reads_output = read_by_operand
+            for i in read:
+                live[operands[i]] = True
+            live[E[e, 4]] |= reads_output
+    keep = np.zeros(len(E), np.bool_)
+    for e in range(len(E) - 1, -1, -1):
+        if live[E[e, 4]]:
+            keep[e] = True
+            live[_operand_slots(tape, e)] = True
+    if keep.all():
+        return None
+    return np.ascontiguousarray(E[keep]), np.ascontiguousarray(tape.FC[keep])
+
+
 class Tape(TapeDisplay):
     """A traced function: replayable forward, reverse, tangent and second-order sweeps.
 
@@ -139,6 +183,7 @@ class Tape(TapeDisplay):
         """Pickled as arrays: the per-thread buffers and the registry's primitives stay behind."""
         state = dict(self.__dict__)
         del state["_local"], state["prims"]
+        state.pop("_gradient_rows", None)
         return state
 
     def __setstate__(self, state):
@@ -186,8 +231,21 @@ class Tape(TapeDisplay):
             V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = x.reshape(-1)
         return V
 
-    def forward(self, V):
+    def forward(self, V, for_gradient=False):
+        """The forward sweep; `for_gradient`: only the entries whose values the reverse sweep
+        and the guards read (a gradient needs neither the output nor the values no VJP reads)."""
+        if for_gradient:
+            entries = self._gradient_entries()
+            if entries is not None:
+                return _sweep.forward_entries(self, V, *entries)
         _sweep.forward(self, V)
+
+    def _gradient_entries(self):
+        """(E, FC) of the entries `forward(V, for_gradient=True)` runs, or None for all."""
+        entries = self.__dict__.get("_gradient_rows", False)
+        if entries is False:
+            entries = self._gradient_rows = _value_entries(self)
+        return entries
 
     def guards_hold(self, V):
         for s, outcome in self.guards:

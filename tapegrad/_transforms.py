@@ -218,19 +218,28 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
     traced = Traced(f, argnums, capture, "value_and_grad")
     fast = {}       # plain-array calls: shapes and dtypes -> [(tape, output slot, wrt slots)]
 
-    @_wraps(f, "value_and_grad")
-    def value_and_grad_f(*args, **kwargs):
-        key = None if kwargs or has_aux else _array_key(args)
-        for tape, out, wrt in fast.get(key, ()):
+    def replay_plain(args, want_value):
+        """(value or None, gradients) from a cached tape for plain-array arguments, or None."""
+        for tape, out, wrt in fast.get(_array_key(args), ()):
             V = tape.load(args, traced.refresh)
-            tape.forward(V)
+            tape.forward(V, for_gradient=not want_value)
             if tape.guards_hold(V):
                 G = np.zeros((1, tape.n_adjoint), V.dtype)
                 if tape.NEED[out]:
                     G[0, tape.offsets[out]] = 1.0
                 tape.backward(V, G)
                 grads = [_scalar(tape.view(G[0], s).astype(args[i].dtype)) for i, s in wrt]
-                return (_scalar(tape.view(V, out).copy()), grads[0] if single else tuple(grads))
+                value = _scalar(tape.view(V, out).copy()) if want_value else None
+                return value, grads[0] if single else tuple(grads)
+        return None
+
+    @_wraps(f, "value_and_grad")
+    def value_and_grad_f(*args, **kwargs):
+        key = None if kwargs or has_aux else _array_key(args)
+        if key is not None and key in fast:
+            result = replay_plain(args, True)
+            if result is not None:
+                return result
         if _is_traced_call(arguments(args, kwargs)):
             if has_aux:
                 raise NotImplementedError("has_aux inside a traced computation")
@@ -256,6 +265,7 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
         return ((value, aux), grads) if has_aux else (value, grads)
 
     value_and_grad_f.traced = traced
+    value_and_grad_f._replay_plain = replay_plain
     value_and_grad_f._transform = ("value_and_grad", f, argnums, single, has_aux)
     return value_and_grad_f
 
@@ -270,7 +280,8 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
     @_wraps(f, "grad")
     def grad_f(*args, **kwargs):
         if not kwargs and not has_aux and _array_key(args) is not None:
-            return vg(*args)[1]         # plain arrays: never a traced call
+            result = vg._replay_plain(args, False)     # plain arrays: never a traced call
+            return result[1] if result is not None else vg(*args)[1]
         if _is_traced_call(arguments(args, kwargs)):
             if has_aux:
                 raise NotImplementedError("has_aux inside a traced computation")

@@ -514,12 +514,13 @@ def test_transforms_that_do_not_nest_raise_instead_of_freezing(inner):
 def sweeps(monkeypatch):
     """Counts of the compiled sweeps and the directions (rows) each carried."""
     log = collections.defaultdict(list)
-    for name in ("forward", "backward", "tangent", "backward_tangent"):
+    for name in ("forward", "forward_entries", "backward", "tangent", "backward_tangent"):
         original = getattr(_sweep, name)
 
         def counted(tape, V, *rest, _name=name, _original=original):
-            rows = rest[0].shape[0] if rest and rest[0].ndim == 2 else 1
-            log[_name].append(rows)
+            rows = rest[0].shape[0] if rest and rest[0].ndim == 2 and _name != "forward_entries" \
+                else 1
+            log[_name.replace("_entries", "")].append(rows)
             return _original(tape, V, *rest)
         monkeypatch.setattr(_sweep, name, counted)
     return log
@@ -552,6 +553,25 @@ def test_each_mode_is_one_sweep(sweeps):
     sweeps.clear()
     tg.jvp(f, (x,), (x,))
     assert sweeps["tangent"] == [1] and not sweeps["backward"]
+
+
+def test_a_gradient_skips_values_no_vjp_reads():
+    """grad's forward sweep runs only the entries whose values the reverse sweep (or a guard)
+    reads: here exp's output (its VJP reads it) but neither log1p's nor the mean's."""
+    f = lambda w: np.mean(np.log1p(np.exp(-w * 3.0)))
+    tape = tg.trace(f, np.ones(4))
+    E, _ = tape._gradient_entries()
+    assert [tape.prims[e].name for e in range(len(tape))
+            if any((row == tape.E[e]).all() for row in E)] == ["neg", "mul_const", "exp"]
+    g = tg.grad(f)
+    for w in (np.linspace(-1, 1, 4), np.linspace(0, 2, 4)):
+        g(w)
+        np.testing.assert_allclose(g(w), -0.75 / (1 + np.exp(3 * w)), rtol=1e-13)
+        assert tg.value_and_grad(f)(w)[0] == pytest.approx(f(w), rel=1e-14)
+    piecewise = lambda x: np.sum(x ** 2) if np.sum(x) > 0 else np.sum(np.sin(x))
+    g = tg.grad(piecewise)
+    for x in (np.ones(3), -np.ones(3), np.ones(3), -np.ones(3)):      # guards still read
+        np.testing.assert_allclose(g(x), 2 * x if x.sum() > 0 else np.cos(x), rtol=1e-14)
 
 
 def test_replays_do_not_call_the_function():
