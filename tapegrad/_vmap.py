@@ -23,7 +23,7 @@ import math
 import numba
 import numpy as np
 
-from . import _pytree, _sweep
+from . import _columns, _pytree, _sweep
 from ._interp import interpreters
 from ._trace import is_dynamic
 from ._transforms import Traced, jvp as _jvp
@@ -306,16 +306,19 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind):
     XT = np.zeros((n, 0), tape.dtype) if XT is None else XT
     ok = np.empty(n, np.bool_)
     out = Y[index] if isinstance(index, slice) else np.empty((n, Y.shape[1]), tape.dtype)
-    guard_pos = np.array([tape.offsets[s] for s, _ in tape.guards], np.int64)
+    cols = _columns.layout(tape)        # copies as views: fewer entries and rows
+    at = cols.positions
+    guard_pos = at(np.array([tape.offsets[s] for s, _ in tape.guards], np.int64))
     guard_val = np.array([o for _, o in tape.guards], np.bool_)
     n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
+    V = cols.values(V)
     tile = _tile_for(V.size, n_dir, V.itemsize)
     interpreters(batched=True).run_tiles(
-        tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, plan["in_pos"], X, guard_pos,
-        guard_val, ok, plan["seeds"], plan["dir_pos"], plan["tin_pos"], XT, plan["second"],
-        plan["read_v"], plan["read_g"], plan["read_t"], plan["read_tg"], out, tile,
-        max(1, min(numba.get_num_threads(), -(-n // tile))),
-        _positions(tape, [s for s in range(len(tape.S)) if tape.NEED[s]]))
+        cols.E, cols.FC, tape.IP, cols.S, cols.NEED, V, at(plan["in_pos"]), X, guard_pos,
+        guard_val, ok, at(plan["seeds"]), at(plan["dir_pos"]), at(plan["tin_pos"]), XT,
+        plan["second"], at(plan["read_v"]), at(plan["read_g"]), at(plan["read_t"]),
+        at(plan["read_tg"]), out, tile, max(1, min(numba.get_num_threads(), -(-n // tile))),
+        cols.need_rows)
     if not isinstance(index, slice):
         Y[index[ok]] = out[ok]
     return ok

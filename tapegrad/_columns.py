@@ -1,0 +1,101 @@
+"""The batched replay's layout of a tape: copies become views, dead rows leave the buffer.
+
+A `window` of step 1 (`x[1:]`, `x[:-1]`) and a `copy` (reshape, clone, astype within the one
+buffer dtype) compute rows that already exist in their operand's rows. In the column layout
+each such entry costs a pass over every one of its rows and tile points forward, another
+(accumulating) backward, and rows of every per-point buffer (values, adjoints, tangents):
+measured on Rosenbrock n=10, its three windows were a third of the replay. `layout(tape)` drops
+those entries and points their output slots into the operand's rows instead (an alias: an
+operand offset), then packs the remaining slots' rows without gaps.
+
+Why this is exact and safe for the sweeps the tile driver runs (forward, tangent, backward,
+backward-tangent):
+* forward and tangent: the dropped entry would have copied the operand's rows; the alias *is*
+  those rows. Nothing writes an alias: outputs of the remaining entries are fresh slots, and
+  inputs are never entry outputs (the validator checked both on the tape).
+* reverse: consumers of an alias accumulate into the operand's adjoint rows directly, which the
+  dropped entry's linear VJP would have done afterwards: the same sum, in another order
+  (floating-point reassociation only). Kernels read operands and accumulate into operand
+  adjoints in sequential loops, so operands that overlap (`x[1:] * x[:-1]`) stay correct.
+* bounds: an alias spans `start .. start + size` of its operand, inside it by the window's
+  shape rule (validated); `layout` checks every span against the packed buffer again, so no
+  alias can open a path out of bounds whatever it was built from.
+An alias needs an adjoint exactly where its operand does (it has the same adjoint rows).
+
+Only the CPU tile driver (`_vmap`) uses this layout; the tape itself, the flat interpreters,
+CUDA, saving and display keep the entries.
+"""
+import weakref
+
+import numpy as np
+
+from ._registry import OPCODE
+
+_WINDOW, _COPY = OPCODE["window"], OPCODE["copy"]
+_CACHE = weakref.WeakKeyDictionary()      # tape -> Layout (a tape's arrays never change)
+
+
+class Layout:
+    """E, FC, S, NEED for the tile driver; `rows`: the rows of the tape's value buffer that the
+    packed one keeps; `moved[r]`: where row r of the tape's buffer is in the packed one;
+    `need_rows`: the packed rows whose adjoints the reverse sweeps touch (each once)."""
+
+    def __init__(self, E, FC, S, NEED, rows, moved, need_rows):
+        self.E, self.FC, self.S, self.NEED, self.rows, self.moved = E, FC, S, NEED, rows, moved
+        self.need_rows = need_rows
+
+    def values(self, V):
+        """The packed value buffer, from a value buffer of the tape."""
+        return V[self.rows]
+
+    def positions(self, positions):
+        """Rows of the tape's buffer (the vmap plan's positions) as rows of the packed one."""
+        return self.moved[positions]
+
+
+def layout(tape):
+    """The column-layout replay's Layout of `tape` (cached per tape)."""
+    try:
+        return _CACHE[tape]
+    except (KeyError, TypeError):
+        pass
+    result = _build(tape)
+    try:
+        _CACHE[tape] = result
+    except TypeError:       # not weak-referenceable: rebuilt on each call
+        pass
+    return result
+
+
+def _build(tape):
+    E, IP, S, NEED = tape.E, tape.IP, tape.S, tape.NEED
+    n_slots = len(S)
+    dropped = []                                  # (entry, operand, output, start)
+    for e in np.flatnonzero((E[:, 0] == _WINDOW) | (E[:, 0] == _COPY)):
+        op, ip = E[e, 0], E[e, 5]
+        if op == _WINDOW and (E[e, 6] != 2 or (IP[ip + 1] != 1 and S[E[e, 4], 1] > 1)):
+            continue                              # strided or broadcast: a real copy
+        dropped.append((e, E[e, 1], E[e, 4], IP[ip] if op == _WINDOW else 0))
+    keep = np.ones(len(E), bool)
+    owners = np.ones(n_slots, bool)
+    for e, _, o, _ in dropped:
+        keep[e] = owners[o] = False
+    sizes = S[:, 1]
+    offsets = np.zeros(n_slots, np.int64)
+    offsets[owners] = np.cumsum(sizes[owners]) - sizes[owners]
+    need = NEED.copy()
+    for _, a, o, first in dropped:    # in tape order: an operand is placed before its alias
+        offsets[o] = offsets[a] + first
+        need[o] = need[a]
+    total = int(sizes[owners].sum())
+    if ((offsets < 0) | (offsets + sizes > total)).any():
+        raise AssertionError("column layout: an alias outside the packed buffer")
+    # the slot table tiles the tape's buffer in slot order (validated): row r of slot s moves
+    # by offsets[s] - S[s, 0]
+    n_rows = int(sizes.sum())
+    moved = np.repeat(offsets - S[:, 0], sizes) + np.arange(n_rows, dtype=np.int64)
+    rows = np.flatnonzero(np.repeat(owners, sizes)).astype(np.int64)
+    packed = np.ascontiguousarray(np.stack([offsets, sizes], axis=1))
+    return Layout(np.ascontiguousarray(E[keep]), np.ascontiguousarray(tape.FC[keep]), packed,
+                  need, rows, moved,
+                  np.flatnonzero(np.repeat(need[owners] != 0, sizes[owners])).astype(np.int64))
