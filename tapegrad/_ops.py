@@ -145,8 +145,11 @@ def div(a, b):
 def pow(a, b):
     if _is_number(b) and isinstance(a, Tensor):
         b = _scalar(b)
-        if b == 2:   # x**2 is the commonest power: a multiply, not a pow call
-            return record(P["square"], (a,), a.data ** b, c0=2.0)
+        if b == 2 or b == 3:   # multiplies, not a pow call (the commonest powers)
+            value = a.data ** b                            # numpy's result dtype
+            if b == 3:          # the value the interpreters compute (x * x * x, as PyTorch)
+                value = np.asarray(a.data * a.data * a.data, value.dtype)
+            return record(P["square" if b == 2 else "cube"], (a,), value, c0=float(b))
         return _unary(P["pow_const"], a, b)
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rpow_const"], b, _scalar(a))

@@ -76,6 +76,7 @@ def rosenbrock(x):
 def every_elementwise(x):
     """Every unary and binary primitive of the registry (checked by case_registry_coverage)."""
     y = (x + 2.0) * 3.0 - (2.0 - x) / 3.0 + 3.0 / (x + 5.0) + x ** 2 + x ** 3.0 + 2.0 ** x
+    y = y + (x + 5.0) ** 1.5
     y = y + tg.abs(x) + tg.exp(x) + tg.log(x + 5.0) + tg.log1p(x + 2.0) + tg.expm1(x)
     y = y + tg.sqrt(x + 5.0) + tg.sin(x) + tg.cos(x) + tg.tan(x / 4.0) + tg.tanh(x)
     y = y + tg.sigmoid(x) + tg.relu(x) + tg.clip(x, -0.5, 0.5) + x.reshape(2, 2).reshape(4)
