@@ -22,6 +22,10 @@ backward-tangent):
   alias can open a path out of bounds whatever it was built from.
 An alias needs an adjoint exactly where its operand does (it has the same adjoint rows).
 
+A product of a slot with itself (`d * d`) is replayed as `square`: the same value, and one
+adjoint pass instead of two (2 * g * x for g * x + g * x: rounding only). The recorded entry
+stays a `mul`, as PyTorch's graph shows it (MulBackward0 with the operand twice).
+
 Only the CPU tile driver (`_vmap`) uses this layout; the tape itself, the flat interpreters,
 CUDA, saving and display keep the entries.
 """
@@ -31,18 +35,20 @@ import numpy as np
 
 from ._registry import OPCODE
 
-_WINDOW, _COPY = OPCODE["window"], OPCODE["copy"]
+_WINDOW, _COPY, _MUL, _SQUARE = (OPCODE[n] for n in ("window", "copy", "mul", "square"))
 _CACHE = weakref.WeakKeyDictionary()      # tape -> Layout (a tape's arrays never change)
 
 
 class Layout:
     """E, FC, S, NEED for the tile driver; `rows`: the rows of the tape's value buffer that the
-    packed one keeps; `moved[r]`: where row r of the tape's buffer is in the packed one;
-    `need_rows`: the packed rows whose adjoints the reverse sweeps touch (each once)."""
+    packed one keeps; `moved[r]`: where row r of the tape's buffer is in the packed one.
+    `need_spans` (k, 2): the packed rows whose adjoints the reverse sweeps touch, as
+    [start, stop) runs; `leaf_spans` those of them that no entry writes (inputs, constants), the
+    only ones left nonzero by a batched backward sweep (it clears each output adjoint it used)."""
 
-    def __init__(self, E, FC, S, NEED, rows, moved, need_rows):
+    def __init__(self, E, FC, S, NEED, rows, moved, need_spans, leaf_spans):
         self.E, self.FC, self.S, self.NEED, self.rows, self.moved = E, FC, S, NEED, rows, moved
-        self.need_rows = need_rows
+        self.need_spans, self.leaf_spans = need_spans, leaf_spans
 
     def values(self, V):
         """The packed value buffer, from a value buffer of the tape."""
@@ -96,6 +102,18 @@ def _build(tape):
     moved = np.repeat(offsets - S[:, 0], sizes) + np.arange(n_rows, dtype=np.int64)
     rows = np.flatnonzero(np.repeat(owners, sizes)).astype(np.int64)
     packed = np.ascontiguousarray(np.stack([offsets, sizes], axis=1))
-    return Layout(np.ascontiguousarray(E[keep]), np.ascontiguousarray(tape.FC[keep]), packed,
-                  need, rows, moved,
-                  np.flatnonzero(np.repeat(need[owners] != 0, sizes[owners])).astype(np.int64))
+    leaves = (need != 0) & owners
+    leaves[E[keep, 4]] = False
+    E = E[keep]                                   # a copy: the tape's entries stay as recorded
+    self_product = (E[:, 0] == _MUL) & (E[:, 1] == E[:, 2])
+    E[self_product, 0], E[self_product, 2] = _SQUARE, -1
+    return Layout(np.ascontiguousarray(E), np.ascontiguousarray(tape.FC[keep]), packed,
+                  need, rows, moved, _spans((need != 0)[owners], sizes[owners]),
+                  _spans(leaves[owners], sizes[owners]))
+
+
+def _spans(marked, sizes):
+    """The [start, stop) runs of rows of the marked slots, in a buffer of slots of `sizes`."""
+    flags = np.concatenate(([False], np.repeat(marked, sizes), [False])).astype(np.int8)
+    edges = np.flatnonzero(np.diff(flags))
+    return np.ascontiguousarray(edges.reshape(-1, 2), dtype=np.int64)

@@ -17,6 +17,16 @@ def _v(V, S, s):
     return V[S[s, 0]:S[s, 0] + S[s, 1]]
 
 
+@jit
+def clear(G, S, s):
+    """Zero the rows of slot s (the batched reverse sweep clears each adjoint it has used)."""
+    g = _v(G, S, s)
+    for i in range(g.shape[0]):
+        gi = g[i]
+        for p in range(gi.size):
+            gi[p] = 0.0
+
+
 # ---- gather / segment sum / total -------------------------------------------------------------
 
 @jit

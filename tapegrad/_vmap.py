@@ -29,7 +29,7 @@ from ._trace import is_dynamic
 from ._transforms import Traced, jvp as _jvp
 
 L2_BYTES = 1 << 20          # per-core cache budget for a tile's buffers
-MAX_TILE, MIN_TILE = 1024, 8
+MAX_TILE, MIN_TILE = 128, 8
 CHUNK_BYTES = 64 << 20      # inputs + outputs of one chunk
 
 
@@ -318,7 +318,7 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind):
         guard_val, ok, at(plan["seeds"]), at(plan["dir_pos"]), at(plan["tin_pos"]), XT,
         plan["second"], at(plan["read_v"]), at(plan["read_g"]), at(plan["read_t"]),
         at(plan["read_tg"]), out, tile, max(1, min(numba.get_num_threads(), -(-n // tile))),
-        cols.need_rows)
+        cols.need_spans if plan["second"] else cols.leaf_spans)
     if not isinstance(index, slice):
         Y[index[ok]] = out[ok]
     return ok

@@ -83,3 +83,13 @@ def test_the_layout_drops_copies_and_packs_the_rest():
 def test_strided_and_broadcast_windows_stay_copies():
     tape, cols = _layout(lambda x: tg.sum(x[::2] * x[1::2]), np.ones(6))
     assert len(cols.E) == len(tape.E) and cols.rows.size == tape.V0.size
+
+
+def test_a_self_product_is_replayed_as_a_square():
+    tape, cols = _layout(lambda x: tg.sum(x * x * x[0]), np.ones(3))
+    names = [PRIMS[op].name for op in cols.E[:, 0]]
+    assert names.count("square") == 1 and names.count("mul") == 1
+    assert [p.name for p in tape.prims].count("mul") == 2      # the tape keeps its entries
+    X = rng_for("columns self product").standard_normal((21, 3))
+    for transform in (tg.grad, tg.hessian, tg.jacfwd):
+        check(transform(lambda x: tg.sum(x * x * x[0])), X)
