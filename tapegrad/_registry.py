@@ -176,6 +176,9 @@ _PRIMS = [
     # interpreter); its derivative 3 * x**2 as PyTorch's pow_backward rounds it
     _unary("cube", "PowBackward0", "x * x * x", "3.0 * (x * x)", "6.0 * x",
            lambda x, c0, c1: x * x * x),
+    # x[I] - x[J] as one entry, y[i] = x[ip[i]] - x[ip[n + i]] (pair differences: distances,
+    # forces), recorded by `sub` when both operands are gathers of one tensor
+    _kernel("gather_diff", "SubBackward0", "gather_diff", saves=False, linear=True),
 ]
 
 PRIMS = tuple(Prim(**{**p.__dict__, "opcode": i}) for i, p in enumerate(_PRIMS))

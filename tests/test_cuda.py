@@ -89,12 +89,15 @@ def every_elementwise(x):
 
 
 def structural(x, W):
-    """gather, window, segsum, total, segmax, segmin, segprod, matmul, pack, where."""
+    """gather, gather_diff, window, segsum, total, segmax, segmin, segprod, matmul, pack,
+    where."""
     h = tg.tanh(W @ x)
     rows = tg.sum(h.reshape(2, 2), axis=1)
     picked = h[np.array([3, 0, 0, 2])]                       # integer indexing: a gather
+    pairs = h[np.array([0, 1, 1])] - h[np.array([2, 1, 3])]  # pair differences: gather_diff
     return tg.stack([tg.amax(h), tg.amin(h), tg.prod(h), rows[0], rows[1] * tg.sum(x),
-                     tg.sum(tg.where(h > 0.0, h, 0.5 * h)) + tg.sum(picked * picked)])
+                     tg.sum(tg.where(h > 0.0, h, 0.5 * h)) + tg.sum(picked * picked)
+                     + tg.sum(pairs * pairs)])
 
 
 def structural_scalar(x, W):
