@@ -93,3 +93,27 @@ def test_a_self_product_is_replayed_as_a_square():
     X = rng_for("columns self product").standard_normal((21, 3))
     for transform in (tg.grad, tg.hessian, tg.jacfwd):
         check(transform(lambda x: tg.sum(x * x * x[0])), X)
+
+
+def scaled_sums(x):                  # c * e read by sums only: folded into their scale
+    e = tg.sin(x) * x[0]
+    rows = tg.sum(3.0 * tg.reshape(e, (2, 3)), 1)
+    return tg.sum(4.0 * (rows * rows)) + tg.mean(-0.5 * e)
+
+
+def kept_multiples(x):               # a multiple read twice, and one that is an output
+    m = 2.0 * x
+    return tg.sum(m) * m[0], 5.0 * x
+
+
+def test_constant_multiples_fold_into_sums():
+    tape, cols = _layout(scaled_sums, np.ones(6))
+    names = [PRIMS[op].name for op in cols.E[:, 0]]
+    assert "mul_const" not in names and [p.name for p in tape.prims].count("mul_const") == 3
+    X = rng_for("columns scaled sums").standard_normal((19, 6))
+    for transform in (tg.grad, tg.hessian, tg.jacfwd, tg.jacrev):
+        check(transform(scaled_sums), X)
+    tape, cols = _layout(kept_multiples, np.ones(6))
+    assert [PRIMS[op].name for op in cols.E[:, 0]].count("mul_const") == 2
+    check(kept_multiples, X)
+    check(tg.jacrev(lambda x: kept_multiples(x)[0]), X)
