@@ -19,6 +19,7 @@ any batch size (outputs aside); inputs are transposed to (inputs, points) chunk 
 """
 import functools
 import math
+import weakref
 
 import numba
 import numpy as np
@@ -193,8 +194,25 @@ def _point_args(kind, batch, q):
     return point[0] if kind == "jvp" else point
 
 
+_PLANS = weakref.WeakKeyDictionary()    # tape -> {call shape: plan}: a tape never changes
+
+
+def _plan_for(tape, traced, kind, batch, argnums):
+    """`_plan`, cached per tape and per shape of the call (which arguments are batched, and
+    their tree): a replay's Python work is then a few lookups (~25 µs less per call)."""
+    key = (kind, argnums, batch.structure, tuple(batch.batched))
+    plans = _PLANS.get(tape)
+    if plans is None:
+        plans = _PLANS[tape] = {}
+    plan = plans.get(key)
+    if plan is None:
+        plan = plans[key] = _plan(tape, traced, kind, batch, argnums)
+    return plan
+
+
 def _plan(tape, traced, kind, batch, argnums):
-    """Positions the tile driver reads and writes, for this tape."""
+    """Positions the tile driver reads and writes, for this tape (cached by `_plan_for`: its
+    entries are never changed; `_positions_in` adds their translation to the layout)."""
     leaves, structure = batch.leaves, batch.structure
     if kind == "jvp":
         primal_leaves = _pytree.flatten(batch.point(0)[0])[0]
@@ -245,7 +263,7 @@ def _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend
     tape, V, _, _ = traced.replay(_point_args(kind, batch, 0), {})
     if tape.calls:     # nested transforms run in Python: no batched replay, loop instead
         return _loop(fn, kind, batch)
-    plan = _plan(tape, traced, kind, batch, argnums)
+    plan = _plan_for(tape, traced, kind, batch, argnums)
     n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
     n_rows = (len(plan["read_v"]) + len(plan["seeds"]) * len(plan["read_g"]) * (not plan["second"])
               + len(plan["read_g"]) * plan["second"] + n_dir * len(plan["read_t"])
@@ -291,7 +309,7 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
         # (they already failed on the previous tape: no second replay there)
         first = remaining[0]
         tape, V, _, _ = traced.replay(_point_args(kind, batch, first), {})
-        plan = _plan(tape, traced, kind, batch, traced.argnums if kind != "jvp" else None)
+        plan = _plan_for(tape, traced, kind, batch, traced.argnums if kind != "jvp" else None)
         ok = replay(tape, V, plan, batch, remaining, Y, kind)
         if not ok[0]:
             Y[first] = _flat_result(fn(*batch.point(first)), Y.shape[1], kind, tape)
@@ -311,21 +329,37 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind):
     ok = np.empty(n, np.bool_)
     out = Y[index] if isinstance(index, slice) else np.empty((n, Y.shape[1]), tape.dtype)
     cols = _columns.layout(tape)        # copies as views: fewer entries and rows
-    at = cols.positions
-    guard_pos = at(np.array([tape.offsets[s] for s, _ in tape.guards], np.int64))
-    guard_val = np.array([o for _, o in tape.guards], np.bool_)
+    pos = _positions_in(cols, tape, plan)
     n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
     V = cols.values(V)
     tile = _tile_for(V.size, n_dir, V.itemsize)
     interpreters(batched=True).run_tiles(
-        cols.E, cols.FC, tape.IP, cols.S, cols.NEED, V, at(plan["in_pos"]), X, guard_pos,
-        guard_val, ok, at(plan["seeds"]), at(plan["dir_pos"]), at(plan["tin_pos"]), XT,
-        plan["second"], at(plan["read_v"]), at(plan["read_g"]), at(plan["read_t"]),
-        at(plan["read_tg"]), out, tile, max(1, min(numba.get_num_threads(), -(-n // tile))),
+        cols.E, cols.FC, tape.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
+        pos["guard_val"], ok, pos["seeds"], pos["dir_pos"], pos["tin_pos"], XT,
+        plan["second"], pos["read_v"], pos["read_g"], pos["read_t"], pos["read_tg"], out, tile,
+        max(1, min(numba.get_num_threads(), -(-n // tile))),
         cols.need_spans if plan["second"] else cols.leaf_spans)
     if not isinstance(index, slice):
         Y[index[ok]] = out[ok]
     return ok
+
+
+_POSITION_KEYS = ("in_pos", "seeds", "dir_pos", "tin_pos", "read_v", "read_g", "read_t",
+                  "read_tg")
+
+
+def _positions_in(cols, tape, plan):
+    """The plan's positions (and the guards') as rows of the layout `cols`, kept in the plan
+    for the next replay with the same layout."""
+    cached = plan.get("columns")
+    if cached is not None and cached[0] is cols:
+        return cached[1]
+    pos = {k: cols.positions(plan[k]) for k in _POSITION_KEYS}
+    pos["guard_pos"] = cols.positions(np.array([tape.offsets[s] for s, _ in tape.guards],
+                                               np.int64))
+    pos["guard_val"] = np.array([o for _, o in tape.guards], np.bool_)
+    plan["columns"] = (cols, pos)
+    return pos
 
 
 def _flat_result(result, n_rows, kind, tape):
