@@ -168,6 +168,8 @@ def pow(a, b):
             if b == 3:          # the value the interpreters compute (x * x * x, as PyTorch)
                 value = np.asarray(a.data * a.data * a.data, value.dtype)
             return record(P["square" if b == 2 else "cube"], (a,), value, c0=float(b))
+        if b == -1 and a.data.dtype.kind == "f":    # a division (PyTorch's reciprocal)
+            return record(P["rdiv_const"], (a,), a.data ** b, c0=1.0, name="PowBackward0")
         return _unary(P["pow_const"], a, b)
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rpow_const"], b, _scalar(a))
