@@ -204,11 +204,24 @@ _LINEAR_DISPATCH = {
 }
 
 
-def dispatch(p, fn):
-    """The body of `op == p.opcode` in interpreter `fn` (shared with the CUDA generator)."""
+# The batched reverse sweep leaves the adjoints as it found them, zero: an entry's output
+# adjoint is dead once its VJP has read it, and clearing it then (still in cache) replaces the
+# tile driver's pass over every adjoint row before each sweep (measured on Lennard-Jones, tile
+# 16: that pass was a quarter of the replay). The flat sweeps keep every adjoint (users read
+# them: retain_grad, anomaly mode).
+_VJP_CALL = "        {k}_vjp(V, G[d], S, NEED, sa, sb, sc, so, ip, c0, c1)"
+_CLEARING = {"backward": _DISPATCH["backward"].replace(
+    _VJP_CALL, _VJP_CALL + "\n        K.clear(G[d], S, so)")}
+
+
+def dispatch(p, fn, batched=False):
+    """The body of `op == p.opcode` in interpreter `fn` (shared with the CUDA generator); in
+    the column-layout interpreters when `batched`."""
     if p.kind == "call":   # run by _sweep in Python, never inside a compiled range
         return _lines("pass", 12)
     template = (_LINEAR_DISPATCH if p.linear else _DISPATCH)[fn]
+    if batched:
+        template = _CLEARING.get(fn, template)
     return _lines(template.replace("{k}", _kernel_name(p, "").rstrip("_")), 12)
 
 
@@ -225,7 +238,7 @@ def generate(batched=False, kernels=None, vecmath="_vecmath"):
         out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_ENTRY}")
         for k, p in enumerate(PRIMS):
             out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
-            out.append(dispatch(p, fn))
+            out.append(dispatch(p, fn, batched))
     if batched:
         out.append(_TILES)
     return "".join(out)
@@ -234,10 +247,20 @@ def generate(batched=False, kernels=None, vecmath="_vecmath"):
 _TILES = '''
 
 
+@jit
+def _zero(G, spans):
+    for k in range(spans.shape[0]):
+        block = G[spans[k, 0]:spans[k, 1]]
+        for i in range(block.shape[0]):
+            row = block[i]
+            for p in range(row.size):
+                row[p] = 0.0
+
+
 @jit(parallel=True)
 def run_tiles(E, FC, IP, S, NEED, V0, in_pos, X, guard_pos, guard_val, OK, seeds, dir_pos,
               tin_pos, XT, second, read_v, read_g, read_t, read_tg, Y, tile, n_workers,
-              need_rows):
+              zero_spans):
     \"\"\"Replay the tape at every point (row) of X, tile by tile, on n_workers threads.
 
     X is (B, inputs) in the caller's layout: input element r of point q is X[q, r], written at
@@ -247,8 +270,10 @@ def run_tiles(E, FC, IP, S, NEED, V0, in_pos, X, guard_pos, guard_val, OK, seeds
     directions; then either one backward per seed row, or (second) one backward-tangent sweep
     from seeds[0]. Y[q] holds: values read_v, then for each seed read_g, for each direction
     read_t, for each direction read_tg. Each worker allocates its buffers once and fills the
-    constants once: tiles only overwrite inputs and computed rows. Adjoint rows are reset only
-    where a slot needs an adjoint (need_rows): the reverse sweeps touch no others.
+    constants once: tiles only overwrite inputs and computed rows. Before each reverse sweep
+    the adjoint rows in zero_spans ([start, stop) runs) are reset: every row that needs an
+    adjoint for the second-order sweep; for `backward`, which clears the output adjoints it
+    has used, only the rows no entry writes (and each seed row after its sweep).
     \"\"\"
     n_total = V0.size
     n_entries = E.shape[0]
@@ -290,10 +315,9 @@ def run_tiles(E, FC, IP, S, NEED, V0, in_pos, X, guard_pos, guard_val, OK, seeds
                             T[0, tin_pos[r], q] = XT[start + q, r]
                 tangent(E, FC, IP, S, V, T, 0, n_entries)
             if second:
-                for r in need_rows:
-                    G[0, r, :] = 0.0
-                    for d in range(n_dir):
-                        TG[d, r, :] = 0.0
+                _zero(G[0], zero_spans)
+                for d in range(n_dir):
+                    _zero(TG[d], zero_spans)
                 G[0, seeds[0], :] = 1.0
                 backward_tangent(E, FC, IP, S, NEED, V, T, G[0], TG, 0, n_entries)
                 for r in range(read_g.size):
@@ -302,14 +326,14 @@ def run_tiles(E, FC, IP, S, NEED, V0, in_pos, X, guard_pos, guard_val, OK, seeds
                     row += 1
             else:
                 for j in range(seeds.size):
-                    for r in need_rows:
-                        G[0, r, :] = 0.0
+                    _zero(G[0], zero_spans)
                     G[0, seeds[j], :] = 1.0
                     backward(E, FC, IP, S, NEED, V, G, 0, n_entries)
                     for r in range(read_g.size):
                         for q in range(w):
                             Y[start + q, row] = G[0, read_g[r], q]
                         row += 1
+                    G[0, seeds[j], :] = 0.0
             for d in range(n_dir):
                 for r in range(read_t.size):
                     for q in range(w):

@@ -47,6 +47,28 @@ def gather_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[ip[i]] += gy[i]
 
 
+# ---- gather difference: y[i] = x[ip[i]] - x[ip[n + i]] (x[I] - x[J] in one entry) --------
+
+@jit
+def gather_diff_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    y = _v(V, S, o)
+    n = y.size
+    for i in range(n):
+        y[i] = x[ip[i]] - x[ip[n + i]]
+
+
+@jit
+def gather_diff_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        gx = _v(G, S, a)
+        gy = _v(G, S, o)
+        n = gy.size
+        for i in range(n):
+            gx[ip[i]] += gy[i]
+            gx[ip[n + i]] -= gy[i]
+
+
 # ---- window: y[i] = x[ip[0] + i * ip[1]] (slices) ------------------------------------------
 
 @jit

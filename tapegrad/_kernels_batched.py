@@ -17,6 +17,16 @@ def _v(V, S, s):
     return V[S[s, 0]:S[s, 0] + S[s, 1]]
 
 
+@jit
+def clear(G, S, s):
+    """Zero the rows of slot s (the batched reverse sweep clears each adjoint it has used)."""
+    g = _v(G, S, s)
+    for i in range(g.shape[0]):
+        gi = g[i]
+        for p in range(gi.size):
+            gi[p] = 0.0
+
+
 # ---- gather / segment sum / total -------------------------------------------------------------
 
 @jit
@@ -40,6 +50,35 @@ def gather_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gyi = gy[i]
             for p in range(gyi.size):
                 gxi[p] += gyi[p]
+
+
+@jit
+def gather_diff_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    y = _v(V, S, o)
+    n = y.shape[0]
+    for i in range(n):
+        xi = x[ip[i]]
+        xj = x[ip[n + i]]
+        yi = y[i]
+        for p in range(yi.size):
+            yi[p] = xi[p] - xj[p]
+
+
+@jit
+def gather_diff_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        gx = _v(G, S, a)
+        gy = _v(G, S, o)
+        n = gy.shape[0]
+        for i in range(n):
+            gxi = gx[ip[i]]
+            gyi = gy[i]
+            for p in range(gyi.size):
+                gxi[p] += gyi[p]
+            gxj = gx[ip[n + i]]         # separate loops: ip[i] == ip[n + i] is allowed
+            for p in range(gyi.size):
+                gxj[p] -= gyi[p]
 
 
 @jit

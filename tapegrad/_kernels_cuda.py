@@ -59,6 +59,28 @@ def gather_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[ip[i]] += gy[i]
 
 
+# ---- gather difference: y[i] = x[ip[i]] - x[ip[n + i]] ---------------------------------------
+
+@cuda.jit(device=True)
+def gather_diff_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = V[S[a, 0]:S[a, 0] + S[a, 1]]
+    y = V[S[o, 0]:S[o, 0] + S[o, 1]]
+    n = y.size
+    for i in range(n):
+        y[i] = x[ip[i]] - x[ip[n + i]]
+
+
+@cuda.jit(device=True)
+def gather_diff_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        gx = G[S[a, 0]:S[a, 0] + S[a, 1]]
+        gy = G[S[o, 0]:S[o, 0] + S[o, 1]]
+        n = gy.size
+        for i in range(n):
+            gx[ip[i]] += gy[i]
+            gx[ip[n + i]] -= gy[i]
+
+
 # ---- window: y[i] = x[ip[0] + i * ip[1]] ------------------------------------------------------
 
 @cuda.jit(device=True)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from . import _graph
 from ._graph import state
 from ._registry import BY_NAME
 from ._tensor import Tensor, record
@@ -123,7 +124,24 @@ def sub(a, b):
         return record(P["add_const"], (a,), a.data - b, c0=-b, name="SubBackward0")
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rsub_const"], b, _scalar(a))
-    return _binary(P["sub"], a, b)
+    fused = _gather_difference(a, b)
+    return _binary(P["sub"], a, b) if fused is None else fused
+
+
+def _gather_difference(a, b):
+    """x[I] - x[J] as one `gather_diff` entry when both operands are index-map gathers of one
+    tensor (pair differences: one pass over the pairs instead of three, each way). The gathers'
+    nodes stay for any other use of x[I] and x[J], and drop out of a tape that does not reach
+    them. Not after in-place writes (the operand tensor might stand for another version)."""
+    na, nb = getattr(a, "_node", None), getattr(b, "_node", None)
+    if na is None or nb is None or na.prim is not P["gather"] or nb.prim is not P["gather"] \
+            or a.data.shape != b.data.shape or _graph._written or _graph._rebound:
+        return None
+    (x,), (y,) = na.inputs, nb.inputs
+    if x is not y:
+        return None
+    return record(P["gather_diff"], (x,), np.subtract(a.data, b.data),
+                  np.concatenate([na.payload, nb.payload]), name="SubBackward0")
 
 
 def mul(a, b):
@@ -145,8 +163,13 @@ def div(a, b):
 def pow(a, b):
     if _is_number(b) and isinstance(a, Tensor):
         b = _scalar(b)
-        if b == 2:   # x**2 is the commonest power: a multiply, not a pow call
-            return record(P["square"], (a,), a.data ** b, c0=2.0)
+        if b == 2 or b == 3:   # multiplies, not a pow call (the commonest powers)
+            value = a.data ** b                            # numpy's result dtype
+            if b == 3:          # the value the interpreters compute (x * x * x, as PyTorch)
+                value = np.asarray(a.data * a.data * a.data, value.dtype)
+            return record(P["square" if b == 2 else "cube"], (a,), value, c0=float(b))
+        if b == -1 and a.data.dtype.kind == "f":    # a division (PyTorch's reciprocal)
+            return record(P["rdiv_const"], (a,), a.data ** b, c0=1.0, name="PowBackward0")
         return _unary(P["pow_const"], a, b)
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rpow_const"], b, _scalar(a))

@@ -36,7 +36,7 @@ class TapeFormatError(ValueError):
     """A tape (from a file or user arrays) is malformed; it never reaches an interpreter."""
 
 
-_ARITY = {"gather": 1, "window": 1, "segsum": 1, "total": 1, "segmax": 1, "segmin": 1,
+_ARITY = {"gather": 1, "gather_diff": 1, "window": 1, "segsum": 1, "total": 1, "segmax": 1, "segmin": 1,
           "segprod": 1, "matmul": 2, "where": 3}
 
 
@@ -276,6 +276,9 @@ def _shape_rule(e, prim, operands, out, ip, sizes):
             _fail(f"entry {e}: where needs operands of the output's size {n_out}")
     elif name == "gather":
         _need_len(e, prim, ip, n_out)
+        _in_range(e, prim, ip, sizes[operands[0]])
+    elif name == "gather_diff":
+        _need_len(e, prim, ip, 2 * n_out)
         _in_range(e, prim, ip, sizes[operands[0]])
     elif name == "window":
         _need_len(e, prim, ip, 2)

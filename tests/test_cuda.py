@@ -76,6 +76,7 @@ def rosenbrock(x):
 def every_elementwise(x):
     """Every unary and binary primitive of the registry (checked by case_registry_coverage)."""
     y = (x + 2.0) * 3.0 - (2.0 - x) / 3.0 + 3.0 / (x + 5.0) + x ** 2 + x ** 3.0 + 2.0 ** x
+    y = y + (x + 5.0) ** 1.5
     y = y + tg.abs(x) + tg.exp(x) + tg.log(x + 5.0) + tg.log1p(x + 2.0) + tg.expm1(x)
     y = y + tg.sqrt(x + 5.0) + tg.sin(x) + tg.cos(x) + tg.tan(x / 4.0) + tg.tanh(x)
     y = y + tg.sigmoid(x) + tg.relu(x) + tg.clip(x, -0.5, 0.5) + x.reshape(2, 2).reshape(4)
@@ -88,12 +89,15 @@ def every_elementwise(x):
 
 
 def structural(x, W):
-    """gather, window, segsum, total, segmax, segmin, segprod, matmul, pack, where."""
+    """gather, gather_diff, window, segsum, total, segmax, segmin, segprod, matmul, pack,
+    where."""
     h = tg.tanh(W @ x)
     rows = tg.sum(h.reshape(2, 2), axis=1)
     picked = h[np.array([3, 0, 0, 2])]                       # integer indexing: a gather
+    pairs = h[np.array([0, 1, 1])] - h[np.array([2, 1, 3])]  # pair differences: gather_diff
     return tg.stack([tg.amax(h), tg.amin(h), tg.prod(h), rows[0], rows[1] * tg.sum(x),
-                     tg.sum(tg.where(h > 0.0, h, 0.5 * h)) + tg.sum(picked * picked)])
+                     tg.sum(tg.where(h > 0.0, h, 0.5 * h)) + tg.sum(picked * picked)
+                     + tg.sum(pairs * pairs)])
 
 
 def structural_scalar(x, W):

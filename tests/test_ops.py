@@ -143,6 +143,7 @@ CASES = [
     C("pow-neg-int", lambda m, x: x ** -2, [A(3, 4)]),
     C("pow-half", lambda m, x: x ** 0.5, [P(3, 4)]),
     C("pow-frac", lambda m, x: x ** -1.5, [P(3, 4)]),
+    C("pow-reciprocal", lambda m, x: x ** -1, [A(3, 4)]),
     C("pow-zero", lambda m, x: x ** 0 + x, [N(3, 4)]),
     C("pow-one", lambda m, x: x ** 1.0, [N(3, 4)]),
     C("rpow", lambda m, x: 2.0 ** x, [N(3, 4)]),
@@ -254,6 +255,9 @@ CASES = [
     C("index-array-repeated", lambda m, x, i: x[i], [N(5), I(1, 1, 3, 1, 0)]),
     C("index-array-2d", lambda m, x, i: x[i], [N(4, 3), I([0, 0], [3, 0])]),
     C("index-pair", lambda m, x: x[[0, 0, 1], [2, 2, 3]], [N(3, 4)]),
+    C("pair-differences", lambda m, x, i, j: x[i] - x[j], [N(5, 3), I(0, 0, 1, 4), I(1, 2, 1, 0)]),
+    C("pair-differences-2d", lambda m, x, i, j: m.sum((x[i] - x[j]) ** 2, 1),
+      [N(4, 3), I(0, 0, 1, 2, 3), I(1, 2, 3, 3, 3)]),
     C("index-column-repeated", lambda m, x: x[:, [3, 3, 0]], [N(3, 4)]),
     C("index-mask", lambda m, x, mask: x[mask], [N(3, 4), M(3, 4)]),
     C("index-mask-rows", lambda m, x, mask: x[mask], [N(4, 3), M(4)]),
@@ -393,6 +397,7 @@ EDGE_GRADS = [
     ("cube-negative", lambda m, x: x ** 3, [-2.0, -0.5, 0.0], [12.0, 0.75, 0.0]),
     ("pow4-negative", lambda m, x: x ** 4, [-2.0], [-32.0]),
     ("pow-neg1-negative", lambda m, x: x ** -1, [-2.0], [-0.25]),
+    ("pow-neg1-at-0", lambda m, x: x ** -1, [0.0, -0.0, inf], [-inf, -inf, -0.0]),
     ("pow-neg2-negative", lambda m, x: x ** -2, [-2.0], [0.25]),
     ("pow-one-at-0", lambda m, x: x ** 1, [0.0], [1.0]),
     ("sqrt-at-0", lambda m, x: m.sqrt(x), [0.0, 4.0], [inf, 0.25]),
@@ -809,3 +814,21 @@ def test_binary_broadcasting(shapes, op, seed):
         fn = getattr(tg, op)
         inputs = apart(sa, sb)(r)
     assert gradcheck(fn, inputs)
+
+
+def test_pair_differences_are_one_entry():
+    """x[I] - x[J] of one tensor is recorded as one gather_diff (the gathers drop out of the
+    tape); gathers of two tensors, or used elsewhere too, stay as recorded."""
+    I, J = np.array([0, 0, 1]), np.array([1, 2, 2])
+    names = [p.name for p in tg.trace(lambda x: tg.sum((x[I] - x[J]) ** 2), np.ones((3, 2))).prims]
+    assert names.count("gather_diff") == 1 and "gather" not in names and "sub" not in names
+    names = [p.name for p in tg.trace(lambda x, y: tg.sum(x[I] - y[J]), np.ones(3), np.ones(3)).prims]
+    assert "gather_diff" not in names
+    names = [p.name for p in tg.trace(lambda x: tg.sum((x[I] - x[J]) * x[I]), np.ones(3)).prims]
+    assert names.count("gather_diff") == 1 and names.count("gather") == 1
+    x = tg.tensor(np.array([1.0, 4.0, 9.0]), requires_grad=True)
+    d = x[I] - x[J]
+    assert d.grad_fn.name() == "SubBackward0"
+    (d * d).sum().backward()
+    d0, d1, d2 = -3.0, -8.0, -5.0                  # x0 - x1, x0 - x2, x1 - x2
+    np.testing.assert_allclose(x.grad.data, [2 * (d0 + d1), 2 * (d2 - d0), -2 * (d1 + d2)])

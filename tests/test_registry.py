@@ -193,6 +193,7 @@ UNARY_CASES = [
     ("div_const", 3.0, 0.0, (-5, 5)),
     ("rdiv_const", 2.0, 0.0, (0.1, 5)),
     ("square", 2.0, 0.0, (-5, 5)),
+    ("cube", 3.0, 0.0, (-5, 5)),
     ("pow_const", 3.0, 0.0, (-3, 3)),
     ("pow_const", 2.5, 0.0, (0, 5)),
     ("pow_const", -1.5, 0.0, (0.1, 5)),
@@ -294,7 +295,7 @@ SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, inf, -inf, np.nan, 1e300, -1e300, 5e-3
     ("copy", 0, 0), ("neg", 0, 0), ("abs", 0, 0), ("relu", 0, 0), ("exp", 0, 0),
     ("expm1", 0, 0), ("tanh", 0, 0), ("sigmoid", 0, 0), ("clip", -0.5, 0.5),
     ("clip", -inf, inf), ("clip", 1.0, 0.0), ("add_const", 1.0, 0), ("mul_const", 2.0, 0),
-    ("square", 2.0, 0), ("pow_const", 0.0, 0),
+    ("square", 2.0, 0), ("cube", 3.0, 0), ("pow_const", 0.0, 0),
 ])
 def test_unary_special_values(interp, name, c0, c1):
     """Infinities, NaN (passes through relu and clip), signed zeros, extremes."""

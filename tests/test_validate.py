@@ -380,6 +380,25 @@ def test_nan_and_inf_constants_are_values_not_errors(arrays):
                 pass
 
 
+@pytest.mark.parametrize("mutate, message", [
+    (lambda ip: ip.__setitem__(0, 10 ** 6), "gather_diff index out of range"),
+    (lambda ip: ip.__setitem__(-1, -1), "gather_diff index out of range"),
+])
+def test_pair_difference_indices_are_checked(mutate, message):
+    I, J = np.array([0, 0, 1]), np.array([1, 2, 2])
+    arrays = _io.to_arrays(tapegrad.trace(lambda x: (x[I] - x[J]).sum(), np.ones(3)))
+    e = entry(arrays, "gather_diff")
+    loaded = _io.from_arrays(copy.deepcopy(arrays))         # valid as recorded, and replays
+    x = np.array([1.0, 4.0, 9.0])
+    np.testing.assert_allclose(loaded(x), (x[I] - x[J]).sum())
+    mutate(arrays["IP"][payload(arrays, e)])
+    with pytest.raises(TapeFormatError, match=message):
+        _io.from_arrays(arrays)
+    arrays["E"][e, 6] -= 1
+    with pytest.raises(TapeFormatError, match="gather_diff needs a payload of 6 integers"):
+        _io.from_arrays(arrays)
+
+
 def test_every_primitive_is_covered_by_a_shape_rule():
     from tapegrad import _validate
     import inspect
