@@ -17,6 +17,7 @@ evaluated on the tape of their own branch (traced for the first of them), so a b
 mixed branches is still exact. Batches are processed in chunks, so memory stays bounded for
 any batch size (outputs aside); inputs are transposed to (inputs, points) chunk by chunk.
 """
+import contextlib
 import functools
 import math
 import weakref
@@ -96,10 +97,12 @@ class _Batch:
         self.size = sizes.pop()
 
     def point(self, q):
-        """The arguments at point q."""
+        """The arguments at point q; for an empty batch, zeros of a point's shapes (what the
+        tape is traced at then: only the shapes of the results are read)."""
         leaves = list(self.leaves)
         for k in self.batched:
-            leaves[k] = leaves[k][q]
+            leaves[k] = leaves[k][q] if self.size else np.zeros(leaves[k].shape[1:],
+                                                                  leaves[k].dtype)
         return _pytree.unflatten(self.structure, leaves)
 
     def rows(self, leaves, index, dtype):
@@ -132,7 +135,11 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
     traced = Traced(f, argnums if kind != "jvp" else None)
 
     @functools.wraps(fn)
-    def batched(*args):
+    def batched(*args, **kwargs):
+        if kwargs:
+            raise TypeError(f"a vmapped function takes positional arguments only (got "
+                            f"{', '.join(map(repr, kwargs))}): pass them positionally, with "
+                            "in_axes None for unmapped ones, or bind them with functools.partial")
         if _has_dask_leaf(args):     # a lazy dask result, replayed on the workers (_dask)
             from . import _dask
             return _dask.vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size,
@@ -226,8 +233,7 @@ def _plan(tape, traced, kind, batch, argnums):
         wrt_slots = []
         rows = (batched_primals, batched_tangents)
     else:
-        dyn = [k for k, leaf in enumerate(leaves) if is_dynamic(
-            leaf[0] if k in batch.batched else leaf)]
+        dyn = [k for k, leaf in enumerate(leaves) if is_dynamic(leaf)]   # (a dtype test)
         dyn_index = {k: j for j, k in enumerate(dyn)}
         in_slots = [tape.input_slots[dyn_index[k]] for k in batch.batched]
         tangent_slots = []
@@ -260,7 +266,8 @@ def _plan(tape, traced, kind, batch, argnums):
 
 
 def _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend):
-    tape, V, _, _ = traced.replay(_point_args(kind, batch, 0), {})
+    with np.errstate(all="ignore") if not batch.size else contextlib.nullcontext():
+        tape, V, _, _ = traced.replay(_point_args(kind, batch, 0), {})
     if tape.calls:     # nested transforms run in Python: no batched replay, loop instead
         return _loop(fn, kind, batch)
     plan = _plan_for(tape, traced, kind, batch, argnums)

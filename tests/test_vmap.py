@@ -10,6 +10,7 @@ chunked batch; progress bars with and without tqdm.
 import functools
 import sys
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -499,7 +500,29 @@ def test_a_vmapped_function_is_reusable():
     assert_same(batched(X), loop(tg.grad(smooth), (X,)))
 
 
+@pytest.mark.parametrize("transform", [None, tg.grad, tg.value_and_grad, tg.hessian, tg.jacrev,
+                                       tg.jacfwd])
+def test_an_empty_batch_gives_empty_results_of_the_point_shapes(transform):
+    """As JAX: no point, results of shape (0,) + the per-point shape; the function is traced
+    at zeros of a point's shape (log(0) there warns nothing)."""
+    f = (lambda x: tg.sum(tg.log(x) ** 2)) if transform in (None, tg.grad, tg.value_and_grad,
+                                                             tg.hessian) else vector
+    fn = f if transform is None else transform(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        empty = tg.vmap(fn)(np.zeros((0, 3)))
+    one = fn(np.full(3, 0.5))
+    for e, o in zip(*(r if isinstance(r, tuple) else (r,) for r in (empty, one))):
+        assert np.shape(e) == (0,) + np.shape(o)
+    assert tg.vmap(two_args, in_axes=(0, None))(np.zeros((0, 3)), np.ones(3)).shape == (0,)
+
+
 # ---- errors --------------------------------------------------------------------------------------
+
+def test_keyword_arguments_are_refused_clearly():
+    with pytest.raises(TypeError, match="positional arguments only .*'scale'"):
+        tg.vmap(lambda x, scale=1.0: tg.sum(x) * scale)(np.ones((4, 3)), scale=2.0)
+
 
 def test_inconsistent_batch_sizes():
     X = np.ones((10, 3))
