@@ -517,6 +517,17 @@ def test_an_empty_batch_gives_empty_results_of_the_point_shapes(transform):
     assert tg.vmap(two_args, in_axes=(0, None))(np.zeros((0, 3)), np.ones(3)).shape == (0,)
 
 
+@pytest.mark.parametrize("text, size", [("2048K\n", 2 << 20), ("1M", 1 << 20), ("512K", 512 << 10),
+                                        ("garbage", 1 << 20), ("0K", 1 << 20), (None, 1 << 20)])
+def test_the_tile_budget_is_the_l2_size(tmp_path, text, size):
+    from tapegrad import _vmap
+    path = tmp_path / "size"
+    if text is not None:
+        path.write_text(text)
+    assert _vmap._l2_bytes(str(path)) == size
+    assert _vmap._tile_for(1537, 0, 8) <= _vmap.MAX_TILE
+
+
 # ---- errors --------------------------------------------------------------------------------------
 
 def test_keyword_arguments_are_refused_clearly():
