@@ -218,9 +218,10 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
     traced = Traced(f, argnums, capture, "value_and_grad")
     fast = {}       # plain-array calls: shapes and dtypes -> [(tape, output slot, wrt slots)]
 
-    def replay_plain(args, want_value):
-        """(value or None, gradients) from a cached tape for plain-array arguments, or None."""
-        for tape, out, wrt in fast.get(_array_key(args), ()):
+    def replay_plain(key, args, want_value):
+        """(value or None, gradients) from a cached tape for plain-array arguments (`key`: their
+        `_array_key`), or None."""
+        for tape, out, wrt in fast.get(key, ()):
             V = tape.load(args, traced.refresh)
             tape.forward(V, for_gradient=not want_value)
             if tape.guards_hold(V):
@@ -237,7 +238,7 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
     def value_and_grad_f(*args, **kwargs):
         key = None if kwargs or has_aux else _array_key(args)
         if key is not None and key in fast:
-            result = replay_plain(args, True)
+            result = replay_plain(key, args, True)
             if result is not None:
                 return result
         if _is_traced_call(arguments(args, kwargs)):
@@ -279,8 +280,9 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
 
     @_wraps(f, "grad")
     def grad_f(*args, **kwargs):
-        if not kwargs and not has_aux and _array_key(args) is not None:
-            result = vg._replay_plain(args, False)     # plain arrays: never a traced call
+        key = None if kwargs or has_aux else _array_key(args)
+        if key is not None:                            # plain arrays: never a traced call
+            result = vg._replay_plain(key, args, False)
             return result[1] if result is not None else vg(*args)[1]
         if _is_traced_call(arguments(args, kwargs)):
             if has_aux:
