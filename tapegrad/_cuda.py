@@ -212,6 +212,8 @@ class Batch(_vmap._Batch):
         self.on_device = bool(self.device)
 
     def point(self, q):
+        if not self.size:            # an empty batch: zeros of a point's shapes (`_vmap`)
+            return super().point(q)
         leaves = list(self.leaves)
         for k in self.batched:
             leaves[k] = _host(self.device[k][int(q)]) if k in self.device else leaves[k][q]

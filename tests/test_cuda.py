@@ -246,6 +246,14 @@ def case_three_branches_traced_on_demand():
     check(tg.grad(three), X, chunk_size=2)
 
 
+def case_empty_batch():
+    from numba import cuda
+    X = np.zeros((0, 5))
+    assert check(tg.grad(rosenbrock), X).shape == (0, 5)
+    assert check(tg.value_and_grad(rosenbrock), X, device_args=(cuda.to_device(X),),
+                 on_device=True)[1].shape == (0, 5)
+
+
 def case_device_inputs_stay_on_device():
     from numba import cuda
     X = rng("device").standard_normal((8, 5))
