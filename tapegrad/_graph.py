@@ -209,6 +209,7 @@ def _reads(prim):
         names = (("a", "b"),) * 2
     else:
         return {"segmax": (((0,), True),), "segmin": (((0,), True),),
+                "segsumsq": (((0,), False),),
                 "segprod": (((0,), False),), "matmul": (((1,), False), ((0,), False)),
                 "where": ((), ((0,), False), ((0,), False))}.get(prim.name)
     reads = []

@@ -110,6 +110,50 @@ def segsum_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[i] += c0 * gy[ip[i]]
 
 
+# ---- segment sum of squares: y[ip[i]] += c0 * x[i]^2 (sum(x * x, axis) as one entry) --------
+# Rounded as the square and the segment sum it replaces: each product is formed, then added.
+
+@jit
+def segsumsq_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    y = _v(V, S, o)
+    y[:] = 0.0
+    for i in range(x.size):
+        y[ip[i]] += c0 * (x[i] * x[i])
+
+
+@jit
+def segsumsq_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        x = _v(V, S, a)
+        gx = _v(G, S, a)
+        gy = _v(G, S, o)
+        for i in range(gx.size):
+            gx[i] += (c0 * gy[ip[i]]) * (2.0 * x[i])
+
+
+@jit
+def segsumsq_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    tx = _v(T, S, a)
+    ty = _v(T, S, o)
+    ty[:] = 0.0
+    for i in range(x.size):
+        ty[ip[i]] += c0 * ((2.0 * x[i]) * tx[i])
+
+
+@jit
+def segsumsq_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        x = _v(V, S, a)
+        tx = _v(T, S, a)
+        gy = _v(G, S, o)
+        tgy = _v(TG, S, o)
+        tgx = _v(TG, S, a)
+        for i in range(x.size):
+            tgx[i] += (c0 * tgy[ip[i]]) * (2.0 * x[i]) + (c0 * gy[ip[i]]) * 2.0 * tx[i]
+
+
 # ---- scaled total: y = c0 * sum(x) (sum and mean of everything) -----------------------------
 
 @jit

@@ -152,6 +152,66 @@ def total_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
                 gxi[p] += c0 * gy[p]
 
 
+# ---- segment sum of squares: y[ip[i]] += c0 * x[i]^2 per point ---------------------------------
+
+@jit
+def segsumsq_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    y = _v(V, S, o)
+    y[:] = 0.0
+    for i in range(x.shape[0]):
+        yi = y[ip[i]]
+        xi = x[i]
+        for p in range(xi.size):
+            yi[p] += c0 * (xi[p] * xi[p])
+
+
+@jit
+def segsumsq_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        x = _v(V, S, a)
+        gx = _v(G, S, a)
+        gy = _v(G, S, o)
+        for i in range(gx.shape[0]):
+            xi = x[i]
+            gxi = gx[i]
+            gyi = gy[ip[i]]
+            for p in range(gxi.size):
+                gxi[p] += (c0 * gyi[p]) * (2.0 * xi[p])
+
+
+@jit
+def segsumsq_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    x = _v(V, S, a)
+    tx = _v(T, S, a)
+    ty = _v(T, S, o)
+    ty[:] = 0.0
+    for i in range(x.shape[0]):
+        xi = x[i]
+        txi = tx[i]
+        tyi = ty[ip[i]]
+        for p in range(xi.size):
+            tyi[p] += c0 * ((2.0 * xi[p]) * txi[p])
+
+
+@jit
+def segsumsq_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        x = _v(V, S, a)
+        tx = _v(T, S, a)
+        gy = _v(G, S, o)
+        tgy = _v(TG, S, o)
+        tgx = _v(TG, S, a)
+        for i in range(x.shape[0]):
+            xi = x[i]
+            txi = tx[i]
+            gyi = gy[ip[i]]
+            tgyi = tgy[ip[i]]
+            tgxi = tgx[i]
+            for p in range(xi.size):
+                tgxi[p] += (c0 * tgyi[p]) * (2.0 * xi[p]) + (c0 * gyi[p]) * 2.0 * txi[p]
+
+
 # ---- segment max / min: ties share the gradient evenly ----------------------------------------
 
 @jit

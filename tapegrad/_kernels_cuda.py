@@ -121,6 +121,51 @@ def segsum_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[i] += c0 * gy[ip[i]]
 
 
+# ---- segment sum of squares: y[ip[i]] += c0 * x[i]^2 ------------------------------------------
+
+@cuda.jit(device=True)
+def segsumsq_fwd(V, S, a, b, c, o, ip, c0, c1):
+    x = V[S[a, 0]:S[a, 0] + S[a, 1]]
+    y = V[S[o, 0]:S[o, 0] + S[o, 1]]
+    for s in range(y.size):
+        y[s] = 0.0
+    for i in range(x.size):
+        y[ip[i]] += c0 * (x[i] * x[i])
+
+
+@cuda.jit(device=True)
+def segsumsq_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        x = V[S[a, 0]:S[a, 0] + S[a, 1]]
+        gx = G[S[a, 0]:S[a, 0] + S[a, 1]]
+        gy = G[S[o, 0]:S[o, 0] + S[o, 1]]
+        for i in range(gx.size):
+            gx[i] += (c0 * gy[ip[i]]) * (2.0 * x[i])
+
+
+@cuda.jit(device=True)
+def segsumsq_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    x = V[S[a, 0]:S[a, 0] + S[a, 1]]
+    tx = T[S[a, 0]:S[a, 0] + S[a, 1]]
+    ty = T[S[o, 0]:S[o, 0] + S[o, 1]]
+    for s in range(ty.size):
+        ty[s] = 0.0
+    for i in range(x.size):
+        ty[ip[i]] += c0 * ((2.0 * x[i]) * tx[i])
+
+
+@cuda.jit(device=True)
+def segsumsq_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    if NEED[a]:
+        x = V[S[a, 0]:S[a, 0] + S[a, 1]]
+        tx = T[S[a, 0]:S[a, 0] + S[a, 1]]
+        gy = G[S[o, 0]:S[o, 0] + S[o, 1]]
+        tgy = TG[S[o, 0]:S[o, 0] + S[o, 1]]
+        tgx = TG[S[a, 0]:S[a, 0] + S[a, 1]]
+        for i in range(x.size):
+            tgx[i] += (c0 * tgy[ip[i]]) * (2.0 * x[i]) + (c0 * gy[ip[i]]) * 2.0 * tx[i]
+
+
 # ---- scaled total: y = c0 * sum(x) ------------------------------------------------------------
 
 @cuda.jit(device=True)

@@ -401,9 +401,26 @@ def _reduce(prim, x, dims, keepdim, value, c0, names):
     if not _recording(x):
         return Tensor(value)
     if dims is None or x.data.ndim == 0:
-        payload = np.zeros(x.data.size, np.int64)
-        return record(prim, (x,), value, payload, c0=c0, name=names[0])
-    return record(prim, (x,), value, _segments(x.data.shape, dims).ravel(), c0=c0, name=names[1])
+        payload, name = np.zeros(x.data.size, np.int64), names[0]
+    else:
+        payload, name = _segments(x.data.shape, dims).ravel(), names[1]
+    base = _squared(x) if prim is P["segsum"] else None
+    if base is not None:
+        return record(P["segsumsq"], (base,), value, payload, c0=c0, name=name)
+    return record(prim, (x,), value, payload, c0=c0, name=name)
+
+
+def _squared(x):
+    """y where x = y * y (or y ** 2) was recorded while tracing: the segment sum of x is then one
+    `segsumsq` entry on y (one pass over the values instead of two, each way). The square's
+    node stays for any other use of x and drops out of a tape that does not reach it. Eager
+    graphs keep PyTorch's structure (SumBackward1 of MulBackward0); not after in-place writes."""
+    node = x._node
+    if node is None or not state.tracing or _graph._written or _graph._rebound:
+        return None
+    if node.prim is P["square"] or (node.prim is P["mul"] and node.inputs[0] is node.inputs[1]):
+        return node.inputs[0]
+    return None
 
 
 def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):

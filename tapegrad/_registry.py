@@ -180,6 +180,10 @@ _PRIMS = [
     # x[I] - x[J] as one entry, y[i] = x[ip[i]] - x[ip[n + i]] (pair differences: distances,
     # forces), recorded by `sub` when both operands are gathers of one tensor
     _kernel("gather_diff", "SubBackward0", "gather_diff", saves=False, linear=True),
+    # sum(x * x, axis) as one entry, y[ip[i]] += c0 * x[i]^2, recorded while tracing by the
+    # segment sum of a square (one pass over x instead of two, each way; eager graphs keep
+    # PyTorch's SumBackward1 of a MulBackward0)
+    _kernel("segsumsq", "SumBackward1", "segsumsq"),
 ]
 
 PRIMS = tuple(Prim(**{**p.__dict__, "opcode": i}) for i, p in enumerate(_PRIMS))

@@ -36,8 +36,8 @@ class TapeFormatError(ValueError):
     """A tape (from a file or user arrays) is malformed; it never reaches an interpreter."""
 
 
-_ARITY = {"gather": 1, "gather_diff": 1, "window": 1, "segsum": 1, "total": 1, "segmax": 1, "segmin": 1,
-          "segprod": 1, "matmul": 2, "where": 3}
+_ARITY = {"gather": 1, "gather_diff": 1, "window": 1, "segsum": 1, "segsumsq": 1, "total": 1,
+          "segmax": 1, "segmin": 1, "segprod": 1, "matmul": 2, "where": 3}
 
 
 def _fail(message):
@@ -287,7 +287,7 @@ def _shape_rule(e, prim, operands, out, ip, sizes):
         if n_out and not (0 <= start < n_in and 0 <= last < n_in):
             _fail(f"entry {e}: window ({start}, {step}) of {n_out} values reads outside an "
                   f"operand of {n_in}")
-    elif name in ("segsum", "segmax", "segmin", "segprod"):
+    elif name in ("segsum", "segsumsq", "segmax", "segmin", "segprod"):
         _need_len(e, prim, ip, sizes[operands[0]])
         _in_range(e, prim, ip, n_out)
     elif name == "total":

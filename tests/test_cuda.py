@@ -89,10 +89,11 @@ def every_elementwise(x):
 
 
 def structural(x, W):
-    """gather, gather_diff, window, segsum, total, segmax, segmin, segprod, matmul, pack,
-    where."""
+    """gather, gather_diff, window, segsum, segsumsq, total, segmax, segmin, segprod, matmul,
+    pack, where."""
     h = tg.tanh(W @ x)
-    rows = tg.sum(h.reshape(2, 2), axis=1)
+    r = h.reshape(2, 2)
+    rows = tg.sum(r, axis=1) + tg.sum(r * r, axis=1)          # a segsum and a segsumsq
     picked = h[np.array([3, 0, 0, 2])]                       # integer indexing: a gather
     pairs = h[np.array([0, 1, 1])] - h[np.array([2, 1, 3])]  # pair differences: gather_diff
     return tg.stack([tg.amax(h), tg.amin(h), tg.prod(h), rows[0], rows[1] * tg.sum(x),

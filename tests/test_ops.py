@@ -190,6 +190,8 @@ CASES = [
     C("sum-neg-dim", lambda m, x: x.sum(-1), [N(2, 3, 4)]),
     C("sum-dims-keepdim", lambda m, x: m.sum(x, (0, 2), keepdim=True), [N(2, 3, 4)]),
     C("sum-all-dims", lambda m, x: m.sum(x, (0, 1, 2)), [N(2, 3, 4)]),
+    C("sum-of-squares-dim", lambda m, x: m.sum(x * x, 1), [N(2, 3, 4)]),       # segsumsq
+    C("mean-of-squares-dims", lambda m, x: m.mean(x ** 2, (0, 2), keepdim=True), [N(2, 3, 4)]),
     C("sum-axis-kw", lambda m, x: m.sum(x, axis=(0, 2), keepdims=True), [N(2, 3, 4)],
       torch=False),
     C("sum-0d", lambda m, x: m.sum(x), [N()]),
@@ -814,6 +816,25 @@ def test_binary_broadcasting(shapes, op, seed):
         fn = getattr(tg, op)
         inputs = apart(sa, sb)(r)
     assert gradcheck(fn, inputs)
+
+
+def test_sums_of_squares_are_one_entry_while_tracing():
+    """sum(x * x, axis) and mean(x ** 2, axis) trace as one segsumsq (the square drops out of
+    the tape unless something else reads it); eager graphs keep PyTorch's structure."""
+    names = [p.name for p in tg.trace(lambda x: tg.sum(tg.sum(x * x, 1)), np.ones((3, 2))).prims]
+    assert names == ["segsumsq", "total"]
+    names = [p.name for p in tg.trace(lambda x: tg.sum(tg.mean(x ** 2, 0) + x[0] ** 2),
+                                      np.ones((3, 2))).prims]
+    assert names.count("segsumsq") == 1 and names.count("square") == 1
+    names = [p.name for p in tg.trace(lambda x: tg.sum(tg.sum(x * x, 1) * tg.sum(x * x)),
+                                      np.ones((3, 2))).prims]
+    assert names.count("segsumsq") == 1 and names.count("mul") == 2     # x * x read twice
+    x = tg.tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    s = (x * x).sum(1)
+    assert s.grad_fn.name() == "SumBackward1"
+    assert s.grad_fn.next_functions[0][0].name() == "MulBackward0"
+    s.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), 2 * x.detach().numpy())
 
 
 def test_pair_differences_are_one_entry():
