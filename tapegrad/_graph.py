@@ -198,20 +198,23 @@ def rebind(tensor, old):
     entry[1] += 1
 
 
+def vjp_reads(prim):
+    """For each operand of `prim`: (the operands whose values its VJP reads, whether it reads
+    the output), or None when the VJP reads no value. Elementwise: from the derivative
+    expressions; structural: the registry's `reads`."""
+    reads = _READS.get(prim.opcode, _READS)
+    if reads is _READS:
+        reads = _READS[prim.opcode] = _reads(prim)
+    return reads
+
+
 def _reads(prim):
-    """For each operand of `prim`: (operands, reads output) that its VJP reads."""
     import re
     if not prim.saves:
         return None
-    if prim.kind == "unary":
-        names = (("x",),)
-    elif prim.kind == "binary":
-        names = (("a", "b"),) * 2
-    else:
-        return {"segmax": (((0,), True),), "segmin": (((0,), True),),
-                "segsumsq": (((0,), False),),
-                "segprod": (((0,), False),), "matmul": (((1,), False), ((0,), False)),
-                "where": ((), ((0,), False), ((0,), False))}.get(prim.name)
+    if prim.kind not in ("unary", "binary"):
+        return prim.reads
+    names = (("x",),) if prim.kind == "unary" else (("a", "b"),) * 2
     reads = []
     for expr, operands in zip(prim.d, names):
         used = set(re.findall(r"[a-z_]\w*", expr))
@@ -226,10 +229,7 @@ def saved_operands(node):
     """The operand indices whose recorded values `node`'s VJP reads (and -1: its output), for
     the operands that require grad (PyTorch saves `other` of `self * other` only when `self`
     requires grad)."""
-    prim = node.prim
-    reads = _READS.get(prim.opcode, _READS)
-    if reads is _READS:
-        reads = _READS[prim.opcode] = _reads(prim)
+    reads = vjp_reads(node.prim)
     saved = set()
     if reads is None:
         return saved

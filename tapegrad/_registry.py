@@ -39,6 +39,9 @@ class Prim:
     linear: bool = False      # structural and linear: JVP = forward on tangents, and the VJP's
     #                           tangent = VJP on adjoint tangents; the code generator derives
     #                           both, so the kernel family has only `_fwd` and `_vjp`
+    arity: int = 0            # structural: the number of operands (variadic ones: 0)
+    reads: tuple = None       # structural: for each operand, (the operands whose values its VJP
+    #                           reads, whether it reads the output); None: the VJP reads none
     opcode: int = field(default=-1, compare=False)
 
 
@@ -59,8 +62,9 @@ def _binary(name, grad_fn, f, d, d2, numpy, saves=True, differentiable=True):
     return Prim(name, "binary", grad_fn, saves, f, d, d2, numpy, differentiable=differentiable)
 
 
-def _kernel(name, grad_fn, kernel, saves=True, variadic=False, linear=False):
-    return Prim(name, "kernel", grad_fn, saves, kernel=kernel, variadic=variadic, linear=linear)
+def _kernel(name, grad_fn, kernel, arity=1, reads=None, variadic=False, linear=False):
+    return Prim(name, "kernel", grad_fn, reads is not None, kernel=kernel, variadic=variadic,
+                linear=linear, arity=arity, reads=reads)
 
 
 def _compare(name, expr, numpy):
@@ -155,18 +159,20 @@ _PRIMS = [
     _compare("ne", "a != b", np.not_equal),
 
     # structural: kernels in _kernels
-    _kernel("gather", "IndexBackward0", "gather", saves=False, linear=True),
+    _kernel("gather", "IndexBackward0", "gather", linear=True),
     # a strided window: y[i] = x[start + i * step], ip = (start, step); basic slices of a flat
     # buffer, without gather's index map (and a VJP that vectorises)
-    _kernel("window", "SliceBackward0", "window", saves=False, linear=True),
-    _kernel("segsum", "SumBackward1", "segsum", saves=False, linear=True),
-    _kernel("total", "SumBackward0", "total", saves=False, linear=True),
-    _kernel("segmax", "AmaxBackward0", "segmax"),
-    _kernel("segmin", "AminBackward0", "segmin"),
-    _kernel("segprod", "ProdBackward1", "segprod"),
-    _kernel("matmul", "MmBackward0", "matmul"),
-    _kernel("pack", "CatBackward0", "pack", saves=False, variadic=True, linear=True),
-    _kernel("where", "WhereBackward0", "where"),
+    _kernel("window", "SliceBackward0", "window", linear=True),
+    _kernel("segsum", "SumBackward1", "segsum", linear=True),
+    _kernel("total", "SumBackward0", "total", linear=True),
+    _kernel("segmax", "AmaxBackward0", "segmax", reads=(((0,), True),)),
+    _kernel("segmin", "AminBackward0", "segmin", reads=(((0,), True),)),
+    _kernel("segprod", "ProdBackward1", "segprod", reads=(((0,), False),)),
+    _kernel("matmul", "MmBackward0", "matmul", arity=2,
+            reads=(((1,), False), ((0,), False))),
+    _kernel("pack", "CatBackward0", "pack", arity=0, variadic=True, linear=True),
+    _kernel("where", "WhereBackward0", "where", arity=3,
+            reads=((), ((0,), False), ((0,), False))),
 
     # a nested function transform (grad or jacobian of a traced function) used inside a traced
     # or eager computation; the sweeps run its rules in Python between compiled segments
@@ -179,11 +185,11 @@ _PRIMS = [
            lambda x, c0, c1: x * x * x),
     # x[I] - x[J] as one entry, y[i] = x[ip[i]] - x[ip[n + i]] (pair differences: distances,
     # forces), recorded by `sub` when both operands are gathers of one tensor
-    _kernel("gather_diff", "SubBackward0", "gather_diff", saves=False, linear=True),
+    _kernel("gather_diff", "SubBackward0", "gather_diff", linear=True),
     # sum(x * x, axis) as one entry, y[ip[i]] += c0 * x[i]^2, recorded while tracing by the
     # segment sum of a square (one pass over x instead of two, each way; eager graphs keep
     # PyTorch's SumBackward1 of a MulBackward0)
-    _kernel("segsumsq", "SumBackward1", "segsumsq"),
+    _kernel("segsumsq", "SumBackward1", "segsumsq", reads=(((0,), False),)),
 ]
 
 PRIMS = tuple(Prim(**{**p.__dict__, "opcode": i}) for i, p in enumerate(_PRIMS))

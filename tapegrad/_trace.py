@@ -118,8 +118,8 @@ def _operand_slots(tape, e):
 def _value_entries(tape):
     """(E, FC) of the entries whose values a reverse sweep or a guard reads, with the entries
     computing their operands; None when that is every entry (or the tape has nested-transform
-    entries, which sweep in pieces). A VJP reads what `_graph._reads` says (everything, for a
-    primitive that saves values and is not listed there)."""
+    entries, which sweep in pieces). A VJP reads what `_graph.vjp_reads` says (everything, for
+    a primitive that saves values and does not say)."""
     if tape.calls:
         return None
     E, NEED = tape.E, tape.NEED
@@ -130,7 +130,7 @@ def _value_entries(tape):
         if not (NEED[E[e, 4]] and prim.saves):
             continue
         operands = _operand_slots(tape, e)
-        reads = _graph._reads(prim)
+        reads = _graph.vjp_reads(prim)
         if reads is None:
             live[operands] = True
             live[E[e, 4]] = True

@@ -36,10 +36,6 @@ class TapeFormatError(ValueError):
     """A tape (from a file or user arrays) is malformed; it never reaches an interpreter."""
 
 
-_ARITY = {"gather": 1, "gather_diff": 1, "window": 1, "segsum": 1, "segsumsq": 1, "total": 1,
-          "segmax": 1, "segmin": 1, "segprod": 1, "matmul": 2, "where": 3}
-
-
 def _fail(message):
     raise TapeFormatError(message)
 
@@ -105,8 +101,8 @@ def validate_arrays(E, FC, IP, S, NEED, V, shapes, calls=()):
 # the fixed operand count of every non-variadic primitive.
 _ROWWISE = np.array([p.kind in ("unary", "binary") or p.name in ("where", "total")
                      for p in PRIMS])
-_N_FIXED = np.array([0 if p.variadic else ({"unary": 1, "binary": 2}.get(p.kind)
-                                           or _ARITY.get(p.name, 0)) for p in PRIMS])
+_N_FIXED = np.array([0 if p.variadic else ({"unary": 1, "binary": 2}.get(p.kind) or p.arity)
+                     for p in PRIMS])
 _VARIADIC = np.array([p.variadic for p in PRIMS])
 _CALL = np.array([p.kind == "call" for p in PRIMS])
 _KIND = {name: np.array([p.kind == name for p in PRIMS]) for name in ("unary", "binary")}
