@@ -399,6 +399,20 @@ def test_pair_difference_indices_are_checked(mutate, message):
         _io.from_arrays(arrays)
 
 
+def test_sum_of_squares_segments_are_checked():
+    f = lambda x: tapegrad.sum(tapegrad.sum(x * x, 1))
+    arrays = _io.to_arrays(tapegrad.trace(f, np.ones((3, 2))))
+    e = entry(arrays, "segsumsq")
+    x = np.arange(6.0).reshape(3, 2)
+    assert _io.from_arrays(copy.deepcopy(arrays))(x) == np.sum(x * x)
+    arrays["IP"][payload(arrays, e)][0] = 3                  # a segment past the output's 3
+    with pytest.raises(TapeFormatError, match="segsumsq index out of range"):
+        _io.from_arrays(copy.deepcopy(arrays))
+    arrays["E"][e, 6] -= 1
+    with pytest.raises(TapeFormatError, match="segsumsq needs a payload of 6 integers"):
+        _io.from_arrays(arrays)
+
+
 def test_every_primitive_is_covered_by_a_shape_rule():
     from tapegrad import _validate
     import inspect
