@@ -416,6 +416,7 @@ def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
         return (jac, aux) if has_aux else jac
 
     jac_f = _wraps(f, f"jac{mode}")(jac_f)
+    jac_f.traced = traced
     jac_f._transform = (f"jac{mode}", f, argnums_t, single, has_aux)
     return jac_f
 
@@ -489,6 +490,7 @@ def hessian(f, argnums=0, has_aux=False, capture="trace"):
         hess = _by_argument(rows, wrt, groups, single)     # as JAX's jacfwd(jacrev(f))
         return (hess, aux) if has_aux else hess
 
+    hessian_f.traced = traced
     hessian_f._transform = ("hessian", f, argnums_t, single, has_aux)
     return hessian_f
 

@@ -324,10 +324,10 @@ def case_chunks_sized_from_device_memory():
     seen = []
     real_evaluate = tg._vmap._evaluate
 
-    def spy(traced, kind, tape, V, plan, batch, index, Y, backend, fn):
+    def spy(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse=False):
         if backend == "cuda" and isinstance(index, slice):
             seen.append(index.stop - index.start)
-        return real_evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn)
+        return real_evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse)
 
     class Context:
         def get_memory_info(self):
