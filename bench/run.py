@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 import _common as C  # noqa: E402
 
 BATCHED = ["rosenbrock", "mlp", "lj16"]
-COLUMNS = ["tapegrad", "JAX", "PyTorch", "HIPS autograd", "hand numba"]
+COLUMNS = ["tapegrad", "tapegrad interp", "JAX", "PyTorch", "HIPS autograd", "hand numba"]
 RESULTS = os.path.join(HERE, "results")
 
 

@@ -204,7 +204,7 @@ def _replay(tape, V0, in_pos, wrt_pos):
     V = np.empty(len(V0), object)
     V[:] = list(V0.astype(np.float64))          # numpy scalars: IEEE arithmetic, no exceptions
     for r, p in enumerate(in_pos):
-        V[p] = program.fresh(f"Xt[p, {r}]", ())
+        V[p] = program.fresh(f"X[{r}]", ())         # a row of the tile (see _emit)
     for p in set(wrt_pos) - set(in_pos):
         V[p] = program.fresh(_literal(V[p]), ())
     S = tape.S
@@ -305,88 +305,103 @@ def _phases(lines):
     return phases, [list(g.items()) for g in groups]
 
 
-class _Scratch:
-    """Rows of the tile scratch C (rows, TILE): values that cross from one phase to a later
-    one, and the operands and results of the call groups."""
+class _Rows:
+    """Rows of the tile buffer C (rows x TILE, flat: one array, so that LLVM sees one object
+    and numba keeps no view per row), one per value that lives in memory: the inputs
+    and outputs of the tile, the guard flag, the operands and results of the call groups, and
+    the values that one phase computes and a later one reads."""
 
     def __init__(self):
-        self.row = {}
+        self.count = 0
+        self.of = {}              # name -> row
 
     def take(self, n):
-        first = len(self.row)
-        for k in range(n):
-            self.row[("_", first + k)] = first + k
+        first = self.count
+        self.count += n
         return first
 
 
-def _emit(lines, outputs, checks):
-    """The body of `points(X, Y, OK, start, stop)`: the statements, the outputs and the guard
-    checks of one point, run over the points start..stop-1."""
-    tail = [f"Yt[p, {r}] = {token}" for r, token in enumerate(outputs)]
-    tail.append(f"OKt[p] = {' and '.join(checks) if checks else 'True'}")
+ROW_FORM_RATIO = 16   # statements per input and output below which the row form is faster
+
+
+def _emit_rows(lines, outputs, checks):
+    """The body of `points` in the caller's row layout, one point per iteration, when the
+    program has no calls and few statements per input and output: copying a tile into the
+    column layout and back costs more than vectorising saves (Rosenbrock n=10, one thread:
+    8 ns per point in rows, 15 in columns; Lennard-Jones 16 atoms: 530 against 300)."""
+    body = [f"{name} = " + re.sub(r"^X\[(\d+)\]$", r"Xt[p, \1]", code)
+            for name, code, _ in lines]
+    body += [f"Yt[p, {r}] = {token}" for r, token in enumerate(outputs)]
+    body.append(f"OKt[p] = {' and '.join(checks) if checks else 'True'}")
+    return textwrap.indent("\n".join(
+        ["Xt = X[start:stop]", "Yt = Y[start:stop]", "OKt = OK[start:stop]",
+         "for p in range(stop - start):"] + ["    " + line for line in body]), "    ")
+
+
+def _emit(lines, n_in, outputs, checks):
+    """The body of `points(X, Y, OK, start, stop)`, in tiles of TILE points.
+
+    Each tile is copied into the column layout of C (a row per input), runs its phases (each a
+    loop over the tile's points reading and writing rows of C at constant offsets, the form
+    that LLVM vectorises) and its call loops, then copies the output rows out."""
     phases, groups = _phases(lines)
-    if len(phases) == 1:
-        return _loop([f"{n} = {c}" for n, c in phases[0]] + tail, "start", "stop", 4)
-    scratch = _Scratch()
-    calls = [[] for _ in phases]            # the call loops run before phase k
-    arg_stores = [[] for _ in phases]       # (row, name): operands of the next level's calls
-    result_row = {}                         # call result -> its row
+    rows = _Rows()
+    inputs = rows.take(n_in)
+    outs = rows.take(len(outputs))
+    ok_row = rows.take(1)
+    for name, code, _ in lines:
+        match = re.fullmatch(r"X\[(\d+)\]", code)
+        if match:
+            rows.of[name] = inputs + int(match.group(1))
+    phases = [[(n, c) for n, c in phase if n not in rows.of] for phase in phases]
+    calls = [[] for _ in phases]          # the call loops that run before phase k
+    stores = [[] for _ in phases]         # (row, token) written at the end of phase k
     for k, level in enumerate(groups):
         for template, members in level:
             m = len(members)
-            out = scratch.take(m)
-            for j, (name, _) in enumerate(members):
-                result_row[name] = out + j
-            args = [scratch.take(m) for _ in members[0][1]]
-            for base, position in zip(args, range(len(args))):
-                arg_stores[k - 1] += [(base + j, ops[position]) for j, (_, ops) in
-                                      enumerate(members)]
-            expr = re.sub(r"\b_(\d+)\b", lambda x: f"C[{args[int(x.group(1))]} + j, p]",
-                          template)
+            out = rows.take(m)
+            args = [rows.take(m) for _ in members[0][1]]
+            for j, (name, operands) in enumerate(members):
+                rows.of[name] = out + j
+                stores[k - 1] += [(base + j, operands[i]) for i, base in enumerate(args)]
+            expr = re.sub(r"\b_(\d+)\b",
+                          lambda x: f"C[({args[int(x.group(1))]} + j) * {TILE} + p]", template)
             calls[k].append(f"for j in range({m}):\n    for p in range(w):\n"
-                            f"        C[{out} + j, p] = {expr}")
+                            f"        C[({out} + j) * {TILE} + p] = {expr}")
+    last = len(phases) - 1
+    stores[last] += [(outs + r, token) for r, token in enumerate(outputs)]
+    ok = f"1.0 if ({' and '.join(checks)}) else 0.0" if checks else "1.0"
+    stores[last].append((ok_row, ok))
     defined = {name: k for k, phase in enumerate(phases) for name, _ in phase}
-    crossing_row = {}
-    bodies, stores = [], [[] for _ in phases]
+    loops = []
     for k, phase in enumerate(phases):
-        body = [f"{n} = {c}" for n, c in phase] + [f"C[{r}, p] = {n}" for r, n in arg_stores[k]]
-        body += tail if k == len(phases) - 1 else []
+        body = [f"{n} = {c}" for n, c in phase]
         mine = {n for n, _ in phase}
+        used = _NAME.findall("\n".join(body + [t for _, t in stores[k]]))
         loads = []
-        for name in sorted(set(_NAME.findall("\n".join(body))) - mine, key=lambda n: int(n[1:])):
-            r = result_row.get(name)
-            if r is None:
-                r = crossing_row.get(name)
-                if r is None:
-                    r = crossing_row[name] = scratch.take(1)
-                    stores[defined[name]].append(f"C[{r}, p] = {name}")
-            loads.append(f"{name} = C[{r}, p]")
-        bodies.append((loads, body))
+        for name in sorted(set(used) - mine, key=lambda n: int(n[1:])):
+            if name not in rows.of:                  # crosses from an earlier phase
+                rows.of[name] = rows.take(1)
+                stores[defined[name]].append((rows.of[name], name))
+            loads.append(f"{name} = C[{rows.of[name] * TILE} + p]")
+        loops.append((loads, body))
     text = []
-    for k, (loads, body) in enumerate(bodies):
+    for k, (loads, body) in enumerate(loops):
         text += calls[k]
-        text.append(_loop(loads + body + stores[k], "0", "w", 0))
-    return _tiled("\n".join(text), len(scratch.row))
-
-
-def _loop(lines, first, last, indent):
-    """A loop over the points first..last-1 of the views Xt, Yt, OKt (sliced first: indexing
-    with a runtime offset would keep the loop from vectorising, see DESIGN.md)."""
-    head = ([f"Xt = X[{first}:{last}]", f"Yt = Y[{first}:{last}]", f"OKt = OK[{first}:{last}]"]
-            if first != "0" else [])
-    body = "\n".join("    " + line for line in lines)
-    text = "\n".join(head + [f"for p in range({last} - {first}):", body])
-    return textwrap.indent(text, " " * indent)
-
-
-def _tiled(text, n_rows):
-    return (f"    C = np.empty(({max(n_rows, 1)}, {TILE}))\n"
-            f"    for first in range(start, stop, {TILE}):\n"
-            f"        w = min({TILE}, stop - first)\n"
-            f"        Xt = X[first:first + w]\n"
-            f"        Yt = Y[first:first + w]\n"
-            f"        OKt = OK[first:first + w]\n"
-            + textwrap.indent(text, " " * 8))
+        writes = [f"C[{r * TILE} + p] = {token}" for r, token in stores[k]]
+        text.append("for p in range(w):\n" + textwrap.indent("\n".join(loads + body + writes),
+                                                              "    "))
+    head = [f"C = np.empty({rows.count * TILE})"]
+    tile = [f"w = min({TILE}, stop - first)",
+            f"for r in range({n_in}):", "    for p in range(w):",
+            f"        C[r * {TILE} + p] = X[first + p, r]"]
+    tile += text
+    tile += [f"for r in range({len(outputs)}):", "    for p in range(w):",
+             f"        Y[first + p, r] = C[({outs} + r) * {TILE} + p]",
+             "for p in range(w):", f"    OK[first + p] = C[{ok_row * TILE} + p] != 0.0"]
+    return textwrap.indent("\n".join(head + [f"for first in range(start, stop, {TILE}):"]
+                                     + ["    " + line for line in "\n".join(tile).split("\n")]),
+                           "    ")
 
 
 _MODULE = """\
@@ -434,7 +449,13 @@ def source(tape, V, plan, kind, vecmath="_vecmath"):
     guards = [(Vs[tape.offsets[s]], outcome) for s, outcome in tape.guards]
     checks = [f"(({_token(g)} != 0.0) == {bool(outcome)})" for g, outcome in guards]
     roots = outputs + [g.name for g, _ in guards if isinstance(g, Sym)]
-    body = _emit(_live(program.lines, roots), outputs, checks)
+    lines = _live(program.lines, roots)
+    n_io = len(plan["in_pos"]) + len(outputs)
+    if not any(_CALL.search(code) for _, code, _ in lines) and \
+            len(lines) < ROW_FORM_RATIO * n_io:
+        body = _emit_rows(lines, outputs, checks)
+    else:
+        body = _emit(lines, len(plan["in_pos"]), outputs, checks)
     return _MODULE.format(vecmath=vecmath, body=body, chunk=CHUNK)
 
 
@@ -444,10 +465,11 @@ class Candidate:
     # numba's typing and lowering of each statement is most of it
     BASE_S, PER_STATEMENT_S = 0.3, 0.0015
 
-    def __init__(self, text, salt):
+    def __init__(self, text, salt, n_in, n_out):
         self.text = text
         self.name = f"_gen_fused_{_codegen._digest(text, salt)}"
         self.statements = text.count("\n")
+        self.n_in, self.n_out = n_in, n_out
 
     @classmethod
     def of(cls, tape, V, plan, kind):
@@ -460,7 +482,8 @@ class Candidate:
             text = source(tape, V, plan, kind, _codegen._copy(_vecmath, "vecmath", salt))
         except NotFusable:
             return False
-        return cls(text, salt)
+        n_out = len(plan["read_v"]) + len(plan["seeds"]) * len(plan["read_g"])
+        return cls(text, salt, len(plan["in_pos"]), n_out)
 
     def cached(self):
         """Whether this source was compiled before (its file is in the code cache)."""
@@ -470,13 +493,32 @@ class Candidate:
         return self.BASE_S + self.PER_STATEMENT_S * self.statements
 
     def build(self):
-        """The compiled `fused(X, Y, OK)`: X is (points, inputs), Y (points, results), and
-        OK[q] says whether point q's guards hold (its results are written either way)."""
-        module = _codegen._materialize(self.name, self.text)
-        return module.fused
+        """The compiled kernel (a `Fused`)."""
+        return Fused(_codegen._materialize(self.name, self.text).fused, self.n_in, self.n_out)
+
+
+class Fused:
+    """A fused kernel, `fused(X, Y, OK)`: X is (points, inputs), Y (points, results), and OK[q]
+    says whether point q's guards hold (its results are written either way). The generated
+    loops index X and Y with the counts they were written for and check nothing: the shapes
+    and types are checked here, at the boundary."""
+    __slots__ = ("kernel", "n_in", "n_out")
+
+    def __init__(self, kernel, n_in, n_out):
+        self.kernel, self.n_in, self.n_out = kernel, n_in, n_out
+
+    def __call__(self, X, Y, OK):
+        n = X.shape[0]
+        for name, array, shape, dtype in (("X", X, (n, self.n_in), np.float64),
+                                          ("Y", Y, (n, self.n_out), np.float64),
+                                          ("OK", OK, (n,), np.bool_)):
+            if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
+                raise ValueError(f"fused kernel: {name} must be a C-contiguous {shape} array of "
+                                 f"{np.dtype(dtype)}, got {array.shape} {array.dtype}")
+        self.kernel(X, Y, OK)
 
 
 def build(tape, V, plan, kind):
-    """The fused kernel for this tape and plan (compiled now), or None if it cannot be fused."""
+    """The `Fused` kernel for this tape and plan (compiled now), or None if it cannot be fused."""
     candidate = Candidate.of(tape, V, plan, kind)
     return candidate.build() if candidate else None

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import math
 import time
+import warnings
 import weakref
 
 import numba
@@ -403,17 +404,18 @@ def _fused(tape, V, plan, kind, fuse):
     kernel is already in the code cache. The kernel's source is generated at the first call
     (milliseconds); None means the tape cannot be fused."""
     state = plan.get("fused")
-    if state is None:
-        state = plan["fused"] = _fuse.Candidate.of(tape, V, plan, kind)
-    if state is False:
-        return None
-    if isinstance(state, _fuse.Candidate):
-        if fuse != "auto" or state.cached() or \
-                plan.get("interpreted_s", 0.0) >= state.compile_estimate_s():
-            state = plan["fused"] = state.build() or False
-            return state or None
-        return None
-    return state
+    try:
+        if state is None:
+            state = plan["fused"] = _fuse.Candidate.of(tape, V, plan, kind)
+        if isinstance(state, _fuse.Candidate) and (
+                fuse != "auto" or state.cached()
+                or plan.get("interpreted_s", 0.0) >= state.compile_estimate_s()):
+            state = plan["fused"] = state.build()
+    except Exception as err:      # a defect of the fused tier must not cost a working replay
+        warnings.warn(f"tapegrad: the fused tier failed on this tape ({type(err).__name__}: "
+                      f"{err}); it stays with the interpreter", RuntimeWarning, stacklevel=2)
+        state = plan["fused"] = False
+    return state if isinstance(state, _fuse.Fused) else None
 
 
 _POSITION_KEYS = ("in_pos", "seeds", "dir_pos", "tin_pos", "read_v", "read_g", "read_t",

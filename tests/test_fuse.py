@@ -27,7 +27,7 @@ def tiers(vmapped):
 
 
 def fused(vmapped):
-    return [s for s in tiers(vmapped) if callable(s)]
+    return [s for s in tiers(vmapped) if isinstance(s, _fuse.Fused)]
 
 
 def check_fused(fn, *args, in_axes=0, rtol=1e-12, atol=1e-12, exact=False):
@@ -214,4 +214,32 @@ def test_too_many_statements_is_not_fusable(monkeypatch):
     vmapped = tg.vmap(tg.grad(rosenbrock), fuse=True)
     X = rng_for("fuse limit").standard_normal((20, 30))
     assert_same(vmapped(X), tg.vmap(tg.grad(rosenbrock), fuse=False)(X))
+    assert tiers(vmapped) == [False]
+
+
+def test_the_kernel_checks_its_arrays():
+    """The generated loops index with the counts they were written for: a wrong shape, dtype
+    or layout is refused before it reaches them."""
+    f = tg.vmap(tg.grad(rosenbrock), fuse=True)
+    f(np.ones((4, 3)))
+    (kernel,) = fused(f)
+    X, Y, OK = np.ones((4, 3)), np.empty((4, 3)), np.empty(4, bool)
+    kernel(X, Y, OK)
+    np.testing.assert_array_equal(Y, tg.vmap(tg.grad(rosenbrock), fuse=False)(X))
+    for bad in [(np.ones((4, 2)), Y, OK), (X, np.empty((4, 2)), OK), (X, Y, np.empty(3, bool)),
+                (X.astype(np.float32), Y, OK), (np.ones((3, 4)).T, Y, OK),
+                (X, Y, np.empty(4))]:
+        with pytest.raises(ValueError, match="fused kernel"):
+            kernel(*bad)
+
+
+def test_a_failure_of_the_fused_tier_falls_back_to_the_interpreter(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("simulated defect")
+    monkeypatch.setattr(_fuse, "source", broken)
+    vmapped = tg.vmap(tg.grad(rosenbrock), fuse=True)
+    X = rng_for("fuse broken").standard_normal((30, 4))
+    with pytest.warns(RuntimeWarning, match="simulated defect"):
+        got = vmapped(X)
+    assert_same(got, tg.vmap(tg.grad(rosenbrock), fuse=False)(X))
     assert tiers(vmapped) == [False]
