@@ -22,6 +22,7 @@ re-read constants are fused, up to `MAX_STATEMENTS` statements; `build` returns 
 rest. Generated modules are files named by a hash of their source in the code cache, so
 numba's disk cache makes a fused kernel free to load in a later process.
 """
+import math
 import os
 import re
 import textwrap
@@ -49,7 +50,7 @@ def _literal(value):
         return "math.nan"
     if value in (np.inf, -np.inf):
         return "math.inf" if value > 0 else "(-math.inf)"
-    return repr(value) if value >= 0 else f"({value!r})"
+    return repr(value) if math.copysign(1.0, value) > 0 else f"({value!r})"   # -0.0 too
 
 
 def _token(v):

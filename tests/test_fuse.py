@@ -243,3 +243,18 @@ def test_a_failure_of_the_fused_tier_falls_back_to_the_interpreter(monkeypatch):
         got = vmapped(X)
     assert_same(got, tg.vmap(tg.grad(rosenbrock), fuse=False)(X))
     assert tiers(vmapped) == [False]
+
+
+def test_special_constants_are_written_exactly():
+    """Constants become literals of the generated source: signed zeros, infinities and NaN
+    must keep their meaning (a bare -0.0 ** 2 would parse as -(0.0 ** 2))."""
+    for value, text in [(1.5, "1.5"), (-1.5, "(-1.5)"), (-0.0, "(-0.0)"), (np.inf, "math.inf"),
+                        (-np.inf, "(-math.inf)"), (np.nan, "math.nan"), (5e-324, "5e-324")]:
+        assert _fuse._literal(value) == text
+    c = np.array([-0.0, -np.inf, 0.5, 3.0])
+
+    def f(x):
+        return tg.sum(tg.maximum(x, c) * tg.minimum(x, 1.0) + (c[0] * x) ** 2.0)
+    X = rng_for("fuse constants").standard_normal((40, 4))
+    X[0] = 0.0
+    check_fused(tg.value_and_grad(f), X, exact=True)
