@@ -365,10 +365,14 @@ def _emit(lines, n_in, outputs, checks):
             for j, (name, operands) in enumerate(members):
                 rows.of[name] = out + j
                 stores[k - 1] += [(base + j, operands[i]) for i, base in enumerate(args)]
-            expr = re.sub(r"\b_(\d+)\b",
-                          lambda x: f"C[({args[int(x.group(1))]} + j) * {TILE} + p]", template)
-            calls[k].append(f"for j in range({m}):\n    for p in range(w):\n"
-                            f"        C[({out} + j) * {TILE} + p] = {expr}")
+            # the rows as 1-D views: indexing C itself here kept the loop scalar (the store and
+            # the loads share a base, which LLVM then cannot tell apart around an inlined call)
+            views = "".join(f"    a{i} = C[({base} + j) * {TILE}:({base} + j) * {TILE} + w]\n"
+                            for i, base in enumerate(args))
+            expr = re.sub(r"\b_(\d+)\b", lambda x: f"a{x.group(1)}[p]", template)
+            calls[k].append(f"for j in range({m}):\n{views}"
+                            f"    y = C[({out} + j) * {TILE}:({out} + j) * {TILE} + w]\n"
+                            f"    for p in range(w):\n        y[p] = {expr}")
     last = len(phases) - 1
     stores[last] += [(outs + r, token) for r, token in enumerate(outputs)]
     ok = f"1.0 if ({' and '.join(checks)}) else 0.0" if checks else "1.0"
@@ -393,12 +397,15 @@ def _emit(lines, n_in, outputs, checks):
         text.append("for p in range(w):\n" + textwrap.indent("\n".join(loads + body + writes),
                                                               "    "))
     head = [f"C = np.empty({rows.count * TILE})"]
+    n_out = len(outputs)
     tile = [f"w = min({TILE}, stop - first)",
-            f"for r in range({n_in}):", "    for p in range(w):",
-            f"        C[r * {TILE} + p] = X[first + p, r]"]
+            f"xs = X.reshape(-1)[first * {n_in}:(first + w) * {n_in}]",
+            "for p in range(w):", f"    for r in range({n_in}):",
+            f"        C[r * {TILE} + p] = xs[p * {n_in} + r]"]
     tile += text
-    tile += [f"for r in range({len(outputs)}):", "    for p in range(w):",
-             f"        Y[first + p, r] = C[({outs} + r) * {TILE} + p]",
+    tile += [f"ys = Y.reshape(-1)[first * {n_out}:(first + w) * {n_out}]",
+             "for p in range(w):", f"    for r in range({n_out}):",
+             f"        ys[p * {n_out} + r] = C[({outs} + r) * {TILE} + p]",
              "for p in range(w):", f"    OK[first + p] = C[{ok_row * TILE} + p] != 0.0"]
     return textwrap.indent("\n".join(head + [f"for first in range(start, stop, {TILE}):"]
                                      + ["    " + line for line in "\n".join(tile).split("\n")]),
@@ -462,9 +469,10 @@ def source(tape, V, plan, kind, vecmath="_vecmath"):
 
 class Candidate:
     """The generated source of a fusable plan, compiled on demand (`build`)."""
-    # measured here (numba 0.68): 0.5 s for 133 statements, 1.8 s for 600, 6 s for 3,700;
-    # numba's typing and lowering of each statement is most of it
-    BASE_S, PER_STATEMENT_S = 0.3, 0.0015
+    # measured here (numba 0.68, a busy 2-core machine): 0.3-0.5 s for Rosenbrock n=10 (133
+    # lines), 2.5-3.3 s for the tanh MLP 8-16-1 (604), 9.7 s for Lennard-Jones 16 atoms
+    # (3,587); numba's typing and lowering of each statement is most of it
+    BASE_S, PER_STATEMENT_S = 0.3, 0.0025
 
     def __init__(self, text, salt, n_in, n_out):
         self.text = text
