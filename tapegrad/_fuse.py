@@ -488,6 +488,7 @@ class Candidate:
         self.name = f"_gen_fused_{_codegen._digest(text, salt)}"
         self.statements = text.count("\n")
         self.n_in, self.n_out = n_in, n_out
+        self.path = os.path.join(_codegen._cache_dir(), f"{self.name}.py")   # (probes: once)
 
     @classmethod
     def of(cls, tape, V, plan, kind):
@@ -505,7 +506,7 @@ class Candidate:
 
     def cached(self):
         """Whether this source was compiled before (its file is in the code cache)."""
-        return os.path.exists(os.path.join(_codegen._cache_dir(), f"{self.name}.py"))
+        return os.path.exists(self.path)
 
     def compile_estimate_s(self):
         return self.BASE_S + self.PER_STATEMENT_S * self.statements
