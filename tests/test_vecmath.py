@@ -20,7 +20,8 @@ EXTENDED = np.finfo(np.longdouble).nmant >= 63
 needs_extended = pytest.mark.skipif(not EXTENDED, reason="long double is not extended precision")
 
 # Largest error in ulps measured on 10^6 - 10^7 points per function (`SAMPLE` below with larger
-# n): exp and sigmoid round subnormal results twice (<= 0.75 ulp); elsewhere 0.56 - 0.72.
+# n; tanh 10^8): exp and sigmoid round subnormal results twice (<= 0.75 ulp); elsewhere
+# 0.56 - 0.72 (tanh 0.57).
 MAX_ULP = {"exp": 0.76, "expm1": 0.75, "log": 0.7, "log1p": 0.7, "tanh": 0.6, "sigmoid": 0.76}
 
 
@@ -70,6 +71,12 @@ def _signed(rng, magnitudes):
     return magnitudes * rng.choice([-1.0, 1.0], magnitudes.size)
 
 
+def _tanh_seams(rng, n):
+    """Points within 1e-6 of the seams of tanh's reduction, |x| = (j + 1/2) ln2/2 (k changes)."""
+    j = rng.integers(0, 56, n)
+    return (j + 0.5) * (math.log(2) / 2) + rng.uniform(-1e-6, 1e-6, n)
+
+
 def sample(name, n, seed=0):
     """Points spanning the function's whole domain, denser where it is hard to get right."""
     rng = np.random.default_rng(seed)
@@ -80,7 +87,8 @@ def sample(name, n, seed=0):
         "expm1": [rng.uniform(-40, 710, n), rng.uniform(-2, 2, n), near_zero],
         "log": [any_double, rng.uniform(0.5, 2, n), rng.uniform(0.99, 1.01, n)],
         "log1p": [any_double, -rng.uniform(0, 1, n), rng.uniform(-0.3, 0.42, n), near_zero],
-        "tanh": [rng.uniform(-25, 25, n), rng.uniform(-1, 1, n), near_zero],
+        "tanh": [rng.uniform(-25, 25, n), rng.uniform(-1, 1, n), near_zero,
+                 _signed(rng, rng.uniform(18, 20, n)), _signed(rng, _tanh_seams(rng, n))],
         "sigmoid": [rng.uniform(-800, 800, n), rng.uniform(-25, 25, n), near_zero],
     }[name]
     return np.concatenate(parts)
@@ -107,8 +115,10 @@ SPECIAL = {
             2.0 ** -1022, _MAX, -_SUB],
     "log1p": [0.0, -0.0, -1.0, -1.5, -np.inf, np.inf, np.nan, _SUB, -_SUB, 1e-300, -1e-300,
               _MAX, np.nextafter(-1.0, 0.0), 1.0],
-    "tanh": [0.0, -0.0, np.inf, -np.inf, np.nan, _SUB, -_SUB, 1e-300, -1e-300, 19.0, 20.0,
-             -20.0, 1e300, -1e300, 0.35, -0.35],
+    "tanh": [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, _SUB, -_SUB, 1e-300, -1e-300,
+             2.0 ** -1022, 1e-9, -1e-9, 19.0, 20.0, -20.0, 1e300, -1e300, 0.35, -0.35,
+             math.log(2) / 4, -math.log(2) / 4, 18.19, 18.2, 19.06, 19.07, -19.07, 19.5,
+             np.nextafter(19.5, 0), np.nextafter(19.5, np.inf), _MAX, -_MAX],
     "sigmoid": [0.0, -0.0, np.inf, -np.inf, np.nan, _SUB, -_SUB, 40.0, -40.0, -745.0, -800.0,
                 800.0],
 }
@@ -140,6 +150,15 @@ def test_known_results():
     tiny = np.array([1e-300, -1e-300, 5e-324])
     for name in ("expm1", "log1p", "tanh"):
         assert evaluate(name, tiny).tolist() == tiny.tolist(), name
+    # tanh(x) = x once rounded below 2^-26.5 (the next term, x^3/3, is under half an ulp)
+    x = np.concatenate([np.geomspace(1e-300, 1e-8, 2000), np.geomspace(5e-324, 2e-308, 50)])
+    assert (evaluate("tanh", x) == x).all() and (evaluate("tanh", -x) == -x).all()
+    # saturation: 1 from 19.0615... (1 - tanh < 2^-54) on, never above 1; odd everywhere
+    y = evaluate("tanh", np.linspace(19.07, 800, 1000))
+    assert (y == 1.0).all() and (evaluate("tanh", -np.linspace(19.07, 800, 1000)) == -1.0).all()
+    x = np.random.default_rng(2).uniform(-25, 25, 10_000)
+    assert (evaluate("tanh", -x) == -evaluate("tanh", x)).all()
+    assert (np.abs(evaluate("tanh", x)) <= 1.0).all()
 
 
 @needs_extended
@@ -173,6 +192,17 @@ def test_loops_vectorise(name):
     packed = re.findall(r"\bv(?:fmadd|fnmadd|fmsub|mul|add|sub)\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, f"{name}: {len(packed)} packed instructions"
     assert not re.search(rf"_vecmath\d*{name}", "\n".join(re.findall(r"call\w*\s[^\n]*", asm)))
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="checks x86-64 AVX2 vector instructions")
+def test_tanh_one_path_one_division():
+    """tanh is one formula for every x: no compare-and-blend between two paths in its loop and
+    one packed division (the vector loop's; the scalar remainder loop has its own)."""
+    evaluate("tanh", np.ones(8))
+    run = _LOOPS["tanh"]
+    asm = run.inspect_asm(run.signatures[0])
+    assert len(re.findall(r"\bvdivpd\s[^\n]*%[yz]mm", asm)) == 1
+    assert not re.findall(r"\bv(?:cmp\w*pd|blendv?pd|blendmpd)\s[^\n]*%[yz]mm", asm)
 
 
 def test_cpu_generator_calls_vecmath_and_cuda_keeps_math():
