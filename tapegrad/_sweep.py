@@ -8,8 +8,9 @@ interpreter up to the entry, the entry's Python rule, and the interpreter again 
 The sweeps are the validation boundary's gate (see `_validate`): the interpreters do not check
 bounds, so a tape reaches them only when it is marked `validated`: tapes built in this process
 are marked where they are built (`_tape.FlatTape`, the eager graph; traced and loaded `Tape`s),
-anything else must pass `_validate.validate_tape` first. In anomaly mode (`_anomaly`) the
-forward and reverse sweeps run one entry at a time and check every value they produce.
+anything else must pass `_validate.validate_tape` first (`gradient_sweeps` checks once, when
+it binds a tape). In anomaly mode (`_anomaly`) the forward and reverse sweeps run one entry at a
+time and check every value they produce.
 """
 from . import _graph
 from ._interp import interpreters
@@ -47,6 +48,38 @@ def forward_entries(tape, V, E, FC):
     if _graph.anomaly_enabled:
         return forward(tape, V)
     interpreters().forward(E, FC, tape.IP, tape.S, V, 0, len(E))
+
+
+def gradient_sweeps(tape, entries=None):
+    """`run(V, G)`: the forward sweep, then the reverse sweep with the seeds in G, for a tape
+    without guards to test between the two (the caller's duty).
+
+    `entries`: the rows (E, FC) that the forward sweep needs (`_trace._value_entries`), None for
+    all. Made once per tape for `grad`'s replay on plain arrays, so that a call does no more
+    than the two interpreter calls: in a function over large data each sweep evicts the caches,
+    and the Python around the sweeps then runs cold, at microseconds per operation (issue #3).
+    The tape is checked here, once; anomaly mode and nested transforms take the general sweeps.
+    """
+    check(tape)
+    E, FC = (tape.E, tape.FC) if entries is None else entries
+    m = interpreters()
+    fwd, bwd, IP, S, NEED = m.forward, m.backward, tape.IP, tape.S, tape.NEED
+    E_all, FC_all, n_fwd, n_all = tape.E, tape.FC, len(E), len(tape.E)
+
+    def general(V, G):
+        if entries is None:
+            forward(tape, V)
+        else:
+            forward_entries(tape, V, E, FC)
+        backward(tape, V, G)
+
+    def run(V, G):
+        if _graph.anomaly_enabled:
+            return general(V, G)
+        fwd(E, FC, IP, S, V, 0, n_fwd)
+        bwd(E_all, FC_all, IP, S, NEED, V, G, 0, n_all)
+
+    return general if tape.calls else run
 
 
 def backward(tape, V, G):

@@ -523,6 +523,17 @@ def sweeps(monkeypatch):
             log[_name.replace("_entries", "")].append(rows)
             return _original(tape, V, *rest)
         monkeypatch.setattr(_sweep, name, counted)
+    original_pair = _sweep.gradient_sweeps
+
+    def counted_pair(tape, entries=None):      # grad's replay: a forward, then a reverse sweep
+        run = original_pair(tape, entries)
+
+        def counted_run(V, G):
+            log["forward"].append(1)
+            log["backward"].append(G.shape[0])
+            return run(V, G)
+        return counted_run
+    monkeypatch.setattr(_sweep, "gradient_sweeps", counted_pair)
     return log
 
 
