@@ -12,8 +12,11 @@ anything else must pass `_validate.validate_tape` first (`gradient_sweeps` check
 it binds a tape). In anomaly mode (`_anomaly`) the forward and reverse sweeps run one entry at a
 time and check every value they produce.
 """
+import numpy as np
+
 from . import _graph
 from ._interp import interpreters
+from ._registry import PRIMS
 
 
 def check(tape):
@@ -50,36 +53,86 @@ def forward_entries(tape, V, E, FC):
     interpreters().forward(E, FC, tape.IP, tape.S, V, 0, len(E))
 
 
-def gradient_sweeps(tape, entries=None):
-    """`run(V, G)`: the forward sweep, then the reverse sweep with the seeds in G, for a tape
-    without guards to test between the two (the caller's duty).
+def gradient_sweeps(tape, out, entries=None):
+    """`run(V)`: the forward sweep, then the reverse sweep seeded with 1 at the scalar output
+    slot `out`; returns the adjoints, shape (1, tape.n_adjoint). For a tape without guards to
+    test between the two sweeps (the caller's duty).
 
     `entries`: the rows (E, FC) that the forward sweep needs (`_trace._value_entries`), None for
     all. Made once per tape for `grad`'s replay on plain arrays, so that a call does no more
     than the two interpreter calls: in a function over large data each sweep evicts the caches,
     and the Python around the sweeps then runs cold, at microseconds per operation (issue #3).
-    The tape is checked here, once; anomaly mode and nested transforms take the general sweeps.
+    The reverse sweep is `backward_first`, which assigns the first write of each adjoint where
+    it can, so that the adjoint buffer is not zeroed first (see _codegen). The tape is checked
+    here, once; anomaly mode and nested transforms take the general sweeps.
     """
     check(tape)
     E, FC = (tape.E, tape.FC) if entries is None else entries
     m = interpreters()
-    fwd, bwd, IP, S, NEED = m.forward, m.backward, tape.IP, tape.S, tape.NEED
+    fwd, bwd, IP, S, NEED = m.forward, m.backward_first, tape.IP, tape.S, tape.NEED
     E_all, FC_all, n_fwd, n_all = tape.E, tape.FC, len(E), len(tape.E)
+    FIRST, ZERO = _first_writes(tape, out)
+    n, seed = tape.n_adjoint, tape.offsets[out] if NEED[out] else None
 
-    def general(V, G):
+    def general(V):
         if entries is None:
             forward(tape, V)
         else:
             forward_entries(tape, V, E, FC)
+        G = np.zeros((1, n), V.dtype)
+        if seed is not None:
+            G[0, seed] = 1.0
         backward(tape, V, G)
+        return G
 
-    def run(V, G):
+    def run(V):
         if _graph.anomaly_enabled:
-            return general(V, G)
+            return general(V)
         fwd(E, FC, IP, S, V, 0, n_fwd)
-        bwd(E_all, FC_all, IP, S, NEED, V, G, 0, n_all)
+        G = np.empty((1, n), V.dtype)
+        if seed is not None:
+            G[0, seed] = 1.0
+        bwd(E_all, FC_all, IP, S, NEED, FIRST, ZERO, V, G, 0, n_all)
+        return G
 
     return general if tape.calls else run
+
+
+def _first_writes(tape, out):
+    """(FIRST, ZERO) of `backward_first` for a reverse sweep seeded at slot `out`.
+
+    FIRST[e] has bit j set where entry e is the first of the sweep to write operand j's adjoint,
+    can assign it (`_codegen.assigns_first`) and writes all of it (the operand is not broadcast
+    against the output; `total` writes all of its operand). ZERO: the [lo, hi) spans of the
+    adjoints that need one but get no such assignment (the inputs' adjoints, those written first
+    by other kernels or never written), merged where adjacent. The seeded slot counts as written
+    (the caller seeds it; it is a scalar) and is not zeroed."""
+    from ._codegen import assigns_first
+    E, IP, NEED, sizes, offsets = tape.E, tape.IP, tape.NEED, tape.sizes, tape.offsets
+    first = np.zeros(len(E), np.int64)
+    written = np.zeros(len(tape.S), np.bool_)
+    assigned = np.zeros(len(tape.S), np.bool_)
+    written[out] = assigned[out] = bool(NEED[out])
+    for e in range(len(E) - 1, -1, -1):          # the order of the reverse sweep
+        o, prim = E[e, 4], PRIMS[E[e, 0]]
+        if not NEED[o]:
+            continue                               # the sweep skips it
+        operands = IP[E[e, 5]:E[e, 5] + E[e, 6]] if prim.variadic else E[e, 1:4]
+        for j, s in enumerate(operands):
+            if s < 0 or not NEED[s] or written[s]:
+                continue
+            written[s] = True
+            if j < 2 and assigns_first(prim) and (prim.kind != "binary" or sizes[s] == sizes[o]):
+                first[e] |= 1 << j
+                assigned[s] = True
+    spans = []
+    for s in np.flatnonzero(NEED.astype(np.bool_) & ~assigned):
+        lo, hi = offsets[s], offsets[s] + sizes[s]
+        if spans and spans[-1][1] == lo:
+            spans[-1][1] = hi
+        else:
+            spans.append([lo, hi])
+    return first, np.array(spans, np.int64).reshape(-1, 2)
 
 
 def backward(tape, V, G):

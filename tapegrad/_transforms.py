@@ -214,12 +214,13 @@ class _PlainGradient:
     """The gradient replay of one cached tape for plain-array arguments, resolved once.
 
     `value_and_grad` keeps one per tape and plain-array signature (every argument a float numpy
-    array, so the tape's inputs are the arguments in order). Why everything is resolved up front
-    (input spans, sweeps, seed, gradient spans and dtypes): in a function that streams large
-    data, such as a logistic-regression loss on a 10000 x 100 matrix (issue #3), each sweep
-    evicts the caches, so the Python between the compiled sweeps runs cold and each operation
-    costs microseconds, not tens of nanoseconds: the general path cost 25 µs more per call than
-    the two sweeps. A call writes the inputs, runs the sweeps and copies the gradients out.
+    array, so the tape's inputs are the arguments in order). Why everything is resolved once
+    (input spans, seed, gradient spans and dtypes; the sweeps at the first replay): in a function
+    that streams large data, such as a logistic-regression loss on a 10000 x 100 matrix (issue
+    #3), each sweep evicts the caches, so the Python around the compiled sweeps runs cold and
+    each operation costs microseconds, not tens of nanoseconds: the general path cost about
+    25 µs per call more than the two sweeps. A call writes the inputs, runs the two sweeps
+    (`_sweep.gradient_sweeps`, which also spares zeroing the adjoints) and copies the gradients.
     """
     __slots__ = ("tape", "refresh", "inputs", "sweeps", "seed", "out", "grads", "single")
 
@@ -231,9 +232,9 @@ class _PlainGradient:
         self.refresh = refresh
         self.inputs = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s])
                        for s in tape.input_slots]
-        # by want_value: the value needs every entry, the gradient only those its VJPs read
-        self.sweeps = None if tape.guards else (
-            _sweep.gradient_sweeps(tape, tape._gradient_entries()), _sweep.gradient_sweeps(tape))
+        # the sweeps by want_value, bound at first use (not on the first call, which traced):
+        # the value needs every entry, the gradient only those its VJPs read; None with guards
+        self.sweeps = None if tape.guards else [None, None]
         self.seed = tape.offsets[out] if tape.NEED[out] else None   # no adjoint: zero gradient
         self.out = out
         self.grads = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s],
@@ -245,12 +246,11 @@ class _PlainGradient:
         """(value or None, the gradients), or None when a guard fails."""
         tape = self.tape
         V = tape.load(args, True) if self.refresh else self._load(args)
-        G = np.zeros((1, tape.n_adjoint), V.dtype)       # adjoints live in a prefix (see _tape)
-        if self.seed is not None:
-            G[0, self.seed] = 1.0
-        if self.sweeps is not None:
-            self.sweeps[want_value](V, G)
-        elif not self._guarded_sweeps(V, G, want_value):
+        if self.sweeps is None:
+            G = self._guarded_sweeps(V, want_value)
+        else:
+            G = (self.sweeps[want_value] or self._bind(want_value))(V)
+        if G is None:
             return None
         G = G[0]
         grads = [G[lo:hi].astype(dtype) if shape is None else
@@ -266,13 +266,24 @@ class _PlainGradient:
             V[lo:hi] = a.reshape(-1)
         return V
 
-    def _guarded_sweeps(self, V, G, want_value):
-        """The sweeps of a tape with guards, tested in between: whether they held."""
-        self.tape.forward(V, for_gradient=not want_value)
-        if not self.tape.guards_hold(V):
-            return False
-        _sweep.backward(self.tape, V, G)
-        return True
+    def _bind(self, want_value):
+        """The sweeps for `want_value`, bound now (two threads may both bind: the same result)."""
+        entries = None if want_value else self.tape._gradient_entries()
+        run = self.sweeps[want_value] = _sweep.gradient_sweeps(self.tape, self.out, entries)
+        return run
+
+    def _guarded_sweeps(self, V, want_value):
+        """The adjoints from the sweeps of a tape with guards, tested in between (None when one
+        fails)."""
+        tape = self.tape
+        tape.forward(V, for_gradient=not want_value)
+        if not tape.guards_hold(V):
+            return None
+        G = np.zeros((1, tape.n_adjoint), V.dtype)       # adjoints live in a prefix (see _tape)
+        if self.seed is not None:
+            G[0, self.seed] = 1.0
+        _sweep.backward(tape, V, G)
+        return G
 
 
 def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
