@@ -15,7 +15,7 @@ time and check every value they produce.
 import numpy as np
 
 from . import _graph
-from ._interp import interpreters
+from ._interp import interpreters, reverse_first
 from ._registry import PRIMS
 
 
@@ -68,8 +68,8 @@ def gradient_sweeps(tape, out, entries=None):
     """
     check(tape)
     E, FC = (tape.E, tape.FC) if entries is None else entries
-    m = interpreters()
-    fwd, bwd, IP, S, NEED = m.forward, m.backward_first, tape.IP, tape.S, tape.NEED
+    fwd, bwd = interpreters().forward, reverse_first().backward_first
+    IP, S, NEED = tape.IP, tape.S, tape.NEED
     E_all, FC_all, n_fwd, n_all = tape.E, tape.FC, len(E), len(tape.E)
     FIRST, ZERO = _first_writes(tape, out)
     n, seed = tape.n_adjoint, tape.offsets[out] if NEED[out] else None
