@@ -54,17 +54,14 @@ def forward_entries(tape, V, E, FC):
 
 
 def gradient_sweeps(tape, out, entries=None):
-    """`run(V)`: the forward sweep, then the reverse sweep seeded with 1 at the scalar output
-    slot `out`; returns the adjoints, shape (1, tape.n_adjoint). For a tape without guards to
-    test between the two sweeps (the caller's duty).
+    """`run(V)`: the forward sweep, then `scalar_adjoints(tape, V, out)`; for a tape without
+    guards to test between the two sweeps (the caller's duty).
 
     `entries`: the rows (E, FC) that the forward sweep needs (`_trace._value_entries`), None for
     all. Made once per tape for `grad`'s replay on plain arrays, so that a call does no more
     than the two interpreter calls: in a function over large data each sweep evicts the caches,
     and the Python around the sweeps then runs cold, at microseconds per operation (issue #3).
-    The reverse sweep is `backward_first`, which assigns the first write of each adjoint where
-    it can, so that the adjoint buffer is not zeroed first (see _codegen). The tape is checked
-    here, once; anomaly mode and nested transforms take the general sweeps.
+    The tape is checked here, once; anomaly mode and nested transforms take the general sweeps.
     """
     check(tape)
     E, FC = (tape.E, tape.FC) if entries is None else entries
@@ -79,11 +76,7 @@ def gradient_sweeps(tape, out, entries=None):
             forward(tape, V)
         else:
             forward_entries(tape, V, E, FC)
-        G = np.zeros((1, n), V.dtype)
-        if seed is not None:
-            G[0, seed] = 1.0
-        backward(tape, V, G)
-        return G
+        return scalar_adjoints(tape, V, out)
 
     def run(V):
         if _graph.anomaly_enabled:
@@ -98,7 +91,42 @@ def gradient_sweeps(tape, out, entries=None):
     return general if tape.calls else run
 
 
+def scalar_adjoints(tape, V, out):
+    """The adjoints, shape (1, tape.n_adjoint), of the reverse sweep seeded with 1 at the scalar
+    output slot `out`: grad's sweep, after the forward sweep has filled V.
+
+    It runs `backward_first`, which assigns the first write of each adjoint where it can, so
+    that the adjoint buffer is not zeroed first (see _codegen; the flags are found once per tape
+    and output). Every gradient of a traced tape takes it, the first call too, so that a process
+    loads that interpreter, not `backward` as well. Nested transforms and anomaly mode take the
+    general sweep, on a zeroed buffer."""
+    check(tape)
+    seed = tape.offsets[out] if tape.NEED[out] else None
+    if tape.calls or _graph.anomaly_enabled:
+        G = np.zeros((1, tape.n_adjoint), V.dtype)
+        if seed is not None:
+            G[0, seed] = 1.0
+        backward(tape, V, G)
+        return G
+    FIRST, ZERO = _first_writes(tape, out)
+    G = np.empty((1, tape.n_adjoint), V.dtype)
+    if seed is not None:
+        G[0, seed] = 1.0
+    reverse_first().backward_first(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, FIRST, ZERO, V,
+                                   G, 0, len(tape.E))
+    return G
+
+
 def _first_writes(tape, out):
+    """(FIRST, ZERO) of `backward_first` for a reverse sweep seeded at slot `out` (kept on the
+    tape, per output slot)."""
+    cache = tape.__dict__.setdefault("_first_rows", {})
+    if out not in cache:
+        cache[out] = _find_first_writes(tape, out)
+    return cache[out]
+
+
+def _find_first_writes(tape, out):
     """(FIRST, ZERO) of `backward_first` for a reverse sweep seeded at slot `out`.
 
     FIRST[e] has bit j set where entry e is the first of the sweep to write operand j's adjoint,

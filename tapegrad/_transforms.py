@@ -222,7 +222,7 @@ class _PlainGradient:
     25 µs per call more than the two sweeps. A call writes the inputs, runs the two sweeps
     (`_sweep.gradient_sweeps`, which also spares zeroing the adjoints) and copies the gradients.
     """
-    __slots__ = ("tape", "refresh", "inputs", "sweeps", "seed", "out", "grads", "single")
+    __slots__ = ("tape", "refresh", "inputs", "sweeps", "out", "grads", "single")
 
     def __init__(self, tape, out, wrt, refresh, single):
         """`out`: the output slot; `wrt`: (input slot, the argument's dtype) of each gradient;
@@ -235,7 +235,6 @@ class _PlainGradient:
         # the sweeps by want_value, bound at first use (not on the first call, which traced):
         # the value needs every entry, the gradient only those its VJPs read; None with guards
         self.sweeps = None if tape.guards else [None, None]
-        self.seed = tape.offsets[out] if tape.NEED[out] else None   # no adjoint: zero gradient
         self.out = out
         self.grads = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s],
                        None if len(tape.shapes[s]) == 1 else tape.shapes[s], dtype)
@@ -279,11 +278,7 @@ class _PlainGradient:
         tape.forward(V, for_gradient=not want_value)
         if not tape.guards_hold(V):
             return None
-        G = np.zeros((1, tape.n_adjoint), V.dtype)       # adjoints live in a prefix (see _tape)
-        if self.seed is not None:
-            G[0, self.seed] = 1.0
-        _sweep.backward(tape, V, G)
-        return G
+        return _sweep.scalar_adjoints(tape, V, self.out)
 
 
 def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
@@ -323,10 +318,7 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
             shapes = [tape.shapes[s] for s in out_slots]
             raise TypeError(f"grad requires a scalar output; use jacobian or vjp (the output "
                             f"has shape {shapes[0] if len(shapes) == 1 else shapes})")
-        G = np.zeros((1, tape.n_adjoint), V.dtype)    # adjoints live in a prefix (see _tape)
-        if tape.NEED[out_slots[0]]:
-            G[0, tape.offsets[out_slots[0]]] = 1.0
-        tape.backward(V, G)
+        G = _sweep.scalar_adjoints(tape, V, out_slots[0])   # adjoints: a prefix (see _tape)
         value = _scalar(tape.view(V, out_slots[0]).copy())
         grads = _per_argument(traced, tape, leaves, structure, G[0], single)
         if key is not None and all(p.tape is not tape for p in fast.get(key, ())):

@@ -535,6 +535,12 @@ def sweeps(monkeypatch):
             return G
         return counted_run
     monkeypatch.setattr(_sweep, "gradient_sweeps", counted_pair)
+    original_adjoints = _sweep.scalar_adjoints
+
+    def counted_adjoints(tape, V, out):         # grad's reverse sweep (backward_first)
+        log["backward"].append(1)
+        return original_adjoints(tape, V, out)
+    monkeypatch.setattr(_sweep, "scalar_adjoints", counted_adjoints)
     return log
 
 
