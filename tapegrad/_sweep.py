@@ -136,16 +136,19 @@ def _find_first_writes(tape, out):
     by other kernels or never written), merged where adjacent. The seeded slot counts as written
     (the caller seeds it; it is a scalar) and is not zeroed."""
     from ._codegen import assigns_first
-    E, IP, NEED, sizes, offsets = tape.E, tape.IP, tape.NEED, tape.sizes, tape.offsets
-    first = np.zeros(len(E), np.int64)
-    written = np.zeros(len(tape.S), np.bool_)
-    assigned = np.zeros(len(tape.S), np.bool_)
+    # Python lists: this runs on the first call of every gradient, where numpy's scalar
+    # indexing would cost more than the sweeps
+    E, NEED, sizes, offsets = tape.E.tolist(), tape.NEED.tolist(), tape.sizes, tape.offsets
+    first = [0] * len(E)
+    written = [False] * len(NEED)
+    assigned = [False] * len(NEED)
     written[out] = assigned[out] = bool(NEED[out])
     for e in range(len(E) - 1, -1, -1):          # the order of the reverse sweep
-        o, prim = E[e, 4], PRIMS[E[e, 0]]
+        op, a, b, c, o, ip_start, ip_len, _ = E[e]
+        prim = PRIMS[op]
         if not NEED[o]:
             continue                               # the sweep skips it
-        operands = IP[E[e, 5]:E[e, 5] + E[e, 6]] if prim.variadic else E[e, 1:4]
+        operands = tape.IP[ip_start:ip_start + ip_len].tolist() if prim.variadic else (a, b, c)
         for j, s in enumerate(operands):
             if s < 0 or not NEED[s] or written[s]:
                 continue
@@ -154,13 +157,15 @@ def _find_first_writes(tape, out):
                 first[e] |= 1 << j
                 assigned[s] = True
     spans = []
-    for s in np.flatnonzero(NEED.astype(np.bool_) & ~assigned):
+    for s, need in enumerate(NEED):
+        if not need or assigned[s]:
+            continue
         lo, hi = offsets[s], offsets[s] + sizes[s]
         if spans and spans[-1][1] == lo:
             spans[-1][1] = hi
         else:
             spans.append([lo, hi])
-    return first, np.array(spans, np.int64).reshape(-1, 2)
+    return np.array(first, np.int64), np.array(spans, np.int64).reshape(-1, 2)
 
 
 def backward(tape, V, G):
