@@ -21,3 +21,17 @@ def interpreters(batched=False):
                 from ._codegen import load
                 module = _modules[batched] = load(batched)
     return module
+
+
+def reverse_first():
+    """The generated module with `backward_first` (see _codegen), loaded at its first use: kept
+    out of the flat interpreters, which every process's first gradient loads."""
+    module = _modules.get("first")
+    if module is None:
+        flat = interpreters()
+        with _lock:
+            module = _modules.get("first")
+            if module is None:
+                from ._codegen import load_first
+                module = _modules["first"] = load_first(flat)
+    return module

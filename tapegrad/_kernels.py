@@ -174,6 +174,16 @@ def total_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[i] += g
 
 
+@jit
+def total_vjp_first(V, G, S, NEED, a, b, c, o, ip, c0, c1, first):
+    """`total_vjp` for `backward_first` (see _codegen): bit 0 of `first` set, it assigns the
+    operand's adjoint instead of adding to it."""
+    if (first & 1) == 0:
+        total_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1)
+        return
+    _v(G, S, a)[:] = c0 * _v(G, S, o)[0]
+
+
 # ---- segment max / min: ties share the gradient evenly (PyTorch amax, JAX max) -------------
 
 @jit

@@ -184,6 +184,7 @@ class Tape(TapeDisplay):
         state = dict(self.__dict__)
         del state["_local"], state["prims"]
         state.pop("_gradient_rows", None)
+        state.pop("_first_rows", None)
         return state
 
     def __setstate__(self, state):

@@ -523,6 +523,24 @@ def sweeps(monkeypatch):
             log[_name.replace("_entries", "")].append(rows)
             return _original(tape, V, *rest)
         monkeypatch.setattr(_sweep, name, counted)
+    original_pair = _sweep.gradient_sweeps
+
+    def counted_pair(tape, out, entries=None):  # grad's replay: a forward, then a reverse sweep
+        run = original_pair(tape, out, entries)
+
+        def counted_run(V):
+            log["forward"].append(1)
+            G = run(V)
+            log["backward"].append(G.shape[0])
+            return G
+        return counted_run
+    monkeypatch.setattr(_sweep, "gradient_sweeps", counted_pair)
+    original_adjoints = _sweep.scalar_adjoints
+
+    def counted_adjoints(tape, V, out):         # grad's reverse sweep (backward_first)
+        log["backward"].append(1)
+        return original_adjoints(tape, V, out)
+    monkeypatch.setattr(_sweep, "scalar_adjoints", counted_adjoints)
     return log
 
 
@@ -572,6 +590,49 @@ def test_a_gradient_skips_values_no_vjp_reads():
     g = tg.grad(piecewise)
     for x in (np.ones(3), -np.ones(3), np.ones(3), -np.ones(3)):      # guards still read
         np.testing.assert_allclose(g(x), 2 * x if x.sum() > 0 else np.cos(x), rtol=1e-14)
+
+
+def _first_flags(tape):
+    """{entry's primitive name: FIRST bits} of grad's reverse sweep (see _codegen)."""
+    first, zero = _sweep._first_writes(tape, tape.output_slots[0])
+    return [(tape.prims[e].name, int(first[e])) for e in range(len(tape))], zero.tolist()
+
+
+def test_the_reverse_sweep_assigns_first_writes_only():
+    """grad's reverse sweep (`backward_first`) assigns an adjoint at its first write instead of
+    zeroing the whole buffer: only where the write covers all of it (no broadcast), once per slot
+    (the second operand of x * x adds), and the adjoints nothing assigns are zeroed (inputs,
+    unused ones). Checked against the general sweep (zeroed buffer, adding) over repeated calls,
+    whose uninitialised buffers would show any element left unwritten."""
+    def square(x):
+        e = np.exp(x)
+        return np.sum(e * e)
+
+    cases = {
+        "square of a shared value": square,
+        "fan-out": lambda x: np.sum(np.sin(x) + np.cos(x) * x),
+        "broadcast operand": lambda x: np.sum(np.tanh(x) * x[1]),
+        "mean of a chain": lambda x: np.mean(np.log1p(np.exp(-2.0 * x))),
+    }
+    for name, f in cases.items():
+        g, tape = tg.grad(f), tg.trace(f, np.ones(5))
+        for k in range(4):
+            x = np.linspace(-1, 1, 5) + 0.3 * k
+            np.testing.assert_allclose(g(x), tape.gradient(x), rtol=1e-14, atol=1e-15,
+                                       err_msg=name)
+    flags, zero = _first_flags(tg.trace(square, np.ones(3)))
+    assert flags == [("exp", 1), ("mul", 1), ("total", 1)]   # a assigns, b (the same slot) adds
+    assert zero == []                                         # exp assigns the input's too
+    W = np.ones((2, 3))
+    flags, zero = _first_flags(tg.trace(lambda x: np.sum(np.exp(W @ x)), np.ones(3)))
+    assert zero == [[0, 3]]                                   # matmul adds to the input's
+    flags, _ = _first_flags(tg.trace(lambda x: np.sum(np.tanh(x) * x[1]), np.ones(3)))
+    assert ("mul", 1) in flags                                # x[1] is broadcast: it adds
+    unused = tg.grad(lambda x, y: np.sum(2.0 * x), argnums=(0, 1))
+    for _ in range(3):
+        gx, gy = unused(np.ones(3), np.full(2, 7.0))
+        np.testing.assert_array_equal(gx, 2.0)
+        np.testing.assert_array_equal(gy, 0.0)
 
 
 def test_replays_do_not_call_the_function():
