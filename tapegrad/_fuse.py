@@ -143,7 +143,10 @@ class Program:
         return Sym(name, self)
 
     def emit(self, prim, operands, c0=0.0, c1=0.0):
-        """A statement computing the primitive's forward expression on `operands`."""
+        """A statement computing the primitive's forward expression on `operands` (none for
+        the identity, `copy`: its operand is its value, and its adjoint passes through)."""
+        if prim.f == "x":
+            return operands[0]
         names = _names(prim, operands, None, c0, c1)
         out = self.fresh(_render(prim.f, names), [v.name for v in operands if isinstance(v, Sym)])
         self.forward.append((out, prim, operands, c0, c1))

@@ -344,7 +344,9 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse=Fa
     if backend == "cuda":
         from ._cuda import replay_columns as replay
     ok = replay(tape, V, plan, batch, index, Y, kind)
-    remaining = np.arange(index.start, index.stop)[~ok]
+    if ok.all():                          # the common case: no index arrays to build
+        return
+    remaining = np.flatnonzero(~ok) + index.start
     while remaining.size:
         # the tape of the first failing point's branch runs on every failing point at once
         # (they already failed on the previous tape: no second replay there)
