@@ -17,10 +17,10 @@ How the statements are found keeps one source of truth:
 * the reverse sweep is reverse-mode differentiation of those scalar statements, each one an
   elementwise primitive of the registry with its `d` rule.
 
-Only float64 tapes of value, grad and value_and_grad schedules without nested transforms or
-re-read constants are fused, up to `MAX_STATEMENTS` statements; `build` returns None for the
-rest. Generated modules are files named by a hash of their source in the code cache, so
-numba's disk cache makes a fused kernel free to load in a later process.
+Only float64 tapes of value, grad, value_and_grad and jacrev schedules without nested
+transforms or re-read constants are fused, up to `MAX_STATEMENTS` statements; `build` returns
+None for the rest. Generated modules are files named by a hash of their source in the code
+cache, so numba's disk cache makes a fused kernel free to load in a later process.
 
 The body is laid out by `_emit`: statements are split into phases at their calls of math
 functions; each phase is one loop over a tile of points reading and writing rows of one flat
@@ -44,7 +44,7 @@ from ._registry import BY_NAME, PRIMS
 
 MAX_STATEMENTS = 6000     # larger bodies take long to compile (LLVM is superlinear in them)
 MAX_VALUES = 50_000       # the symbolic buffer holds one Python object per value
-KINDS = ("value", "grad", "value_and_grad")
+KINDS = ("value", "grad", "value_and_grad", "jacrev")
 
 
 class NotFusable(Exception):
@@ -458,10 +458,7 @@ def source(tape, V, plan, kind, vecmath="_vecmath"):
         raise NotFusable("a nested transform")
     Vs, program = _replay(tape, V, plan["in_pos"], plan["read_g"])
     outputs = [Vs[p] for p in plan["read_v"]]
-    if len(plan["seeds"]):
-        if len(plan["seeds"]) != 1:
-            raise NotFusable("several seeds")
-        seed = Vs[plan["seeds"][0]]
+    for seed in (Vs[p] for p in plan["seeds"]):          # one reverse sweep per seed (jacrev)
         adjoint = _reverse(program, seed) if isinstance(seed, Sym) else {}
         outputs += [adjoint.get(Vs[p].name, "0.0") if isinstance(Vs[p], Sym) else "0.0"
                     for p in plan["read_g"]]
