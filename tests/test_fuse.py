@@ -85,8 +85,9 @@ def zoo(x):
     parts = [
         tg.abs(a) * b, tg.relu(b) + tg.clip(a, -0.5, 0.5), tg.maximum(a, b), tg.minimum(a, 0.2 * b),
         tg.sqrt(a * a + 1.0), tg.sin(a) * tg.cos(b), tg.tan(0.3 * a), tg.exp(a) - tg.expm1(b),
-        tg.log(a * a + 0.5) + tg.log1p(b * b), tg.sigmoid(a) * tg.tanh(b), tg.abs(b) ** 2.5 + b ** 3,
-        tg.abs(a) ** 1.5, 2.0 ** a, (tg.abs(a) + 0.5) ** b, a / (b * b + 1.0), 1.0 / (a * a + 2.0), 3.0 - a,
+        tg.log(a * a + 0.5) + tg.log1p(b * b), tg.sigmoid(a) * tg.tanh(b),
+        tg.abs(b) ** 2.5 + b ** 3, tg.abs(a) ** 1.5, 2.0 ** a, (tg.abs(a) + 0.5) ** b,
+        a / (b * b + 1.0), 1.0 / (a * a + 2.0), 3.0 - a,
         -b, tg.mean(m, 0), tg.sum(m, 1), tg.mean(m * m, 1), tg.reshape(m @ tg.transpose(m), (-1,)),
         tg.cat([a[::-1], b[[0, 0, 2]]]), tg.reshape(tg.stack([a, b], 1), (-1,)),
         tg.reshape(m.T, (-1,)) * x[6],
