@@ -17,8 +17,8 @@ How the statements are found keeps one source of truth:
 * the reverse sweep is reverse-mode differentiation of those scalar statements, each one an
   elementwise primitive of the registry with its `d` rule.
 
-Only float64 tapes of value, grad, value_and_grad and jacrev schedules without nested
-transforms or re-read constants are fused, up to `MAX_STATEMENTS` statements; `build` returns
+Only float64 tapes of value, grad, value_and_grad, jacrev and jacfwd schedules without
+nested transforms or re-read constants are fused, up to `MAX_STATEMENTS` statements; `build` returns
 None for the rest. Generated modules are files named by a hash of their source in the code
 cache, so numba's disk cache makes a fused kernel free to load in a later process.
 
@@ -44,7 +44,7 @@ from ._registry import BY_NAME, PRIMS
 
 MAX_STATEMENTS = 6000     # larger bodies take long to compile (LLVM is superlinear in them)
 MAX_VALUES = 50_000       # the symbolic buffer holds one Python object per value
-KINDS = ("value", "grad", "value_and_grad", "jacrev")
+KINDS = ("value", "grad", "value_and_grad", "jacrev", "jacfwd")
 
 
 class NotFusable(Exception):
@@ -261,6 +261,25 @@ def _reverse(program, seed):
     return adjoint
 
 
+def _tangent(program, seed):
+    """Forward-mode differentiation of the forward statements along the input `seed` (a Sym,
+    direction 1): the tangent of every symbol that depends on it, as {name: token}."""
+    tangent = {seed.name: "1.0"}
+    for out, prim, operands, c0, c1 in program.forward:
+        terms = []
+        for v, d in zip(operands, prim.d if prim.differentiable else ()):
+            t = tangent.get(v.name) if isinstance(v, Sym) else None
+            if t is None:
+                continue
+            d = _render(d, _names(prim, operands, out, c0, c1))
+            terms.append(t if d == "1.0" else _statement(program, d if t == "1.0" else
+                                                         f"({d}) * {t}"))
+        if terms:
+            tangent[out.name] = terms[0] if len(terms) == 1 else \
+                _statement(program, " + ".join(terms))
+    return tangent
+
+
 def _statement(program, code):
     """The token of `code`: a new statement, or the code itself when it reads no statement
     (a literal, computed once by the compiler)."""
@@ -456,12 +475,17 @@ def source(tape, V, plan, kind, vecmath="_vecmath"):
         raise NotFusable("a float32 tape (the fused body computes in float64)")
     if tape.calls:
         raise NotFusable("a nested transform")
-    Vs, program = _replay(tape, V, plan["in_pos"], plan["read_g"])
+    wrt = list(plan["read_g"]) + list(plan["dir_pos"])
+    Vs, program = _replay(tape, V, plan["in_pos"], wrt)
     outputs = [Vs[p] for p in plan["read_v"]]
     for seed in (Vs[p] for p in plan["seeds"]):          # one reverse sweep per seed (jacrev)
         adjoint = _reverse(program, seed) if isinstance(seed, Sym) else {}
         outputs += [adjoint.get(Vs[p].name, "0.0") if isinstance(Vs[p], Sym) else "0.0"
                     for p in plan["read_g"]]
+    for seed in (Vs[p] for p in plan["dir_pos"]):        # one tangent sweep per direction
+        tangent = _tangent(program, seed)
+        outputs += [tangent.get(Vs[p].name, "0.0") if isinstance(Vs[p], Sym) else "0.0"
+                    for p in plan["read_t"]]
     outputs = [v if isinstance(v, str) else _token(v) for v in outputs]
     guards = [(Vs[tape.offsets[s]], outcome) for s, outcome in tape.guards]
     checks = [f"(({_token(g)} != 0.0) == {bool(outcome)})" for g, outcome in guards]
@@ -501,7 +525,8 @@ class Candidate:
             text = source(tape, V, plan, kind, _codegen._copy(_vecmath, "vecmath", salt))
         except NotFusable:
             return False
-        n_out = len(plan["read_v"]) + len(plan["seeds"]) * len(plan["read_g"])
+        n_out = (len(plan["read_v"]) + len(plan["seeds"]) * len(plan["read_g"])
+                 + len(plan["dir_pos"]) * len(plan["read_t"]))
         return cls(text, salt, len(plan["in_pos"]), n_out)
 
     def cached(self):

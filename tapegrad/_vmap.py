@@ -146,12 +146,12 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
     a progress bar (tqdm) over chunks. `device`: "cpu"; "cuda" and "auto" select the GPU
     backend where it exists.
 
-    `fuse` (CPU): whether the tape of a value, grad, value_and_grad or jacrev is compiled
-    into one loop body per point (`_fuse`), several times faster than the interpreter on small
-    tapes but compiled per tape (about 0.5 s for a hundred statements, seconds for thousands;
-    kept in the on-disk code cache). "auto" interprets a tape until the interpreter has spent the
-    compile time an estimate gives on it (or its compiled kernel is already cached), then
-    switches; True compiles at the first call; False never does.
+    `fuse` (CPU): whether the tape of a value, grad, value_and_grad, jacrev or jacfwd is
+    compiled into one loop body per point (`_fuse`), several times faster than the interpreter
+    on small tapes but compiled per tape (about 0.5 s for a hundred statements, seconds for
+    thousands; kept in the on-disk code cache). "auto" interprets a tape until the interpreter
+    has spent the compile time an estimate gives on it (or its compiled kernel is already
+    cached), then switches; True compiles at the first call; False never does.
     """
     if fuse not in ("auto", True, False):
         raise ValueError(f"fuse must be 'auto', True or False, got {fuse!r}")
