@@ -499,16 +499,15 @@ def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
         tangents = take(tape.output_slots)
         return (_pytree.unflatten(tape.out_structure, values),
                 _pytree.unflatten(tape.out_structure, tangents))
-    if kind == "jacrev":
-        m = sum(tape.sizes[s] for s in tape.output_slots)
-        blocks = np.stack([np.stack([Y[:, next(rows)] for _ in range(len(plan["read_g"]))])
-                           for _ in range(m)])            # (m, n, B)
-        return _jac_blocks(blocks, tape, wrt_slots, per_argument)
-    if kind == "jacfwd":
-        n = len(plan["dir_pos"])
-        m = len(plan["read_t"])
-        blocks = np.stack([np.stack([Y[:, next(rows)] for _ in range(m)]) for _ in range(n)])
-        return _jac_blocks(blocks.transpose(1, 0, 2), tape, wrt_slots, per_argument)
+    if kind in ("jacrev", "jacfwd"):      # rows: (seed, input) for jacrev, (input, output)
+        first = len(plan["read_v"])       # for jacfwd; views of Y, no per-column copies
+        if kind == "jacrev":
+            m, n = len(plan["seeds"]), len(plan["read_g"])
+            J = Y[:, first:first + m * n].reshape(B, m, n)
+        else:
+            n, m = len(plan["dir_pos"]), len(plan["read_t"])
+            J = Y[:, first:first + m * n].reshape(B, n, m).transpose(0, 2, 1)
+        return _jac_blocks(J, tape, wrt_slots, per_argument)
     if kind == "hessian":
         n = len(plan["dir_pos"])
         for _ in range(len(plan["read_g"])):
@@ -529,15 +528,16 @@ def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
 
 
 def _jac_blocks(J, tape, wrt_slots, per_argument):
-    """J is (outputs, inputs, B): one array (B,) + out_shape + in_shape per block."""
-    B = J.shape[2]
+    """J is (B, outputs, inputs): one array (B,) + out_shape + in_shape per block (a copy
+    unless it is all of J, so that a small block does not keep the whole buffer alive)."""
+    B = J.shape[0]
     per_output, r = [], 0
     for so in tape.output_slots:
         osize, c, arrays = tape.sizes[so], 0, []
         for s in wrt_slots:
-            block = J[r:r + osize, c:c + tape.sizes[s]]
-            arrays.append(np.moveaxis(block, 2, 0).reshape((B,) + tape.shapes[so]
-                                                           + tape.shapes[s]))
+            block = J[:, r:r + osize, c:c + tape.sizes[s]]
+            block = block if block.shape == J.shape else block.copy()
+            arrays.append(block.reshape((B,) + tape.shapes[so] + tape.shapes[s]))
             c += tape.sizes[s]
         per_output.append(per_argument(arrays))
         r += osize
