@@ -39,8 +39,8 @@ import types
 
 import numpy as np
 
-from . import _codegen, _kernels
 from ._registry import BY_NAME, PRIMS
+# _codegen and _kernels are imported where used: `import tapegrad` does not load them (~40 ms)
 
 MAX_STATEMENTS = 6000     # larger bodies take long to compile (LLVM is superlinear in them)
 MAX_VALUES = 50_000       # the symbolic buffer holds one Python object per value
@@ -169,6 +169,7 @@ _IDENT = re.compile(r"(?<![\w.])(x|y|a|b|c0|c1)(?!\w)")
 def _render(expr, names):
     """A registry expression with its variables replaced, and its math calls made those of the
     vectorisable math module (as in the CPU interpreters)."""
+    from . import _codegen
     return _codegen._vectorisable(_IDENT.sub(lambda m: names[m.group(1)], expr))
 
 
@@ -213,6 +214,7 @@ def _replay(tape, V0, in_pos, wrt_pos):
     (an argument shared by every point, in_axes None), as statements holding their value."""
     if len(V0) > MAX_VALUES:
         raise NotFusable(f"more than {MAX_VALUES} values")
+    from . import _kernels
     program = Program()
     V = np.empty(len(V0), object)
     V[:] = list(V0.astype(np.float64))          # numpy scalars: IEEE arithmetic, no exceptions
@@ -508,6 +510,7 @@ class Candidate:
     BASE_S, PER_STATEMENT_S = 0.3, 0.0025
 
     def __init__(self, text, salt, n_in, n_out):
+        from . import _codegen
         self.text = text
         self.name = f"_gen_fused_{_codegen._digest(text, salt)}"
         self.statements = text.count("\n")
@@ -519,7 +522,7 @@ class Candidate:
         """The candidate for this plan, or False when it cannot be fused."""
         import inspect
         import numba
-        from . import _jit, _vecmath
+        from . import _codegen, _jit, _vecmath
         salt = inspect.getsource(_jit) + numba.__version__
         try:
             text = source(tape, V, plan, kind, _codegen._copy(_vecmath, "vecmath", salt))
@@ -538,6 +541,7 @@ class Candidate:
 
     def build(self):
         """The compiled kernel (a `Fused`)."""
+        from . import _codegen
         return Fused(_codegen._materialize(self.name, self.text).fused, self.n_in, self.n_out)
 
 
