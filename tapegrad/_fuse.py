@@ -18,9 +18,10 @@ How the statements are found keeps one source of truth:
   elementwise primitive of the registry with its `d` rule.
 
 Only float64 tapes of value, grad, value_and_grad, jacrev and jacfwd schedules without
-nested transforms or re-read constants are fused, up to `MAX_STATEMENTS` statements; `build` returns
-None for the rest. Generated modules are files named by a hash of their source in the code
-cache, so numba's disk cache makes a fused kernel free to load in a later process.
+nested transforms or re-read constants are fused, up to `MAX_STATEMENTS` statements;
+`Candidate.of` returns False for the rest. Generated modules are files named by a hash of
+their source in the code cache, so numba's disk cache makes a fused kernel free to load in a
+later process.
 
 The body is laid out by `_emit`: statements are split into phases at their calls of math
 functions; each phase is one loop over a tile of points reading and writing rows of one flat
@@ -564,9 +565,3 @@ class Fused:
                 raise ValueError(f"fused kernel: {name} must be a C-contiguous {shape} array of "
                                  f"{np.dtype(dtype)}, got {array.shape} {array.dtype}")
         self.kernel(X, Y, OK)
-
-
-def build(tape, V, plan, kind):
-    """The `Fused` kernel for this tape and plan (compiled now), or None if it cannot be fused."""
-    candidate = Candidate.of(tape, V, plan, kind)
-    return candidate.build() if candidate else None
