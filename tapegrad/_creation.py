@@ -22,9 +22,11 @@ def _make(value, dtype, requires_grad):
     value = np.asarray(value)
     if dtype is not None:
         value = value.astype(np.dtype(dtype), copy=False)
+    tensor = Tensor(value)
     if requires_grad:
         _check_float(value.dtype)
-    return Tensor(value, requires_grad=requires_grad)
+        tensor._requires_grad = True
+    return tensor
 
 
 def _infer(data):
@@ -71,7 +73,10 @@ def from_numpy(array):
 def _size(size):
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
-    return tuple(builtin_int(s) for s in size)
+    for s in size:
+        if s.__class__ is not builtin_int:
+            return tuple(builtin_int(s) for s in size)
+    return size
 
 
 builtin_int = __builtins__["int"] if isinstance(__builtins__, dict) else __builtins__.int

@@ -17,6 +17,7 @@ import numpy as np
 
 _sequence = itertools.count()
 anomaly_enabled = False    # tapegrad.autograd.set_detect_anomaly (global, as in PyTorch); see _anomaly
+retaining = False          # set by the first retain_grad(): backward then looks for retained nodes
 
 
 class _State(threading.local):

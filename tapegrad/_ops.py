@@ -26,7 +26,11 @@ def _tracked(t):
 
 
 def _recording(*tensors):
-    return state.grad_enabled and builtins.any(_tracked(t) for t in tensors)
+    if state.grad_enabled:
+        for t in tensors:
+            if t._requires_grad or t._node is not None:
+                return True
+    return False
 
 
 def as_tensor(x):
@@ -68,8 +72,9 @@ def broadcast_to(t, shape, name=_HIDDEN):
 # ---- elementwise -----------------------------------------------------------------------------
 
 def _unary(prim, x, c0=0.0, c1=0.0, name=None):
-    x = as_tensor(x)
-    return record(prim, (x,), prim.numpy(x.data, c0, c1), c0=c0, c1=c1, name=name)
+    if x.__class__ is not Tensor:
+        x = as_tensor(x)
+    return record(prim, (x,), prim.numpy(x.data, c0, c1), None, c0, c1, name)
 
 
 def _weak(v):
@@ -110,7 +115,19 @@ def _scalar(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
+# `x + 2`, `2 * x` and `x * y` come first, tested by exact class (the eager loop's commonest
+# cases; bools, numpy scalars and Tensor subclasses take the general tests after them).
+_PY_NUMBERS = frozenset((int, float))
+
+
 def add(a, b):
+    if a.__class__ is Tensor:
+        if b.__class__ is Tensor:
+            return _binary(P["add"], a, b)
+        if b.__class__ in _PY_NUMBERS:
+            return _unary(P["add_const"], a, b)
+    elif b.__class__ is Tensor and a.__class__ in _PY_NUMBERS:
+        return _unary(P["add_const"], b, a)
     if _is_number(b) and isinstance(a, Tensor):
         return _unary(P["add_const"], a, _scalar(b))
     if _is_number(a) and isinstance(b, Tensor):
@@ -145,6 +162,13 @@ def _gather_difference(a, b):
 
 
 def mul(a, b):
+    if a.__class__ is Tensor:
+        if b.__class__ is Tensor:
+            return _binary(P["mul"], a, b)
+        if b.__class__ in _PY_NUMBERS:
+            return _unary(P["mul_const"], a, b)
+    elif b.__class__ is Tensor and a.__class__ in _PY_NUMBERS:
+        return _unary(P["mul_const"], b, a)
     if _is_number(b) and isinstance(a, Tensor):
         return _unary(P["mul_const"], a, _scalar(b))
     if _is_number(a) and isinstance(b, Tensor):
@@ -153,6 +177,8 @@ def mul(a, b):
 
 
 def div(a, b):
+    if b.__class__ in _PY_NUMBERS and a.__class__ is Tensor:
+        return _unary(P["div_const"], a, b)
     if _is_number(b) and isinstance(a, Tensor):
         return _unary(P["div_const"], a, _scalar(b))
     if _is_number(a) and isinstance(b, Tensor):
@@ -435,17 +461,19 @@ def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
 
 
 def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
-    x = as_tensor(x)
+    if x.__class__ is not Tensor:
+        x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
-    dims = _dims(dim, axis, x.data.ndim)
-    count = x.data.size if dims is None else math.prod(x.data.shape[d] for d in dims)
-    if x.data.dtype.kind == "f" and dtype is None and count:
-        value = np.add.reduce(x.data, axis=dims, keepdims=keepdim) / count   # np.mean's rule
+    data = x.data
+    dims = None if dim is None and axis is None else _dims(dim, axis, data.ndim)
+    count = data.size if dims is None else math.prod(data.shape[d] for d in dims)
+    if data.dtype.kind == "f" and dtype is None and count:
+        value = np.add.reduce(data, axis=dims, keepdims=keepdim) / count   # np.mean's rule
     else:
-        value = np.mean(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
+        value = np.mean(data, axis=dims, keepdims=keepdim, dtype=dtype)
     scale = 1.0 / count if count else math.nan
     if dims is None and _recording(x):
-        return record(P["total"], (x,), np.asarray(value), c0=scale, name="MeanBackward0")
+        return record(P["total"], (x,), np.asarray(value), None, scale, 0.0, "MeanBackward0")
     return _reduce(P["segsum"], x, dims, keepdim, value, scale, (None, "MeanBackward1"))
 
 
@@ -670,6 +698,12 @@ _METHODS = dict(
     squeeze=squeeze, unsqueeze=unsqueeze, permute=permute, transpose=transpose, t=t,
     matmul=matmul, dot=dot, pow=pow, maximum=maximum, minimum=minimum, add=add, sub=sub,
     mul=mul, div=div,
+)
+# Operators whose first operand is the tensor call the op itself (one call less per operation).
+_METHODS.update(
+    __add__=add, __sub__=sub, __mul__=mul, __truediv__=div, __pow__=pow, __matmul__=matmul,
+    __neg__=neg, __abs__=abs, __gt__=gt, __ge__=ge, __lt__=lt, __le__=le, __eq__=eq, __ne__=ne,
+    __getitem__=getitem,
 )
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)

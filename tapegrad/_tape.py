@@ -64,13 +64,11 @@ def reachable(outputs):
     rebound = _graph._rebound
     while stack:
         node = stack.pop()
-        if id(node) in seen:
-            continue
         seen[id(node)] = node
         for t in (node.inputs if rebound else node._inputs):
             n = t._node
             if n is not None and id(n) not in seen:
-                stack.append(n)
+                stack.append(n)        # a node reached twice before it is popped: walked twice
     nodes = list(seen.values())
     if len(nodes) > 1:
         nodes.sort(key=_SEQ)
@@ -83,92 +81,139 @@ _SEQ = operator.attrgetter("seq")
 def linearize(outputs, extra_leaves=()):
     """Flatten the graph behind `outputs` into a FlatTape; `extra_leaves` get slots even if unused.
 
-    This runs at every eager `backward()`, so it is one pass written for few Python operations
-    per node: slots are numbered as they are first seen (leaves as operands, then each entry's
-    output), their offsets accumulate on the way, and each array is one numpy call."""
+    This runs at every eager `backward()`, and an eager loop records the same graph again and
+    again, on new tensors. So the walk over the graph does only what differs between two such
+    graphs: it numbers the slots (leaves as first seen as operands, then each entry's output) and
+    gathers the values, constants and payloads; the integer arrays (E, S, NEED), which depend on
+    the graph's structure alone, are built from the walk's `key` once and then looked up
+    (`Structure`). The walk is written out for few Python operations per node."""
     nodes = reachable(outputs)
     rebound = _graph._rebound
-    slots, values, flat, need, leaves, offsets, sizes = {}, [], [], [], [], [], []
-    total = 0
+    slots, values, leaves, key, consts, payloads, calls = {}, [], [], [], [], [], []
     for t in extra_leaves:
         if t._node is None and id(t) not in slots:
             slots[id(t)] = len(values)
             leaves.append((len(values), t))
-            values.append(t.data)
-            flat.append(t.data.reshape(-1))
-            need.append(t._requires_grad)
-            offsets.append(total)
-            sizes.append(t.data.size)
-            total += t.data.size
-    rows, consts, payloads, calls = [], [], [], []
-    offset = 0
-    for e, node in enumerate(nodes):
-        operands = [-1, -1, -1]
-        for j, t in enumerate(node.inputs if rebound else node._inputs):
-            n = t._node          # a leaf gets a slot when first seen (written out: hot loop)
-            key = id(t) if n is None else id(n)
-            s = slots.get(key)
-            if s is None:
-                s = slots[key] = len(values)
+            v = t.data
+            values.append(v)
+            key.append((v.size, v.dtype, t._requires_grad))
+    e = 0
+    for node in nodes:
+        inputs = node.inputs if rebound else node._inputs
+        for t in inputs:
+            n = t._node
+            k = id(t) if n is None else id(n)
+            s = slots.get(k)
+            if s is None:                   # a leaf, first seen
+                s = slots[k] = len(values)
                 leaves.append((s, t))
                 v = t.data
                 values.append(v)
-                flat.append(v.reshape(-1))
-                need.append(t._requires_grad)
-                offsets.append(total)
-                sizes.append(v.size)
-                total += v.size
-            if j < 3:
-                operands[j] = s
-        out = slots[id(node)] = len(values)
-        v = node.value
-        values.append(v)
-        flat.append(v.reshape(-1))
-        offsets.append(total)
-        sizes.append(v.size)
-        total += v.size
+                key.append((v.size, v.dtype, t._requires_grad))
+            key.append(s)
         prim = node.prim
-        need.append(prim.differentiable)
         payload = node.payload
-        if prim.variadic:
+        if prim.variadic:                   # the operands' slots are the payload
             if prim.kind == "call":
                 calls.append((e, payload))
             payload = np.array([slots[id(t) if t._node is None else id(t._node)]
-                                for t in node._inputs], np.int64)
-            operands = [-1, -1, -1]
+                                for t in inputs], np.int64)
+        slots[id(node)] = len(values)
+        v = node.value
+        values.append(v)
         if payload is None:
-            rows += (prim.opcode, operands[0], operands[1], operands[2], out, offset, 0, 0)
+            key.append((prim.opcode, v.size, v.dtype, 0))
         else:
-            rows += (prim.opcode, operands[0], operands[1], operands[2], out, offset,
-                     payload.size, 0)
+            key.append((prim.opcode, v.size, v.dtype, payload.size))
             payloads.append(payload)
-            offset += payload.size
         consts += (node.c0, node.c1)
-    n_rows, n_slots = len(nodes), len(values)
-    for k in range(n_slots):
-        rows += (offsets[k], sizes[k])
-    rows += need
-    ints = np.array(rows, np.int64)
-    dtype = _dtype_of(values)
-    V = np.concatenate(flat, dtype=dtype, casting="unsafe") if values else np.zeros(0, dtype)
-    return FlatTape(
-        ints[:8 * n_rows].reshape(n_rows, 8), np.array(consts, np.float64).reshape(n_rows, 2),
-        np.concatenate(payloads) if payloads else _NO_PAYLOAD,
-        ints[8 * n_rows:8 * n_rows + 2 * n_slots].reshape(n_slots, 2),
-        ints[8 * n_rows + 2 * n_slots:], V, offsets, sizes, values, nodes, slots, leaves, calls)
+        e += 1
+    key = tuple(key)
+    structure = _STRUCTURES.get(key)
+    if structure is None:
+        structure = Structure.of(key)
+    return FlatTape(structure.E, np.array(consts, np.float64).reshape(-1, 2),
+                    np.concatenate(payloads) if payloads else _NO_PAYLOAD,
+                    structure.S, structure.NEED, structure.values(values), structure.offsets,
+                    structure.sizes, values, nodes, slots, leaves, calls)
 
 
-def _dtype_of(values):
+_STRUCTURES = {}           # walk key -> Structure; see linearize
+_STRUCTURES_MAX = 1 << 20  # tokens kept in all keys together before the cache starts over
+
+
+class Structure:
+    """The arrays of a graph's structure, built from the key of `linearize`'s walk and shared by
+    every tape of that structure: nothing may write into them (compact_adjoints copies).
+
+    The key lists, in slot order, a token per slot and the operand slots before each entry's
+    token: a leaf is (size, dtype, requires_grad), an entry (opcode, size, dtype, payload
+    length) after the ints of its operands' slots."""
+    __slots__ = ("E", "S", "NEED", "offsets", "sizes", "dtype", "joinable")
+    tokens = 0             # in all cached keys
+
+    def __init__(self, key):
+        rows, offsets, sizes, need, dtypes, operands = [], [], [], [], [], []
+        total = ip = 0
+        for token in key:
+            if token.__class__ is int:
+                operands.append(token)
+                continue
+            if len(token) == 3:                 # a leaf
+                size, dtype, requires = token
+                need.append(bool(requires))
+            else:                               # an entry, after its operands
+                opcode, size, dtype, n_payload = token
+                prim = PRIMS[opcode]
+                a, b, c = (-1, -1, -1) if prim.variadic else (operands + [-1, -1, -1])[:3]
+                rows.append((opcode, a, b, c, len(sizes), ip, n_payload, 0))
+                ip += n_payload
+                operands = []
+                need.append(prim.differentiable)
+            offsets.append(total)
+            sizes.append(size)
+            dtypes.append(dtype)
+            total += size
+        self.E = np.array(rows, np.int64).reshape(-1, 8)
+        self.S = np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy()
+        self.NEED = np.array(need, np.int64)
+        self.offsets, self.sizes = tuple(offsets), tuple(sizes)
+        self.dtype = _dtype_of(dtypes)
+        # every value of the buffer's dtype: their bytes can simply be joined (`values`)
+        self.joinable = bool(dtypes) and set(dtypes) == {self.dtype}
+
+    @classmethod
+    def of(cls, key):
+        """The structure of `key`, built and cached."""
+        structure = cls(key)
+        if cls.tokens + len(key) > _STRUCTURES_MAX:
+            _STRUCTURES.clear()
+            cls.tokens = 0
+        _STRUCTURES[key] = structure
+        cls.tokens += len(key)
+        return structure
+
+    def values(self, values):
+        """The value buffer V: the values end to end, in the buffer's dtype.
+
+        Joining the bytes of C-contiguous values of one dtype costs a fifth of np.concatenate
+        on an eager graph's small arrays; any other value (a transposed view, a broadcast, an
+        integer index among float values) takes np.concatenate, and once one did, this
+        structure always does."""
+        if self.joinable:
+            try:
+                return np.frombuffer(bytearray().join(values), self.dtype)
+            except (TypeError, BufferError, ValueError):
+                self.joinable = False
+        if not values:
+            return np.zeros(0, self.dtype)
+        return np.concatenate(values, axis=None, dtype=self.dtype, casting="unsafe")
+
+
+def _dtype_of(dtypes):
     """float32 when every floating value is float32, else float64 (integers count as neither:
     they are constants such as indices, and promote nothing)."""
-    first = values[0].dtype if values else _F64
-    if first is _F64 or first is _F32:
-        for v in values:
-            if v.dtype is not first:
-                break
-        else:
-            return first
-    dtypes = {v.dtype for v in values}
+    dtypes = set(dtypes)
     return _F32 if _F32 in dtypes and _F64 not in dtypes else _F64
 
 

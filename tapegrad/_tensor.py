@@ -10,6 +10,7 @@ import weakref
 import numpy as np
 
 from ._format import format_html, format_tensor
+from . import _graph
 from ._graph import Node, rebind, state, version, wrote
 
 _NON_LEAF_GRAD = (
@@ -169,6 +170,7 @@ class Tensor:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         if self._node is not None and self._node.retained is None:
             self._node.retained = weakref.ref(self)
+            _graph.retaining = True
 
     @property
     def retains_grad(self):
@@ -340,6 +342,7 @@ class Tensor:
         if self._node is not None and self._node.retained is not None:
             self._node.retained = None      # the retained grad follows the new value
             node.retained = weakref.ref(self)
+            _graph.retaining = True
         rebind(self, old)
         self.data, self._node, self._requires_grad = result.data, node, result._requires_grad
         return self
@@ -399,28 +402,15 @@ class Tensor:
         return _ops.clone(self)
 
     # ---- arithmetic --------------------------------------------------------------------------
-    def __add__(self, other): return _ops.add(self, other)
+    # `x + y`, `x * y`, `x[i]` ... are the ops themselves, set by _ops (see _METHODS there); the
+    # reflected forms swap the operands here.
     def __radd__(self, other): return _ops.add(other, self)
-    def __sub__(self, other): return _ops.sub(self, other)
     def __rsub__(self, other): return _ops.sub(other, self)
-    def __mul__(self, other): return _ops.mul(self, other)
     def __rmul__(self, other): return _ops.mul(other, self)
-    def __truediv__(self, other): return _ops.div(self, other)
     def __rtruediv__(self, other): return _ops.div(other, self)
-    def __pow__(self, other): return _ops.pow(self, other)
     def __rpow__(self, other): return _ops.pow(other, self)
-    def __matmul__(self, other): return _ops.matmul(self, other)
     def __rmatmul__(self, other): return _ops.matmul(other, self)
-    def __neg__(self): return _ops.neg(self)
     def __pos__(self): return self
-    def __abs__(self): return _ops.abs(self)
-    def __gt__(self, other): return _ops.gt(self, other)
-    def __ge__(self, other): return _ops.ge(self, other)
-    def __lt__(self, other): return _ops.lt(self, other)
-    def __le__(self, other): return _ops.le(self, other)
-    def __eq__(self, other): return _ops.eq(self, other)
-    def __ne__(self, other): return _ops.ne(self, other)
-    def __getitem__(self, key): return _ops.getitem(self, key)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return _ops.array_ufunc(ufunc, method, inputs, kwargs)

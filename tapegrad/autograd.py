@@ -7,7 +7,7 @@ only gathers the graph and hands gradients to the tensors that asked for them.
 
 import numpy as np
 
-from . import _sweep
+from . import _graph, _sweep
 from ._graph import check_versions, wrote
 from ._tape import linearize
 from ._tensor import Size, Tensor
@@ -72,8 +72,8 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
             raise RuntimeError(f"grad_tensors should have the same length as tensors: got "
                                f"{len(grad_outputs)} and {len(outputs)}")
     seeds = _seed(outputs, grad_outputs)
-    leaves = tuple(o for o in outputs if o._node is None)
-    tape = linearize(outputs, leaves + tuple(extra_leaves) if extra_leaves else leaves)
+    leaves = [o for o in outputs if o._node is None]
+    tape = linearize(outputs, leaves + list(extra_leaves) if extra_leaves else leaves)
     nodes = tape.nodes
     for node in nodes:
         if node.freed and _saves(node):
@@ -82,12 +82,14 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     V = tape.V
     G = np.zeros((1, V.size), V.dtype)
     G0 = G[0]
+    offsets, slots = tape.offsets, tape.slots
     for out, g in zip(outputs, seeds):
-        s = tape.slot_of(out)
+        node = out._node
+        off = offsets[slots[id(out) if node is None else id(node)]]
         if g is None:
-            G0[tape.offsets[s]] += 1.0
+            G0[off] = G0[off] + 1.0
         else:
-            G0[tape.offsets[s]:tape.offsets[s] + g.size] += g.reshape(-1)
+            G0[off:off + g.size] += g.ravel()
     if nodes:
         _sweep.backward(tape, V, G)
         if not retain_graph:
@@ -98,15 +100,16 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
 
 def _accumulate(tensor, tape, G, slot):
     off = tape.offsets[slot]
-    grad = G[off:off + tape.sizes[slot]].reshape(tensor.data.shape)
+    data = tensor.data
+    grad = G[off:off + tape.sizes[slot]]
     if tensor._grad is None:
         new = Tensor.__new__(Tensor)        # a plain leaf holding a copy (Tensor.__init__'s state)
-        new.data = grad.astype(tensor.data.dtype)
+        new.data = grad.astype(data.dtype).reshape(data.shape)
         new._grad = new._node = None
         new._requires_grad = False
         tensor._grad = new
     else:
-        tensor._grad.data += grad
+        tensor._grad.data += grad.reshape(data.shape)
         wrote(tensor._grad.data)
 
 
@@ -133,11 +136,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     for s, leaf in tape.leaves:
         if leaf._requires_grad:
             _accumulate(leaf, tape, G, s)
-    for node in tape.nodes:
-        if node.retained is not None:
-            t = node.retained()
-            if t is not None:
-                _accumulate(t, tape, G, tape.slots[id(node)])
+    if _graph.retaining:
+        for node in tape.nodes:
+            if node.retained is not None:
+                t = node.retained()
+                if t is not None:
+                    _accumulate(t, tape, G, tape.slots[id(node)])
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
