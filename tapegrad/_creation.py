@@ -87,7 +87,9 @@ def zeros(*size, dtype=None, requires_grad=False):
 
 
 def ones(*size, dtype=None, requires_grad=False):
-    return _make(np.ones(_size(size), dtype or default_dtype), None, requires_grad)
+    value = np.empty(_size(size), dtype or default_dtype)
+    value.fill(1)            # np.ones, without its Python wrapper (half the cost of ones(2, 2))
+    return _make(value, None, requires_grad)
 
 
 def empty(*size, dtype=None, requires_grad=False):

@@ -54,7 +54,7 @@ class Node:
         self.versions = self.rebinds = None
         if _written or _rebound:
             if prim.saves:
-                self.versions = tuple(map(version, inputs)) + (_count(_base(value)),)
+                self.versions = _versions(inputs, value)
             if _rebound:
                 self.rebinds = tuple(map(_count_rebinds, inputs))
         if anomaly_enabled:
@@ -186,17 +186,45 @@ def version(tensor):
     return _count(_base(tensor.data)) + _count_rebinds(tensor)
 
 
+def _versions(inputs, value):
+    """(version of each operand..., writes into the output's memory), as a node records them;
+    None when all are 0. `version` written out: a training loop that updates its parameters in
+    place records every node this way."""
+    versions = []
+    for t in inputs:
+        a = t.data
+        b = a.base
+        while isinstance(b, np.ndarray):
+            a, b = b, b.base
+        entry = _written.get(id(a))
+        n = 0 if entry is None or entry[0]() is not a else entry[1]
+        if _rebound:
+            n += _count_rebinds(t)
+        versions.append(n)
+    versions.append(_count(_base(value)))
+    return tuple(versions) if any(versions) else None
+
+
+# The `seq` of the last in-place write or rebinding: nodes recorded after it saw every value at
+# its current version, so `check_versions` has nothing to check for them.
+_last_write = -1
+
+
 def wrote(array):
     """Count an in-place write into `array` (and every view of its memory)."""
+    global _last_write
     _entry(_written, _base(array), [])[1] += 1
+    _last_write = next(_sequence)
 
 
 def rebind(tensor, old):
     """Count a recorded in-place operation that gives `tensor` a new value and grad_fn; `old` (a
     tensor with its previous value and grad_fn) stands in for it in the nodes recorded before."""
+    global _last_write
     entry = _entry(_rebound, tensor, [[]])
     entry[2].append(old)
     entry[1] += 1
+    _last_write = next(_sequence)
 
 
 def vjp_reads(prim):
@@ -255,8 +283,8 @@ def _describe(tensor, node, dtype_name):
 
 def check_versions(nodes):
     """Raise PyTorch's error when a value that a node's VJP reads was modified in place since
-    the node was recorded (before any sweep reads it)."""
-    if not (_written or _rebound):
+    the node was recorded (before any sweep reads it). `nodes` are in recording order."""
+    if not (_written or _rebound) or not nodes or nodes[0].seq > _last_write:
         return
     for node in nodes:
         if not node.prim.saves:

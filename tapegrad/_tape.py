@@ -39,7 +39,7 @@ class FlatTape:
         self.sizes = sizes
         self.values = values      # the recorded value of each slot (numpy arrays)
         self.nodes = nodes        # the recorded nodes, in tape order
-        self.slots = slots        # id(node) for outputs, id(tensor) for leaves -> slot
+        self.slots = slots        # node for outputs, tensor for leaves -> slot (identity keys)
         self.leaves = leaves      # (slot, tensor) of every tensor without a node
         self.calls = calls        # (entry, rule) of nested-transform entries, see _sweep
 
@@ -49,7 +49,7 @@ class FlatTape:
 
     def slot_of(self, tensor):
         node = tensor._node
-        return self.slots.get(id(tensor) if node is None else id(node))
+        return self.slots.get(tensor if node is None else node)
 
     def view(self, buffer, slot):
         """The value of `slot` in a flat `buffer`, in its shape."""
@@ -59,20 +59,18 @@ class FlatTape:
 
 def reachable(outputs):
     """The nodes the output tensors reach, in recording order."""
-    seen = {}
+    seen = set()             # nodes and tensors hash by identity (Tensor's == is elementwise,
+    #                          but distinct live objects never have equal identity hashes)
     stack = [t._node for t in outputs if t._node is not None]
     rebound = _graph._rebound
     while stack:
         node = stack.pop()
-        seen[id(node)] = node
+        seen.add(node)
         for t in (node.inputs if rebound else node._inputs):
             n = t._node
-            if n is not None and id(n) not in seen:
+            if n is not None and n not in seen:
                 stack.append(n)        # a node reached twice before it is popped: walked twice
-    nodes = list(seen.values())
-    if len(nodes) > 1:
-        nodes.sort(key=_SEQ)
-    return nodes
+    return sorted(seen, key=_SEQ)
 
 
 _SEQ = operator.attrgetter("seq")
@@ -91,8 +89,8 @@ def linearize(outputs, extra_leaves=()):
     rebound = _graph._rebound
     slots, values, leaves, key, consts, payloads, calls = {}, [], [], [], [], [], []
     for t in extra_leaves:
-        if t._node is None and id(t) not in slots:
-            slots[id(t)] = len(values)
+        if t._node is None and t not in slots:
+            slots[t] = len(values)
             leaves.append((len(values), t))
             v = t.data
             values.append(v)
@@ -102,7 +100,7 @@ def linearize(outputs, extra_leaves=()):
         inputs = node.inputs if rebound else node._inputs
         for t in inputs:
             n = t._node
-            k = id(t) if n is None else id(n)
+            k = t if n is None else n
             s = slots.get(k)
             if s is None:                   # a leaf, first seen
                 s = slots[k] = len(values)
@@ -116,9 +114,9 @@ def linearize(outputs, extra_leaves=()):
         if prim.variadic:                   # the operands' slots are the payload
             if prim.kind == "call":
                 calls.append((e, payload))
-            payload = np.array([slots[id(t) if t._node is None else id(t._node)]
-                                for t in inputs], np.int64)
-        slots[id(node)] = len(values)
+            payload = np.array([slots[t if t._node is None else t._node] for t in inputs],
+                               np.int64)
+        slots[node] = len(values)
         v = node.value
         values.append(v)
         if payload is None:

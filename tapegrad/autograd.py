@@ -80,18 +80,17 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
             raise RuntimeError(_FREED)
     check_versions(nodes)
     V = tape.V
-    G = np.zeros((1, V.size), V.dtype)
-    G0 = G[0]
+    G0 = np.zeros(V.size, V.dtype)
     offsets, slots = tape.offsets, tape.slots
     for out, g in zip(outputs, seeds):
         node = out._node
-        off = offsets[slots[id(out) if node is None else id(node)]]
+        off = offsets[slots[out if node is None else node]]
         if g is None:
-            G0[off] = G0[off] + 1.0
+            G0[off] += 1.0
         else:
             G0[off:off + g.size] += g.ravel()
     if nodes:
-        _sweep.backward(tape, V, G)
+        _sweep.backward(tape, V, G0.reshape(1, -1))
         if not retain_graph:
             for node in nodes:
                 node.freed = True
@@ -141,7 +140,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             if node.retained is not None:
                 t = node.retained()
                 if t is not None:
-                    _accumulate(t, tape, G, tape.slots[id(node)])
+                    _accumulate(t, tape, G, tape.slots[node])
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,

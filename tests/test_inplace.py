@@ -400,3 +400,42 @@ def test_rebound_history_resolves_deep_chains():
     total.backward()
     # parts[k] = (k + 1) x + k, h = 5 x: d/dx = 1 + 2 + 3 + 4 + 5 per element
     np.testing.assert_array_equal(x.grad.numpy(), [15.0, 15.0])
+
+
+def test_training_loop_updates_in_place_and_checks_only_what_it_must():
+    """An SGD loop writes its parameters in place under no_grad: every later node records the
+    versions it sees (None while all are 0), backward skips the check when nothing was written
+    since the oldest node, and a write in between is still caught."""
+    w = tapegrad.tensor([1.0, -2.0], requires_grad=True)
+    x = tapegrad.tensor([3.0, 4.0])
+    for _ in range(3):
+        loss = (w * x).pow(2).sum()
+        assert loss.grad_fn.inputs[0].grad_fn.versions is None or \
+            any(loss.grad_fn.inputs[0].grad_fn.versions)
+        loss.backward()
+        expected = 2 * (w.data * x.data) * x.data
+        np.testing.assert_allclose(w.grad.numpy(), expected)
+        with tapegrad.no_grad():
+            w -= 0.01 * w.grad
+        w.grad = None
+    assert _graph._written
+    y = w * w                          # saves w at its current version
+    unrelated = tapegrad.tensor([0.0])
+    unrelated.add_(1)                  # a write after recording, into other memory
+    y.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2 * w.data)
+    z = (w * w).sum()
+    with tapegrad.no_grad():
+        w.mul_(2)                      # the saved operand itself
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+
+
+def test_recorded_versions_of_views_and_outputs():
+    base = tapegrad.tensor([1.0, 2.0, 3.0, 4.0])
+    base.add_(0)                       # version 1, shared by every view of its memory
+    w = tapegrad.tensor([2.0, 2.0], requires_grad=True)
+    view = base[1:3]
+    y = w * view
+    assert y.grad_fn.versions == (0, 1, 0)
+    assert _graph._versions((w,), np.ones(2)) is None

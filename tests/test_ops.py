@@ -853,3 +853,15 @@ def test_pair_differences_are_one_entry():
     (d * d).sum().backward()
     d0, d1, d2 = -3.0, -8.0, -5.0                  # x0 - x1, x0 - x2, x1 - x2
     np.testing.assert_allclose(x.grad.data, [2 * (d0 + d1), 2 * (d2 - d0), -2 * (d1 + d2)])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "int32", "bool"])
+def test_cube_value_and_dtype_follow_numpy(dtype):
+    """x ** 3 is computed as x * x * x (the interpreters' value) in numpy's result dtype."""
+    x = np.array([-2, 0, 1, 3], dtype=dtype)
+    got = tg.tensor(x) ** 3
+    assert got.dtype == (x ** 3).dtype
+    np.testing.assert_array_equal(got.numpy(), x ** 3)
+    if dtype.startswith("float"):
+        v = np.array([0.1, -1.7, 3.3], dtype)
+        np.testing.assert_array_equal((tg.tensor(v) ** 3).numpy(), v * v * v)
