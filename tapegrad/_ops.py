@@ -136,6 +136,8 @@ def add(a, b):
 
 
 def sub(a, b):
+    if a.__class__ is Tensor and b.__class__ is Tensor and (a._node is None or b._node is None):
+        return _binary(P["sub"], a, b)          # not two gathers (_gather_difference)
     if _is_number(b) and isinstance(a, Tensor):
         b = _scalar(b)
         return record(P["add_const"], (a,), a.data - b, c0=-b, name="SubBackward0")

@@ -319,7 +319,7 @@ class Tensor:
         share memory with this one do not see the change)."""
         if self._requires_grad and self._node is None and state.grad_enabled:
             raise RuntimeError(_LEAF_INPLACE)
-        old = self._snapshot()
+        old = self._snapshot() if state.grad_enabled else self   # no_grad: nothing keeps it
         result = op(old, other)
         shape = result.data.shape
         if shape != self.data.shape:
