@@ -40,7 +40,7 @@ def _infer(data):
     except RuntimeError:     # tensors that require grad inside a list: take their values
         array = np.array(_values(data))
     if array.dtype.kind == "f":
-        return array.astype(default_dtype)
+        return array.astype(default_dtype, copy=False)     # a new array already
     if array.dtype.kind == "O":
         array = np.array([d.item() if isinstance(d, Tensor) else d for d in np.ravel(data)])
     return array

@@ -706,7 +706,22 @@ _METHODS = dict(
     mul=mul, div=div,
 )
 # Operators whose first operand is the tensor call the op itself (one call less per operation).
+def _radd(x, other):
+    """`other + x` (Python calls x.__radd__ when `other` is not a Tensor)."""
+    if other.__class__ in _PY_NUMBERS:
+        return _unary(P["add_const"], x, other)
+    return add(other, x)
+
+
+def _rmul(x, other):
+    """`other * x` (Python calls x.__rmul__ when `other` is not a Tensor)."""
+    if other.__class__ in _PY_NUMBERS:
+        return _unary(P["mul_const"], x, other)
+    return mul(other, x)
+
+
 _METHODS.update(
+    __radd__=_radd, __rmul__=_rmul,
     __add__=add, __sub__=sub, __mul__=mul, __truediv__=div, __pow__=pow, __matmul__=matmul,
     __neg__=neg, __abs__=abs, __gt__=gt, __ge__=ge, __lt__=lt, __le__=le, __eq__=eq, __ne__=ne,
     __getitem__=getitem,

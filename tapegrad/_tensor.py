@@ -402,11 +402,9 @@ class Tensor:
         return _ops.clone(self)
 
     # ---- arithmetic --------------------------------------------------------------------------
-    # `x + y`, `x * y`, `x[i]` ... are the ops themselves, set by _ops (see _METHODS there); the
-    # reflected forms swap the operands here.
-    def __radd__(self, other): return _ops.add(other, self)
+    # `x + y`, `x * y`, `2 * x`, `x[i]` ... are the ops themselves, set by _ops (see _METHODS
+    # there); the other reflected forms swap the operands here.
     def __rsub__(self, other): return _ops.sub(other, self)
-    def __rmul__(self, other): return _ops.mul(other, self)
     def __rtruediv__(self, other): return _ops.div(other, self)
     def __rpow__(self, other): return _ops.pow(other, self)
     def __rmatmul__(self, other): return _ops.matmul(other, self)

@@ -101,14 +101,16 @@ def _accumulate(tensor, tape, G, slot):
     off = tape.offsets[slot]
     data = tensor.data
     grad = G[off:off + tape.sizes[slot]]
+    if data.ndim != 1:
+        grad = grad.reshape(data.shape)
     if tensor._grad is None:
         new = Tensor.__new__(Tensor)        # a plain leaf holding a copy (Tensor.__init__'s state)
-        new.data = grad.astype(data.dtype).reshape(data.shape)
+        new.data = grad.astype(data.dtype)
         new._grad = new._node = None
         new._requires_grad = False
         tensor._grad = new
     else:
-        tensor._grad.data += grad.reshape(data.shape)
+        tensor._grad.data += grad
         wrote(tensor._grad.data)
 
 
