@@ -80,7 +80,7 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
             raise RuntimeError(_FREED)
     check_versions(nodes)
     V = tape.V
-    G0 = np.zeros(V.size, V.dtype)
+    G0 = tape.adjoints()
     offsets, slots = tape.offsets, tape.slots
     for out, g in zip(outputs, seeds):
         node = out._node
@@ -132,6 +132,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             s = tape.slot_of(t)
             if s is not None:
                 _accumulate(t, tape, G, s)
+        tape.release(tape.V, G)
         return
     tape, G = _run(outputs, grad_tensors, retain_graph)
     for s, leaf in tape.leaves:
@@ -143,6 +144,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
                 t = node.retained()
                 if t is not None:
                     _accumulate(t, tape, G, tape.slots[node])
+    tape.release(tape.V, G)       # the gradients are copies: nothing refers to the buffers
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -168,6 +170,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             result.append(Tensor(np.zeros_like(t.data)) if materialize_grads else None)
         else:
             result.append(Tensor(tape.view(G, s).astype(t.data.dtype)))
+    tape.release(tape.V, G)
     return tuple(result)
 
 

@@ -137,3 +137,80 @@ def test_graph_without_entries(n):
     tape = linearize((x,), [x])
     assert tape.E.shape == (0, 8) and tape.FC.shape == (0, 2)
     assert tape.V.tolist() == [1.0, 1.0]
+
+
+def _large_loss(w, x):
+    return ((x @ w).clamp(min=0) - 1.0).pow(2).sum()
+
+
+def _large_inputs(seed):
+    rng = np.random.default_rng(seed)
+    x = tg.tensor(rng.standard_normal((64, 300)))
+    w = tg.tensor(rng.standard_normal((300, 200)), requires_grad=True)
+    return x, w
+
+
+def _expected_grad(x, w):
+    h = x.numpy() @ w.detach().numpy()
+    return x.numpy().T @ (2 * (np.maximum(h, 0) - 1.0) * (h > 0))
+
+
+def test_large_buffers_are_reused_between_backwards():
+    x, w = _large_inputs(0)
+    _large_loss(w, x).backward()
+    tape = linearize((_large_loss(w, x),))           # takes one of the two spares (V, G)
+    structure = tape.structure
+    assert structure.size >= _tape._REUSED and len(structure.spares) == 1
+    tape.release(tape.V)
+    del tape
+    spares = {id(b) for b in structure.spares}
+    assert len(spares) == 2
+    w.grad = None
+    _large_loss(w, x).backward()
+    assert {id(b) for b in structure.spares} == spares
+    np.testing.assert_allclose(w.grad.numpy(), _expected_grad(x, w), rtol=1e-12)
+
+
+def test_a_buffer_still_referenced_is_not_reused():
+    """A kept tape (or a view of its values) keeps its buffer out of reuse: the next tape of
+    the same structure gets a new one, and the kept values stay as they were."""
+    x, w = _large_inputs(1)
+    _large_loss(w, x).backward()
+    kept = linearize((_large_loss(w, x),))
+    view = kept.V[:10].copy()
+    structure = kept.structure
+    structure.release(kept.V)
+    for _ in range(3):
+        w2 = tg.tensor(np.full((300, 200), 0.5), requires_grad=True)
+        tape = linearize((_large_loss(w2, x),))
+        assert tape.V is not kept.V
+        del tape
+    np.testing.assert_array_equal(kept.V[:10], view)
+
+
+def test_reused_buffers_across_threads():
+    import concurrent.futures
+    cases = [_large_inputs(seed) for seed in range(4)]
+
+    def run(case):
+        x, w = case
+        out = []
+        for _ in range(5):
+            w.grad = None
+            _large_loss(w, x).backward()
+            out.append(w.grad.numpy().copy())
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, cases))
+    for (x, w), grads in zip(cases, results):
+        for g in grads:
+            np.testing.assert_allclose(g, _expected_grad(x, w), rtol=1e-12)
+
+
+def test_autograd_grad_reuses_and_returns_copies():
+    x, w = _large_inputs(2)
+    first = tg.autograd.grad(_large_loss(w, x), w)[0]
+    second = tg.autograd.grad(_large_loss(w, x), w)[0]
+    np.testing.assert_array_equal(first.numpy(), second.numpy())
+    np.testing.assert_allclose(first.numpy(), _expected_grad(x, w), rtol=1e-12)
