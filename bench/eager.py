@@ -10,10 +10,14 @@ Programs (each iteration builds its leaves, runs the ops and the backward pass, 
   tutorial-3  one step of "Learning PyTorch with Examples"' polynomial fit (x, y of 2000 points):
               loss = (a + b*x + c*x**2 + d*x**3 - y).pow(2).sum(); loss.backward(); then, under
               no_grad, p -= lr * p.grad and p.grad = None for the four parameters
+  tutorial-4  one step of the same tutorial's two-layer network (x 64x1000, w1 1000x100,
+              w2 100x10): loss = ((x @ w1).clamp(min=0) @ w2 - y).pow(2).sum(), backward, update
 
 Columns: tapegrad eager Tensors, PyTorch eager, HIPS autograd's `grad` / `make_vjp` of the same
 function (reference), and tapegrad's `grad` transform of the same function (a traced tape
-replayed, for reference). Goals: tapegrad / PyTorch <= 0.5 for tutorials 1 and 2, <= 1 for 3.
+replayed, for reference). Goals: tapegrad / PyTorch <= 0.5 for tutorials 1 and 2, <= 1 for 3
+and 4. Tutorial-4's matrix products are BLAS calls: numpy's and numba's (scipy's) OpenBLAS keep
+thread pools of their own, so run with --threads 1 on a small machine (see bench/README.md).
 """
 import os
 import sys
@@ -24,13 +28,60 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402  (first: it applies --threads before numpy loads)
 import numpy as np  # noqa: E402
 
-# The issue's goal for the tutorial programs (autograd overhead); the fit step is mostly numpy
-# arithmetic on 2000 points, where the goal is to be no slower than PyTorch.
-GOALS_VS_TORCH = (0.5, 0.5, 1.0)
+# The issue's goal for the tutorial programs (autograd overhead); the training steps are mostly
+# numpy arithmetic and BLAS, where the goal is to be no slower than PyTorch.
+GOALS_VS_TORCH = (0.5, 0.5, 1.0, 1.0)
 A, B, CC = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [0.5, 1.5, 2.5]
 V = [0.1, 1.0, 0.0001]
 FIT_X = np.linspace(-np.pi, np.pi, 2000)
 FIT_START, FIT_LR = (0.1, -0.2, 0.3, 0.05), 1e-6
+
+
+MLP_SIZES, MLP_LR = (64, 1000, 100, 10), 1e-6
+
+
+def _mlp_data():
+    rng = np.random.default_rng(0)
+    n, d_in, h, d_out = MLP_SIZES
+    return (rng.standard_normal((n, d_in)), rng.standard_normal((n, d_out)),
+            rng.standard_normal((d_in, h)), rng.standard_normal((h, d_out)))
+
+
+def mlp_step(tensor, no_grad, **dtype):
+    """One training step of the two-layer network on weights kept between calls (the same
+    source for tapegrad and PyTorch); returns the step's loss."""
+    X, Y, W1, W2 = _mlp_data()
+    x, y = tensor(X, **dtype), tensor(Y, **dtype)
+    params = [tensor(W1, requires_grad=True, **dtype), tensor(W2, requires_grad=True, **dtype)]
+
+    def step():
+        w1, w2 = params
+        loss = ((x @ w1).clamp(min=0) @ w2 - y).pow(2).sum()
+        loss.backward()
+        with no_grad():
+            for p in params:
+                p -= MLP_LR * p.grad
+                p.grad = None
+        return loss.detach()
+
+    return step
+
+
+def _functional_mlp(value_and_grad, maximum, total):
+    X, Y, W1, W2 = _mlp_data()
+
+    def loss(w1, w2):
+        return total((maximum(X @ w1, 0.0) @ w2 - Y) ** 2)
+
+    step_grad = value_and_grad(loss, argnums=(0, 1))
+    params = [W1.copy(), W2.copy()]
+
+    def step():
+        value, grads = step_grad(*params)
+        params[:] = [p - MLP_LR * g for p, g in zip(params, grads)]
+        return value
+
+    return step
 
 
 def fit_step(lib, tensor, no_grad, **dtype):
@@ -74,7 +125,8 @@ def tapegrad_programs(tg):
         y.backward(v)
         return a.grad, b.grad, c.grad
 
-    return tutorial1, tutorial2, fit_step(tg, tg.tensor, tg.no_grad)
+    return (tutorial1, tutorial2, fit_step(tg, tg.tensor, tg.no_grad),
+            mlp_step(tg.tensor, tg.no_grad))
 
 
 def tapegrad_transform_programs(tg):
@@ -88,7 +140,8 @@ def tapegrad_transform_programs(tg):
 
     g2 = tg.grad(f2, argnums=(0, 1, 2))
     a, b, c = np.array(A), np.array(B), np.array(CC)
-    return (lambda: g1(ones)), (lambda: g2(a, b, c)), _functional_fit(tg.value_and_grad, tg)
+    return ((lambda: g1(ones)), (lambda: g2(a, b, c)), _functional_fit(tg.value_and_grad, tg),
+            _functional_mlp(tg.value_and_grad, tg.maximum, tg.sum))
 
 
 def _functional_fit(value_and_grad, lib):
@@ -128,7 +181,8 @@ def torch_programs(torch):
         y.backward(v)
         return a.grad, b.grad, c.grad
 
-    return tutorial1, tutorial2, fit_step(torch, torch.tensor, torch.no_grad, dtype=torch.float64)
+    return (tutorial1, tutorial2, fit_step(torch, torch.tensor, torch.no_grad, dtype=torch.float64),
+            mlp_step(torch.tensor, torch.no_grad, dtype=torch.float64))
 
 
 def hips_programs(autograd):
@@ -159,7 +213,8 @@ def hips_programs(autograd):
         vg = autograd.value_and_grad(lambda p: f(*p))
         return lambda *p: vg(p)
 
-    return tutorial1, tutorial2, _functional_fit(value_and_grad, anp)
+    return (tutorial1, tutorial2, _functional_fit(value_and_grad, anp),
+            _functional_mlp(value_and_grad, anp.maximum, anp.sum))
 
 
 # ---- expected gradients ---------------------------------------------------------------------
@@ -169,7 +224,9 @@ def expected():
     a0, b0, c0, d0 = FIT_START
     x = FIT_X
     fit_loss = np.sum((a0 + b0 * x + c0 * x ** 2 + d0 * x ** 3 - np.sin(x)) ** 2)
-    return np.full((2, 2), 4.5), (3 * v, 4 * b * v, v / c), fit_loss
+    X, Y, W1, W2 = _mlp_data()
+    mlp_loss = np.sum((np.maximum(X @ W1, 0) @ W2 - Y) ** 2)
+    return np.full((2, 2), 4.5), (3 * v, 4 * b * v, v / c), fit_loss, mlp_loss
 
 
 def main():
@@ -189,12 +246,13 @@ def main():
     want = expected()
     impls = {
         "tapegrad": tapegrad_programs(tg),
-        "PyTorch": torch_programs(torch) if torch is not None else (None,) * 3,
-        "HIPS autograd": hips_programs(autograd) if autograd is not None else (None,) * 3,
+        "PyTorch": torch_programs(torch) if torch is not None else (None,) * 4,
+        "HIPS autograd": hips_programs(autograd) if autograd is not None else (None,) * 4,
         "tapegrad grad()": tapegrad_transform_programs(tg),
     }
     names = ["tutorial-1 (7 ops + backward)", "tutorial-2 (3 leaves, backward(v))",
-             "tutorial-3 (polynomial fit step, 2000 points)"]
+             "tutorial-3 (polynomial fit step, 2000 points)",
+             "tutorial-4 (two-layer network step, 64x1000x100x10)"]
     results = {n: {} for n in names}
     for k, name in enumerate(names):
         results[name] = C.measure_all(
