@@ -214,3 +214,20 @@ def test_autograd_grad_reuses_and_returns_copies():
     second = tg.autograd.grad(_large_loss(w, x), w)[0]
     np.testing.assert_array_equal(first.numpy(), second.numpy())
     np.testing.assert_allclose(first.numpy(), _expected_grad(x, w), rtol=1e-12)
+
+
+def test_spare_buffers_are_bounded(monkeypatch):
+    x, w = _large_inputs(3)
+    _large_loss(w, x).backward()
+    structure = linearize((_large_loss(w, x),)).structure
+    assert len(structure.spares) <= 2
+    kept = _tape.Structure.spare_bytes
+    assert kept == sum(b.nbytes for s in _tape._STRUCTURES.values() for b in s.spares)
+    monkeypatch.setattr(_tape, "_SPARE_BYTES", kept)        # no room for more
+    x2 = tg.tensor(np.ones((64, 301)))
+    w2 = tg.tensor(np.ones((301, 200)), requires_grad=True)
+    _large_loss(w2, x2).backward()
+    other = linearize((_large_loss(w2, x2),)).structure
+    assert other is not structure and other.spares == []
+    assert _tape.Structure.spare_bytes <= kept
+    np.testing.assert_allclose(w2.grad.numpy(), _expected_grad(x2, w2))
