@@ -24,7 +24,6 @@ import time
 import warnings
 import weakref
 
-import numba
 import numpy as np
 
 from . import _columns, _fuse, _pytree, _sweep
@@ -61,6 +60,12 @@ def _schedule_of(fn):
             and not fn.keywords:
         return ("jvp", fn.args[0], None, False, False)
     return ("value", fn, None, False, False)
+
+
+def _threads():
+    """numba's thread count (numba is imported here, not by `import tapegrad`: 150 ms)."""
+    import numba
+    return numba.get_num_threads()
 
 
 def _tile_for(n_total, n_dir, itemsize):
@@ -389,7 +394,7 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind, fuse=False):
         cols.E, cols.FC, tape.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
         pos["guard_val"], ok, pos["seeds"], pos["dir_pos"], pos["tin_pos"], XT,
         plan["second"], pos["read_v"], pos["read_g"], pos["read_t"], pos["read_tg"], out, tile,
-        max(1, min(numba.get_num_threads(), -(-n // tile))),
+        max(1, min(_threads(), -(-n // tile))),
         cols.need_spans if plan["second"] else cols.leaf_spans)
     if not isinstance(index, slice):
         Y[index[ok]] = out[ok]

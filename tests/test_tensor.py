@@ -3,6 +3,7 @@
 Expected values and messages are hard-coded (from PyTorch 2.13) so the file runs without torch;
 the `torch` fixture runs the same programs on torch where it is importable.
 """
+import os
 import re
 import threading
 import warnings
@@ -802,3 +803,19 @@ def test_reprs():
     assert repr(tapegrad.tensor([1., 2.], dtype=tapegrad.float32, requires_grad=True)) == \
         "tensor([1., 2.], dtype=tapegrad.float32, requires_grad=True)"
     assert repr(tapegrad.arange(3)) == "tensor([0, 1, 2])"
+
+
+def test_import_and_recording_do_not_import_numba():
+    """`import tapegrad` and eager recording stay in numpy (numba's import is ~150 ms); the
+    first backward() loads the compiled interpreters."""
+    import subprocess
+    import sys
+    code = ("import sys, tapegrad as tg\n"
+            "assert 'numba' not in sys.modules\n"
+            "x = tg.ones(2, 2, requires_grad=True)\n"
+            "out = ((x + 2) * (x + 2) * 3).mean()\n"
+            "assert 'numba' not in sys.modules\n"
+            "out.backward()\n"
+            "assert 'numba' in sys.modules and x.grad.tolist() == [[4.5, 4.5], [4.5, 4.5]]\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
