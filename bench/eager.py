@@ -40,6 +40,14 @@ FIT_START, FIT_LR = (0.1, -0.2, 0.3, 0.05), 1e-6
 MLP_SIZES, MLP_LR = (64, 1000, 100, 10), 1e-6
 
 
+def _sgd(params, lr, no_grad):
+    """The tutorials' update, the same for tapegrad and PyTorch."""
+    with no_grad():
+        for p in params:
+            p -= lr * p.grad
+            p.grad = None
+
+
 def _mlp_data():
     rng = np.random.default_rng(0)
     n, d_in, h, d_out = MLP_SIZES
@@ -58,10 +66,7 @@ def mlp_step(tensor, no_grad, **dtype):
         w1, w2 = params
         loss = ((x @ w1).clamp(min=0) @ w2 - y).pow(2).sum()
         loss.backward()
-        with no_grad():
-            for p in params:
-                p -= MLP_LR * p.grad
-                p.grad = None
+        _sgd(params, MLP_LR, no_grad)
         return loss.detach()
 
     return step
@@ -95,10 +100,7 @@ def fit_step(lib, tensor, no_grad, **dtype):
         y_pred = a + b * x + c * x ** 2 + d * x ** 3
         loss = (y_pred - y).pow(2).sum()
         loss.backward()
-        with no_grad():
-            for p in params:
-                p -= FIT_LR * p.grad
-                p.grad = None
+        _sgd(params, FIT_LR, no_grad)
         return loss.detach()
 
     return step

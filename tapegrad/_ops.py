@@ -115,24 +115,43 @@ def _scalar(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
-# `x + 2`, `2 * x` and `x * y` come first, tested by exact class (the eager loop's commonest
-# cases; bools, numpy scalars and Tensor subclasses take the general tests after them).
 _PY_NUMBERS = frozenset((int, float))
 
 
-def add(a, b):
-    if a.__class__ is Tensor:
-        if b.__class__ is Tensor:
-            return _binary(P["add"], a, b)
-        if b.__class__ in _PY_NUMBERS:
-            return _unary(P["add_const"], a, b)
-    elif b.__class__ is Tensor and a.__class__ in _PY_NUMBERS:
-        return _unary(P["add_const"], b, a)
-    if _is_number(b) and isinstance(a, Tensor):
-        return _unary(P["add_const"], a, _scalar(b))
-    if _is_number(a) and isinstance(b, Tensor):
-        return _unary(P["add_const"], b, _scalar(a))
-    return _binary(P["add"], a, b)
+def _commutative(name):
+    """`a op b` for a commutative op (add, mul), and the reflected form that Python calls for
+    `2 op x`: a number on either side is the constant of a `<name>_const` entry. `x + 2`,
+    `2 * x` and `x * y` are tested first, by exact class (the eager loop's commonest cases);
+    bools, numpy scalars and Tensor subclasses take the general tests after them."""
+    binary, constant = P[name], P[name + "_const"]
+
+    def op(a, b):
+        if a.__class__ is Tensor:
+            if b.__class__ is Tensor:
+                return _binary(binary, a, b)
+            if b.__class__ in _PY_NUMBERS:
+                return _unary(constant, a, b)
+        elif b.__class__ is Tensor and a.__class__ in _PY_NUMBERS:
+            return _unary(constant, b, a)
+        if _is_number(b) and isinstance(a, Tensor):
+            return _unary(constant, a, _scalar(b))
+        if _is_number(a) and isinstance(b, Tensor):
+            return _unary(constant, b, _scalar(a))
+        return _binary(binary, a, b)
+
+    def reflected(x, other):
+        """`other op x`, which Python calls as x.__radd__(other) / x.__rmul__(other)."""
+        if other.__class__ in _PY_NUMBERS:
+            return _unary(constant, x, other)
+        return op(other, x)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"Elementwise {name}, with broadcasting and Python numbers on either side."
+    return op, reflected
+
+
+add, _radd = _commutative("add")
+mul, _rmul = _commutative("mul")
 
 
 def sub(a, b):
@@ -161,21 +180,6 @@ def _gather_difference(a, b):
         return None
     return record(P["gather_diff"], (x,), np.subtract(a.data, b.data),
                   np.concatenate([na.payload, nb.payload]), name="SubBackward0")
-
-
-def mul(a, b):
-    if a.__class__ is Tensor:
-        if b.__class__ is Tensor:
-            return _binary(P["mul"], a, b)
-        if b.__class__ in _PY_NUMBERS:
-            return _unary(P["mul_const"], a, b)
-    elif b.__class__ is Tensor and a.__class__ in _PY_NUMBERS:
-        return _unary(P["mul_const"], b, a)
-    if _is_number(b) and isinstance(a, Tensor):
-        return _unary(P["mul_const"], a, _scalar(b))
-    if _is_number(a) and isinstance(b, Tensor):
-        return _unary(P["mul_const"], b, _scalar(a))
-    return _binary(P["mul"], a, b)
 
 
 def div(a, b):
@@ -706,20 +710,6 @@ _METHODS = dict(
     mul=mul, div=div,
 )
 # Operators whose first operand is the tensor call the op itself (one call less per operation).
-def _radd(x, other):
-    """`other + x` (Python calls x.__radd__ when `other` is not a Tensor)."""
-    if other.__class__ in _PY_NUMBERS:
-        return _unary(P["add_const"], x, other)
-    return add(other, x)
-
-
-def _rmul(x, other):
-    """`other * x` (Python calls x.__rmul__ when `other` is not a Tensor)."""
-    if other.__class__ in _PY_NUMBERS:
-        return _unary(P["mul_const"], x, other)
-    return mul(other, x)
-
-
 _METHODS.update(
     __radd__=_radd, __rmul__=_rmul,
     __add__=add, __sub__=sub, __mul__=mul, __truediv__=div, __pow__=pow, __matmul__=matmul,
