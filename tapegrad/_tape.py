@@ -278,7 +278,7 @@ class Structure:
 def _forget_structures():
     """Empty the cache of structures, and their spare buffers."""
     with _spare_lock:
-        for structure in _STRUCTURES.values():
+        for structure in list(_STRUCTURES.values()):    # a snapshot: others may insert
             Structure.spare_bytes -= sum(buffer.nbytes for buffer in structure.spares)
             structure.spares.clear()
             structure.cached = False
