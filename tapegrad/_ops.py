@@ -196,14 +196,11 @@ def pow(a, b):
     if _is_number(b) and isinstance(a, Tensor):
         b = _scalar(b)
         if b == 2 or b == 3:   # multiplies, not a pow call (the commonest powers)
-            x = a.data
-            if b == 2:
-                value = x ** 2                              # numpy squares: x * x
-            elif x.dtype.kind in "fc":  # x * x * x, the value the interpreters compute (and
-                value = x * x * x       # PyTorch's); numpy's x ** 3 is a pow call, 60x slower
-            else:                       # integers and bools: numpy's result dtype
-                value = np.asarray(x * x * x, (x ** 3).dtype)
-            return record(P["square" if b == 2 else "cube"], (a,), value, c0=float(b))
+            prim, x = P["square" if b == 2 else "cube"], a.data
+            value = prim.numpy(x, float(b), 0.0)     # the registry's forward: x * x (* x)
+            if x.dtype.kind not in "fc":             # integers and bools: numpy's dtype of
+                value = np.asarray(value, (x ** b).dtype)   # x ** b (bool ** 3 is int8)
+            return record(prim, (a,), value, c0=float(b))
         if b == -1 and a.data.dtype.kind == "f":    # a division (PyTorch's reciprocal)
             return record(P["rdiv_const"], (a,), a.data ** b, c0=1.0, name="PowBackward0")
         return _unary(P["pow_const"], a, b)

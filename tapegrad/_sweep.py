@@ -174,8 +174,6 @@ def backward(tape, V, G):
     if _graph.anomaly_enabled:
         from . import _anomaly
         return _anomaly.backward(tape, V, G, m)
-    if not tape.calls:            # the common case, one call (every eager backward runs this)
-        return m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, 0, stop)
     for e, rule in reversed(tape.calls):
         m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, e + 1, stop)
         if tape.NEED[tape.E[e, 4]]:      # like the compiled sweeps: no adjoint, nothing to do
