@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import threading
 import re
 import sys
 import tempfile
@@ -438,14 +439,23 @@ def _materialize(name, source):
 
     Files are named by a hash of their contents and of everything their compiled code depends
     on, so numba's on-disk cache (keyed by the file) can never serve code compiled from older
-    sources or with other compile options."""
+    sources or with other compile options. One thread at a time: a module is in sys.modules
+    while it executes, and another thread must not take it half made."""
+    with _materializing:
+        return _materialize_locked(name, source)
+
+
+_materializing = threading.RLock()     # re-entrant: a module that materializes another
+
+
+def _materialize_locked(name, source):
     import tapegrad
     modname = f"tapegrad.{name}"
     if modname in sys.modules:
         return sys.modules[modname]
     path = os.path.join(_cache_dir(), f"{name}.py")
     if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"    # per process and thread
         with open(tmp, "w") as fh:
             fh.write(source)
         os.replace(tmp, path)

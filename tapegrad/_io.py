@@ -16,6 +16,7 @@ most `max_bytes` in all), so a file cannot make `load` allocate more than it hol
 """
 import json
 import os
+import threading
 import types
 import zipfile
 
@@ -88,7 +89,7 @@ def save(tape, path):
     if not isinstance(path, (str, os.PathLike)):
         np.savez(path, **arrays)          # a file object
         return
-    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    tmp = f"{os.fspath(path)}.{os.getpid()}.{threading.get_ident()}.tmp"    # per process and thread
     try:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
