@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from . import _graph
-from ._registry import PRIMS
+from .core.registry import PRIMS
 
 _check_nan = True
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep

@@ -1,85 +1,46 @@
-"""Generate the CUDA interpreters from the op registry (the CUDA twin of `_codegen`).
+"""Generate the CUDA interpreters from the op registry (the CUDA twin of `core.codegen`).
 
-Nothing here lists primitives: the module is assembled from the very pieces `_codegen` uses for
-the CPU interpreters, so a primitive added to the registry reaches the GPU with no edit here.
+Nothing here lists primitives: the module is assembled from the pieces `core.codegen` writes
+for the CPU interpreters, with every rule in the CUDA layout of `core.layouts` (one thread per
+point: slot views sliced inline, fills as loops, temporaries in scratch rows at the end of the
+thread's value column, no allocation):
 
-* the header (`_codegen._HEADER`: `math`, the `_sigmoid` helper the expressions call, ...) with
-  `jit` bound to `cuda.jit(device=True)`, so its helpers become device functions;
-* the elementwise rules: the per-point bodies `_codegen._unary` / `_codegen._binary` write from
-  the registry's scalar expressions (`f`, `d`, `d2`), with each slot view `_v(V, S, s)` sliced
-  inline (a CUDA device function may not return a view it made) and `X[:] = 0.0` as a loop;
+* the header (`math`, the `_sigmoid` helper the expressions call) with `jit` bound to
+  `cuda.jit(device=True)`, so its helpers become device functions;
+* every primitive's rules and their helpers (`core.codegen.rules_module("cuda")`);
 * the four interpreters `forward`, `backward`, `tangent`, `backward_tangent` with the CPU's
-  signatures, loop and `if op == k` chain (`_codegen._FUNCTIONS`, `_ENTRY`, `dispatch`),
-  structural primitives dispatching to `_kernels_cuda` (same names as `_kernels`);
-* the driver kernels (below, one per sweep): one thread per point, the twin of
-  `run_tiles`.
+  signatures, loop and `if op == k` chain;
+* the driver kernels (below, one per sweep): one thread per point, the twin of `run_tiles`.
 
 Each thread works on its own column of the (rows, points) buffers: the interpreters receive
-`V[:, p]`, a strided 1-D view, and so run the per-point (row-form) CPU code unchanged: the
-column layout of `_codegen._batch` (`X[i, p]`) is what that view indexes. Why columns, see `_cuda`.
-
-The source goes to a real file named by a hash of everything it depends on (as `_codegen.load`
-does), so that `cuda.jit(cache=True)` can cache the compiled kernel and a change of the
-registry, of `_codegen` or of the kernels compiles afresh.
+`V[:, p]`, a strided 1-d view. The source goes to a real file named by a hash of everything it
+depends on (as `core.codegen.load` does), so that `cuda.jit(cache=True)` can cache the compiled
+kernel and a change of any rule compiles afresh.
 """
-import inspect
-import re
-import sys
+from .core import cache, codegen
 
-from . import _codegen, _kernels_cuda
-from ._registry import PRIMS
-
-_JIT_IMPORT = "from tapegrad._jit import jit\n"
-
-_VIEW = re.compile(r"_v\((\w+), S, (\w+)\)")
-_FILL = re.compile(r"^(\s*)(\w+\[S\[\w+, 0\]:S\[\w+, 0\] \+ S\[\w+, 1\]\])\[:\] = (.+)$")
+_JIT_IMPORT = "from tapegrad.core.jit import jit\n"
 
 
-def _device_body(body):
-    """A `_codegen` rule body made valid CUDA device code: inline slot views, no `[:] =`."""
-    body = _VIEW.sub(r"\1[S[\2, 0]:S[\2, 0] + S[\2, 1]]", body)
-    out = []
-    for line in body.split("\n"):
-        match = _FILL.match(line)
-        if match:
-            indent, view, value = match.groups()
-            out += [f"{indent}_fill = {view}", f"{indent}for i in range(_fill.size):",
-                    f"{indent}    _fill[i] = {value}"]
-        else:
-            out.append(line)
-    body = "\n".join(out)
-    if "_v(" in body or "[:]" in body:
-        raise NotImplementedError(f"_codegen_cuda cannot translate this rule body:\n{body}")
-    return body
+def device(fn=None, **options):
+    """`cuda.jit(device=True)`; the generated CUDA module binds `jit` to this."""
+    from numba import cuda
+    if fn is None:
+        return lambda f: device(f, **options)
+    return cuda.jit(device=True)(fn)
 
 
 def _header():
-    header = _codegen._HEADER.format(kernels="_kernels_cuda")
-    if _JIT_IMPORT not in header:
-        raise NotImplementedError("_codegen._HEADER no longer imports `jit` as _codegen_cuda "
-                                  "expects; update _codegen_cuda._header")
-    return header.replace(_JIT_IMPORT, "from numba import cuda\n"
-                                       "from tapegrad._kernels_cuda import device as jit\n")
-
-
-def _elementwise_source(p):
-    rules = (_codegen._unary if p.kind == "unary" else _codegen._binary)(p)
-    return "".join(f"\n\n@jit\ndef {p.name}_{rule}({_codegen._SIGNATURES[rule]}):\n"
-                   + _codegen._lines(_device_body(body), 4)
-                   for rule, body in rules.items())
+    if _JIT_IMPORT not in codegen._HEADER:
+        raise NotImplementedError("core.codegen's header no longer imports `jit` as the CUDA "
+                                  "generator expects")
+    return codegen._HEADER.replace(_JIT_IMPORT, "from numba import cuda\n"
+                                                "from tapegrad._codegen_cuda import device as jit\n")
 
 
 def generate():
     """The source text of the CUDA interpreter module."""
-    out = [_header()]
-    out += [_elementwise_source(p) for p in PRIMS if p.kind in ("unary", "binary")]
-    for fn, (args, loop) in _codegen._FUNCTIONS.items():
-        out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_codegen._ENTRY}")
-        for k, p in enumerate(PRIMS):
-            out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
-            out.append(_codegen.dispatch(p, fn))   # `call` entries never reach a batched replay
-    out.append(_DRIVER)
-    return "".join(out)
+    return _header() + codegen.rules_module("cuda") + codegen.interpreters_source() + _DRIVER
 
 
 # Plan positions, end to end in one int64 array PL with offsets PO (see _cuda.plan_arrays).
@@ -97,7 +58,7 @@ _DRIVER = '''
 # the caller's layout; Y (n, rows) their results, in run_tiles' order: values read_v,
 # adjoints read_g (per seed), tangents read_t (per direction), second-order tangents read_tg
 # (per direction); row_g, row_t, row_tg where those start. V has scratch rows after the
-# n_total rows of the slots (see _kernels_cuda).
+# n_total rows of the slots (the primitives' temporaries, see `core.layouts`).
 
 
 @cuda.jit(cache=True)
@@ -248,12 +209,10 @@ def gather_results(Y, rowmap, dst, B):
 
 def load():
     """Import the generated CUDA module, writing it first if this version is new (through
-    `_codegen._materialize`: the file is named by a hash of everything its code depends on)."""
+    `core.cache`: the file is named by a hash of everything its code depends on)."""
     import numba
     from numba import cuda
     source = generate()
-    key = _codegen._digest(source, inspect.getsource(_kernels_cuda),
-                           inspect.getsource(sys.modules[__name__]), numba.__version__,
-                           str(getattr(cuda, "implementation", "")),
-                           str(numba.config.ENABLE_CUDASIM))
-    return _codegen._materialize(f"_gen_cuda_{key}", source)
+    key = cache.digest(source, cache.salt(), str(getattr(cuda, "implementation", "")),
+                       str(numba.config.ENABLE_CUDASIM))
+    return cache.materialize(f"_gen_cuda_{key}", source)

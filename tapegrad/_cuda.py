@@ -300,15 +300,10 @@ class _Output:
 
 
 def scratch_rows(tape):
-    """Rows after the slots of a value column for the per-segment temporaries of segmax,
-    segmin and segprod (see `_kernels_cuda`)."""
-    from ._kernels_cuda import SCRATCH
-    rows = 0
-    for e, prim in enumerate(tape.prims):
-        factor = SCRATCH.get(prim.kernel) if prim.kind == "kernel" else None
-        if factor:
-            rows = max(rows, factor * int(tape.S[tape.E[e, 4], 1]))
-    return rows
+    """Rows after the slots of a value column for the primitives' temporaries (the most any
+    entry's primitive declares, see `core.primitive`)."""
+    from .core.codegen import scratch_rows as rows
+    return rows(tape.prims, tape.S[tape.E[:, 4], 1])
 
 
 def _needs(plan, kind):

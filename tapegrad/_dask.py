@@ -47,7 +47,7 @@ import numpy as np
 
 from . import _pytree
 from . import _vmap
-from ._interp import interpreters
+from .core.interp import interpreters
 from ._trace import GuardError, arguments, is_dynamic, leaf_signature
 
 SAMPLE_POINTS = 1024        # points computed on the client to trace when no tape is known

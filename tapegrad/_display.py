@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ._registry import PRIMS
+from .core.registry import PRIMS
 
 MAX_ROWS = 60           # default rows of a table before the middle is elided
 MAX_NODES = 400         # default limit of nodes in a drawing
@@ -202,7 +202,7 @@ class TapeDisplay:
 
     def _edge_gradients(self, G):
         """{(slot, entry): the part of the slot's adjoint that flows back through `entry`}."""
-        from ._interp import interpreters
+        from .core.interp import interpreters
         arrays = _Arrays(self)
         V = np.array(self._display_values())
         m = interpreters()

@@ -1,6 +1,6 @@
 """Fused batched replay: a tape compiled into one straight-line loop body per point.
 
-The column-layout interpreter (`_kernels_batched`) runs each tape entry as a loop over a tile
+The column-layout interpreter (`core.codegen`, batched) runs each tape entry as a loop over a tile
 of points: every entry re-reads and re-writes its operands in the tile buffer, and the
 dispatch and loop overhead is paid per entry. For a small tape replayed at many points (a
 force field, an MLP per example) that overhead is most of the time. This module writes the
@@ -9,9 +9,9 @@ live in registers and LLVM vectorises the loop over points: the tier a JIT moves
 
 How the statements are found keeps one source of truth:
 * elementwise entries use the registry's scalar expressions (`f` forward, `d` partials), with
-  the same vectorisable math (`_codegen._vectorisable`) as the interpreters;
-* structural entries run their own `_kernels` forward (the Python function behind the njit
-  kernel) on an object array of symbols, so `matmul`, `gather`, `segsum`, `pack`... expand into
+  the same vectorisable math (`core.codegen.vectorisable`) as the interpreters;
+* structural entries run their own portable forward (the primitive's kernel body, plain
+  Python) on an object array of symbols, so `matmul`, `gather`, `segsum`, `pack`... expand into
   the scalar additions and multiplications they perform. A kernel that branches on a value
   (max, min, where) raises `NotFusable`: such tapes stay with the interpreter;
 * the reverse sweep is reverse-mode differentiation of those scalar statements, each one an
@@ -36,12 +36,11 @@ import math
 import os
 import re
 import textwrap
-import types
 
 import numpy as np
 
-from ._registry import BY_NAME, PRIMS
-# _codegen and _kernels are imported where used: `import tapegrad` does not load them (~40 ms)
+from .core.registry import BY_NAME, PRIMS
+# core.codegen and core.cache are imported where used: `import tapegrad` does not load them
 
 MAX_STATEMENTS = 6000     # larger bodies take long to compile (LLVM is superlinear in them)
 MAX_VALUES = 50_000       # the symbolic buffer holds one Python object per value
@@ -170,31 +169,11 @@ _IDENT = re.compile(r"(?<![\w.])(x|y|a|b|c0|c1)(?!\w)")
 def _render(expr, names):
     """A registry expression with its variables replaced, and its math calls made those of the
     vectorisable math module (as in the CPU interpreters)."""
-    from . import _codegen
-    return _codegen._vectorisable(_IDENT.sub(lambda m: names[m.group(1)], expr))
+    from .core import codegen
+    return codegen.vectorisable(_IDENT.sub(lambda m: names[m.group(1)], expr))
 
 
 # ---- symbolic replay of the tape ------------------------------------------------------------
-
-_PURE = {}
-
-
-def _pure(kernel):
-    """The Python function behind an njit kernel, calling the Python functions behind the njit
-    functions it calls (so that it runs on object arrays)."""
-    cached = _PURE.get(kernel)
-    if cached is not None:
-        return cached
-    fn = kernel.py_func
-    scope = dict(fn.__globals__)
-    pure = _PURE[kernel] = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__,
-                                              fn.__closure__)
-    for key, value in fn.__globals__.items():
-        if hasattr(value, "py_func") and key != fn.__name__:
-            scope[key] = _pure(value)
-    scope[fn.__name__] = pure
-    return pure
-
 
 def _elementwise(program, prim, V, S, a, b, o, c0, c1):
     y = V[S[o, 0]:S[o, 0] + S[o, 1]]
@@ -215,7 +194,6 @@ def _replay(tape, V0, in_pos, wrt_pos):
     (an argument shared by every point, in_axes None), as statements holding their value."""
     if len(V0) > MAX_VALUES:
         raise NotFusable(f"more than {MAX_VALUES} values")
-    from . import _kernels
     program = Program()
     V = np.empty(len(V0), object)
     V[:] = list(V0.astype(np.float64))          # numpy scalars: IEEE arithmetic, no exceptions
@@ -229,11 +207,10 @@ def _replay(tape, V0, in_pos, wrt_pos):
             op, a, b, c, o, start, length, _ = (int(v) for v in tape.E[e])
             prim = PRIMS[op]
             c0, c1 = np.float64(tape.FC[e, 0]), np.float64(tape.FC[e, 1])
-            if prim.kind in ("unary", "binary"):
+            if prim.elementwise:
                 _elementwise(program, prim, V, S, a, b, o, c0, c1)
-            elif prim.kind == "kernel":
-                fwd = _pure(getattr(_kernels, f"{prim.kernel}_fwd"))
-                fwd(V, S, a, b, c, o, tape.IP[start:start + length], c0, c1)
+            elif prim.structural:      # its portable forward, run as Python on symbols
+                prim.rules["fwd"](V, S, a, b, c, o, tape.IP[start:start + length], c0, c1)
             else:
                 raise NotFusable(f"a {prim.name} entry")
     return V, program
@@ -453,7 +430,7 @@ import math
 import numpy as np
 from numba import prange
 
-from tapegrad._jit import jit
+from tapegrad.core.jit import jit
 from tapegrad import {vecmath} as _vm
 
 
@@ -511,22 +488,21 @@ class Candidate:
     BASE_S, PER_STATEMENT_S = 0.3, 0.0025
 
     def __init__(self, text, salt, n_in, n_out):
-        from . import _codegen
+        from .core import cache
         self.text = text
-        self.name = f"_gen_fused_{_codegen._digest(text, salt)}"
+        self.name = f"_gen_fused_{cache.digest(text, salt)}"
         self.statements = text.count("\n")
         self.n_in, self.n_out = n_in, n_out
-        self.path = os.path.join(_codegen._cache_dir(), f"{self.name}.py")   # (probes: once)
+        self.path = os.path.join(cache.cache_dir(), f"{self.name}.py")   # (probes: once)
 
     @classmethod
     def of(cls, tape, V, plan, kind):
         """The candidate for this plan, or False when it cannot be fused."""
-        import inspect
-        import numba
-        from . import _codegen, _jit, _vecmath
-        salt = inspect.getsource(_jit) + numba.__version__
+        from .core import cache, vecmath
+        salt = cache.salt()
         try:
-            text = source(tape, V, plan, kind, _codegen._copy(_vecmath, "vecmath", salt))
+            vm = cache.copy_module(vecmath, "vecmath").__name__.rsplit(".")[-1]
+            text = source(tape, V, plan, kind, vm)
         except NotFusable:
             return False
         n_out = (len(plan["read_v"]) + len(plan["seeds"]) * len(plan["read_g"])
@@ -542,8 +518,8 @@ class Candidate:
 
     def build(self):
         """The compiled kernel (a `Fused`)."""
-        from . import _codegen
-        return Fused(_codegen._materialize(self.name, self.text).fused, self.n_in, self.n_out)
+        from .core import cache
+        return Fused(cache.materialize(self.name, self.text).fused, self.n_in, self.n_out)
 
 
 class Fused:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _graph
 from ._graph import state
-from ._registry import BY_NAME
+from .core.registry import BY_NAME
 from ._tensor import Tensor, record
 
 P = BY_NAME

@@ -15,8 +15,8 @@ time and check every value they produce.
 import numpy as np
 
 from . import _graph
-from ._interp import interpreters, reverse_first
-from ._registry import PRIMS
+from .core.interp import interpreters, reverse_first
+from .core.registry import PRIMS
 
 
 def check(tape):
@@ -130,12 +130,12 @@ def _find_first_writes(tape, out):
     """(FIRST, ZERO) of `backward_first` for a reverse sweep seeded at slot `out`.
 
     FIRST[e] has bit j set where entry e is the first of the sweep to write operand j's adjoint,
-    can assign it (`_codegen.assigns_first`) and writes all of it (the operand is not broadcast
+    can assign it (`core.codegen.assigns_first`) and writes all of it (the operand is not broadcast
     against the output; `total` writes all of its operand). ZERO: the [lo, hi) spans of the
     adjoints that need one but get no such assignment (the inputs' adjoints, those written first
     by other kernels or never written), merged where adjacent. The seeded slot counts as written
     (the caller seeds it; it is a scalar) and is not zeroed."""
-    from ._codegen import assigns_first
+    from .core.codegen import assigns_first
     # Python lists: this runs on the first call of every gradient, where numpy's scalar
     # indexing would cost more than the sweeps
     E, NEED, sizes, offsets = tape.E.tolist(), tape.NEED.tolist(), tape.sizes, tape.offsets

@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from . import _graph
-from ._registry import PRIMS
+from .core.registry import PRIMS
 
 _VARIADIC = [p.variadic for p in PRIMS]
 _NO_PAYLOAD = np.zeros(0, np.int64)

@@ -32,7 +32,7 @@ from . import _graph, _pytree
 from ._graph import state
 from . import _sweep
 from ._display import TapeDisplay
-from ._registry import PRIMS
+from .core.registry import PRIMS
 from ._tape import compact_adjoints, linearize
 from ._tensor import Tensor
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _pytree, _sweep
 from ._graph import state
-from ._registry import BY_NAME
+from .core.registry import BY_NAME
 from ._tensor import Tensor, record
 from ._trace import GuardError, arguments, is_dynamic, leaf_signature, trace
 

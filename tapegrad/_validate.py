@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from ._registry import PRIMS
+from .core.registry import PRIMS
 
 
 class TapeFormatError(ValueError):
@@ -97,16 +97,13 @@ def validate_arrays(E, FC, IP, S, NEED, V, shapes, calls=()):
     return written
 
 
-# Per opcode: 0 elementwise/where/total (checked vectorised), 1 kernels with payload rules, and
+# Per opcode: elementwise (checked vectorised; the others run their primitive's shape rule), and
 # the fixed operand count of every non-variadic primitive.
-_ROWWISE = np.array([p.kind in ("unary", "binary") or p.name in ("where", "total")
-                     for p in PRIMS])
-_N_FIXED = np.array([0 if p.variadic else ({"unary": 1, "binary": 2}.get(p.kind) or p.arity)
-                     for p in PRIMS])
+_ROWWISE = np.array([p.elementwise for p in PRIMS])
+_N_FIXED = np.array([p.n_operands for p in PRIMS])
 _VARIADIC = np.array([p.variadic for p in PRIMS])
 _CALL = np.array([p.kind == "call" for p in PRIMS])
 _KIND = {name: np.array([p.kind == name for p in PRIMS]) for name in ("unary", "binary")}
-_NAMED = {name: np.array([p.name == name for p in PRIMS]) for name in ("where", "total")}
 
 
 def _first(mask):
@@ -175,10 +172,6 @@ def _validate_fixed(E, IP, sizes, writer, n_slots, calls):
          lambda e: f"{PRIMS[ops[e]].name} operand of size "
                    f"{size[e, 0] if size[e, 0] not in (1, n_out[e]) else size[e, 1]} for an "
                    f"output of {n_out[e]}"),
-        (_NAMED["where"][ops] & (size != n_out[:, None]).any(axis=1),
-         lambda e: f"where needs operands of the output's size {n_out[e]}"),
-        (_NAMED["total"][ops] & (n_out != 1),
-         lambda e: f"total has one output value, not {n_out[e]}"),
     )
     for bad, message in checks:
         if bad.any():
@@ -247,65 +240,14 @@ def _validate_entry(e, row, IP, sizes, writer, n_slots, is_call=False):
         _shape_rule(e, prim, operands, out, ip, sizes)
 
 
-def _need_len(e, prim, ip, n):
-    if ip.size != n:
-        _fail(f"entry {e}: {prim.name} needs a payload of {n} integers, got {ip.size}")
-
-
-def _in_range(e, prim, ip, upper):
-    if ip.size and (ip.min() < 0 or ip.max() >= upper):
-        _fail(f"entry {e}: {prim.name} index out of range [0, {upper})")
-
-
 def _shape_rule(e, prim, operands, out, ip, sizes):
-    n_out = sizes[out]
-    name = prim.name
-    if prim.kind == "unary":
-        if sizes[operands[0]] != n_out:
-            _fail(f"entry {e}: {name} maps {sizes[operands[0]]} values to {n_out}")
-    elif prim.kind == "binary":
-        for s in operands:
-            if sizes[s] not in (1, n_out):
-                _fail(f"entry {e}: {name} operand of size {sizes[s]} for an output of {n_out}")
-    elif name == "where":
-        if any(sizes[s] != n_out for s in operands):
-            _fail(f"entry {e}: where needs operands of the output's size {n_out}")
-    elif name == "gather":
-        _need_len(e, prim, ip, n_out)
-        _in_range(e, prim, ip, sizes[operands[0]])
-    elif name == "gather_diff":
-        _need_len(e, prim, ip, 2 * n_out)
-        _in_range(e, prim, ip, sizes[operands[0]])
-    elif name == "window":
-        _need_len(e, prim, ip, 2)
-        start, step, n_in = int(ip[0]), int(ip[1]), int(sizes[operands[0]])
-        last = start + (int(n_out) - 1) * step
-        if n_out and not (0 <= start < n_in and 0 <= last < n_in):
-            _fail(f"entry {e}: window ({start}, {step}) of {n_out} values reads outside an "
-                  f"operand of {n_in}")
-    elif name in ("segsum", "segsumsq", "segmax", "segmin", "segprod"):
-        _need_len(e, prim, ip, sizes[operands[0]])
-        _in_range(e, prim, ip, n_out)
-    elif name == "total":
-        if n_out != 1:
-            _fail(f"entry {e}: total has one output value, not {n_out}")
-    elif name == "matmul":
-        _need_len(e, prim, ip, 8)
-        batch, m, k, n, sa, sb, a_const, b_const = (int(v) for v in ip)
-        if min(batch, m, k, n) < 0 or sa not in (0, m * k) or sb not in (0, k * n) \
-                or a_const not in (0, 1) or b_const not in (0, 1):
-            _fail(f"entry {e}: matmul dimensions {tuple(ip)} are inconsistent")
-        for s, stride, block in ((operands[0], sa, m * k), (operands[1], sb, k * n)):
-            need = (batch - 1) * stride + block if batch else 0
-            if sizes[s] != (need if stride else block):
-                _fail(f"entry {e}: matmul operand of size {sizes[s]} for dimensions {tuple(ip)}")
-        if n_out != batch * m * n:
-            _fail(f"entry {e}: matmul output of size {n_out} for dimensions {tuple(ip)}")
-    elif name == "pack":
-        if sum(int(sizes[s]) for s in operands) != n_out:
-            _fail(f"entry {e}: pack operands do not add up to the output's {n_out} values")
-    else:
-        _fail(f"entry {e}: no shape rule for {name}")
+    """The primitive's own shape rule (its definition's `check`); elementwise entries were
+    checked, vectorised, by `_validate_fixed`."""
+    if prim.elementwise:
+        return
+    problem = prim.check(ip, int(sizes[out]), [int(sizes[s]) for s in operands])
+    if problem:
+        _fail(f"entry {e}: {prim.name} {problem}")
 
 
 def validate_tape(tape, calls=()):

@@ -27,7 +27,7 @@ import weakref
 import numpy as np
 
 from . import _columns, _fuse, _pytree, _sweep
-from ._interp import interpreters
+from .core.interp import interpreters
 from ._trace import is_dynamic
 from ._transforms import Traced, jvp as _jvp
 

@@ -10,7 +10,7 @@ import pytest
 
 import tapegrad as tg
 from tapegrad import _columns
-from tapegrad._registry import PRIMS
+from tapegrad.core.registry import PRIMS
 
 from conftest import rng_for
 from test_vmap import check

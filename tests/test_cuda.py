@@ -160,7 +160,7 @@ def case_every_elementwise_primitive():
 
 def case_registry_coverage():
     """The functions of these cases record every primitive of the registry (but `call`)."""
-    from tapegrad._registry import PRIMS
+    from tapegrad.core.registry import PRIMS
     x = np.array([0.3, -0.7, 1.1, 0.05])
     W = rng("coverage").standard_normal((4, 4))
     seen = {p.name for p in tg.trace(every_elementwise, x).prims}
@@ -478,7 +478,7 @@ def test_generated_kernels_cover_the_registry():
     rule, and the interpreters dispatch every opcode (no hand-kept list of ops)."""
     pytest.importorskip("numba.cuda")
     from tapegrad import _codegen_cuda
-    from tapegrad._registry import PRIMS
+    from tapegrad.core.registry import PRIMS
     source = _codegen_cuda.generate()
     for p in PRIMS:
         assert f"op == {p.opcode}:  # {p.name}" in source

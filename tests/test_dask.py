@@ -336,7 +336,7 @@ def _count_batched_loads(on):
     """On a worker (or, with in-process workers, here): count the loads of the batched
     interpreters from now on (`on`), or stop counting. `_interp.interpreters` imports
     `_codegen.load` when it loads a module, so the counter sees every load."""
-    from tapegrad import _codegen
+    from tapegrad.core import codegen as _codegen
     load = _codegen.load
     if on and not hasattr(load, "calls"):
         def counted(batched=False):
@@ -352,7 +352,7 @@ def _interpreter_state():
     """On a worker: its process, the batched interpreter module it holds, how often it loaded
     one since counting began, and what numba did for the tile driver (overloads, and how many
     were compiled here or loaded from numba's on-disk cache)."""
-    from tapegrad import _codegen, _interp
+    from tapegrad.core import codegen as _codegen, interp as _interp
     module = _interp._modules.get(True)
     generated = [m for m in sys.modules if m.startswith("tapegrad._gen_batched_")]
     state = dict(pid=os.getpid(), loads=getattr(_codegen.load, "calls", None),

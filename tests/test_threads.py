@@ -162,15 +162,15 @@ def test_in_place_version_checks_in_threads(inplace):
 def test_generated_modules_materialize_in_threads(tmp_path, monkeypatch):
     """Threads that write the same generated module at once each use their own temporary file
     (the fused tier once failed here: one thread renamed the other's file away)."""
-    from tapegrad import _codegen
-    monkeypatch.setattr(_codegen, "_cache_dir", lambda: str(tmp_path))
+    from tapegrad.core import cache
+    monkeypatch.setattr(cache, "cache_dir", lambda: str(tmp_path))
     barrier = threading.Barrier(8)
     errors = []
 
     def write(k):
         try:
             barrier.wait()
-            module = _codegen._materialize("_gen_thread_probe", "VALUE = 42\n")
+            module = cache.materialize("_gen_thread_probe", "VALUE = 42\n")
             assert module.VALUE == 42
         except BaseException as err:     # noqa: BLE001 - reported below
             errors.append(err)

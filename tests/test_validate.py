@@ -16,7 +16,7 @@ import pytest
 
 import tapegrad
 from tapegrad import TapeFormatError, _io, _sweep
-from tapegrad._registry import OPCODE, PRIMS
+from tapegrad.core.registry import OPCODE, PRIMS
 from tapegrad._trace import Tape
 
 
@@ -414,13 +414,11 @@ def test_sum_of_squares_segments_are_checked():
 
 
 def test_every_primitive_is_covered_by_a_shape_rule():
-    from tapegrad import _validate
-    import inspect
-    source = inspect.getsource(_validate._shape_rule)
+    """Every structural primitive's definition has a shape rule, which the validator runs."""
     for p in PRIMS:
         if p.kind in ("unary", "binary", "call"):
             continue
-        assert f'"{p.name}"' in source, p.name
+        assert callable(p.check), p.name
 
 
 # ---- cost ---------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._jit import jit
+from .jit import jit
 
 __all__ = ["exp", "expm1", "log", "log1p", "tanh", "sigmoid"]
 

@@ -18,7 +18,7 @@ def interpreters(batched=False):
         with _lock:
             module = _modules.get(batched)
             if module is None:
-                from ._codegen import load
+                from .codegen import load
                 module = _modules[batched] = load(batched)
     return module
 
@@ -32,6 +32,6 @@ def reverse_first():
         with _lock:
             module = _modules.get("first")
             if module is None:
-                from ._codegen import load_first
+                from .codegen import load_first
                 module = _modules["first"] = load_first(flat)
     return module
