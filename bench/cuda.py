@@ -90,7 +90,7 @@ def main():
     B = _points_from_argv(100_000)
     args = C.options(__doc__.splitlines()[0])
     import tapegrad as tg
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     if not _cuda.available():
         print(f"bench/cuda.py: skipped, no GPU to measure on: {_cuda.why_unavailable()}")
         return 0

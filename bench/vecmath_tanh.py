@@ -1,4 +1,4 @@
-"""tanh of tapegrad._vecmath: ns per element in a vectorised loop and max ulp error per range.
+"""tanh of tapegrad.core.vecmath: ns per element in a vectorised loop and max ulp error per range.
 
     PYTHONPATH=$PWD python bench/vecmath_tanh.py [--baseline REV] [--points N]
 

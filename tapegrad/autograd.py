@@ -7,10 +7,11 @@ only gathers the graph and hands gradients to the tensors that asked for them.
 
 import numpy as np
 
-from . import _graph, _sweep
-from ._graph import check_versions, wrote
-from ._tape import linearize
-from ._tensor import Size, Tensor
+from .eager import graph as _graph
+from .core import sweep as _sweep
+from .eager.graph import check_versions, wrote
+from .eager.flatten import linearize
+from .eager.tensor import Size, Tensor
 
 def _saves(node):
     """Whether a backward without retain_graph frees values this node needs: the interpreter's
@@ -218,12 +219,12 @@ def hvp_of_graph(output, inputs, tangents):
 def __getattr__(name):   # `tapegrad.autograd.no_grad` etc., as in torch.autograd
     if name.startswith("__"):    # `from .autograd import x` probes __path__: answer it fast
         raise AttributeError(name)
-    from . import _graph
+    from .eager import graph as _graph
     if name in ("no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"):
         return getattr(_graph, name)
     if name in ("detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled",
                 "is_anomaly_check_nan_enabled"):
-        from . import _anomaly
+        from .eager import anomaly as _anomaly
         return getattr(_anomaly, name)
     raise AttributeError(name)
 

@@ -9,9 +9,10 @@ in float64. It is how a new registry entry proves its rules right (see `_registr
 """
 import numpy as np
 
-from . import _ops, autograd
-from ._graph import no_grad
-from ._tensor import Tensor
+from .eager import ops as _ops
+from . import autograd
+from .eager.graph import no_grad
+from .eager.tensor import Tensor
 
 __all__ = ["GradcheckError", "gradcheck"]
 

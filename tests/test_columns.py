@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _columns
+from tapegrad.batch import columns as _columns
 from tapegrad.core.registry import PRIMS
 
 from conftest import rng_for

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _pytree
+from tapegrad.core import pytree as _pytree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -320,7 +320,7 @@ def case_chunked_streaming():
 def case_chunks_sized_from_device_memory():
     """The default chunk comes from the free device memory (faked here: a few kilobytes)."""
     from numba import cuda
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     seen = []
     real_evaluate = tg._vmap._evaluate
 
@@ -361,7 +361,7 @@ def case_auto_selects_the_simulator():
     X = rng("auto").standard_normal((4, 3))
     got = tg.vmap(tg.grad(rosenbrock), device="auto")(X)
     assert_same(got, tg.vmap(tg.grad(rosenbrock))(X))
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     assert _cuda.available() and _cuda.why_unavailable() is None
 
 
@@ -427,7 +427,7 @@ def test_import_does_not_load_numba_cuda():
 @pytest.fixture
 def no_gpu(monkeypatch):
     """The CUDA backend as on a machine without a GPU, whatever this machine has."""
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     monkeypatch.setitem(_cuda._state, "reason", "no usable CUDA GPU: (test) no device")
 
 
@@ -453,7 +453,7 @@ def test_bad_device_name():
 def test_reasons_reported_by_the_probe(monkeypatch):
     """Without numba.cuda: install numba-cuda. Without a driver/GPU: the driver's words."""
     import numba
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     monkeypatch.delattr(numba, "cuda", raising=False)
     monkeypatch.setitem(sys.modules, "numba.cuda", None)     # `from numba import cuda` fails
     reason = _cuda._probe()
@@ -477,7 +477,7 @@ def test_generated_kernels_cover_the_registry():
     """The CUDA module is generated from the registry: one device function per elementwise
     rule, and the interpreters dispatch every opcode (no hand-kept list of ops)."""
     pytest.importorskip("numba.cuda")
-    from tapegrad import _codegen_cuda
+    from tapegrad.batch import codegen_cuda as _codegen_cuda
     from tapegrad.core.registry import PRIMS
     source = _codegen_cuda.generate()
     for p in PRIMS:
@@ -497,7 +497,7 @@ import sys, types
 import numba.cuda.dispatcher as D
 D.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 from numba import cuda, float64, int64, uint8
-from tapegrad._codegen_cuda import load
+from tapegrad.batch.codegen_cuda import load
 m = load()
 A1, A2, A3, I1, I2 = float64[::1], float64[:, ::1], float64[:, :, ::1], int64[::1], int64[:, ::1]
 tape = (I2, A2, I1, I2)
@@ -568,7 +568,7 @@ def no_gpu_subprocess_env():
 @pytest.fixture
 def needs_gpu():
     """Skip without a real GPU (probed when a gpu test runs, not when the module loads)."""
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     if SIMULATOR or not _cuda.available():
         pytest.skip("needs a CUDA GPU")
 

@@ -20,7 +20,7 @@ da = pytest.importorskip("dask.array")
 import dask  # noqa: E402
 
 import tapegrad as tg  # noqa: E402
-from tapegrad import _dask  # noqa: E402
+from tapegrad.batch import dask as _dask  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a LocalCluster's scheduler serves HTTP on port 8787 even without a dashboard: another cluster
@@ -214,7 +214,7 @@ def test_shipment_pickles_small_and_without_code(X):
     assert len(data) < ship.nbytes + 4096
     strings = {arg for _, arg, _ in pickletools.genops(data) if isinstance(arg, str)}
     modules = {m for m in strings if "." in m}
-    assert all(m == "tapegrad._dask" or m.startswith("numpy.") for m in modules), modules
+    assert all(m == "tapegrad.batch.dask" or m.startswith("numpy.") for m in modules), modules
     assert not any("rosenbrock" in m for m in strings)
     back = pickle.loads(data)
     tape = back.tapes[0]

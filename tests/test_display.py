@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import tapegrad as tg  # noqa: E402
-from tapegrad._display import GraphTape, TapeStats, brief  # noqa: E402
+from tapegrad.inspect.display import GraphTape, TapeStats, brief  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -430,7 +430,7 @@ def test_draw_on_given_axes_and_layers():
     tape = tg.trace(f, np.array([1.0, 2.0]), np.array([0.5, 0.25]))
     fig, ax = plt.subplots()
     assert tape.draw(ax=ax) is fig
-    from tapegrad._display import layout
+    from tapegrad.inspect.display import layout
     pos, edges = layout(tape)
     depth = {n: p[0] for n, p in pos.items()}
     for (s, e), points in edges.items():

@@ -277,7 +277,7 @@ CASES = [
 
 def _skip_reason(case):
     if case["what"].startswith("vmap(device='cuda')"):
-        from tapegrad import _cuda
+        from tapegrad.batch import cuda as _cuda
         if _cuda.available():
             return "a CUDA GPU is available here"
     return None

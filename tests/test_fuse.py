@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _fuse, _vmap
+from tapegrad.batch import fuse as _fuse
+from tapegrad.batch import vmap as _vmap
 
 from conftest import rng_for
 from test_vmap import (assert_same, check, lj_configurations, lj_energy, lj_forces_by_hand,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tapegrad
-from tapegrad import _graph
+from tapegrad.eager import graph as _graph
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +352,7 @@ def test_version_property_matches_torch(torch):
 
 UNTOUCHED = """
 import numpy as np, tapegrad
-from tapegrad import _graph
+from tapegrad.eager import graph as _graph
 x = tapegrad.tensor([1., 2.], requires_grad=True)
 y = (x.exp() * x).sum()
 assert not _graph._written and not _graph._rebound

@@ -71,7 +71,7 @@ CASES = {
 
 
 def _flat(tree):
-    leaves, _ = tapegrad._pytree.flatten(tree)
+    leaves, _ = tapegrad.core.pytree.flatten(tree)
     return [np.asarray(leaf) for leaf in leaves]
 
 

@@ -1,6 +1,6 @@
 """Tracing and replay: the `Tape` object, what a tape may assume about the traced function.
 
-The rules under test (see `tapegrad._trace`):
+The rules under test (see `tapegrad.transforms.trace`):
   * array arguments and Python floats are inputs; ints, bools, strings, None and integer arrays
     are static, part of the cache key (a new value retraces);
   * functions written with plain numpy (`np.sin(x)`, `W @ x`, ...) record on the tape, and a
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tapegrad as tg
-from tapegrad import _transforms
+from tapegrad.transforms import transforms as _transforms
 
 from conftest import rng_for
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _pytree, _sweep
+from tapegrad.core import pytree as _pytree
+from tapegrad.core import sweep as _sweep
 
 from conftest import rng_for
 

@@ -17,7 +17,7 @@ import pytest
 import tapegrad
 from tapegrad import TapeFormatError, _io, _sweep
 from tapegrad.core.registry import OPCODE, PRIMS
-from tapegrad._trace import Tape
+from tapegrad.transforms.trace import Tape
 
 
 def program(x, w):
@@ -80,8 +80,8 @@ def test_nested_transform_tapes_validate_in_process():
 
 
 def test_eager_tapes_are_valid_by_construction():
-    from tapegrad._display import GraphTape
-    from tapegrad._tape import FlatTape, linearize
+    from tapegrad.inspect.display import GraphTape
+    from tapegrad.eager.flatten import FlatTape, linearize
     x = tapegrad.tensor([1., 2.], requires_grad=True)
     y = (x * x).sum()
     flat = linearize((y,))

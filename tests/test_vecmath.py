@@ -1,4 +1,4 @@
-"""The vectorisable math of the CPU interpreters (`tapegrad._vecmath`): accuracy in ulps against
+"""The vectorisable math of the CPU interpreters (`tapegrad.core.vecmath`): accuracy in ulps against
 an extended-precision reference, IEEE special values, float32, vectorisation, and its use by the
 code generator (CPU only: the CUDA source keeps the registry's `math` calls).
 
@@ -13,7 +13,7 @@ import numba
 import numpy as np
 import pytest
 
-from tapegrad import _codegen_cuda
+from tapegrad.batch import codegen_cuda as _codegen_cuda
 from tapegrad.core import codegen as _codegen, vecmath as _vecmath
 
 NAMES = list(_vecmath.__all__)

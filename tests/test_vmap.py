@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _pytree
+from tapegrad.core import pytree as _pytree
 
 from conftest import rng_for
 
@@ -520,7 +520,7 @@ def test_an_empty_batch_gives_empty_results_of_the_point_shapes(transform):
 @pytest.mark.parametrize("text, size", [("2048K\n", 2 << 20), ("1M", 1 << 20), ("512K", 512 << 10),
                                         ("garbage", 1 << 20), ("0K", 1 << 20), (None, 1 << 20)])
 def test_the_tile_budget_is_the_l2_size(tmp_path, text, size):
-    from tapegrad import _vmap
+    from tapegrad.batch import vmap as _vmap
     path = tmp_path / "size"
     if text is not None:
         path.write_text(text)

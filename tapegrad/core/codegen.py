@@ -24,7 +24,9 @@ the tile driver `run_tiles`; `load_first` the reverse sweep that assigns first w
 import re
 import textwrap
 
-from . import cache, layouts, vecmath
+from . import cache
+from . import layouts
+from . import vecmath
 from .primitive import SIGNATURES
 from .registry import PRIMS
 

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .core.registry import PRIMS
+from ..core.registry import PRIMS
 
 MAX_ROWS = 60           # default rows of a table before the middle is elided
 MAX_NODES = 400         # default limit of nodes in a drawing
@@ -193,7 +193,7 @@ class TapeDisplay:
     def adjoints(self, seed=None):
         """Every slot's adjoint (a flat buffer like the values) from one reverse sweep at the
         current values, seeded with `seed` (one array per output; default ones)."""
-        from . import _sweep
+        from ..core import sweep as _sweep
         V = np.array(self._display_values())       # a writable copy: the sweep must not touch ours
         G = self._seed_buffer(V, self._display_seed() if seed is None else seed)
         if len(self.E):
@@ -202,7 +202,7 @@ class TapeDisplay:
 
     def _edge_gradients(self, G):
         """{(slot, entry): the part of the slot's adjoint that flows back through `entry`}."""
-        from .core.interp import interpreters
+        from ..core.interp import interpreters
         arrays = _Arrays(self)
         V = np.array(self._display_values())
         m = interpreters()
@@ -486,8 +486,8 @@ class GraphTape(TapeDisplay):
                  "_seed", "_producer_cache", "_frozen")
 
     def __init__(self, outputs):
-        from ._tape import linearize
-        from ._tensor import Tensor
+        from ..eager.flatten import linearize
+        from ..eager.tensor import Tensor
         outputs = tuple(outputs)
         for o in outputs:
             if not isinstance(o, Tensor):

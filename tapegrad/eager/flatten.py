@@ -22,8 +22,8 @@ import threading
 
 import numpy as np
 
-from . import _graph
-from .core.registry import PRIMS
+from . import graph as _graph
+from ..core.registry import PRIMS
 
 _VARIADIC = [p.variadic for p in PRIMS]
 _NO_PAYLOAD = np.zeros(0, np.int64)

@@ -81,7 +81,9 @@ import warnings
 
 import numpy as np
 
-from . import _pytree, _sweep, _vmap
+from ..core import pytree as _pytree
+from ..core import sweep as _sweep
+from . import vmap as _vmap
 
 THREADS = 128               # threads per block
 MEMORY_FRACTION = 0.5       # of the free device memory, for one chunk's buffers
@@ -140,7 +142,7 @@ def _module():
         with _lock:
             module = _state.get("module")
             if module is None:
-                from ._codegen_cuda import load
+                from .codegen_cuda import load
                 module = _state["module"] = load()
     return module
 
@@ -302,7 +304,7 @@ class _Output:
 def scratch_rows(tape):
     """Rows after the slots of a value column for the primitives' temporaries (the most any
     entry's primitive declares, see `core.primitive`)."""
-    from .core.codegen import scratch_rows as rows
+    from ..core.codegen import scratch_rows as rows
     return rows(tape.prims, tape.S[tape.E[:, 4], 1])
 
 

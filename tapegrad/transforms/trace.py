@@ -28,13 +28,14 @@ import threading
 
 import numpy as np
 
-from . import _graph, _pytree
-from ._graph import state
-from . import _sweep
-from ._display import TapeDisplay
-from .core.registry import PRIMS
-from ._tape import compact_adjoints, linearize
-from ._tensor import Tensor
+from ..eager import graph as _graph
+from ..core import pytree as _pytree
+from ..eager.graph import state
+from ..core import sweep as _sweep
+from ..inspect.display import TapeDisplay
+from ..core.registry import PRIMS
+from ..eager.flatten import compact_adjoints, linearize
+from ..eager.tensor import Tensor
 
 _DIFFERENTIABLE = [p.differentiable for p in PRIMS]
 _VARIADIC = [p.variadic for p in PRIMS]
@@ -313,7 +314,7 @@ class Tape(TapeDisplay):
 
     def save(self, path):
         """Write the tape to `path` in tapegrad's versioned .npz format (see `tapegrad.load`)."""
-        from . import _io
+        from . import io as _io
         _io.save(self, path)
 
     def _check_guards(self, V):

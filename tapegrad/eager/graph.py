@@ -58,7 +58,7 @@ class Node:
             if _rebound:
                 self.rebinds = tuple(map(_count_rebinds, inputs))
         if anomaly_enabled:
-            from ._anomaly import recorded
+            from .anomaly import recorded
             recorded(self)
 
     @property
@@ -301,7 +301,7 @@ def check_versions(nodes):
                 now = version(tensor)
             then = 0 if recorded is None else recorded[i]
             if now != then:
-                from ._tensor import _torch_type
+                from .tensor import _torch_type
                 dtype = (node.value if tensor is None else tensor.data).dtype
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by "
@@ -313,7 +313,7 @@ def _hint(node):
     if not anomaly_enabled or node.where is None:
         return ("Hint: enable anomaly detection to find the operation that failed to compute its "
                 "gradient, with tapegrad.autograd.set_detect_anomaly(True).")
-    from ._anomaly import location
+    from .anomaly import location
     return (f"Hint: the operation that failed to compute its gradient is {node.name()}, "
             f"recorded at {location(node.where)}. The variable in question was changed in there "
             "or anywhere later. Good luck!")

@@ -22,8 +22,8 @@ import zipfile
 
 import numpy as np
 
-from . import _pytree
-from ._validate import TapeFormatError, validate_tape
+from ..core import pytree as _pytree
+from ..core.validate import TapeFormatError, validate_tape
 
 FORMAT, VERSION = "tapegrad-tape", 1
 _INT_ARRAYS = ("E", "IP", "S", "NEED", "shape_ndim", "shape_dims", "inputs", "outputs", "guards")
@@ -178,7 +178,7 @@ def _get(arrays, name, where):
 
 def from_arrays(arrays, where="arrays"):
     """A validated Tape from the arrays of the file format."""
-    from ._trace import Tape
+    from .trace import Tape
     fmt = _get(arrays, "format", where)
     if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT:
         raise TapeFormatError(f"{where}: not a tapegrad tape file")

@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 
-from . import _graph
-from ._graph import state
-from .core.registry import BY_NAME
-from ._tensor import Tensor, record
+from . import graph as _graph
+from .graph import state
+from ..core.registry import BY_NAME
+from .tensor import Tensor, record
 
 P = BY_NAME
 _HIDDEN = ""   # the name of helper entries that users do not see

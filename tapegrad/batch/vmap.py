@@ -26,10 +26,13 @@ import weakref
 
 import numpy as np
 
-from . import _columns, _fuse, _pytree, _sweep
-from .core.interp import interpreters
-from ._trace import is_dynamic
-from ._transforms import Traced, jvp as _jvp
+from . import columns as _columns
+from . import fuse as _fuse
+from ..core import pytree as _pytree
+from ..core import sweep as _sweep
+from ..core.interp import interpreters
+from ..transforms.trace import is_dynamic
+from ..transforms.transforms import Traced, jvp as _jvp
 
 
 
@@ -177,12 +180,12 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
                             f"{', '.join(map(repr, kwargs))}): pass them positionally, with "
                             "in_axes None for unmapped ones, or bind them with functools.partial")
         if _has_dask_leaf(args):     # a lazy dask result, replayed on the workers (_dask)
-            from . import _dask
+            from . import dask as _dask
             return _dask.vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size,
                                    backend)
         make_batch = _Batch
         if backend == "cuda":
-            from ._cuda import Batch as make_batch     # device arrays stay on the device
+            from .cuda import Batch as make_batch     # device arrays stay on the device
         if kind == "jvp":
             if len(args) != 2:
                 raise TypeError("vmap(partial(jvp, f)) takes (primals, tangents)")
@@ -215,7 +218,7 @@ def _has_dask_leaf(args):
     from a dask module)."""
     for leaf in _pytree.flatten(tuple(args))[0]:
         if type(leaf).__module__.startswith("dask"):
-            from ._dask import is_dask_array
+            from .dask import is_dask_array
             if is_dask_array(leaf):
                 return True
     return False
@@ -225,7 +228,7 @@ def _backend(device):
     if device == "cpu":
         return "cpu"
     if device in ("cuda", "auto"):
-        from . import _cuda   # imported lazily: numba.cuda is only loaded for a CUDA path
+        from . import cuda as _cuda  # imported lazily: numba.cuda is only loaded for a CUDA path
         if _cuda.available():
             return "cuda"
         if device == "cuda":
@@ -317,7 +320,7 @@ def _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend
     B = batch.size
     arrange = _arrange
     if backend == "cuda":      # results on the host or the device; chunks from device memory
-        from . import _cuda
+        from . import cuda as _cuda
         Y, chunk_size, arrange = _cuda.prepare(tape, V, plan, batch, n_rows, n_in, chunk_size,
                                                kind)
     else:
@@ -347,7 +350,7 @@ def _evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse=Fa
     """
     replay = functools.partial(_replay_columns, fuse=False if traced.refresh else fuse)
     if backend == "cuda":
-        from ._cuda import replay_columns as replay
+        from .cuda import replay_columns as replay
     ok = replay(tape, V, plan, batch, index, Y, kind)
     if ok.all():                          # the common case: no index arrays to build
         return

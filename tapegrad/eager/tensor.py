@@ -9,9 +9,9 @@ import weakref
 
 import numpy as np
 
-from ._format import format_html, format_tensor
-from . import _graph
-from ._graph import Node, rebind, state, version, wrote
+from .format import format_html, format_tensor
+from . import graph as _graph
+from .graph import Node, rebind, state, version, wrote
 
 _NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -49,7 +49,7 @@ def _autograd():
     """`tapegrad.autograd`, imported on first use (it imports this module)."""
     global _autograd_module
     if _autograd_module is None:
-        from . import autograd
+        from .. import autograd
         _autograd_module = autograd
     return _autograd_module
 
@@ -126,7 +126,7 @@ class Tensor:
     @property
     def tape(self):
         """The eager graph behind this tensor as a read-only tape (see `tapegrad.tape_of`)."""
-        from ._display import tensor_tape
+        from ..inspect.display import tensor_tape
         return tensor_tape(self)
 
     @property
@@ -425,4 +425,4 @@ class Tensor:
         return _ops.transpose(self, -2, -1)
 
 
-from . import _ops  # noqa: E402  (the ops module needs Tensor defined)
+from . import ops as _ops  # noqa: E402  (the ops module needs Tensor defined)

@@ -36,7 +36,7 @@ import weakref
 
 import numpy as np
 
-from .core.registry import OPCODE, PRIMS
+from ..core.registry import OPCODE, PRIMS
 
 _WINDOW, _COPY, _MUL, _SQUARE, _MUL_CONST = (
     OPCODE[n] for n in ("window", "copy", "mul", "square", "mul_const"))

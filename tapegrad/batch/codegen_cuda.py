@@ -35,7 +35,7 @@ def _header():
         raise NotImplementedError("core.codegen's header no longer imports `jit` as the CUDA "
                                   "generator expects")
     return codegen._HEADER.replace(_JIT_IMPORT, "from numba import cuda\n"
-                                                "from tapegrad._codegen_cuda import device as jit\n")
+                                                "from tapegrad.batch.codegen_cuda import device as jit\n")
 
 
 def generate():

@@ -28,8 +28,8 @@ import warnings
 
 import numpy as np
 
-from . import _graph
-from .core.registry import PRIMS
+from . import graph as _graph
+from ..core.registry import PRIMS
 
 _check_nan = True
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep

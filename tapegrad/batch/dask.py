@@ -45,10 +45,10 @@ import threading
 
 import numpy as np
 
-from . import _pytree
-from . import _vmap
-from .core.interp import interpreters
-from ._trace import GuardError, arguments, is_dynamic, leaf_signature
+from ..core import pytree as _pytree
+from . import vmap as _vmap
+from ..core.interp import interpreters
+from ..transforms.trace import GuardError, arguments, is_dynamic, leaf_signature
 
 SAMPLE_POINTS = 1024        # points computed on the client to trace when no tape is known
 ERROR_POINTS = 16           # uncovered points an UncoveredBranchError carries

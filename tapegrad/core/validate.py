@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from .core.registry import PRIMS
+from .registry import PRIMS
 
 
 class TapeFormatError(ValueError):

@@ -14,9 +14,9 @@ time and check every value they produce.
 """
 import numpy as np
 
-from . import _graph
-from .core.interp import interpreters, reverse_first
-from .core.registry import PRIMS
+from ..eager import graph as _graph
+from .interp import interpreters, reverse_first
+from .registry import PRIMS
 
 
 def check(tape):
@@ -24,7 +24,7 @@ def check(tape):
     path to a compiled interpreter (these sweeps, the vmap driver, Dask, CUDA) calls it."""
     if getattr(tape, "validated", None) is True:
         return
-    from ._validate import TapeFormatError
+    from .validate import TapeFormatError
     raise TapeFormatError(
         f"refusing to sweep a {type(tape).__name__} that has not been validated: tapes built "
         "from arrays (not recorded or traced in this process) must pass "
@@ -35,7 +35,7 @@ def forward(tape, V):
     check(tape)
     m, start = interpreters(), 0
     if _graph.anomaly_enabled:
-        from . import _anomaly
+        from ..eager import anomaly as _anomaly
         return _anomaly.forward(tape, V, m)
     for e, rule in tape.calls:
         m.forward(tape.E, tape.FC, tape.IP, tape.S, V, start, e)
@@ -135,7 +135,7 @@ def _find_first_writes(tape, out):
     adjoints that need one but get no such assignment (the inputs' adjoints, those written first
     by other kernels or never written), merged where adjacent. The seeded slot counts as written
     (the caller seeds it; it is a scalar) and is not zeroed."""
-    from .core.codegen import assigns_first
+    from .codegen import assigns_first
     # Python lists: this runs on the first call of every gradient, where numpy's scalar
     # indexing would cost more than the sweeps
     E, NEED, sizes, offsets = tape.E.tolist(), tape.NEED.tolist(), tape.sizes, tape.offsets
@@ -172,7 +172,7 @@ def backward(tape, V, G):
     check(tape)
     m, stop = interpreters(), len(tape.E)
     if _graph.anomaly_enabled:
-        from . import _anomaly
+        from ..eager import anomaly as _anomaly
         return _anomaly.backward(tape, V, G, m)
     for e, rule in reversed(tape.calls):
         m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, e + 1, stop)

@@ -13,11 +13,12 @@ import weakref
 
 import numpy as np
 
-from . import _pytree, _sweep
-from ._graph import state
-from .core.registry import BY_NAME
-from ._tensor import Tensor, record
-from ._trace import GuardError, arguments, is_dynamic, leaf_signature, trace
+from ..core import pytree as _pytree
+from ..core import sweep as _sweep
+from ..eager.graph import state
+from ..core.registry import BY_NAME
+from ..eager.tensor import Tensor, record
+from .trace import GuardError, arguments, is_dynamic, leaf_signature, trace
 
 MAX_TAPES_PER_SIGNATURE = 8
 
@@ -712,7 +713,7 @@ def _columns(tape, slots, S=None):
 
 def _record_call(f, args, kwargs, argnums, single, kind):
     """Record `kind`(f)(*args) (kind "grad" or "jac") as one entry of the enclosing graph."""
-    from . import _ops
+    from ..eager import ops as _ops
     leaves, structure = _pytree.flatten(arguments(args, kwargs))
     inputs = [_ops.as_tensor(leaf) for leaf in leaves if is_dynamic(leaf)]
     plain = _pytree.unflatten(structure, [leaf.data if isinstance(leaf, Tensor) else leaf

@@ -1,7 +1,7 @@
 """Tensor constructors with PyTorch's names and dtype rules (float64 is the default float)."""
 import numpy as np
 
-from ._tensor import Tensor, _check_float
+from .tensor import Tensor, _check_float
 
 float16, float32, float64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 int8, int16, int32, int64 = (np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64))
