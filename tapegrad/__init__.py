@@ -27,7 +27,8 @@ __version__ = "0.1.0"
 def is_tensor(obj):
     return isinstance(obj, Tensor)
 from .transforms.trace import GuardError, Tape
-from .inspect.display import GraphTape, tape_of
+from .inspect.display import GraphTape
+from .eager.flatten import tape_of
 from .transforms.transforms import (
     grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace_function as trace, value_and_grad, vjp)
 from .batch.vmap import vmap

@@ -17,7 +17,7 @@ Each thread works on its own column of the (rows, points) buffers: the interpret
 depends on (as `core.codegen.load` does), so that `cuda.jit(cache=True)` can cache the compiled
 kernel and a change of any rule compiles afresh.
 """
-from .core import cache, codegen
+from ..core import cache, codegen
 
 _JIT_IMPORT = "from tapegrad.core.jit import jit\n"
 

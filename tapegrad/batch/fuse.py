@@ -169,7 +169,7 @@ _IDENT = re.compile(r"(?<![\w.])(x|y|a|b|c0|c1)(?!\w)")
 def _render(expr, names):
     """A registry expression with its variables replaced, and its math calls made those of the
     vectorisable math module (as in the CPU interpreters)."""
-    from .core import codegen
+    from ..core import codegen
     return codegen.vectorisable(_IDENT.sub(lambda m: names[m.group(1)], expr))
 
 
@@ -488,7 +488,7 @@ class Candidate:
     BASE_S, PER_STATEMENT_S = 0.3, 0.0025
 
     def __init__(self, text, salt, n_in, n_out):
-        from .core import cache
+        from ..core import cache
         self.text = text
         self.name = f"_gen_fused_{cache.digest(text, salt)}"
         self.statements = text.count("\n")
@@ -498,7 +498,7 @@ class Candidate:
     @classmethod
     def of(cls, tape, V, plan, kind):
         """The candidate for this plan, or False when it cannot be fused."""
-        from .core import cache, vecmath
+        from ..core import cache, vecmath
         salt = cache.salt()
         try:
             vm = cache.copy_module(vecmath, "vecmath").__name__.rsplit(".")[-1]
@@ -518,7 +518,7 @@ class Candidate:
 
     def build(self):
         """The compiled kernel (a `Fused`)."""
-        from .core import cache
+        from ..core import cache
         return Fused(cache.materialize(self.name, self.text).fused, self.n_in, self.n_out)
 
 

@@ -53,7 +53,6 @@ def materialize(name, source):
 
 
 def _materialize_locked(name, source):
-    import tapegrad
     modname = f"tapegrad.{name}"
     if modname in sys.modules:
         return sys.modules[modname]
@@ -71,7 +70,6 @@ def _materialize_locked(name, source):
     except BaseException:
         del sys.modules[modname]
         raise
-    setattr(tapegrad, name, module)
     return module
 
 

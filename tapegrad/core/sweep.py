@@ -7,16 +7,20 @@ interpreter up to the entry, the entry's Python rule, and the interpreter again 
 
 The sweeps are the validation boundary's gate (see `_validate`): the interpreters do not check
 bounds, so a tape reaches them only when it is marked `validated`: tapes built in this process
-are marked where they are built (`_tape.FlatTape`, the eager graph; traced and loaded `Tape`s),
+are marked where they are built (`core.flat.FlatTape`, the eager graph; traced and loaded `Tape`s),
 anything else must pass `_validate.validate_tape` first (`gradient_sweeps` checks once, when
-it binds a tape). In anomaly mode (`_anomaly`) the forward and reverse sweeps run one entry at a
+it binds a tape). In anomaly mode (`checked`) the forward and reverse sweeps run one entry at a
 time and check every value they produce.
 """
 import numpy as np
 
-from ..eager import graph as _graph
 from .interp import interpreters, reverse_first
 from .registry import PRIMS
+
+# The sweeps of anomaly mode while it is on: an object with forward(tape, V, interpreters) and
+# backward(tape, V, G, interpreters) that sweep one entry at a time and check every value
+# (installed by the eager layer's anomaly mode; the core knows nothing of it).
+checked = None
 
 
 def check(tape):
@@ -34,9 +38,8 @@ def check(tape):
 def forward(tape, V):
     check(tape)
     m, start = interpreters(), 0
-    if _graph.anomaly_enabled:
-        from ..eager import anomaly as _anomaly
-        return _anomaly.forward(tape, V, m)
+    if checked is not None:
+        return checked.forward(tape, V, m)
     for e, rule in tape.calls:
         m.forward(tape.E, tape.FC, tape.IP, tape.S, V, start, e)
         rule.forward(tape, V, e)
@@ -48,7 +51,7 @@ def forward_entries(tape, V, E, FC):
     """The forward sweep over a subset of the tape's rows (E, FC), in order; no nested
     transforms (see `_trace._value_entries`). Anomaly mode sweeps the whole tape."""
     check(tape)
-    if _graph.anomaly_enabled:
+    if checked is not None:
         return forward(tape, V)
     interpreters().forward(E, FC, tape.IP, tape.S, V, 0, len(E))
 
@@ -79,7 +82,7 @@ def gradient_sweeps(tape, out, entries=None):
         return scalar_adjoints(tape, V, out)
 
     def run(V):
-        if _graph.anomaly_enabled:
+        if checked is not None:
             return general(V)
         fwd(E, FC, IP, S, V, 0, n_fwd)
         G = np.empty((1, n), V.dtype)
@@ -102,7 +105,7 @@ def scalar_adjoints(tape, V, out):
     general sweep, on a zeroed buffer."""
     check(tape)
     seed = tape.offsets[out] if tape.NEED[out] else None
-    if tape.calls or _graph.anomaly_enabled:
+    if tape.calls or checked is not None:
         G = np.zeros((1, tape.n_adjoint), V.dtype)
         if seed is not None:
             G[0, seed] = 1.0
@@ -171,9 +174,8 @@ def _find_first_writes(tape, out):
 def backward(tape, V, G):
     check(tape)
     m, stop = interpreters(), len(tape.E)
-    if _graph.anomaly_enabled:
-        from ..eager import anomaly as _anomaly
-        return _anomaly.backward(tape, V, G, m)
+    if checked is not None:
+        return checked.backward(tape, V, G, m)
     for e, rule in reversed(tape.calls):
         m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, e + 1, stop)
         if tape.NEED[tape.E[e, 4]]:      # like the compiled sweeps: no adjoint, nothing to do

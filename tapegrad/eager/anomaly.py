@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 
 from . import graph as _graph
+from ..core import sweep as _sweep
 from ..core.registry import PRIMS
 
 _check_nan = True
@@ -48,6 +49,8 @@ def is_anomaly_check_nan_enabled():
 def _set(mode, check_nan):
     global _check_nan
     _graph.anomaly_enabled, _check_nan = bool(mode), bool(check_nan)
+    # the sweeps over every tape (eager graphs and traced ones) check values while it is on
+    _sweep.checked = sys.modules[__name__] if mode else None
 
 
 class detect_anomaly:

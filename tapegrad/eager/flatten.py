@@ -23,6 +23,7 @@ import threading
 import numpy as np
 
 from . import graph as _graph
+from ..inspect.display import GraphTape
 from ..core.registry import PRIMS
 
 _VARIADIC = [p.variadic for p in PRIMS]
@@ -327,3 +328,18 @@ def compact_adjoints(flat, need):
                        flat.nodes, slots, leaves, flat.calls)
     n_need = int(need.sum())
     return compact, (offsets[n_need] if n_need < len(offsets) else total)
+
+
+def tape_of(*outputs):
+    """The eager graph behind `outputs` (tensors) as a read-only `GraphTape`: print it, look at
+    `.stats()`, `.table(values=True, adjoints=True)`, `.draw()`."""
+    from .tensor import Tensor
+    if len(outputs) == 1 and isinstance(outputs[0], (tuple, list)):
+        outputs = tuple(outputs[0])
+    if not outputs:
+        raise TypeError("tape_of needs at least one tensor")
+    for o in outputs:
+        if not isinstance(o, Tensor):
+            raise TypeError(f"tape_of expects tensors, got {type(o).__name__}")
+    flat = linearize(outputs, tuple(o for o in outputs if o._node is None))
+    return GraphTape(flat, outputs)

@@ -126,8 +126,8 @@ class Tensor:
     @property
     def tape(self):
         """The eager graph behind this tensor as a read-only tape (see `tapegrad.tape_of`)."""
-        from ..inspect.display import tensor_tape
-        return tensor_tape(self)
+        from .flatten import tape_of
+        return tape_of(self)
 
     @property
     def is_leaf(self):

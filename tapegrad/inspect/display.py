@@ -485,14 +485,10 @@ class GraphTape(TapeDisplay):
                  "nodes", "input_slots", "output_slots", "guards", "calls", "_flat", "_outputs",
                  "_seed", "_producer_cache", "_frozen")
 
-    def __init__(self, outputs):
-        from ..eager.flatten import linearize
-        from ..eager.tensor import Tensor
+    def __init__(self, flat, outputs):
+        """`flat`: the flat tape of the graph behind `outputs` (built by the eager layer,
+        `eager.flatten.tape_of`); its recorded nodes and leaves are read, never changed."""
         outputs = tuple(outputs)
-        for o in outputs:
-            if not isinstance(o, Tensor):
-                raise TypeError(f"tape_of expects tensors, got {type(o).__name__}")
-        flat = linearize(outputs, tuple(o for o in outputs if o._node is None))
         arrays = {}
         for name in ("E", "FC", "IP", "S", "NEED", "V"):
             a = np.array(getattr(flat, name))
@@ -602,21 +598,6 @@ class GraphTape(TapeDisplay):
         return (f"<tapegrad.GraphTape: {len(self)} entries, {len(self.S)} slots, "
                 f"{self.V.size} values ({self.V.dtype}), {len(self.input_slots)} inputs, "
                 f"{len(self.output_slots)} outputs; {ops}>")
-
-
-def tape_of(*outputs):
-    """The eager graph behind `outputs` (tensors) as a read-only `GraphTape`: print it, look at
-    `.stats()`, `.table(values=True, adjoints=True)`, `.draw()`."""
-    if len(outputs) == 1 and isinstance(outputs[0], (tuple, list)):
-        outputs = tuple(outputs[0])
-    if not outputs:
-        raise TypeError("tape_of needs at least one tensor")
-    return GraphTape(outputs)
-
-
-def tensor_tape(tensor):
-    """`Tensor.tape`: the eager graph behind one tensor."""
-    return GraphTape((tensor,))
 
 
 # ---- the drawing ------------------------------------------------------------------------------
