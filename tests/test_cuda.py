@@ -322,7 +322,7 @@ def case_chunks_sized_from_device_memory():
     from numba import cuda
     from tapegrad.batch import cuda as _cuda
     seen = []
-    real_evaluate = tg._vmap._evaluate
+    real_evaluate = tg.batch.vmap._evaluate
 
     def spy(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse=False):
         if backend == "cuda" and isinstance(index, slice):
@@ -334,13 +334,13 @@ def case_chunks_sized_from_device_memory():
             return (4_000, 80_000)
     real_context = cuda.current_context
     cuda.current_context = lambda *a: Context()
-    tg._vmap._evaluate = spy
+    tg.batch.vmap._evaluate = spy
     try:
         X = rng("memory").standard_normal((12, 5))
         check(tg.grad(rosenbrock), X)
     finally:
         cuda.current_context = real_context
-        tg._vmap._evaluate = real_evaluate
+        tg.batch.vmap._evaluate = real_evaluate
     assert len(seen) > 1 and max(seen) < 12, seen
     assert _cuda.MEMORY_FRACTION * 4_000 >= max(seen) * 8 * 40     # 40+ rows a point
 

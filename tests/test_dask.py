@@ -45,8 +45,8 @@ def two_outputs(x, a):
 
 def same(a, b):
     """Bit-for-bit equality of two pytrees of arrays (dask leaves are computed)."""
-    la = tg._pytree.flatten(a)[0]
-    lb = tg._pytree.flatten(b)[0]
+    la = tg.core.pytree.flatten(a)[0]
+    lb = tg.core.pytree.flatten(b)[0]
     assert len(la) == len(lb)
     for x, y in zip(la, lb):
         x = x.compute() if isinstance(x, da.Array) else x
@@ -55,7 +55,7 @@ def same(a, b):
 
 
 def leaves(tree):
-    return tg._pytree.flatten(tree)[0]
+    return tg.core.pytree.flatten(tree)[0]
 
 
 @pytest.fixture
@@ -389,7 +389,7 @@ def test_distributed_workers_load_and_compile_interpreters_once(client, rng):
     assert all(s["loads"] in (0, 1) for s in second.values()), second
     ran = [w for w, s in first.items() if "module" in s]
     assert ran, first
-    client_cache = tg._interp.interpreters(batched=True).run_tiles.stats.cache_path
+    client_cache = tg.core.interp.interpreters(batched=True).run_tiles.stats.cache_path
     for w in ran:
         s = first[w]
         assert s["pid"] == before[w]["pid"] == second[w]["pid"]

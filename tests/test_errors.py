@@ -22,7 +22,7 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 START, END = "<!-- errors-table:start -->", "<!-- errors-table:end -->"
 
 _TRACE = "t = tg.trace(lambda x: x.exp().sum(), np.ones(2)); "
-_SAVED = _TRACE + "tg._io.save(t, tmp + '/t.npz'); "
+_SAVED = _TRACE + "tg.transforms.io.save(t, tmp + '/t.npz'); "
 _VERSION = ("one of the variables needed for gradient computation has been modified by an "
             "inplace operation: [tapegrad.DoubleTensor [2]], which is output 0 of Mul, is at "
             "version 1; expected version 0 instead. Hint: enable anomaly detection to find the "
@@ -240,11 +240,11 @@ CASES = [
          raises="FileNotFoundError",
          message="[Errno 2] No such file or directory: '{tmp}/missing.npz'"),
     dict(what="Tape arrays with an out-of-range slot",
-         code=_TRACE + "a = tg._io.to_arrays(t); a['E'][0, 1] = 99; tg._io.from_arrays(a)",
+         code=_TRACE + "a = tg.transforms.io.to_arrays(t); a['E'][0, 1] = 99; tg.transforms.io.from_arrays(a)",
          raises="TapeFormatError",
          message="entry 0: operand slot 99 out of range [0, 3)"),
     dict(what="Sweeping tape arrays that were never validated",
-         code=_TRACE + "import types; tg._sweep.forward(types.SimpleNamespace(E=t.E, FC=t.FC, "
+         code=_TRACE + "import types; tg.core.sweep.forward(types.SimpleNamespace(E=t.E, FC=t.FC, "
               "IP=t.IP, S=t.S, NEED=t.NEED, calls=[]), t.V0.copy())",
          raises="TapeFormatError",
          message="refusing to sweep a SimpleNamespace that has not been validated: tapes built "
@@ -253,7 +253,7 @@ CASES = [
     dict(what="Saving a tape with a nested transform",
          code="inner = tg.grad(lambda x, a: (a * x ** 3).sum()); "
               "t = tg.trace(lambda a: inner(np.ones(3), a).sum(), np.ones(3)); "
-              "tg._io.save(t, tmp + '/t.npz')",
+              "tg.transforms.io.save(t, tmp + '/t.npz')",
          raises="TypeError",
          message="a tape with nested transforms holds Python code and cannot be saved"),
     # ---- CUDA on a machine without it ----
