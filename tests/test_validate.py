@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 import tapegrad
-from tapegrad import TapeFormatError, _io, _sweep
+from tapegrad import TapeFormatError
+from tapegrad.core import sweep as _sweep
+from tapegrad.transforms import io as _io
 from tapegrad.core.registry import OPCODE, PRIMS
 from tapegrad.transforms.trace import Tape
 
