@@ -181,13 +181,17 @@ def write(target, before, result, name, key=Ellipsis):
     `before` is a snapshot of `target` taken before the operation computed `result`; the nodes
     recorded before keep seeing it (`_graph.rebind`)."""
     data = target._data
-    _check_writable(data)
     view = target._view
     root = target if view is None else view[0]
     if not (state.grad_enabled and (_tracked(result) or _tracked(target) or _tracked(root))):
-        data[key] = result._data
+        try:
+            data[key] = result._data
+        except ValueError:          # read-only memory: PyTorch's error for an expanded tensor
+            _check_writable(data)
+            raise
         wrote(data)
         return
+    _check_writable(data)           # before anything is recorded
     region = None if view is None else _still_a_view(target)
     if region is None:
         view, root, target._view = None, target, None
