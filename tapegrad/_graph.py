@@ -109,7 +109,11 @@ class Node:
 
         A Python number operand of `x + 2`, `x * 2`, `x / 2` (a constant here, a wrapped tensor in
         PyTorch) shows as `(None, 0)`, as in PyTorch."""
-        functions = tuple((_function_of(t), 0) for t in _visible(self.inputs))
+        try:
+            inputs = self.inputs
+        except RuntimeError:            # a saved operand detached in place: backward raises
+            inputs = self._inputs
+        functions = tuple((_function_of(t), 0) for t in _visible(inputs))
         if self.prim.name in _SCALAR_OPERAND:
             functions += ((None, 0),)
         return functions
@@ -405,6 +409,9 @@ def check_versions(nodes):
             then = 0 if recorded is None else recorded[i]
             if now != then:
                 from ._tensor import _torch_type
+                from ._views import refresh
+                if tensor is not None and tensor._view is not None:
+                    refresh(tensor)     # described with its grad_fn now, as PyTorch does
                 dtype = (node.value if tensor is None else tensor._data).dtype
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by "

@@ -36,7 +36,8 @@ from . import _graph
 from ._graph import _count_rebinds, _rebound, rebind, state, wrote
 
 _HIDDEN = ""
-_VIEW_OF_LEAF = "a view of a leaf Variable that requires grad is being used in an in-place operation."
+_VIEW_OF_LEAF = ("a view of a leaf Variable that requires grad is being used in an in-place "
+                 "operation.")
 _NO_GRAD_VIEW = (
     "A view was created in no_grad mode and is being modified inplace with grad mode enabled. "
     "Given that this use case is ambiguous and error-prone, it is forbidden. You can clarify your "

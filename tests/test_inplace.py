@@ -503,8 +503,90 @@ def backward_of_a_stale_view(L):
     return [x.grad]
 
 
+
+def view_written_with_another_view_of_its_base(L):
+    """y[2:4] is saved by the mul and written by it (through its base): PyTorch describes it by
+    its grad_fn after the write (AsStridedBackward0)."""
+    x = _t(L, [1., 2., 3., 4.], True)
+    y = x * 1
+    y[0:2] *= y[2:4]
+    y.sum().backward()
+    return [x.grad, y]
+
+
+def view_used_then_base_written(L):
+    x = _t(L, [[1., 2.], [3., 4.]], True)
+    y = x.exp()
+    a = y[0]
+    first = (a * 2).sum()
+    y[1] = x[0] * 3
+    second = (y * a).sum()
+    (first + second).backward()
+    return [x.grad, y]
+
+
+def writes_into_overlapping_views(L):
+    x = _t(L, [1., 2., 3., 4., 5.], True)
+    y = x * 1
+    for i in range(4):
+        y[i:i + 2] *= 1.5
+    (y * y).sum().backward()
+    return [x.grad, y]
+
+
+def float32_view_times_float64(L):
+    x = L.tensor([1., 2., 3.], dtype=L.float32, requires_grad=True)
+    y = x * 1
+    y[0:2].mul_(L.tensor([2., 3.], dtype=L.float64))
+    (y * y).sum().backward()
+    return [x.grad, y]
+
+
+def integer_views_written(L):
+    a = L.arange(6)
+    a[1:3] += 5
+    a.view(2, 3)[1].mul_(2)
+    return [a]
+
+
+def clone_written_through_setitem(L):
+    x = _t(L, [1., 2., 3.], True)
+    y = x.clone()
+    y[1] = x[0] * 10
+    y.sum().backward()
+    return [x.grad, y]
+
+
+def gradient_with_respect_to_a_view(L):
+    x = _t(L, [1., 2., 3.], True)
+    y = x * 2
+    v = y[1:]
+    return list(L.autograd.grad((v * v).sum(), [v, y]))
+
+
+def retained_gradient_of_a_view(L):
+    x = _t(L, [1., 2., 3.], True)
+    y = x * 2
+    v = y[1:]
+    v.retain_grad()
+    (v * v).sum().backward()
+    return [x.grad, v.grad]
+
 SCENARIOS += [
-    slice_written_after_use, slice_written_then_base_used, slice_of_leaf_written, setitem_on_leaf, index_put_on_leaf, view_made_under_no_grad_written, view_written_under_no_grad, sgd_on_slices, constant_into_non_leaf, tensor_into_constant, base_written_then_old_view_used, transposed_view_of_a_view, shape_views_written, index_put, mask_put, zero_fill_copy_of_non_leaves, mul_reads_the_old_value, constant_times_tracked_in_place, view_times_tracked_in_place, self_multiplied_in_place, exp_output_written_by_recorded_op, saved_then_detached_in_place, expanded_written, view_of_transpose, reshape_of_transpose_copies, zero_d_selections_are_views, versions_shared_by_views, versions_of_recorded_in_place, retained_grad_follows_the_base, old_view_of_a_constant_base_that_now_requires_grad, written_under_no_grad_then_backward, backward_of_a_stale_view,
+    slice_written_after_use, slice_written_then_base_used, slice_of_leaf_written,
+    setitem_on_leaf, index_put_on_leaf, view_made_under_no_grad_written,
+    view_written_under_no_grad, sgd_on_slices, constant_into_non_leaf, tensor_into_constant,
+    base_written_then_old_view_used, transposed_view_of_a_view, shape_views_written, index_put,
+    mask_put, zero_fill_copy_of_non_leaves, mul_reads_the_old_value,
+    constant_times_tracked_in_place, view_times_tracked_in_place, self_multiplied_in_place,
+    exp_output_written_by_recorded_op, saved_then_detached_in_place, expanded_written,
+    view_of_transpose, reshape_of_transpose_copies, zero_d_selections_are_views,
+    versions_shared_by_views, versions_of_recorded_in_place, retained_grad_follows_the_base,
+    old_view_of_a_constant_base_that_now_requires_grad, written_under_no_grad_then_backward,
+    backward_of_a_stale_view, view_written_with_another_view_of_its_base,
+    view_used_then_base_written, writes_into_overlapping_views, float32_view_times_float64,
+    integer_views_written, clone_written_through_setitem, gradient_with_respect_to_a_view,
+    retained_gradient_of_a_view,
 ]
 
 EXPECTED = {   # tapegrad's own outcome, checked with or without PyTorch installed
@@ -539,6 +621,9 @@ EXPECTED = {   # tapegrad's own outcome, checked with or without PyTorch install
     "expanded_written": "unsupported operation: more than one element of the written-to tensor "
                         "refers to a single memory location.",
     "view_of_transpose": "view size is not compatible with input tensor's size and stride",
+    "view_written_with_another_view_of_its_base": "which is output 0 of AsStrided, is at version "
+                                                  "2; expected version 0 instead.",
+    "view_used_then_base_written": "which is output 0 of Exp, is at version 1; expected version 0",
 }
 
 

@@ -137,3 +137,15 @@ def test_graphs_with_writes_into_views_are_released():
     gc.collect()
     assert all(r() is None for r in refs)
     assert len(_graph._rebound) <= before
+
+
+def test_graph_of_a_saved_tensor_detached_in_place_still_displays():
+    x = tapegrad.ones(2, requires_grad=True)
+    w = tapegrad.ones(2, requires_grad=True)
+    y = x * 2
+    z = (y * w).sum()
+    y.detach_()
+    (mul, _), = z.grad_fn.next_functions
+    assert mul.name() == "MulBackward0" and len(mul.next_functions) == 2
+    with pytest.raises(RuntimeError, match="detached in-place"):
+        z.backward()
