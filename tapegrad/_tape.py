@@ -109,7 +109,7 @@ def linearize(outputs, extra_leaves=()):
         if t._node is None and t not in slots:
             slots[t] = len(values)
             leaves.append((len(values), t))
-            v = t.data
+            v = t._data
             values.append(v)
             key.append((v.size, v.dtype, t._requires_grad))
     e = 0
@@ -122,7 +122,7 @@ def linearize(outputs, extra_leaves=()):
             if s is None:                   # a leaf, first seen
                 s = slots[k] = len(values)
                 leaves.append((s, t))
-                v = t.data
+                v = t._data
                 values.append(v)
                 key.append((v.size, v.dtype, t._requires_grad))
             key.append(s)
@@ -143,6 +143,8 @@ def linearize(outputs, extra_leaves=()):
             payloads.append(payload)
         consts += (node.c0, node.c1)
         e += 1
+    if _graph._replaced:
+        _graph.check_shapes(nodes)      # `.data =` of another shape: the payloads would not fit
     key = tuple(key)
     structure = _STRUCTURES.get(key)
     if structure is None:
@@ -288,8 +290,18 @@ def _forget_structures():
 
 def _dtype_of(dtypes):
     """float32 when every floating value is float32, else float64 (integers count as neither:
-    they are constants such as indices, and promote nothing)."""
+    they are constants such as indices, and promote nothing). Complex values are refused: the
+    sweeps are real, and casting would drop the imaginary parts."""
     dtypes = set(dtypes)
+    for dtype in dtypes:
+        if dtype.kind == "c":
+            raise NotImplementedError(
+                f"complex numbers are not supported by tapegrad's autograd: the graph holds a "
+                f"value of dtype {dtype} (an operation on a complex tensor was recorded); "
+                "differentiate the real and imaginary parts as two real tensors")
+        if dtype.kind not in "biuf":
+            raise TypeError(f"the graph holds a value of dtype {dtype}, which tapegrad cannot "
+                            "differentiate")
     return _F32 if _F32 in dtypes and _F64 not in dtypes else _F64
 
 

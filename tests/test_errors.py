@@ -272,6 +272,111 @@ CASES = [
          message="a vmapped function takes positional arguments only (got 'scale'): pass them "
                  "positionally, with in_axes None for unmapped ones, or bind them with "
                  "functools.partial"),
+    # ---- eager tensors: views, .data, dtypes, autograd's arguments ----
+    dict(what="Leaf data replaced by another shape after recording",
+         code="x = tg.ones(10, requires_grad=True); y = x[-3:] * 2.0; x.data = np.ones(1); "
+              "y.sum().backward()",
+         raises="RuntimeError",
+         message="one of the variables needed for gradient computation was given data of "
+                 "another shape (by .data =): input 0 of SliceBackward0 had shape [10] when it "
+                 "was recorded, and the value backward would use has shape [1]. Assign .data a "
+                 "value of the recorded shape, or record the computation again."),
+    dict(what=".data set to a value that is not an array",
+         code="x = tg.ones(2); x.data = [1.0, 2.0]",
+         raises="TypeError",
+         message="Variable data has to be a numpy array or a Tensor, but got list"),
+    dict(what=".data of a tensor that requires grad set to integers",
+         code="x = tg.ones(2, requires_grad=True); x.data = np.arange(2)",
+         raises="RuntimeError",
+         message="data set to a tensor that requires gradients must be floating point or "
+                 "complex dtype"),
+    dict(what="A value saved for backward modified through a view",
+         code="x = tg.ones(2, requires_grad=True); y = x * 2; z = (y * y).sum(); "
+              "y[0:1].mul_(3); z.backward()",
+         raises="RuntimeError",
+         message="one of the variables needed for gradient computation has been modified by an "
+                 "inplace operation: [tapegrad.DoubleTensor [2]], which is output 0 of "
+                 "torch::autograd::CopySlices, is at version 1; expected version 0 instead. "
+                 "Hint: enable anomaly detection to find the operation that failed to compute "
+                 "its gradient, with tapegrad.autograd.set_detect_anomaly(True)."),
+    dict(what="In-place operation on a view of a leaf that requires grad",
+         code="x = tg.ones(2, requires_grad=True); x[0] = 5.0",
+         raises="RuntimeError",
+         message="a view of a leaf Variable that requires grad is being used in an in-place "
+                 "operation."),
+    dict(what="In-place operation, with grad on, on a view made under no_grad",
+         code="x = tg.ones(2, requires_grad=True); y = x * 1; tg.set_grad_enabled(False); "
+              "v = y[0:1]; tg.set_grad_enabled(True); v.mul_(2)",
+         raises="RuntimeError",
+         message="A view was created in no_grad mode and is being modified inplace with grad "
+                 "mode enabled. Given that this use case is ambiguous and error-prone, it is "
+                 "forbidden. You can clarify your code by moving both the view and the inplace "
+                 "either both inside the no_grad block (if you don't want the inplace to be "
+                 "tracked) or both outside (if you want the inplace to be tracked)."),
+    dict(what="In-place operation on a broadcast (expanded) tensor",
+         code="tg.broadcast_to(tg.ones(3), (2, 3)).add_(1)",
+         raises="RuntimeError",
+         message="unsupported operation: more than one element of the written-to tensor refers "
+                 "to a single memory location. Please clone() the tensor before performing the "
+                 "operation."),
+    dict(what="view() of a shape that only a copy can give",
+         code="tg.arange(4.0).reshape(2, 2).t().view(4)",
+         raises="RuntimeError",
+         message="view size is not compatible with input tensor's size and stride (at least "
+                 "one dimension spans across two contiguous subspaces). Use .reshape(...) "
+                 "instead."),
+    dict(what="detach_() of a view",
+         code="x = tg.ones(2, requires_grad=True); (x * 1)[0:1].detach_()",
+         raises="RuntimeError",
+         message="Can't detach views in-place. Use detach() instead."),
+    dict(what="A value saved for backward detached in place",
+         code="x = tg.ones(2, requires_grad=True); w = tg.ones(2, requires_grad=True); "
+              "y = x * 2; z = (y * w).sum(); y.detach_(); z.backward()",
+         raises="RuntimeError",
+         message="Trying to use a saved tensor that has been detached in-place, i.e. with "
+                 ".detach_().This is not supported, please use out-of-place `.detach()` "
+                 "instead"),
+    dict(what="A complex tensor that requires grad",
+         code="tg.tensor([1 + 2j], requires_grad=True)",
+         raises="NotImplementedError",
+         message="complex numbers are not supported by tapegrad's autograd: a complex tensor "
+                 "cannot require grad (differentiate the real and imaginary parts as two real "
+                 "tensors)"),
+    dict(what="A complex value recorded into a graph",
+         code="x = tg.ones(2, requires_grad=True); (x * tg.tensor([1j, 2])).sum().backward()",
+         raises="NotImplementedError",
+         message="complex numbers are not supported by tapegrad's autograd: the graph holds a "
+                 "value of dtype complex128 (an operation on a complex tensor was recorded); "
+                 "differentiate the real and imaginary parts as two real tensors"),
+    dict(what="A tensor of strings",
+         code="tg.tensor(['a', 'b'])",
+         raises="TypeError",
+         message="can't convert np.ndarray of type numpy.str_. The only supported types are: "
+                 "float64, float32, float16, complex64, complex128, int64, int32, int16, int8, "
+                 "uint64, uint32, uint16, uint8, and bool."),
+    dict(what="A tensor of Python objects",
+         code="tg.tensor([None, 1])",
+         raises="TypeError",
+         message="can't convert np.ndarray of type numpy.object_. The only supported types "
+                 "are: float64, float32, float16, complex64, complex128, int64, int32, int16, "
+                 "int8, uint64, uint32, uint16, uint8, and bool."),
+    dict(what="autograd.grad with inputs that are not tensors",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.grad((x * 2).sum(), np.ones(2))",
+         raises="RuntimeError",
+         message="all inputs have to be Tensors, but got numpy.ndarray"),
+    dict(what="autograd.grad with no inputs",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.grad((x * 2).sum(), [])",
+         raises="RuntimeError",
+         message="`inputs` argument to `grad()` cannot be empty."),
+    dict(what="A gradient of an unusable type",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.grad(x * 2, x, 'a')",
+         raises="TypeError",
+         message="gradients can be Tensors, numpy arrays, numbers or None, but got str"),
+    dict(what="Fewer gradients than outputs",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.backward([x * 2, x * 3], "
+              "[tg.ones(2)])",
+         raises="RuntimeError",
+         message="got 2 tensors and 1 gradients"),
 ]
 
 
