@@ -383,7 +383,9 @@ def vjp(f, *primals, has_aux=False):
                 raise ValueError(f"cotangent of shape {c.shape} for an output of shape "
                                  f"{tape.shapes[s]}")
             if tape.NEED[s]:      # an output that no input moves has no adjoint to seed
-                G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = c.reshape(-1)
+                # added, not assigned: one value returned at several output positions (or an
+                # input returned as an output) gets the sum of its cotangents
+                G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] += c.reshape(-1)
         tape.backward(V, G)
         return _per_argument(traced, tape, leaves, structure, G[0], False)
 
