@@ -196,36 +196,24 @@ class Shipment:
 # ---- worker side -------------------------------------------------------------------------------
 
 _load_lock = threading.Lock()
-_run_lock = threading.Lock()
 _state = {}
 
 
 def _load():
     """Load the batched interpreters once per process, under a lock: concurrent first loads
-    from several scheduler threads could see the generated module half-imported. Afterwards,
-    whether replays must be serialized (numba's workqueue threading layer is not thread-safe;
-    tbb and omp are)."""
-    if "serialize" not in _state:
+    from several scheduler threads could see the generated module half-imported. (Replays from
+    several scheduler threads are serialised where numba's threading layer requires it, by
+    `_launch`, as for the numpy vmap.)"""
+    if "loaded" not in _state:
         with _load_lock:
             if "loaded" not in _state:
                 interpreters(batched=True)
                 _state["loaded"] = True
-    return _state.get("serialize", True)
 
 
 def _replay(tape, batch, index, Y, kind):
-    if not _load():
-        return _vmap._replay_columns(tape, tape.V, tape.plan, batch, index, Y, kind)
-    with _run_lock:                   # the first replay, or every one under workqueue
-        ok = _vmap._replay_columns(tape, tape.V, tape.plan, batch, index, Y, kind)
-        if "serialize" not in _state:
-            import numba
-            try:
-                layer = numba.threading_layer()
-            except ValueError:
-                layer = "workqueue"
-            _state["serialize"] = layer == "workqueue"
-    return ok
+    _load()
+    return _vmap._replay_columns(tape, tape.V, tape.plan, batch, index, Y, kind)
 
 
 def _block_batch(shipment, blocks):

@@ -40,6 +40,7 @@ import types
 
 import numpy as np
 
+from ._launch import launch
 from ._registry import BY_NAME, PRIMS
 # _codegen and _kernels are imported where used: `import tapegrad` does not load them (~40 ms)
 
@@ -564,4 +565,4 @@ class Fused:
             if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
                 raise ValueError(f"fused kernel: {name} must be a C-contiguous {shape} array of "
                                  f"{np.dtype(dtype)}, got {array.shape} {array.dtype}")
-        self.kernel(X, Y, OK)
+        launch(self.kernel, X, Y, OK)

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _columns, _fuse, _pytree, _sweep
 from ._interp import interpreters
+from ._launch import launch
 from ._trace import is_dynamic
 from ._transforms import Traced, jvp as _jvp
 
@@ -525,7 +526,7 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind, fuse=False):
     n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
     V = cols.values(V)
     tile = _tile_for(V.size, n_dir, V.itemsize)
-    interpreters(batched=True).run_tiles(
+    launch(interpreters(batched=True).run_tiles,
         cols.E, cols.FC, tape.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
         pos["guard_val"], ok, pos["seeds"], pos["dir_pos"], pos["tin_pos"], XT,
         plan["second"], pos["read_v"], pos["read_g"], pos["read_t"], pos["read_tg"], out, tile,
