@@ -377,10 +377,10 @@ def vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size, back
     point_leaves, point_structure = _pytree.flatten(arguments(_vmap._point_args(kind, proxy, 0),
                                                               {}))
     key = (point_structure, tuple(map(leaf_signature, point_leaves)))
-    if not traced.cache.get(key):
+    if not traced.current(key):
         _discover(traced, kind, argnums, single, fn, [arrays[k] for k in mapped], batch_of,
                   chunk_size)
-    shipment, out_structure = _shipment(list(traced.cache.get(key, ())), traced, kind, argnums,
+    shipment, out_structure = _shipment(traced.current(key), traced, kind, argnums,
                                         single, proxy, point_leaves, chunk_size)
 
     token = tokenize(*shipment.arrays())

@@ -197,6 +197,18 @@ def test_in_axes_trees(X, rng):
     same(g({"x": Xd, "w": w}), g({"x": X, "w": w}))
 
 
+def test_capture_call_follows_a_rebound_closure_variable(X):
+    w = np.linspace(1.0, 2.0, 10)
+    v = tg.vmap(tg.grad(lambda x: np.sum(w * x * x), capture="call"))
+    Xd = da.from_array(X, chunks=(250, 10))
+    same(v(Xd), v(X))
+    w = w * 3.0                                       # rebound: the next graph ships it
+    np.testing.assert_allclose(v(Xd).compute(), 2 * w * X, rtol=1e-14)
+    w = np.ones(11)                                   # another shape: retraced at new inputs
+    np.testing.assert_allclose(v(da.ones((40, 11), chunks=(10, 11))).compute(),
+                               np.full((40, 11), 2.0))
+
+
 # ---- the graph: one tape, linear in the blocks -----------------------------------------------
 
 def _graph(arr):
