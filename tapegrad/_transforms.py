@@ -46,9 +46,9 @@ class SignatureCache(collections.OrderedDict):
         """The entry of `key` (now the most recently used), or `default`."""
         try:
             self.move_to_end(key)
-        except KeyError:
+            return self[key]
+        except KeyError:          # not there, or evicted by another thread meanwhile
             return default
-        return collections.OrderedDict.get(self, key, default)
 
     def __setitem__(self, key, value):
         collections.OrderedDict.__setitem__(self, key, value)
@@ -479,15 +479,18 @@ def vjp(f, *primals, has_aux=False):
         if cot_structure != main_structure or len(cot_leaves) != len(out_slots):
             raise ValueError("the cotangent must have the structure of the output")
         G = np.zeros((1, tape.n_adjoint), V.dtype)
+        seeded = set()
         for s, c in zip(out_slots, cot_leaves):
             c = np.asarray(c, V.dtype)
             if c.shape != tape.shapes[s]:
                 raise ValueError(f"cotangent of shape {c.shape} for an output of shape "
                                  f"{tape.shapes[s]}")
             if tape.NEED[s]:      # an output that no input moves has no adjoint to seed
-                # added, not assigned: one value returned at several output positions (or an
-                # input returned as an output) gets the sum of its cotangents
-                G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] += c.reshape(-1)
+                if s in seeded:   # a value returned at several output positions: summed
+                    G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] += c.reshape(-1)
+                else:
+                    G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = c.reshape(-1)
+                    seeded.add(s)
         tape.backward(V, G)
         return _per_argument(traced, tape, leaves, structure, G[0], False)
 
