@@ -18,11 +18,12 @@ shape and dtype replaces the old one in the tape's constants (its values are cop
 load); anything else (another shape or dtype, a number, None) means the tape is stale, and the
 transform traces the function again.
 
-A constant that cannot be traced back (an array in a list or a dict, or one computed by numpy
-from a closed-over array, such as `w.T` or `np.sum(w)`) is still re-read, so mutating the
-array it is is seen, but rebinding a name cannot be followed: such a tape warns once, when it
-is traced. Arrays the function creates itself while it is traced (`np.eye(3)`) are not
-reported: nothing outside the tape refers to them.
+A constant that cannot be traced back (an array in a list or a dict, or a view numpy made of a
+closed-over array, such as `w.T` or `w[0]`) is still re-read, so mutating the array is seen,
+but rebinding a name cannot be followed: such a tape warns once, when it is traced. Arrays the
+function creates itself while it is traced (`np.eye(3)`) are not reported: nothing outside the
+tape refers to them. Nor are values numpy computes from a closed-over array (`np.sum(w)`):
+they are new arrays, constants of the tape, as without `capture="call"`.
 """
 import functools
 import os
@@ -54,7 +55,7 @@ class Sources:
             read = found.get(id(array))
             if read is not None and _array_of(read()) is array:
                 entries.append([i, read, array])
-            elif sys.getrefcount(array) > 3:    # held elsewhere too: not made by the trace
+            elif _held_elsewhere(array):
                 lost.append(array)
         if lost:
             shapes = ", ".join(str(a.shape) for a in lost[:4]) + (", ..." if len(lost) > 4 else "")
@@ -84,6 +85,17 @@ class Sources:
             tape.constants[i] = (tape.constants[i][0], new)
             entry[2] = new
         return True
+
+
+def _held_elsewhere(array):
+    """Whether something besides the tape refers to `array`, or to the array it is a view of
+    (the tape's constants, this frame and getrefcount's argument make three references)."""
+    if sys.getrefcount(array) > 4:          # + the caller's loop variable
+        return True
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return root is not array and sys.getrefcount(root) > 3    # + the view's base, this name
 
 
 def _caller_level():

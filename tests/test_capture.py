@@ -131,6 +131,17 @@ def test_an_array_that_cannot_be_followed_warns_once_and_is_still_reread():
         np.testing.assert_allclose(g(x), expected(weights[0], x))
 
 
+def test_a_view_of_a_closed_over_array_warns():
+    """`w.T` is a new array object (a view): writing into w is seen through it, rebinding w
+    is not."""
+    w = np.array([[1.0, 2.0]])
+    with pytest.warns(RuntimeWarning, match="rebinding the name to a new array is not"):
+        g = tg.grad(lambda x: np.sum(w.T[:, 0] * x), capture="call")
+        np.testing.assert_allclose(g(np.ones(2)), [1.0, 2.0])
+    w[0, 0] = 5.0
+    np.testing.assert_allclose(g(np.ones(2)), [5.0, 2.0])
+
+
 def test_arrays_the_function_creates_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
