@@ -90,7 +90,8 @@ def _positions(tape, slots):
 
 
 def _is_axis(axis):
-    return isinstance(axis, numbers.Integral) and not isinstance(axis, bool)
+    """An int, numpy's too, not a bool (a plain int answers first: this runs at every call)."""
+    return type(axis) is int or (isinstance(axis, numbers.Integral) and not isinstance(axis, bool))
 
 
 def check_in_axes(in_axes):
@@ -192,14 +193,16 @@ class _Batch:
 
     def __init__(self, args, in_axes):
         self.leaves, self.structure = _pytree.flatten(tuple(args))
-        self.axis_of_leaf = leaf_axes(args, in_axes)
+        self.axis_of_leaf = [in_axes] * len(self.leaves) if in_axes is None or \
+            _is_axis(in_axes) else leaf_axes(args, in_axes)
         sizes = set()
         self.batched = []
         for k, (leaf, axis) in enumerate(zip(self.leaves, self.axis_of_leaf)):
             if axis is None:
                 continue
             leaf = np.asarray(getattr(leaf, "data", leaf))
-            _check_axis(leaf, axis)
+            if not -leaf.ndim <= axis < leaf.ndim:
+                _check_axis(leaf, axis)          # raises, saying what is wrong
             leaf = np.moveaxis(leaf, axis, 0)
             if not is_dynamic(leaf):
                 raise TypeError(f"vmap maps over floating-point arrays; got {leaf.dtype}")
