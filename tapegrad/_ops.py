@@ -15,7 +15,7 @@ import numpy as np
 from . import _graph, _views
 from ._graph import _rebound, state
 from ._registry import BY_NAME
-from ._tensor import Tensor, constant, record
+from ._tensor import Tensor, _torch_type, constant, record
 
 P = BY_NAME
 _HIDDEN = ""   # the name of helper entries that users do not see
@@ -701,7 +701,52 @@ def matmul(a, b):
 
 
 def dot(a, b):
+    """PyTorch's dot (`tapegrad.dot`, `Tensor.dot`): the inner product of two 1-D tensors of the
+    same dtype and size; anything else raises PyTorch's error (numpy's `np.dot`, which takes any
+    ranks, is `numpy_dot`)."""
+    a, b = as_tensor(a), as_tensor(b)
+    if a.data.ndim != 1 or b.data.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {a.data.ndim}D and {b.data.ndim}D "
+                           "tensors")
+    if a.data.dtype != b.data.dtype:
+        raise RuntimeError(f"dot : expected both vectors to have same dtype, but found "
+                           f"{_torch_type(a.data.dtype)} and {_torch_type(b.data.dtype)}")
+    if a.data.size != b.data.size:
+        raise RuntimeError(f"inconsistent tensor size, expected tensor [{a.data.size}] and src "
+                           f"[{b.data.size}] to have the same number of elements, but got "
+                           f"{a.data.size} and {b.data.size} elements respectively")
     return matmul(a, b)
+
+
+def numpy_dot(a, b):
+    """numpy's dot (`np.dot` on tensors), lowered onto mul, matmul, permute and reshape:
+    a 0-d operand multiplies; otherwise the sum over a's last axis and b's second-to-last (its
+    only one when 1-D), the result shaped a.shape[:-1] + b.shape[:-2] + b.shape[-1:]. That is
+    matmul's result wherever b has at most two axes or a has one; for a of two axes or more and
+    b of three or more (where matmul would broadcast the leading axes instead), b's summed axis
+    is moved first and both operands become matrices."""
+    a, b = as_tensor(a), as_tensor(b)
+    sa, sb = a.data.shape, b.data.shape
+    if not sa or not sb:
+        return mul(a, b)
+    k = 0 if len(sb) == 1 else len(sb) - 2          # b's summed axis
+    if sa[-1] != sb[k]:
+        raise ValueError(f"shapes {_numpy_shape(sa)} and {_numpy_shape(sb)} not aligned: "
+                         f"{sa[-1]} (dim {len(sa) - 1}) != {sb[k]} (dim {k})")
+    if len(sb) <= 2 or len(sa) == 1:
+        return matmul(a, b)
+    if not _recording(a, b):
+        return Tensor(np.dot(a.data, b.data))
+    lead = sb[:-2]
+    b_first = permute(b, (k,) + tuple(range(k)) + (len(sb) - 1,), name=_HIDDEN)
+    product = matmul(reshape(a, (math.prod(sa[:-1]), sa[-1]), name=_HIDDEN),
+                     reshape(b_first, (sb[k], math.prod(lead) * sb[-1]), name=_HIDDEN))
+    return reshape(product, sa[:-1] + lead + sb[-1:], name="UnsafeViewBackward0")
+
+
+def _numpy_shape(shape):
+    """A shape as numpy's messages print it: (2,3), (4,)."""
+    return f"({','.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
 
 
 # ---- numpy protocol: np.sin(t), np.sum(t), W @ t record on the tape --------------------------
@@ -717,7 +762,7 @@ _UFUNCS = {
 
 _FUNCTIONS = {
     np.sum: sum, np.mean: mean, np.prod: prod, np.max: amax, np.amax: amax, np.min: amin,
-    np.amin: amin, np.dot: dot, np.matmul: matmul, np.transpose: lambda x, axes=None: (
+    np.amin: amin, np.dot: numpy_dot, np.matmul: matmul, np.transpose: lambda x, axes=None: (
         transpose(x) if axes is None else permute(x, axes)),
     np.reshape: lambda x, shape, **kw: reshape(x, shape), np.concatenate: lambda ts, axis=0: cat(ts, axis),
     np.stack: lambda ts, axis=0: stack(ts, axis), np.where: where,

@@ -7,6 +7,7 @@ whose exception is "none" documents a bad input that raises nothing: its `check`
 `test_doc_and_table_agree` checks that docs/errors.md shows exactly this table; regenerate it
 with `python tests/test_errors.py`.
 """
+import importlib.util
 import os
 import re
 import sys
@@ -377,10 +378,105 @@ CASES = [
               "[tg.ones(2)])",
          raises="RuntimeError",
          message="got 2 tensors and 1 gradients"),
+    # ---- transforms and vmap: options, tangents, in_axes, dot, capture="call" ----
+    dict(what="vmap chunk_size of 0 or below",
+         code="tg.vmap(lambda x: x.sum(), chunk_size=0)",
+         raises="ValueError",
+         message="vmap chunk_size must be a positive int or None (the points processed at "
+                 "once), got 0"),
+    dict(what="vmap chunk_size that is not an int",
+         code="tg.vmap(lambda x: x.sum(), chunk_size=2.5)",
+         raises="TypeError",
+         message="vmap chunk_size must be a positive int or None, got 2.5 (float)"),
+    dict(what="vmap in_axes with a float",
+         code="tg.vmap(lambda x, y: (x * y).sum(), in_axes=(0, 1.5))",
+         raises="TypeError",
+         message="vmap in_axes must be an int, None, or a (nested) tuple/list/dict of them, got "
+                 "(0, 1.5): in_axes[1] is 1.5 (float)"),
+    dict(what="vmap in_axes beyond the argument's axes",
+         code="tg.vmap(lambda x: x.sum(), in_axes=2)(np.ones((3, 2)))",
+         raises="ValueError",
+         message="vmap: in_axes=2 for an argument of shape (3, 2) (2 axes: in_axes must be in "
+                 "[-2, 1] or None)"),
+    dict(what="vmap in_axes tree that does not match its argument",
+         code="tg.vmap(lambda p: p['a'].sum(), in_axes=({'a': 0},))({'a': np.ones((3, 2)), "
+              "'b': np.ones(2)})",
+         raises="ValueError",
+         message="vmap in_axes[0] is {'a': 0}, which does not match the structure of its "
+                 "argument, {'a': *, 'b': *}: give an int or None for the whole argument, or a "
+                 "tree of them with its structure"),
+    dict(what="vmap out_axes that is not an int",
+         code="tg.vmap(lambda x: x * 2, out_axes=1.5)",
+         raises="TypeError",
+         message="vmap out_axes must be an int, got 1.5 (float)"),
+    dict(what="vmap out_axes other than 0",
+         code="tg.vmap(lambda x: x * 2, out_axes=1)",
+         raises="NotImplementedError",
+         message="vmap supports out_axes=0 (the batch axis first), got out_axes=1; move the "
+                 "axis afterwards (np.moveaxis)"),
+    dict(what="vmap progress that is not a bool",
+         code="tg.vmap(lambda x: x.sum(), progress='yes')",
+         raises="TypeError",
+         message="vmap progress must be True or False, got 'yes'"),
+    dict(what="vmap fuse that is not 'auto' or a bool",
+         code="tg.vmap(lambda x: x.sum(), fuse='always')",
+         raises="ValueError",
+         message="vmap fuse must be 'auto', True or False, got 'always'"),
+    dict(what="vmap of jvp with tangents of another shape than the primals",
+         code="import functools; tg.vmap(functools.partial(tg.jvp, lambda x: x * x))("
+              "(np.ones((4, 5)),), (np.ones((4, 3)),))",
+         raises="ValueError",
+         message="vmap(partial(jvp, f)): tangent of shape (3,) for a primal of shape (5,) at "
+                 "each point (primal leaf 0; shapes without the batch axis)"),
+    dict(what="vmap of jvp with fewer tangents than primals",
+         code="import functools; tg.vmap(functools.partial(tg.jvp, lambda x, y: x * y))("
+              "(np.ones((4, 2)), np.ones((4, 2))), (np.ones((4, 2)),))",
+         raises="ValueError",
+         message="vmap(partial(jvp, f)): primals and tangents must have the same structure"),
+    dict(what="vmap over a dask array of unknown chunk sizes",
+         code="import dask.array as da; X = da.ones((10, 3), chunks=(5, 3)); "
+              "tg.vmap(lambda x: x.sum())(X[X[:, 0] > 0])",
+         raises="ValueError",
+         message="vmap on a dask array with unknown chunk sizes (chunks ((nan, nan), (3,))), as "
+                 "after boolean indexing or a filter: vmap needs the number of points in every "
+                 "block. Compute them first: X = X.compute_chunk_sizes() (this evaluates X once; "
+                 "for a dask dataframe, df.to_dask_array(lengths=True))"),
+    dict(what="vmap over points of size 0",
+         code="result = tg.vmap(tg.grad(lambda x: (x * x).sum()))(np.zeros((4, 0)))",
+         raises="none",
+         message="no error: an empty result of the per-point shape, (4, 0), as jax.vmap gives",
+         check="result.shape == (4, 0)"),
+    dict(what="tapegrad.dot of a matrix (PyTorch's dot is 1-D)",
+         code="tg.dot(tg.ones(2, 3), tg.ones(3))",
+         raises="RuntimeError",
+         message="1D tensors expected, but got 2D and 1D tensors"),
+    dict(what="tapegrad.dot of vectors of different sizes",
+         code="tg.dot(tg.ones(3), tg.ones(4))",
+         raises="RuntimeError",
+         message="inconsistent tensor size, expected tensor [3] and src [4] to have the same "
+                 "number of elements, but got 3 and 4 elements respectively"),
+    dict(what="tapegrad.dot of vectors of different dtypes",
+         code="tg.dot(tg.ones(3, dtype=tg.float32), tg.ones(3))",
+         raises="RuntimeError",
+         message="dot : expected both vectors to have same dtype, but found Float and Double"),
+    dict(what="np.dot of tensors whose shapes do not align",
+         code="np.dot(tg.ones(2, 3, requires_grad=True), tg.ones(4))",
+         raises="ValueError",
+         message="shapes (2,3) and (4,) not aligned: 3 (dim 1) != 4 (dim 0)"),
+    dict(what="A closed-over array rebound between calls, with capture='call'",
+         code="w = np.ones(2); g = tg.grad(lambda x: (x * w).sum(), capture='call'); "
+              "g(np.ones(2)); w = np.full(2, 5.0); result = g(np.ones(2))",
+         raises="none",
+         message="no error: the result is [5.0, 5.0], from the new array (a variable of the "
+                 "closure, a global or an attribute is followed; an array held elsewhere is "
+                 "re-read but its rebinding is not seen: that warns once, when traced)",
+         check="result.tolist() == [5.0, 5.0]"),
 ]
 
 
 def _skip_reason(case):
+    if "dask" in case["code"] and importlib.util.find_spec("dask") is None:
+        return "dask is not installed"
     if case["what"].startswith("vmap(device='cuda')"):
         from tapegrad import _cuda
         if _cuda.available():
