@@ -255,7 +255,8 @@ class Tape(TapeDisplay):
         """The forward sweep into V, the value buffer (`load`); `for_gradient`: only the
         entries whose values the reverse sweep and the guards read (a gradient needs neither
         the output nor the values no VJP reads)."""
-        self._check(V, "V", 1, (self.V0.size,))
+        if not _fits(V, self.V0):
+            self._refuse(("V", V, 1, None))
         self._forward(V, for_gradient)
 
     def _forward(self, V, for_gradient=False):
@@ -286,8 +287,9 @@ class Tape(TapeDisplay):
         """Adjoints for several output seeds at once, after the forward sweep into V: `seeds`
         is (k, n_adjoint) or (k, n_values), one seed per row, in V's dtype; the adjoints are
         added into it, which is returned."""
-        self._check(V, "V", 1, (self.V0.size,))
-        self._check(seeds, "seeds", 2, self._adjoint_widths(), V.dtype)
+        widths = (self.n_adjoint, self.V0.size)
+        if not (_fits(V, self.V0) and _fits_rows(seeds, widths, self.V0)):
+            self._refuse(("V", V, 1, None), ("seeds", seeds, 2, widths))
         return self._backward(V, seeds)
 
     def _backward(self, V, seeds):
@@ -298,8 +300,9 @@ class Tape(TapeDisplay):
         """Tangents for several input directions at once, after the forward sweep into V: `T`
         is (k, n_values), one direction per row (its input slots set), in V's dtype; the
         tangents of every slot are written into it, which is returned."""
-        self._check(V, "V", 1, (self.V0.size,))
-        self._check(T, "T", 2, (self.V0.size,), V.dtype)
+        widths = (self.V0.size,)
+        if not (_fits(V, self.V0) and _fits_rows(T, widths, self.V0)):
+            self._refuse(("V", V, 1, None), ("T", T, 2, widths))
         return self._tangent(V, T)
 
     def _tangent(self, V, T):
@@ -310,28 +313,25 @@ class Tape(TapeDisplay):
         """Forward over reverse, after `forward` and `tangent` (T is (k, n_values)): the reverse
         sweep from the adjoint seed G, (n_adjoint,) or (n_values,), adds the adjoints into G and
         their tangents along each row of T into TG, (k, n_adjoint) or (k, n_values); returns TG."""
-        widths = self._adjoint_widths()
-        self._check(V, "V", 1, (self.V0.size,))
-        self._check(T, "T", 2, (self.V0.size,), V.dtype)
-        self._check(G, "G", 1, widths, V.dtype)
-        self._check(TG, "TG", 2, widths, V.dtype, rows=T.shape[0])
+        widths, n = (self.n_adjoint, self.V0.size), (self.V0.size,)
+        if not (_fits(V, self.V0) and _fits_rows(T, n, self.V0)
+                and _fits(G, self.V0, widths) and _fits_rows(TG, widths, self.V0, T.shape[0])):
+            self._refuse(("V", V, 1, None), ("T", T, 2, n), ("G", G, 1, widths),
+                         ("TG", TG, 2, widths, T.shape[0] if _fits_rows(T, n, self.V0) else None))
         return self._backward_tangent(V, T, G, TG)
 
     def _backward_tangent(self, V, T, G, TG):
         _sweep.backward_tangent(self, V, T, G, TG)
         return TG
 
-    def _adjoint_widths(self):
-        return (self.n_adjoint, self.V0.size)
-
-    def _check(self, a, name, ndim, widths, dtype=None, rows=None):
-        """Refuse a buffer the compiled sweeps cannot take: a few attribute tests (this is on
-        the replay path), the message built only when one fails."""
-        dtype = self.V0.dtype if dtype is None else dtype
-        if type(a) is np.ndarray and a.ndim == ndim and a.shape[-1] in widths \
-                and a.dtype == dtype and a.flags.carray and (rows is None or a.shape[0] == rows):
-            return
-        _refuse_buffer(a, name, ndim, widths, dtype, rows)
+    def _refuse(self, *buffers):
+        """Raise the error for the first of `buffers` that a compiled sweep cannot take: each
+        (name, array, ndim, widths (None: the value buffer's size)[, rows]), in order."""
+        for name, a, ndim, widths, *rows in buffers:
+            rows = rows[0] if rows else None
+            fits = _fits(a, self.V0, widths) if ndim == 1 else _fits_rows(a, widths, self.V0, rows)
+            if not fits:
+                _refuse_buffer(a, name, ndim, widths or (self.V0.size,), self.V0.dtype, rows)
 
     # ---- conveniences ------------------------------------------------------------------------
     def outputs(self, V):
@@ -420,8 +420,24 @@ def _refuse_input(what, x, shape, dtype, expected):
                      f"{shape} and dtype {np.dtype(dtype)})")
 
 
+def _fits(V, V0, widths=None):
+    """Whether V can be the value buffer of a tape whose template is V0, or with `widths`, a
+    flat buffer of V0's dtype and one of those sizes: a few attribute tests, on the replay
+    path (C-contiguous, aligned and writable is numpy's `carray`)."""
+    return (type(V) is np.ndarray
+            and (V.shape == V0.shape if widths is None else V.ndim == 1 and V.size in widths)
+            and (V.dtype is V0.dtype or V.dtype == V0.dtype) and V.flags.carray)
+
+
+def _fits_rows(A, widths, V0, rows=None):
+    """Whether A can be a (rows, width) buffer of V0's dtype, its width one of `widths`."""
+    return (type(A) is np.ndarray and A.ndim == 2 and A.shape[1] in widths
+            and (rows is None or A.shape[0] == rows)
+            and (A.dtype is V0.dtype or A.dtype == V0.dtype) and A.flags.carray)
+
+
 def _refuse_buffer(a, name, ndim, widths, dtype, rows):
-    """Raise the error for a buffer that a compiled sweep cannot take (see `Tape._check`)."""
+    """Raise the error for a buffer that a compiled sweep cannot take (see `_fits`)."""
     widths = dict.fromkeys(int(w) for w in widths)
     lead = "" if ndim == 1 else f"{'k' if rows is None else rows}, "
     expected = " or ".join(f"({lead}{w}{',' if ndim == 1 else ''})" for w in widths)

@@ -274,6 +274,7 @@ for dtype in (np.float64, np.float32):
     X = np.random.default_rng(0).random((40, 6)).astype(dtype)
     tg.vmap(tg.grad(rosen), fuse=False)(X)
     tg.vmap(tg.hessian(rosen), fuse=False)(X)
+    tg.vmap(tg.grad(rosen), fuse=True)(X)
     path = os.path.join(tempfile.mkdtemp(), "t.npz")
     traced.save(path)
     loaded = tg.load(path)
@@ -281,6 +282,8 @@ for dtype in (np.float64, np.float32):
     loaded.gradient(x)
     import pickle
     pickle.loads(pickle.dumps(traced)).gradient(x)
+    if "cuda" in sys.argv:
+        tg.vmap(tg.grad(rosen), device="cuda")(X)
     if "dask" in sys.argv:
         import dask, dask.array as da
         with dask.config.set(scheduler="threads"):
@@ -298,14 +301,16 @@ _TAPE_ARGUMENTS = {"forward": 4, "tangent": 4, "backward": 5, "backward_tangent"
                    "backward_first": 5, "run_tiles": 5}     # E, FC, IP, S (and NEED) first
 
 
-@pytest.mark.parametrize("extra", [[], ["dask"]], ids=["cpu", "dask"])
+@pytest.mark.parametrize("extra", [[], ["dask"], ["cuda"]], ids=["cpu", "dask", "cuda simulator"])
 def test_every_path_compiles_one_signature_per_dtype(extra):
     """numba types a read-only array apart from a writable one: a path that passed the tape
     arrays writable would compile every interpreter again (minutes), and leave a second
     signature behind."""
-    if extra:
+    if "dask" in extra:
         pytest.importorskip("dask")
-    code, out = run_python(f"import sys\nsys.argv += {extra!r}\n" + textwrap.dedent(_PATHS))
+    env = {"NUMBA_ENABLE_CUDASIM": "1"} if "cuda" in extra else {}
+    code, out = run_python(f"import sys\nsys.argv += {extra!r}\n" + textwrap.dedent(_PATHS),
+                           env=env)
     assert code == 0, out
     signatures = {}
     for line in out.splitlines():
