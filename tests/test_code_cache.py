@@ -152,10 +152,10 @@ def _damage(path, how):
                   "flipped": data[:-40] + bytes(b ^ 0x5A for b in data[-40:])}[how])
 
 
-@pytest.mark.parametrize("which", ["generated", "own"])
-@pytest.mark.parametrize("kind, how", [("nbi", "garbage"), ("nbi", "truncated"),
-                                       ("nbc", "garbage"), ("nbc", "truncated"),
-                                       ("nbc", "flipped")])
+@pytest.mark.parametrize("which, kind, how", [
+    ("generated", "nbi", "garbage"), ("generated", "nbi", "truncated"),
+    ("generated", "nbc", "truncated"), ("generated", "nbc", "flipped"),
+    ("own", "nbi", "truncated"), ("own", "nbc", "garbage")])
 def test_unreadable_numba_cache_files_are_cleared(tmp_path, which, kind, how):
     code, out = run(_call(which), tmp_path)
     assert code == 0 and "result ok; cache hits 0" in out, out
