@@ -191,12 +191,16 @@ class Tape(TapeDisplay):
         """The attributes computed from the others (not pickled)."""
         self.prims = [PRIMS[op] for op in self.E[:, 0]]
         self.input_dtypes = _input_dtypes(self.signature, len(self.input_slots), self.V0.dtype)
+        self._input_layout = tuple(   # what `load` writes where: (start, stop, shape, dtype)
+            (self.offsets[s], self.offsets[s] + self.sizes[s], self.shapes[s], dtype)
+            for s, dtype in zip(self.input_slots, self.input_dtypes))
         self._local = threading.local()
 
     def __getstate__(self):
         """Pickled as arrays: the per-thread buffers and the registry's primitives stay behind."""
         state = dict(self.__dict__)
-        for name in ("_local", "prims", "input_dtypes", "_gradient_rows", "_first_rows"):
+        for name in ("_local", "prims", "input_dtypes", "_input_layout", "_gradient_rows",
+                     "_first_rows"):
             state.pop(name, None)
         return state
 
@@ -238,18 +242,27 @@ class Tape(TapeDisplay):
         number per tape input, in order, each of its input's shape and dtype (as traced;
         a loaded tape's inputs have the tape's dtype). `refresh_constants`: re-read the arrays
         the function closed over (`capture="call"`)."""
-        if len(inputs) != len(self.input_slots):
-            raise TypeError(f"the tape has {len(self.input_slots)} inputs; got {len(inputs)}")
+        layout = self._input_layout
+        if len(inputs) != len(layout):
+            raise TypeError(f"the tape has {len(layout)} inputs; got {len(inputs)}")
         V = self._buffer()
         if refresh_constants:
             for s, array in self.constants:
                 V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = np.ravel(array)
-        for k, (s, x, dtype) in enumerate(zip(self.input_slots, inputs, self.input_dtypes)):
+        for (lo, hi, shape, dtype), x in zip(layout, inputs):
             x = np.asarray(x.data if isinstance(x, Tensor) else x)
-            if x.dtype != dtype or x.shape != self.shapes[s]:
-                _refuse_input(f"input {k}", x, self.shapes[s], dtype, "the tape's input")
-            V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = x.reshape(-1)
+            if (x.dtype is not dtype and x.dtype != dtype) or x.shape != shape:
+                self._refuse_inputs(inputs, "input", "the tape's input")
+            V[lo:hi] = x.reshape(-1)
         return V
+
+    def _refuse_inputs(self, inputs, what, expected):
+        """Raise the error for the first of `inputs` (one per tape input) that is not of its
+        input's shape and dtype."""
+        for k, ((_, _, shape, dtype), x) in enumerate(zip(self._input_layout, inputs)):
+            x = np.asarray(x.data if isinstance(x, Tensor) else x)
+            if x.dtype != dtype or x.shape != shape:
+                _refuse_input(f"{what} {k}", x, shape, dtype, expected)
 
     def forward(self, V, for_gradient=False):
         """The forward sweep into V, the value buffer (`load`); `for_gradient`: only the
@@ -344,12 +357,7 @@ class Tape(TapeDisplay):
         if self.signature is None:              # a tape loaded from a file: its inputs in order
             if len(leaves) != len(self.input_slots):
                 raise TypeError(f"the tape has {len(self.input_slots)} inputs; got {len(leaves)}")
-            for i, (leaf, s, dtype) in enumerate(zip(leaves, self.input_slots,
-                                                     self.input_dtypes)):
-                x = np.asarray(leaf.data if isinstance(leaf, Tensor) else leaf)
-                if x.dtype != dtype or x.shape != self.shapes[s]:
-                    _refuse_input(f"argument leaf {i}", x, self.shapes[s], dtype,
-                                  "the tape's input")
+            self._refuse_inputs(leaves, "argument leaf", "the tape's input")
             return leaves
         traced_structure, signatures = self.signature
         if structure != traced_structure:
