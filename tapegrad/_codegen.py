@@ -27,6 +27,7 @@ import re
 import sys
 import tempfile
 import textwrap
+import warnings
 
 from . import _kernels, _kernels_batched, _vecmath
 from ._registry import PRIMS
@@ -440,7 +441,14 @@ def _materialize(name, source):
     Files are named by a hash of their contents and of everything their compiled code depends
     on, so numba's on-disk cache (keyed by the file) can never serve code compiled from older
     sources or with other compile options. One thread at a time: a module is in sys.modules
-    while it executes, and another thread must not take it half made."""
+    while it executes, and another thread must not take it half made.
+
+    The file is trusted only when it holds exactly `source` (which its name hashes): one read
+    and one comparison per module and process. A file edited, truncated or garbled since it
+    was written is written again (a RuntimeWarning says so), and so is one whose import fails
+    (a damaged bytecode cache), once; if the module still cannot be imported, the error names
+    the directory to clear. (This protects against damage, not against someone who can write
+    the cache directory: numba's cache files there hold machine code.)"""
     with _materializing:
         return _materialize_locked(name, source)
 
@@ -453,12 +461,58 @@ def _materialize_locked(name, source):
     modname = f"tapegrad.{name}"
     if modname in sys.modules:
         return sys.modules[modname]
-    path = os.path.join(_cache_dir(), f"{name}.py")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"    # per process and thread
-        with open(tmp, "w") as fh:
-            fh.write(source)
-        os.replace(tmp, path)
+    directory = _cache_dir()
+    path = os.path.join(directory, f"{name}.py")
+    expected = source.encode("utf-8")
+    found = _read(path)
+    if found != expected:
+        if found is not None:
+            warnings.warn(f"tapegrad: the generated module {path} does not hold the code its "
+                          "name stands for (edited, truncated or damaged); it was written "
+                          "again", RuntimeWarning, stacklevel=3)
+        _write(path, expected)
+    try:
+        module = _import(modname, path)
+    except Exception as err:   # noqa: BLE001 (a damaged bytecode cache raises anything)
+        warnings.warn(f"tapegrad: the generated module {path} could not be imported "
+                      f"({type(err).__name__}: {err}); it was written again",
+                      RuntimeWarning, stacklevel=3)
+        _write(path, expected)
+        try:
+            module = _import(modname, path)
+        except Exception as again:   # noqa: BLE001
+            raise RuntimeError(f"tapegrad: cannot import the generated module {path} "
+                               f"({type(again).__name__}: {again}); delete the directory "
+                               f"{directory} (tapegrad's code cache, $TAPEGRAD_CACHE_DIR) and "
+                               "try again") from again
+    setattr(tapegrad, name, module)
+    return module
+
+
+def _read(path):
+    """The bytes of the file at `path`, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _write(path, data):
+    """Write `data` to `path` whole or not at all (a temporary file per process and thread,
+    then a rename), and drop its compiled bytecode, which may be of the file it replaces
+    (Python checks a .pyc by the source's size and mtime in seconds only)."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    try:
+        os.remove(importlib.util.cache_from_source(path))
+    except OSError:
+        pass
+
+
+def _import(modname, path):
     spec = importlib.util.spec_from_file_location(modname, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
@@ -467,7 +521,6 @@ def _materialize_locked(name, source):
     except BaseException:
         del sys.modules[modname]
         raise
-    setattr(tapegrad, name, module)
     return module
 
 

@@ -24,9 +24,10 @@ import numpy as np
 
 from . import _graph
 from ._registry import PRIMS
+from ._validate import read_only
 
 _VARIADIC = [p.variadic for p in PRIMS]
-_NO_PAYLOAD = np.zeros(0, np.int64)
+_NO_PAYLOAD = read_only(np.zeros(0, np.int64), owned=True)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
@@ -149,10 +150,17 @@ def linearize(outputs, extra_leaves=()):
     structure = _STRUCTURES.get(key)
     if structure is None:
         structure = Structure.of(key)
-    return FlatTape(structure.E, np.array(consts, np.float64).reshape(-1, 2),
-                    np.concatenate(payloads) if payloads else _NO_PAYLOAD,
-                    structure.S, structure.NEED, structure.values(values), structure.offsets,
-                    structure.sizes, values, nodes, slots, leaves, calls, structure)
+    # FC and IP read-only, like every tape array the interpreters get (see _validate)
+    FC = np.array(consts, np.float64)
+    FC.setflags(write=False)
+    if payloads:
+        IP = np.concatenate(payloads)
+        IP.setflags(write=False)
+    else:
+        IP = _NO_PAYLOAD
+    return FlatTape(structure.E, FC.reshape(-1, 2), IP, structure.S, structure.NEED,
+                    structure.values(values), structure.offsets, structure.sizes, values, nodes,
+                    slots, leaves, calls, structure)
 
 
 _STRUCTURES = {}           # walk key -> Structure; see linearize
@@ -164,7 +172,7 @@ _STRUCTURES_MAX = 1 << 20  # tokens kept in all keys together before the cache s
 
 class Structure:
     """The arrays of a graph's structure, built from the key of `linearize`'s walk and shared by
-    every tape of that structure: nothing may write into them (compact_adjoints copies).
+    every tape of that structure: read-only (compact_adjoints copies).
 
     The key lists, in slot order, a token per slot and the operand slots before each entry's
     token: a leaf is (size, dtype, requires_grad), an entry (opcode, size, dtype, payload
@@ -196,9 +204,10 @@ class Structure:
             sizes.append(size)
             dtypes.append(dtype)
             total += size
-        self.E = np.array(rows, np.int64).reshape(-1, 8)
-        self.S = np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy()
-        self.NEED = np.array(need, np.int64)
+        self.E = read_only(np.array(rows, np.int64).reshape(-1, 8))
+        self.S = read_only(np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy(),
+                           owned=True)
+        self.NEED = read_only(np.array(need, np.int64), owned=True)
         self.offsets, self.sizes = tuple(offsets), tuple(sizes)
         self.dtype = _dtype_of(dtypes)
         # every value of the buffer's dtype: their bytes can simply be joined (`values`)

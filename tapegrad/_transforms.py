@@ -100,7 +100,7 @@ class Traced:
                     continue
                 V = tape.load(inputs, self.refresh)
                 try:
-                    tape.forward(V)
+                    tape._forward(V)
                 except GuardError:      # a nested transform's guard failed: retrace
                     continue
                 if tape.guards_hold(V):
@@ -358,7 +358,7 @@ class _PlainGradient:
         """The adjoints from the sweeps of a tape with guards, tested in between (None when one
         fails)."""
         tape = self.tape
-        tape.forward(V, for_gradient=not want_value)
+        tape._forward(V, for_gradient=not want_value)
         if not tape.guards_hold(V):
             return None
         return _sweep.scalar_adjoints(tape, V, self.out)
@@ -491,7 +491,7 @@ def vjp(f, *primals, has_aux=False):
                 else:
                     G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = c.reshape(-1)
                     seeded.add(s)
-        tape.backward(V, G)
+        tape._backward(V, G)
         return _per_argument(traced, tape, leaves, structure, G[0], False)
 
     return (out, pullback, aux) if has_aux else (out, pullback)
@@ -513,7 +513,7 @@ def jvp(f, primals, tangents):
         if t.shape != np.shape(p):
             raise ValueError(f"tangent of shape {t.shape} for a primal of shape {np.shape(p)}")
         T[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = t.reshape(-1)
-    tape.tangent(V, T)
+    tape._tangent(V, T)
     out = tape.outputs(V)
     out_tangent = _pytree.unflatten(tape.out_structure, [_scalar(tape.view(T[0], s).copy())
                                                          for s in tape.output_slots])
@@ -572,12 +572,12 @@ def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
         if mode == "rev":
             m = sum(tape.sizes[s] for s in out_slots)
             G = _directions(tape, out_slots, V, tape.n_adjoint)
-            tape.backward(V, G)
+            tape._backward(V, G)
             J = np.concatenate([G[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                                 for s in in_slots], axis=1) if in_slots else np.zeros((m, 0))
         else:
             T = _directions(tape, in_slots, V)
-            tape.tangent(V, T)
+            tape._tangent(V, T)
             J = np.concatenate([T[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                                 for s in out_slots], axis=1).T
         blocks = _blocks(J, [tape.shapes[s] for s in out_slots], [tape.shapes[s] for s in in_slots])
@@ -633,11 +633,11 @@ def _second_order(traced, args, kwargs, directions, has_aux=False):
     wrt, groups = _wrt_groups(traced, tape, leaves, structure)
     in_slots = [s for i in wrt for s in groups[i][1]]
     T = directions(tape, in_slots, V)
-    tape.tangent(V, T)
+    tape._tangent(V, T)
     G = np.zeros(V.size, V.dtype)
     G[tape.offsets[out_slots[0]]] = 1.0
     TG = np.zeros_like(T)
-    tape.backward_tangent(V, T, G, TG)
+    tape._backward_tangent(V, T, G, TG)
     return tape, TG, in_slots, wrt, groups, leaves, aux
 
 
@@ -750,7 +750,7 @@ class CallRule:
     def evaluate(self, values):
         tape, V, wrt = self.inner(values)
         G = _directions(tape, tape.output_slots, V)
-        tape.backward(V, G)
+        tape._backward(V, G)
         out = np.empty(G.shape[0] * len(_columns(tape, wrt)), V.dtype)
         out[self.layout(tape, wrt)] = G[:, _columns(tape, wrt)]
         return out
@@ -768,12 +768,12 @@ class CallRule:
 
     def _hessian_products(self, tape, V, T):
         """For each inner output element i: d/dt grad(f_i) along the directions T."""
-        tape.tangent(V, T)
+        tape._tangent(V, T)
         for seed in _columns(tape, tape.output_slots):
             G = np.zeros(V.size, V.dtype)
             G[seed] = 1.0
             TG = np.zeros_like(T)
-            tape.backward_tangent(V, T, G, TG)
+            tape._backward_tangent(V, T, G, TG)
             yield TG
 
     def vjp(self, outer, V, G, e):
@@ -786,11 +786,11 @@ class CallRule:
         for i, row in enumerate(self.layout(tape, wrt)):
             T = np.zeros((G.shape[0], Vi.size), Vi.dtype)
             T[:, wrt_cols] = cotangent[:, row]
-            tape.tangent(Vi, T)
+            tape._tangent(Vi, T)
             Gi = np.zeros(Vi.size, Vi.dtype)
             Gi[_columns(tape, tape.output_slots)[i]] = 1.0
             TG = np.zeros_like(T)
-            tape.backward_tangent(Vi, T, Gi, TG)
+            tape._backward_tangent(Vi, T, Gi, TG)
             # add.at: an outer value passed as several inner arguments gets every contribution
             np.add.at(G, (slice(None), outer_cols[need]), TG[:, in_cols[need]])
 

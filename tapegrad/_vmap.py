@@ -530,7 +530,7 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind, fuse=False):
     V = cols.values(V)
     tile = _tile_for(V.size, n_dir, V.itemsize)
     launch(interpreters(batched=True).run_tiles,
-        cols.E, cols.FC, tape.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
+        cols.E, cols.FC, cols.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
         pos["guard_val"], ok, pos["seeds"], pos["dir_pos"], pos["tin_pos"], XT,
         plan["second"], pos["read_v"], pos["read_g"], pos["read_t"], pos["read_tg"], out, tile,
         max(1, min(_threads(), -(-n // tile))),

@@ -24,6 +24,9 @@ START, END = "<!-- errors-table:start -->", "<!-- errors-table:end -->"
 
 _TRACE = "t = tg.trace(lambda x: x.exp().sum(), np.ones(2)); "
 _SAVED = _TRACE + "tg._io.save(t, tmp + '/t.npz'); "
+_EXP_X = "t = tg.trace(lambda x: (x.exp() * x).sum(), np.ones(3)); "
+_LOADED = ("tg.trace(lambda x: (x * x).sum(), np.ones((3, 2))).save(tmp + '/t.npz'); "
+           "t = tg.load(tmp + '/t.npz'); ")
 _VERSION = ("one of the variables needed for gradient computation has been modified by an "
             "inplace operation: [tapegrad.DoubleTensor [2]], which is output 0 of Mul, is at "
             "version 1; expected version 0 instead. Hint: enable anomaly detection to find the "
@@ -471,6 +474,52 @@ CASES = [
                  "closure, a global or an attribute is followed; an array held elsewhere is "
                  "re-read but its rebinding is not seen: that warns once, when traced)",
          check="result.tolist() == [5.0, 5.0]"),
+    # ---- a tape's buffers, arrays, inputs and files (tests/test_tape_safety.py, test_io.py) ----
+    dict(what="Sweeping a tape with a seed buffer of the wrong width",
+         code=_EXP_X + "V = t.load([np.ones(3)]); t.forward(V); t.backward(V, np.zeros((1, 4)))",
+         raises="ValueError",
+         message="seeds must have shape (k, 10), got (1, 4)"),
+    dict(what="Sweeping a tape with a value buffer of another dtype",
+         code=_EXP_X + "t.forward(np.zeros(t.V0.size, np.int64))",
+         raises="TypeError",
+         message="V must have dtype float64 (the tape's), got int64"),
+    dict(what="Sweeping a tape with a value buffer of the wrong size",
+         code=_EXP_X + "t.forward(np.zeros(3))",
+         raises="ValueError",
+         message="V must have shape (10,), got (3,)"),
+    dict(what="Editing a tape's arrays",
+         code=_EXP_X + "t.IP[:] = 10 ** 12",
+         raises="ValueError",
+         message="assignment destination is read-only"),
+    dict(what="Making a tape's array writable again",
+         code=_EXP_X + "t.E.flags.writeable = True",
+         raises="ValueError",
+         message="cannot set WRITEABLE flag to True of this array"),
+    dict(what="A loaded tape called with another shape",
+         code=_LOADED + "t(np.ones((2, 3)))",
+         raises="ValueError",
+         message="argument leaf 0 (array of shape (2, 3) and dtype float64) does not match the "
+                 "tape's input (array of shape (3, 2) and dtype float64)"),
+    dict(what="A loaded tape called with integers",
+         code=_LOADED + "t(np.ones((3, 2), np.int64))",
+         raises="ValueError",
+         message="argument leaf 0 (array of shape (3, 2) and dtype int64) does not match the "
+                 "tape's input (array of shape (3, 2) and dtype float64)"),
+    dict(what="A tape called with complex numbers",
+         code="t = tg.trace(lambda x: (x * x).sum(), np.ones(2)); t(np.ones(2) + 1j)",
+         raises="TypeError",
+         message="argument leaf 0 is complex (complex128): complex numbers are not supported; "
+                 "tapes compute in real floating point"),
+    dict(what="Saving an output dict key that a file cannot hold",
+         code="t = tg.trace(lambda x: {frozenset({1}): x.sum()}, np.ones(2)); "
+              "t.save(tmp + '/t.npz')",
+         raises="TypeError",
+         message="cannot save an output tree with a dict key of type frozenset "
+                 "(frozenset({1})): keys are str, int, float, bool, None or tuples of them"),
+    dict(what="load's max_bytes that is not a number of bytes",
+         code=_SAVED + "tg.load(tmp + '/t.npz', max_bytes='10')",
+         raises="TypeError",
+         message="max_bytes must be an int (the most bytes of arrays to read), got str '10'"),
 ]
 
 
