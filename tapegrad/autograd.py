@@ -9,9 +9,10 @@ import numpy as np
 
 from .eager import graph as _graph
 from .core import sweep as _sweep
+from .eager import views as _views
 from .eager.graph import check_versions, wrote
 from .eager.flatten import linearize
-from .eager.tensor import Size, Tensor
+from .eager.tensor import Size, Tensor, _check_dtype, _type_name
 
 def _saves(node):
     """Whether a backward without retain_graph frees values this node needs: the interpreter's
@@ -41,17 +42,45 @@ def _seed(outputs, grad_outputs):
     """The gradient of each output: given, or 1 for a scalar output (PyTorch's rule)."""
     seeds = []
     for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
+        shape = out._data.shape if out._node is None else out._node.value.shape   # as recorded
         if g is None:
-            if out.data.size != 1:
+            if out._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
         else:
-            g = g.data if isinstance(g, Tensor) else np.asarray(g)
-            if g.shape != out.data.shape:
+            g = _gradient(g, i, out)
+            if g.shape != shape:
                 raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "
                                    f"{Size(g.shape)!r} and output[{i}] has a shape of "
-                                   f"{Size(out.data.shape)!r}.")
+                                   f"{Size(shape)!r}.")
         seeds.append(g)
     return seeds
+
+
+def _gradient(g, i, out):
+    """The value of grad_output[i]: a Tensor, a numpy array or a number of a real dtype."""
+    if isinstance(g, Tensor):
+        g = g._data
+    elif isinstance(g, (np.ndarray, int, float, np.number)):
+        g = _check_dtype(np.asarray(g))
+    else:
+        raise TypeError(f"gradients can be Tensors, numpy arrays, numbers or None, but got "
+                        f"{type(g).__name__}")
+    if g.dtype.kind == "c":
+        raise RuntimeError(f"For complex Tensors, both grad_output and output are required to have "
+                           f"the same dtype. Mismatch in dtype: grad_output[{i}] has a dtype of "
+                           f"{g.dtype} and output[{i}] has a dtype of {out._data.dtype}.")
+    return g
+
+
+def _checked_inputs(inputs, function):
+    """`inputs` of grad() or backward() as a tuple of Tensors (PyTorch's errors)."""
+    inputs = _as_tuple(inputs)
+    if not inputs:
+        raise RuntimeError(f"`inputs` argument to `{function}()` cannot be empty.")
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise RuntimeError(f"all inputs have to be Tensors, but got {_type_name(t)}")
+    return inputs
 
 
 def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
@@ -62,6 +91,8 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     for i, out in enumerate(outputs):
         if out.__class__ is not Tensor and not isinstance(out, Tensor):
             raise TypeError(f"outputs must be Tensors, got {type(out).__name__}")
+        if _graph._rebound and out._view is not None:
+            _views.refresh(out)
         if not out._requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
                                "a grad_fn")
@@ -70,8 +101,7 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     else:
         grad_outputs = _as_tuple(grad_outputs) or (None,) * len(outputs)
         if len(grad_outputs) != len(outputs):
-            raise RuntimeError(f"grad_tensors should have the same length as tensors: got "
-                               f"{len(grad_outputs)} and {len(outputs)}")
+            raise RuntimeError(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
     seeds = _seed(outputs, grad_outputs)
     leaves = [o for o in outputs if o._node is None]
     tape = linearize(outputs, leaves + list(extra_leaves) if extra_leaves else leaves)
@@ -100,19 +130,19 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
 
 def _accumulate(tensor, tape, G, slot):
     off = tape.offsets[slot]
-    data = tensor.data
+    data = tape.values[slot]        # the value as recorded (a leaf's: its data)
     grad = G[off:off + tape.sizes[slot]]
     if data.ndim != 1:
         grad = grad.reshape(data.shape)
     if tensor._grad is None:
         new = Tensor.__new__(Tensor)        # a plain leaf holding a copy (Tensor.__init__'s state)
-        new.data = grad.astype(data.dtype)
-        new._grad = new._node = None
+        new._data = grad.astype(data.dtype)
+        new._grad = new._node = new._view = None
         new._requires_grad = False
         tensor._grad = new
     else:
-        tensor._grad.data += grad
-        wrote(tensor._grad.data)
+        tensor._grad._data += grad
+        wrote(tensor._grad._data)
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
@@ -122,9 +152,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
                                   ", hessian, hvp) for higher derivatives")
     outputs = (tensors,) if tensors.__class__ is Tensor else _as_tuple(tensors)
     if inputs is not None:
-        targets = _as_tuple(inputs)
-        if not targets:
-            raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+        targets = _checked_inputs(inputs, "backward")
         for t in targets:
             if not t._requires_grad:
                 raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
@@ -155,7 +183,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         raise NotImplementedError("create_graph=True: use the function transforms (tapegrad.grad"
                                   ", hessian, hvp) for higher derivatives")
     outputs = _as_tuple(outputs)
-    inputs = _as_tuple(inputs)
+    inputs = _checked_inputs(inputs, "grad")
     for i, t in enumerate(inputs):
         if not t._requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
@@ -168,9 +196,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have "
                                    "been used in the graph. Set allow_unused=True if this is the "
                                    "desired behavior.")
-            result.append(Tensor(np.zeros_like(t.data)) if materialize_grads else None)
+            result.append(Tensor(np.zeros_like(t._data)) if materialize_grads else None)
         else:
-            result.append(Tensor(tape.view(G, s).astype(t.data.dtype)))
+            result.append(Tensor(tape.view(G, s).astype(t._data.dtype)))
     tape.release(tape.V, G)
     return tuple(result)
 
@@ -188,7 +216,7 @@ def jvp_of_graph(outputs, inputs, tangents):
     for t, v in zip(inputs, tangents):
         s = tape.slot_of(t)
         off, size = tape.S[s]
-        T[0, off:off + size] = np.asarray(v.data if isinstance(v, Tensor) else v).ravel()
+        T[0, off:off + size] = np.asarray(v._data if isinstance(v, Tensor) else v).ravel()
     if len(tape.E):
         _sweep.tangent(tape, V, T)
     return tuple(Tensor(tape.view(T[0], tape.slot_of(o)).copy()) for o in outputs)
@@ -205,7 +233,7 @@ def hvp_of_graph(output, inputs, tangents):
     for t, v in zip(inputs, tangents):
         s = tape.slot_of(t)
         off, size = tape.S[s]
-        T[0, off:off + size] = np.asarray(v.data if isinstance(v, Tensor) else v).ravel()
+        T[0, off:off + size] = np.asarray(v._data if isinstance(v, Tensor) else v).ravel()
     G = np.zeros(V.size, tape.dtype)
     TG = np.zeros((1, V.size), tape.dtype)
     s = tape.slot_of(output)

@@ -165,6 +165,50 @@ def test_feature_axis_chunks_raise_with_the_rechunk(X):
         tg.vmap(tg.grad(rosenbrock), in_axes=1)(da.from_array(X.T, chunks=(5, 128)))
 
 
+def test_unknown_chunk_sizes_raise_with_the_fix(X):
+    Xd = da.from_array(X, chunks=(250, 10))
+    filtered = Xd[Xd[:, 0] > 0]                     # boolean indexing: chunk sizes unknown
+    with pytest.raises(ValueError, match=r"unknown chunk sizes .*X\.compute_chunk_sizes\(\)"):
+        tg.vmap(tg.grad(rosenbrock))(filtered)
+    same(tg.vmap(tg.grad(rosenbrock))(filtered.compute_chunk_sizes()),
+         tg.vmap(tg.grad(rosenbrock))(X[X[:, 0] > 0]))
+
+
+def test_jvp_tangent_shapes_and_in_axes_are_checked_on_the_client(X):
+    Xd = da.from_array(X, chunks=(250, 10))
+    f = functools.partial(tg.jvp, lambda x: np.sin(x) * x)
+    with pytest.raises(ValueError, match=r"tangent of shape \(3,\) for a primal of shape \(10,\)"):
+        tg.vmap(f)((Xd,), (Xd[:, :3],))
+    with pytest.raises(ValueError, match=r"tangent of shape \(1,\) for a primal of shape \(10,\)"):
+        tg.vmap(f, in_axes=(0, None))((Xd,), (np.ones(1),))
+    with pytest.raises(ValueError, match=r"in_axes=2 for an argument of shape \(1000, 10\)"):
+        tg.vmap(tg.grad(rosenbrock), in_axes=2)(Xd)
+    with pytest.raises(TypeError, match=r"in_axes\[0\] is 0\.5"):
+        tg.vmap(tg.grad(rosenbrock), in_axes=(0.5,))(Xd)
+    same(tg.vmap(f, in_axes=(0, None))((Xd,), (np.ones(10),)),
+         tg.vmap(f, in_axes=(0, None))((X,), (np.ones(10),)))
+
+
+def test_in_axes_trees(X, rng):
+    Xd = da.from_array(X, chunks=(250, 10))
+    w = rng.standard_normal(10)
+    g = tg.vmap(tg.grad(lambda p: np.sum(np.sin(p["x"]) * p["w"])),
+                in_axes=({"x": 0, "w": None},))
+    same(g({"x": Xd, "w": w}), g({"x": X, "w": w}))
+
+
+def test_capture_call_follows_a_rebound_closure_variable(X):
+    w = np.linspace(1.0, 2.0, 10)
+    v = tg.vmap(tg.grad(lambda x: np.sum(w * x * x), capture="call"))
+    Xd = da.from_array(X, chunks=(250, 10))
+    same(v(Xd), v(X))
+    w = w * 3.0                                       # rebound: the next graph ships it
+    np.testing.assert_allclose(v(Xd).compute(), 2 * w * X, rtol=1e-14)
+    w = np.ones(11)                                   # another shape: retraced at new inputs
+    np.testing.assert_allclose(v(da.ones((40, 11), chunks=(10, 11))).compute(),
+                               np.full((40, 11), 2.0))
+
+
 # ---- the graph: one tape, linear in the blocks -----------------------------------------------
 
 def _graph(arr):

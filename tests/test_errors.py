@@ -7,6 +7,7 @@ whose exception is "none" documents a bad input that raises nothing: its `check`
 `test_doc_and_table_agree` checks that docs/errors.md shows exactly this table; regenerate it
 with `python tests/test_errors.py`.
 """
+import importlib.util
 import os
 import re
 import sys
@@ -22,7 +23,10 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 START, END = "<!-- errors-table:start -->", "<!-- errors-table:end -->"
 
 _TRACE = "t = tg.trace(lambda x: x.exp().sum(), np.ones(2)); "
-_SAVED = _TRACE + "tg.transforms.io.save(t, tmp + '/t.npz'); "
+_SAVED = _TRACE + "t.save(tmp + '/t.npz'); "
+_EXP_X = "t = tg.trace(lambda x: (x.exp() * x).sum(), np.ones(3)); "
+_LOADED = ("tg.trace(lambda x: (x * x).sum(), np.ones((3, 2))).save(tmp + '/t.npz'); "
+           "t = tg.load(tmp + '/t.npz'); ")
 _VERSION = ("one of the variables needed for gradient computation has been modified by an "
             "inplace operation: [tapegrad.DoubleTensor [2]], which is output 0 of Mul, is at "
             "version 1; expected version 0 instead. Hint: enable anomaly detection to find the "
@@ -272,10 +276,256 @@ CASES = [
          message="a vmapped function takes positional arguments only (got 'scale'): pass them "
                  "positionally, with in_axes None for unmapped ones, or bind them with "
                  "functools.partial"),
+    # ---- eager tensors: views, .data, dtypes, autograd's arguments ----
+    dict(what="Leaf data replaced by another shape after recording",
+         code="x = tg.ones(10, requires_grad=True); y = x[-3:] * 2.0; x.data = np.ones(1); "
+              "y.sum().backward()",
+         raises="RuntimeError",
+         message="one of the variables needed for gradient computation was given data of "
+                 "another shape (by .data =): input 0 of SliceBackward0 had shape [10] when it "
+                 "was recorded, and the value backward would use has shape [1]. Assign .data a "
+                 "value of the recorded shape, or record the computation again."),
+    dict(what=".data set to a value that is not an array",
+         code="x = tg.ones(2); x.data = [1.0, 2.0]",
+         raises="TypeError",
+         message="Variable data has to be a numpy array or a Tensor, but got list"),
+    dict(what=".data of a tensor that requires grad set to integers",
+         code="x = tg.ones(2, requires_grad=True); x.data = np.arange(2)",
+         raises="RuntimeError",
+         message="data set to a tensor that requires gradients must be floating point or "
+                 "complex dtype"),
+    dict(what="A value saved for backward modified through a view",
+         code="x = tg.ones(2, requires_grad=True); y = x * 2; z = (y * y).sum(); "
+              "y[0:1].mul_(3); z.backward()",
+         raises="RuntimeError",
+         message="one of the variables needed for gradient computation has been modified by an "
+                 "inplace operation: [tapegrad.DoubleTensor [2]], which is output 0 of "
+                 "torch::autograd::CopySlices, is at version 1; expected version 0 instead. "
+                 "Hint: enable anomaly detection to find the operation that failed to compute "
+                 "its gradient, with tapegrad.autograd.set_detect_anomaly(True)."),
+    dict(what="In-place operation on a view of a leaf that requires grad",
+         code="x = tg.ones(2, requires_grad=True); x[0] = 5.0",
+         raises="RuntimeError",
+         message="a view of a leaf Variable that requires grad is being used in an in-place "
+                 "operation."),
+    dict(what="In-place operation, with grad on, on a view made under no_grad",
+         code="x = tg.ones(2, requires_grad=True); y = x * 1; tg.set_grad_enabled(False); "
+              "v = y[0:1]; tg.set_grad_enabled(True); v.mul_(2)",
+         raises="RuntimeError",
+         message="A view was created in no_grad mode and is being modified inplace with grad "
+                 "mode enabled. Given that this use case is ambiguous and error-prone, it is "
+                 "forbidden. You can clarify your code by moving both the view and the inplace "
+                 "either both inside the no_grad block (if you don't want the inplace to be "
+                 "tracked) or both outside (if you want the inplace to be tracked)."),
+    dict(what="In-place operation on a broadcast (expanded) tensor",
+         code="tg.broadcast_to(tg.ones(3), (2, 3)).add_(1)",
+         raises="RuntimeError",
+         message="unsupported operation: more than one element of the written-to tensor refers "
+                 "to a single memory location. Please clone() the tensor before performing the "
+                 "operation."),
+    dict(what="view() of a shape that only a copy can give",
+         code="tg.arange(4.0).reshape(2, 2).t().view(4)",
+         raises="RuntimeError",
+         message="view size is not compatible with input tensor's size and stride (at least "
+                 "one dimension spans across two contiguous subspaces). Use .reshape(...) "
+                 "instead."),
+    dict(what="detach_() of a view",
+         code="x = tg.ones(2, requires_grad=True); (x * 1)[0:1].detach_()",
+         raises="RuntimeError",
+         message="Can't detach views in-place. Use detach() instead."),
+    dict(what="A value saved for backward detached in place",
+         code="x = tg.ones(2, requires_grad=True); w = tg.ones(2, requires_grad=True); "
+              "y = x * 2; z = (y * w).sum(); y.detach_(); z.backward()",
+         raises="RuntimeError",
+         message="Trying to use a saved tensor that has been detached in-place, i.e. with "
+                 ".detach_().This is not supported, please use out-of-place `.detach()` "
+                 "instead"),
+    dict(what="A complex tensor that requires grad",
+         code="tg.tensor([1 + 2j], requires_grad=True)",
+         raises="NotImplementedError",
+         message="complex numbers are not supported by tapegrad's autograd: a complex tensor "
+                 "cannot require grad (differentiate the real and imaginary parts as two real "
+                 "tensors)"),
+    dict(what="A complex value recorded into a graph",
+         code="x = tg.ones(2, requires_grad=True); (x * tg.tensor([1j, 2])).sum().backward()",
+         raises="NotImplementedError",
+         message="complex numbers are not supported by tapegrad's autograd: the graph holds a "
+                 "value of dtype complex128 (an operation on a complex tensor was recorded); "
+                 "differentiate the real and imaginary parts as two real tensors"),
+    dict(what="A tensor of strings",
+         code="tg.tensor(['a', 'b'])",
+         raises="TypeError",
+         message="can't convert np.ndarray of type numpy.str_. The only supported types are: "
+                 "float64, float32, float16, complex64, complex128, int64, int32, int16, int8, "
+                 "uint64, uint32, uint16, uint8, and bool."),
+    dict(what="A tensor of Python objects",
+         code="tg.tensor([None, 1])",
+         raises="TypeError",
+         message="can't convert np.ndarray of type numpy.object_. The only supported types "
+                 "are: float64, float32, float16, complex64, complex128, int64, int32, int16, "
+                 "int8, uint64, uint32, uint16, uint8, and bool."),
+    dict(what="autograd.grad with inputs that are not tensors",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.grad((x * 2).sum(), np.ones(2))",
+         raises="RuntimeError",
+         message="all inputs have to be Tensors, but got numpy.ndarray"),
+    dict(what="autograd.grad with no inputs",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.grad((x * 2).sum(), [])",
+         raises="RuntimeError",
+         message="`inputs` argument to `grad()` cannot be empty."),
+    dict(what="A gradient of an unusable type",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.grad(x * 2, x, 'a')",
+         raises="TypeError",
+         message="gradients can be Tensors, numpy arrays, numbers or None, but got str"),
+    dict(what="Fewer gradients than outputs",
+         code="x = tg.ones(2, requires_grad=True); tg.autograd.backward([x * 2, x * 3], "
+              "[tg.ones(2)])",
+         raises="RuntimeError",
+         message="got 2 tensors and 1 gradients"),
+    # ---- transforms and vmap: options, tangents, in_axes, dot, capture="call" ----
+    dict(what="vmap chunk_size of 0 or below",
+         code="tg.vmap(lambda x: x.sum(), chunk_size=0)",
+         raises="ValueError",
+         message="vmap chunk_size must be a positive int or None (the points processed at "
+                 "once), got 0"),
+    dict(what="vmap chunk_size that is not an int",
+         code="tg.vmap(lambda x: x.sum(), chunk_size=2.5)",
+         raises="TypeError",
+         message="vmap chunk_size must be a positive int or None, got 2.5 (float)"),
+    dict(what="vmap in_axes with a float",
+         code="tg.vmap(lambda x, y: (x * y).sum(), in_axes=(0, 1.5))",
+         raises="TypeError",
+         message="vmap in_axes must be an int, None, or a (nested) tuple/list/dict of them, got "
+                 "(0, 1.5): in_axes[1] is 1.5 (float)"),
+    dict(what="vmap in_axes beyond the argument's axes",
+         code="tg.vmap(lambda x: x.sum(), in_axes=2)(np.ones((3, 2)))",
+         raises="ValueError",
+         message="vmap: in_axes=2 for an argument of shape (3, 2) (2 axes: in_axes must be in "
+                 "[-2, 1] or None)"),
+    dict(what="vmap in_axes tree that does not match its argument",
+         code="tg.vmap(lambda p: p['a'].sum(), in_axes=({'a': 0},))({'a': np.ones((3, 2)), "
+              "'b': np.ones(2)})",
+         raises="ValueError",
+         message="vmap in_axes[0] is {'a': 0}, which does not match the structure of its "
+                 "argument, {'a': *, 'b': *}: give an int or None for the whole argument, or a "
+                 "tree of them with its structure"),
+    dict(what="vmap out_axes that is not an int",
+         code="tg.vmap(lambda x: x * 2, out_axes=1.5)",
+         raises="TypeError",
+         message="vmap out_axes must be an int, got 1.5 (float)"),
+    dict(what="vmap out_axes other than 0",
+         code="tg.vmap(lambda x: x * 2, out_axes=1)",
+         raises="NotImplementedError",
+         message="vmap supports out_axes=0 (the batch axis first), got out_axes=1; move the "
+                 "axis afterwards (np.moveaxis)"),
+    dict(what="vmap progress that is not a bool",
+         code="tg.vmap(lambda x: x.sum(), progress='yes')",
+         raises="TypeError",
+         message="vmap progress must be True or False, got 'yes'"),
+    dict(what="vmap fuse that is not 'auto' or a bool",
+         code="tg.vmap(lambda x: x.sum(), fuse='always')",
+         raises="ValueError",
+         message="vmap fuse must be 'auto', True or False, got 'always'"),
+    dict(what="vmap of jvp with tangents of another shape than the primals",
+         code="import functools; tg.vmap(functools.partial(tg.jvp, lambda x: x * x))("
+              "(np.ones((4, 5)),), (np.ones((4, 3)),))",
+         raises="ValueError",
+         message="vmap(partial(jvp, f)): tangent of shape (3,) for a primal of shape (5,) at "
+                 "each point (primal leaf 0; shapes without the batch axis)"),
+    dict(what="vmap of jvp with fewer tangents than primals",
+         code="import functools; tg.vmap(functools.partial(tg.jvp, lambda x, y: x * y))("
+              "(np.ones((4, 2)), np.ones((4, 2))), (np.ones((4, 2)),))",
+         raises="ValueError",
+         message="vmap(partial(jvp, f)): primals and tangents must have the same structure"),
+    dict(what="vmap over a dask array of unknown chunk sizes",
+         code="import dask.array as da; X = da.ones((10, 3), chunks=(5, 3)); "
+              "tg.vmap(lambda x: x.sum())(X[X[:, 0] > 0])",
+         raises="ValueError",
+         message="vmap on a dask array with unknown chunk sizes (chunks ((nan, nan), (3,))), as "
+                 "after boolean indexing or a filter: vmap needs the number of points in every "
+                 "block. Compute them first: X = X.compute_chunk_sizes() (this evaluates X once; "
+                 "for a dask dataframe, df.to_dask_array(lengths=True))"),
+    dict(what="vmap over points of size 0",
+         code="result = tg.vmap(tg.grad(lambda x: (x * x).sum()))(np.zeros((4, 0)))",
+         raises="none",
+         message="no error: an empty result of the per-point shape, (4, 0), as jax.vmap gives",
+         check="result.shape == (4, 0)"),
+    dict(what="tapegrad.dot of a matrix (PyTorch's dot is 1-D)",
+         code="tg.dot(tg.ones(2, 3), tg.ones(3))",
+         raises="RuntimeError",
+         message="1D tensors expected, but got 2D and 1D tensors"),
+    dict(what="tapegrad.dot of vectors of different sizes",
+         code="tg.dot(tg.ones(3), tg.ones(4))",
+         raises="RuntimeError",
+         message="inconsistent tensor size, expected tensor [3] and src [4] to have the same "
+                 "number of elements, but got 3 and 4 elements respectively"),
+    dict(what="tapegrad.dot of vectors of different dtypes",
+         code="tg.dot(tg.ones(3, dtype=tg.float32), tg.ones(3))",
+         raises="RuntimeError",
+         message="dot : expected both vectors to have same dtype, but found Float and Double"),
+    dict(what="np.dot of tensors whose shapes do not align",
+         code="np.dot(tg.ones(2, 3, requires_grad=True), tg.ones(4))",
+         raises="ValueError",
+         message="shapes (2,3) and (4,) not aligned: 3 (dim 1) != 4 (dim 0)"),
+    dict(what="A closed-over array rebound between calls, with capture='call'",
+         code="w = np.ones(2); g = tg.grad(lambda x: (x * w).sum(), capture='call'); "
+              "g(np.ones(2)); w = np.full(2, 5.0); result = g(np.ones(2))",
+         raises="none",
+         message="no error: the result is [5.0, 5.0], from the new array (a variable of the "
+                 "closure, a global or an attribute is followed; an array held elsewhere is "
+                 "re-read but its rebinding is not seen: that warns once, when traced)",
+         check="result.tolist() == [5.0, 5.0]"),
+    # ---- a tape's buffers, arrays, inputs and files (tests/test_tape_safety.py, test_io.py) ----
+    dict(what="Sweeping a tape with a seed buffer of the wrong width",
+         code=_EXP_X + "V = t.load([np.ones(3)]); t.forward(V); t.backward(V, np.zeros((1, 4)))",
+         raises="ValueError",
+         message="seeds must have shape (k, 10), got (1, 4)"),
+    dict(what="Sweeping a tape with a value buffer of another dtype",
+         code=_EXP_X + "t.forward(np.zeros(t.V0.size, np.int64))",
+         raises="TypeError",
+         message="V must have dtype float64 (the tape's), got int64"),
+    dict(what="Sweeping a tape with a value buffer of the wrong size",
+         code=_EXP_X + "t.forward(np.zeros(3))",
+         raises="ValueError",
+         message="V must have shape (10,), got (3,)"),
+    dict(what="Editing a tape's arrays",
+         code=_EXP_X + "t.IP[:] = 10 ** 12",
+         raises="ValueError",
+         message="assignment destination is read-only"),
+    dict(what="Making a tape's array writable again",
+         code=_EXP_X + "t.E.flags.writeable = True",
+         raises="ValueError",
+         message="cannot set WRITEABLE flag to True of this array"),
+    dict(what="A loaded tape called with another shape",
+         code=_LOADED + "t(np.ones((2, 3)))",
+         raises="ValueError",
+         message="argument leaf 0 (array of shape (2, 3) and dtype float64) does not match the "
+                 "tape's input (array of shape (3, 2) and dtype float64)"),
+    dict(what="A loaded tape called with integers",
+         code=_LOADED + "t(np.ones((3, 2), np.int64))",
+         raises="ValueError",
+         message="argument leaf 0 (array of shape (3, 2) and dtype int64) does not match the "
+                 "tape's input (array of shape (3, 2) and dtype float64)"),
+    dict(what="A tape called with complex numbers",
+         code="t = tg.trace(lambda x: (x * x).sum(), np.ones(2)); t(np.ones(2) + 1j)",
+         raises="TypeError",
+         message="argument leaf 0 is complex (complex128): complex numbers are not supported; "
+                 "tapes compute in real floating point"),
+    dict(what="Saving an output dict key that a file cannot hold",
+         code="t = tg.trace(lambda x: {frozenset({1}): x.sum()}, np.ones(2)); "
+              "t.save(tmp + '/t.npz')",
+         raises="TypeError",
+         message="cannot save an output tree with a dict key of type frozenset "
+                 "(frozenset({1})): keys are str, int, float, bool, None or tuples of them"),
+    dict(what="load's max_bytes that is not a number of bytes",
+         code=_SAVED + "tg.load(tmp + '/t.npz', max_bytes='10')",
+         raises="TypeError",
+         message="max_bytes must be an int (the most bytes of arrays to read), got str '10'"),
 ]
 
 
 def _skip_reason(case):
+    if "dask" in case["code"] and importlib.util.find_spec("dask") is None:
+        return "dask is not installed"
     if case["what"].startswith("vmap(device='cuda')"):
         from tapegrad.batch import cuda as _cuda
         if _cuda.available():

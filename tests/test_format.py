@@ -266,9 +266,14 @@ def test_format_html():
 
 def test_unsupported_dtype():
     with pytest.raises(TypeError):
-        format_tensor(np.array([1 + 2j]))
+        format_tensor(np.array([1 + 2j], np.clongdouble))
     with pytest.raises(TypeError):
         format_tensor(np.array(["a"]))
+
+
+def test_complex():
+    assert format_tensor(np.array([1 + 2j, -0.5 - 1j])) == "tensor([ 1.0000+2.j, -0.5000-1.j])"
+    assert format_tensor(np.array(3j, np.complex64)) == "tensor(0.+3.j, dtype=tapegrad.complex64)"
 
 
 # ---------------------------------------------------------------------------
@@ -301,6 +306,9 @@ def _random_arrays():
         out.append((f"uint8-{shape}", rng.integers(0, 256, size=shape).astype(np.uint8)))
         out.append((f"bool-{shape}", rng.random(shape) > 0.5))
         out.append((f"float16-{shape}", (rng.normal(size=shape) * 100).astype(np.float16)))
+        parts = rng.normal(size=shape) + 1j * np.round(rng.normal(size=shape) * 10)
+        out.append((f"complex128-{shape}", parts))
+        out.append((f"complex64-{shape}", (parts * 1e-5).astype(np.complex64)))
     for shape in [(0,), (0, 3), (2, 0), (1, 0, 2)]:
         for dt in (np.float32, np.float64, np.int64, np.int32, np.bool_):
             out.append((f"empty-{np.dtype(dt).name}-{shape}", np.zeros(shape, dtype=dt)))

@@ -112,6 +112,65 @@ def test_structure_survives(tmp_path):
     assert type(named) is tuple and len(named) == 2      # a namedtuple comes back as a tuple
 
 
+@pytest.mark.parametrize("out", [
+    lambda y: {(1, 2): y},
+    lambda y: {(1, 2): y, (1, 3): 2 * y, (0, ("a", None)): y},
+    lambda y: {1: y, 2: [y, y], -7: {"inner": y}},
+    lambda y: {1.5: y, float("inf"): y, -0.25: y},
+    lambda y: {True: y, False: 3 * y},
+    lambda y: {None: y},
+    lambda y: {"*": y, "tuple": (y,), "dict": {}},
+    lambda y: ({(): y}, [{("x", 1.0, True): y}]),
+], ids=["tuple key", "tuple keys", "int keys", "float keys", "bool keys", "None key",
+        "keys like the format's words", "nested"])
+def test_every_output_structure_round_trips(out, tmp_path):
+    tape = tapegrad.trace(lambda x: out((x * x).sum()), np.ones(3))
+    loaded = tapegrad.load(_saved(tape, tmp_path))
+    assert loaded.out_structure == tape.out_structure
+    got, want = loaded(np.full(3, 2.0)), tape(np.full(3, 2.0))
+    assert repr(got) == repr(want)
+    assert [type(k) for k in _keys(got)] == [type(k) for k in _keys(want)]
+
+
+def _keys(tree):
+    """Every dict key of `tree`, depth first."""
+    if isinstance(tree, dict):
+        return [k for key, value in tree.items() for k in [key] + _keys(value)]
+    if isinstance(tree, (tuple, list)):
+        return [k for item in tree for k in _keys(item)]
+    return []
+
+
+def test_numpy_scalar_keys_come_back_as_the_numbers_they_equal(tmp_path):
+    tape = tapegrad.trace(lambda x: {np.int64(3): x.sum(), 4.5: x.sum()}, np.ones(3))
+    got = tapegrad.load(_saved(tape, tmp_path))(np.ones(3))
+    assert list(got) == [3, 4.5] and type(list(got)[0]) is int
+
+
+def test_keys_that_cannot_be_written_are_refused_at_save(tmp_path):
+    tape = tapegrad.trace(lambda x: {frozenset({1}): (x * x).sum()}, np.ones(3))
+    with pytest.raises(TypeError, match=r"cannot save an output tree with a dict key of type "
+                                        r"frozenset \(frozenset\(\{1\}\)\): keys are str, int, "
+                                        r"float, bool, None or tuples of them"):
+        _io.save(tape, tmp_path / "t.npz")
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("max_bytes, error, message", [
+    ("10", TypeError, "max_bytes must be an int (the most bytes of arrays to read), got str '10'"),
+    (10.0, TypeError, "got float 10.0"),
+    (True, TypeError, "got bool True"),
+    (None, TypeError, "got NoneType None"),
+    (-1, ValueError, "max_bytes must be non-negative (the most bytes of arrays to read), got -1"),
+])
+def test_max_bytes_is_checked_before_the_file(max_bytes, error, message, tmp_path):
+    path = _saved(tapegrad.trace(program, X, W), tmp_path)
+    with pytest.raises(error) as info:
+        tapegrad.load(path, max_bytes=max_bytes)
+    assert message in str(info.value)
+    assert tapegrad.load(path, max_bytes=np.int64(10 ** 6))(X, W) == tapegrad.load(path)(X, W)
+
+
 def test_guards_are_kept(tmp_path):
     tape = tapegrad.trace(program, X, W)
     loaded = tapegrad.load(_saved(tape, tmp_path))

@@ -110,6 +110,124 @@ def test_transform_loop_keeps_memory_flat(kind):
     assert marks[n] - marks[1000] < 32_000, marks
 
 
+CACHE_LOOP = """
+import gc, itertools, sys
+import numpy as np
+import tapegrad as tg
+
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096
+
+def compositions(n):
+    # every ordered way of writing 2**n as a product of powers of two: 2**(n-1) shapes, one size
+    for cuts in itertools.product((False, True), repeat=n - 1):
+        shape, run = [], 1
+        for cut in cuts:
+            run += 1
+            if cut:
+                shape.append(2 ** (run - 1)); run = 1
+        shape.append(2 ** run)
+        yield tuple(shape)
+
+x = np.full(3, 0.5)
+kind, n = sys.argv[1], int(sys.argv[2])
+if kind == "grad with static ints":
+    g = tg.grad(lambda v, k: (v * v).sum() * k)
+    step = lambda i: g(x, i)
+elif kind == "grad with shapes":
+    g = tg.grad(lambda v: (v * v).sum())
+    shapes = list(compositions(11))
+    step = lambda i: g(np.full(shapes[i % len(shapes)], 0.5))
+elif kind == "vjp of fresh functions":
+    step = lambda i: tg.vjp(lambda v: v * 2.0, x)[1](x)
+elif kind == "jvp of fresh functions":
+    step = lambda i: tg.jvp(lambda v: v * 2.0, (x,), (x,))
+elif kind == "hvp of fresh functions":
+    step = lambda i: tg.hvp(lambda v: (v * v * v).sum(), x, x)
+elif kind == "vmap with static ints":
+    g = tg.vmap(tg.grad(lambda v, k: (v * v).sum() * k), in_axes=(0, None), fuse=False)
+    X = np.ones((16, 3))
+    step = lambda i: g(X, i)
+marks = {}
+for i in range(n):
+    step(i)
+    if i + 1 in (n // 2, n):
+        gc.collect()
+        marks[i + 1] = rss()
+print((marks[n] - marks[n // 2]) / 1e6)
+"""
+
+
+@pytest.mark.parametrize("kind, n", [("grad with static ints", 2000), ("grad with shapes", 1024),
+                                     ("vjp of fresh functions", 2000),
+                                     ("jvp of fresh functions", 2000),
+                                     ("hvp of fresh functions", 2000),
+                                     ("vmap with static ints", 1500)])
+def test_transform_caches_are_bounded(kind, n):
+    """Tapes are cached per signature and per function: a loop over new static values, new
+    shapes (here 1024 of one size) or new functions keeps the most recent signatures only
+    (`_transforms.MAX_SIGNATURES`, 256), and the call-style transforms release a function that
+    is gone. Over the second half of the loop the process may not grow (it grew by 5 KB a call
+    with small functions, and by a tape a call with new shapes)."""
+    run = subprocess.run([sys.executable, "-c", CACHE_LOOP, kind, str(n)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert run.returncode == 0, run.stderr[-3000:]
+    growth_mb = float(run.stdout.split()[-1])
+    assert growth_mb < 1.0, f"{kind}: the process grew by {growth_mb} MB over {n // 2} calls"
+
+
+def test_the_call_style_cache_keeps_neither_functions_nor_objects():
+    """vjp/jvp/hvp replay per function (a bound method per object) without keeping either."""
+    class Model:
+        calls = 0
+
+        def loss(self, v):
+            Model.calls += 1
+            return (v * v * v).sum()
+
+    model, x = Model(), np.full(3, 0.5)
+    for _ in range(3):
+        np.testing.assert_allclose(tapegrad.hvp(model.loss, x, x), 6 * x * x)
+    assert Model.calls == 1                  # replayed: one method object per access, one trace
+    f = lambda v: v * 2.0
+    tapegrad.vjp(f, x)
+    gone = [weakref.ref(model), weakref.ref(f)]
+    del model, f
+    gc.collect()
+    assert [r() for r in gone] == [None, None]
+
+
+def test_signature_cache_evicts_the_least_recently_used():
+    from tapegrad.transforms.transforms import SignatureCache
+    cache = SignatureCache(limit=3)
+    for k in "abc":
+        cache[k] = k
+    assert cache.get("a") == "a"             # now the most recent
+    cache["d"] = "d"
+    assert list(cache) == ["c", "a", "d"] and cache.get("b") is None
+
+
+def test_fused_modules_beyond_the_bound_are_unimported(monkeypatch):
+    """Each fused tape has a generated module; only the MAX_MODULES most recently used stay
+    imported. A plan that holds an un-imported module's kernel keeps working."""
+    from tapegrad.batch import fuse as _fuse
+    monkeypatch.setattr(_fuse, "MAX_MODULES", 2)
+    X = np.linspace(0.0, 1.0, 12).reshape(4, 3)
+    batched, names = [], []
+    for k in range(4):              # a constant of its own each: four sources, four modules
+        scale = 1.25 + k
+        batched.append(tapegrad.vmap(tapegrad.grad(lambda x, s=scale: (x * x).sum() * s),
+                                     fuse=True))
+        np.testing.assert_allclose(batched[-1](X), 2 * scale * X, rtol=1e-14)
+        names.append(next(reversed(_fuse._MODULES)))
+    assert len(set(names)) == 4
+    imported = [f"tapegrad.{name}" in sys.modules for name in names]
+    assert imported == [False, False, True, True] and len(_fuse._MODULES) == 2
+    np.testing.assert_allclose(batched[0](X), 2 * 1.25 * X, rtol=1e-14)
+
+
 def test_holding_the_final_loss_keeps_only_its_graph(no_gc):
     x = tapegrad.tensor([1., 2.], requires_grad=True)
     nodes, tensors = [], []

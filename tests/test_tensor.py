@@ -739,11 +739,15 @@ def test_in_place_arithmetic():
 def test_in_place_errors():
     x = tapegrad.tensor([1., 2.], requires_grad=True)
     for op in (lambda: x.__iadd__(1), lambda: x.mul_(2), lambda: x.zero_(), lambda: x.fill_(1),
-               lambda: x.__setitem__(0, 1.0), lambda: x.copy_(tapegrad.ones(2))):
+               lambda: x.__setitem__([0], 1.0), lambda: x.copy_(tapegrad.ones(2))):
         with pytest.raises(RuntimeError) as info:
             op()
         assert str(info.value) == ("a leaf Variable that requires grad is being used in an "
                                    "in-place operation.")
+    with pytest.raises(RuntimeError) as info:      # x[0] is a view (PyTorch's message)
+        x[0] = 1.0
+    assert str(info.value) == ("a view of a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
     assert x.tolist() == [1.0, 2.0]
     i = tapegrad.tensor([1, 2])
     with pytest.raises(RuntimeError) as info:

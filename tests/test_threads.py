@@ -4,8 +4,12 @@
 What is per thread: grad mode and the tracing state (`_graph.state`), a traced tape's value
 buffers (`Tape._local`). What is shared: a transform's cache of tapes (a shared object retraces
 when a thread's inputs take another branch, while other threads replay), the compiled
-interpreters (loaded once under a lock). Anomaly mode is global, as in PyTorch.
+interpreters (loaded once under a lock). Anomaly mode is global, as in PyTorch. Under numba's
+workqueue threading layer, which is not thread-safe, parallel kernel launches take turns.
 """
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 import tapegrad
 
 N_THREADS = 8
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(worker, n=N_THREADS, rounds=30):
@@ -180,7 +185,64 @@ def test_generated_modules_materialize_in_threads(tmp_path, monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    import sys
     sys.modules.pop("tapegrad._gen_thread_probe", None)
     assert not errors
     assert [p.name for p in tmp_path.iterdir()] == ["_gen_thread_probe.py"]
+
+
+WORKQUEUE = """
+import sys, threading
+import numpy as np
+import tapegrad
+
+fuse = {fuse!r}
+batched = tapegrad.vmap(tapegrad.grad(lambda x: (x * x * x).sum()), fuse=fuse)
+X = np.random.default_rng(0).standard_normal((20000, 3))
+barrier, errors = threading.Barrier(8), []
+
+def work():
+    try:
+        barrier.wait()
+        for _ in range(15):
+            np.testing.assert_allclose(batched(X), 3 * X * X, rtol=1e-14)
+    except Exception as err:
+        errors.append(repr(err))
+
+if {dask!r}:        # dask's threaded scheduler: eight threads replay blocks at once
+    import dask.array as da
+    for _ in range(3):
+        G = batched(da.from_array(X, chunks=(500, 3))).compute(scheduler="threads", num_workers=8)
+        np.testing.assert_allclose(G, 3 * X * X, rtol=1e-14)
+else:
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+import numba
+from tapegrad.batch import launch as _launch
+print(numba.threading_layer(), _launch._serialize, errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+@pytest.mark.parametrize("fuse, dask", [(False, False), (True, False), (False, True)],
+                         ids=["interpreter", "fused", "dask"])
+def test_eight_threads_share_a_vmap_under_the_workqueue_layer(fuse, dask):
+    """numba's workqueue layer (its fallback without OpenMP or TBB) aborts the process when
+    two threads launch parallel kernels at once: tapegrad's launches take turns there."""
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue",
+               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get(
+                   "PYTHONPATH", "").split(os.pathsep) if p]))
+    if dask:
+        pytest.importorskip("dask.array")
+    run = subprocess.run([sys.executable, "-c", WORKQUEUE.format(fuse=fuse, dask=dask)], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    assert run.stdout.split() == ["workqueue", "True", "[]"], run.stdout
+
+
+def test_thread_safe_layers_launch_concurrently():
+    """Under tbb or omp (what numba picks when installed) launches do not take the lock."""
+    import numba                  # (imported once tapegrad has: not by `import tapegrad`)
+    from tapegrad.batch import launch as _launch
+    tapegrad.vmap(tapegrad.grad(lambda x: (x * x).sum()), fuse=False)(np.ones((64, 3)))
+    assert _launch._serialize is (numba.threading_layer() not in ("tbb", "omp"))

@@ -819,6 +819,52 @@ def test_vjp_pullback_is_reusable_and_independent():
         pull1((np.ones(2), np.ones(2)))
 
 
+REPEATED_OUTPUTS = {
+    # f, point, its outputs' derivative (one per output position), every position holds one value
+    "input twice": (lambda x: (x, x), np.array([1.0, -2.0]), lambda x: [1.0, 1.0]),
+    "sin twice": (lambda x: [np.sin(x)] * 2, np.array([0.0, 0.5]),
+                  lambda x: [np.cos(x), np.cos(x)]),
+    "input and value": (lambda x: {"a": x, "b": x * 3, "c": x}, np.array([0.3, 0.7]),
+                        lambda x: [1.0, 3.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("name", REPEATED_OUTPUTS)
+def test_a_value_at_several_output_positions_sums_its_cotangents(name):
+    """The pullback of a function returning one value (or an input) at several positions adds
+    the cotangents of every position; jacrev (eager, vmapped, fused) keeps one row per position."""
+    f, x, derivatives = REPEATED_OUTPUTS[name]
+    out, pullback = tg.vjp(f, x)
+    cotangents = [np.full(x.shape, k + 1.0) for k in range(len(leaves(out)))]
+    (g,) = pullback(_pytree.unflatten(_pytree.flatten(out)[1], cotangents))
+    expected = sum(c * d for c, d in zip(cotangents, derivatives(x)))
+    np.testing.assert_allclose(g, expected, rtol=1e-14)
+    scalar, scalar_pullback = tg.vjp(f, 0.5)          # the issue's own form, on a number
+    n = len(leaves(scalar))
+    (gs,) = scalar_pullback(_pytree.unflatten(_pytree.flatten(scalar)[1], [1.0 + k for k in range(n)]))
+    assert gs == pytest.approx(sum((1.0 + k) * np.asarray(d) for k, d in
+                                   enumerate(derivatives(np.asarray(0.5)))))
+    jac = [np.asarray(j) for j in leaves(tg.jacrev(f)(x))]
+    for j, d in zip(jac, derivatives(x)):
+        np.testing.assert_allclose(j, np.diag(np.broadcast_to(d, x.shape)), rtol=1e-14)
+    X = np.stack([x, x + 1.0, x - 1.0])
+    for fuse in (False, True):
+        batched = [np.asarray(j) for j in leaves(tg.vmap(tg.jacrev(f), fuse=fuse)(X))]
+        for j, d_of in zip(batched, zip(*[derivatives(p) for p in X])):
+            for q in range(len(X)):
+                np.testing.assert_allclose(j[q], np.diag(np.broadcast_to(d_of[q], x.shape)),
+                                           rtol=1e-14)
+
+
+def test_a_nested_jacobian_with_repeated_outputs():
+    """A jacrev inside a differentiated function (a `CallRule` entry) whose inner function returns
+    one value twice: each output position has its own rows."""
+    def outer(x):
+        first, second = tg.jacrev(lambda y: [y * y] * 2)(x)
+        return np.sum(first * 1.0) + np.sum(second * 3.0)
+    np.testing.assert_allclose(tg.grad(outer)(np.array([0.5, 2.0])), [8.0, 8.0], rtol=1e-14)
+
+
 def test_jvp_errors():
     f = lambda x, y: x * y
     with pytest.raises(ValueError, match="structure"):

@@ -8,6 +8,8 @@ maximum, cat / stack; float32; the per-point guard fallback; errors; bounded mem
 chunked batch; progress bars with and without tqdm.
 """
 import functools
+import os
+import subprocess
 import sys
 import tracemalloc
 import warnings
@@ -19,6 +21,8 @@ import tapegrad as tg
 from tapegrad.core import pytree as _pytree
 
 from conftest import rng_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -517,6 +521,47 @@ def test_an_empty_batch_gives_empty_results_of_the_point_shapes(transform):
     assert tg.vmap(two_args, in_axes=(0, None))(np.zeros((0, 3)), np.ones(3)).shape == (0,)
 
 
+ZERO_SIZE_POINTS = {
+    # each maps points of shape (0,): the results are empty of the per-point shapes, as jax's
+    "value": (lambda x: x * 2.0, [(5, 0)]),
+    "sum": (lambda x: tg.sum(x * x), [(5,)]),
+    "grad": (tg.grad(lambda x: tg.sum(x * x)), [(5, 0)]),
+    "value_and_grad": (tg.value_and_grad(lambda x: tg.sum(x * x)), [(5,), (5, 0)]),
+    "jacrev": (tg.jacrev(lambda x: x * x), [(5, 0, 0)]),
+    "jacfwd": (tg.jacfwd(lambda x: x * x), [(5, 0, 0)]),
+    "hessian": (tg.hessian(lambda x: tg.sum(x * x)), [(5, 0, 0)]),
+    "jvp": (functools.partial(tg.jvp, lambda x: x * x), [(5, 0), (5, 0)]),
+    "nested": (lambda x: tg.grad(lambda y: tg.sum(y * y))(x) * 2.0, [(5, 0)]),
+}
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("name", ZERO_SIZE_POINTS)
+def test_points_of_size_zero_give_empty_results(name, fuse):
+    fn, shapes = ZERO_SIZE_POINTS[name]
+    X = np.zeros((5, 0))
+    args = ((X,), (X,)) if name == "jvp" else (X,)
+    got = _pytree.flatten(tg.vmap(fn, fuse=fuse)(*args))[0]
+    assert [np.shape(g) for g in got] == shapes
+    if name in ("jvp", "nested"):
+        return
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    jfn = {"value": lambda x: x * 2.0, "sum": lambda x: jnp.sum(x * x),
+           "grad": jax.grad(lambda x: jnp.sum(x * x)),
+           "value_and_grad": jax.value_and_grad(lambda x: jnp.sum(x * x)),
+           "jacrev": jax.jacrev(lambda x: x * x), "jacfwd": jax.jacfwd(lambda x: x * x),
+           "hessian": jax.hessian(lambda x: jnp.sum(x * x))}[name]
+    expected = jax.tree_util.tree_leaves(jax.vmap(jfn)(X))
+    assert [np.shape(g) for g in got] == [np.shape(e) for e in expected]
+
+
+def test_an_empty_batch_of_a_nested_transform():
+    fn = lambda x: tg.grad(lambda y: tg.sum(y ** 3))(x) * 2.0
+    assert tg.vmap(fn)(np.zeros((0, 3))).shape == (0, 3)
+
+
 @pytest.mark.parametrize("text, size", [("2048K\n", 2 << 20), ("1M", 1 << 20), ("512K", 512 << 10),
                                         ("garbage", 1 << 20), ("0K", 1 << 20), (None, 1 << 20)])
 def test_the_tile_budget_is_the_l2_size(tmp_path, text, size):
@@ -577,6 +622,128 @@ def test_unsupported_options():
         tg.vmap(tg.grad(lambda x: (tg.sum(x), x), has_aux=True))
     with pytest.raises(TypeError, match="primals, tangents"):
         tg.vmap(functools.partial(tg.jvp, smooth))((np.ones((4, 3)),))
+
+
+@pytest.mark.parametrize("chunk_size, error, message", [
+    (0, ValueError, "chunk_size must be a positive int or None .* got 0"),
+    (-5, ValueError, "chunk_size must be a positive int or None .* got -5"),
+    (2.5, TypeError, "chunk_size must be a positive int or None, got 2.5 \\(float\\)"),
+    ("64", TypeError, "chunk_size must be a positive int or None, got '64'"),
+    (True, TypeError, "chunk_size must be a positive int or None, got True")])
+def test_chunk_size_is_validated(chunk_size, error, message):
+    """A chunk size of 0 or below once returned uninitialised memory (or failed in range())."""
+    with pytest.raises(error, match=message):
+        tg.vmap(tg.grad(smooth), chunk_size=chunk_size)
+    assert tg.vmap(tg.grad(smooth), chunk_size=np.int64(2))(np.ones((5, 3))).shape == (5, 3)
+
+
+@pytest.mark.parametrize("option, value, error, message", [
+    ("out_axes", 1.5, TypeError, "vmap out_axes must be an int, got 1.5"),
+    ("out_axes", 1, NotImplementedError, "vmap supports out_axes=0 .* got out_axes=1"),
+    ("progress", "yes", TypeError, "vmap progress must be True or False, got 'yes'"),
+    ("fuse", 1, ValueError, "vmap fuse must be 'auto', True or False, got 1"),
+    ("fuse", "always", ValueError, "vmap fuse must be 'auto', True or False, got 'always'"),
+    ("device", "gpu", ValueError, "device must be 'cpu', 'cuda' or 'auto', got 'gpu'")])
+def test_options_are_validated_when_vmap_is_called(option, value, error, message):
+    with pytest.raises(error, match=message):
+        tg.vmap(smooth, **{option: value})
+
+
+@pytest.mark.parametrize("in_axes, error, message", [
+    ((0, 1.5), TypeError, r"in_axes must be .* got \(0, 1\.5\): in_axes\[1\] is 1\.5 \(float\)"),
+    (1.5, TypeError, r"in_axes must be an int, None, or a tuple .* got 1\.5 \(float\)"),
+    ("0", TypeError, r"in_axes must be an int, None, or a tuple .* got '0' \(str\)"),
+    ((0, True), TypeError, r"in_axes\[1\] is True \(bool\)"),
+    ((0, (None, "a")), TypeError, r"in_axes\[1\]\[1\] is 'a' \(str\)")])
+def test_in_axes_of_the_wrong_type(in_axes, error, message):
+    with pytest.raises(error, match=message):
+        tg.vmap(two_args, in_axes=in_axes)
+
+
+def test_in_axes_out_of_range_or_not_matching_the_arguments():
+    X = np.ones((4, 3))
+    with pytest.raises(ValueError, match=r"in_axes=2 for an argument of shape \(4, 3\) \(2 axes: "
+                       r"in_axes must be in \[-2, 1\] or None\)"):
+        tg.vmap(two_args, in_axes=(0, 2))(X, X)
+    with pytest.raises(ValueError, match=r"in_axes=-3"):
+        tg.vmap(two_args, in_axes=-3)(X, X)
+    with pytest.raises(ValueError, match=r"vmap in_axes\[0\] is \(0, None\), which does not "
+                       r"match the structure of its argument, \*"):
+        tg.vmap(two_args, in_axes=((0, None), 0))(X, X)
+    with pytest.raises(ValueError, match=r"in_axes\[0\] is \{'a': 0\}, which does not match .* "
+                       r"\{'a': \*, 'b': \*\}"):
+        tg.vmap(lambda p: tg.sum(p["a"] * p["b"]), in_axes=({"a": 0},))({"a": X, "b": X})
+
+
+def test_in_axes_trees_map_parts_of_an_argument():
+    """As JAX: an in_axes entry may be a tree that is a prefix of its argument's tree."""
+    rng = rng_for("in_axes tree")
+    X, w = rng.standard_normal((6, 3)), rng.standard_normal(3)
+    f = lambda p: tg.sum(tg.sin(p["x"]) * p["w"])
+    got = tg.vmap(tg.grad(f), in_axes=({"x": 0, "w": None},))({"x": X, "w": w})
+    np.testing.assert_allclose(got["x"], np.cos(X) * w, rtol=1e-14)
+    np.testing.assert_allclose(got["w"], np.sin(X), rtol=1e-14)
+    g = lambda pair: tg.sum(pair[0] * pair[1])
+    got = tg.vmap(tg.grad(g), in_axes=([None, 1],))([w, X.T])
+    np.testing.assert_allclose(got[0], X, rtol=1e-14)
+    tangents = tg.vmap(functools.partial(tg.jvp, lambda x, y: x * y),
+                       in_axes=((0, None), 0))((X, w), (X, np.ones((6, 3))))[1]
+    np.testing.assert_allclose(tangents, X * w + X, rtol=1e-14)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("primal, tangent", [((4, 5), (4, 3)), ((2, 300), (2, 1)),
+                                             ((4, 3), (4, 3, 1)), ((4, 3), (4,))])
+def test_jvp_tangents_must_have_the_primal_shape_at_each_point(primal, tangent, fuse):
+    """Tangents of another shape per point were read past their rows (numbers from elsewhere,
+    or NaN) by the batched replay."""
+    f = functools.partial(tg.jvp, lambda x: tg.sin(x) * x)
+    in_axes = (0, None) if len(tangent) == 1 else 0
+    with pytest.raises(ValueError, match=r"tangent of shape .* for a primal of shape "
+                       rf"\({primal[1]},\) at each point"):
+        tg.vmap(f, in_axes=in_axes, fuse=fuse)((np.ones(primal),), (np.ones(tangent),))
+
+
+CUDA_CHECKS = """
+import functools, numpy as np, tapegrad as tg
+f = functools.partial(tg.jvp, lambda x: tg.sin(x) * x)
+try:
+    tg.vmap(f, device="cuda")((np.ones((4, 5)),), (np.ones((4, 3)),))
+    raise SystemExit("no error for tangents of the wrong shape")
+except ValueError as err:
+    assert "tangent of shape (3,) for a primal of shape (5,)" in str(err), err
+shapes = [np.shape(a) for a in tg.vmap(f, device="cuda")((np.zeros((4, 0)),), (np.zeros((4, 0)),))]
+assert shapes == [(4, 0), (4, 0)], shapes
+assert tg.vmap(tg.hessian(lambda x: tg.sum(x * x)), device="cuda")(np.zeros((3, 0))).shape == (3, 0, 0)
+print("ok")
+"""
+
+
+def test_cuda_backend_checks_tangents_and_maps_points_of_size_zero():
+    """The same argument checks on the CUDA path (numba's simulator, in a subprocess)."""
+    pytest.importorskip("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get(
+                   "PYTHONPATH", "").split(os.pathsep) if p]))
+    run = subprocess.run([sys.executable, "-c", CUDA_CHECKS], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
+
+
+def test_jvp_primals_and_tangents_of_different_structures():
+    f = functools.partial(tg.jvp, lambda x, y: x * y)
+    with pytest.raises(ValueError, match="primals and tangents must have the same structure"):
+        tg.vmap(f)((np.ones((4, 3)), np.ones((4, 3))), (np.ones((4, 3)),))
+
+
+def test_the_driver_refuses_columns_that_do_not_match_the_plan():
+    """The boundary check before the compiled driver (whatever built the batch)."""
+    from tapegrad.batch import vmap as _vmap
+    plan = {"in_pos": np.arange(3), "tin_pos": np.arange(0)}
+    _vmap.check_rows(3, 0, plan)
+    with pytest.raises(ValueError, match="give 2 input and 0 tangent values per point; the "
+                       "traced function takes 3 and 0"):
+        _vmap.check_rows(2, 0, plan)
 
 
 # ---- memory and progress -------------------------------------------------------------------------

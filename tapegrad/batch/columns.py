@@ -37,6 +37,7 @@ import weakref
 import numpy as np
 
 from ..core.registry import OPCODE, PRIMS
+from ..core.validate import read_only
 
 _WINDOW, _COPY, _MUL, _SQUARE, _MUL_CONST = (
     OPCODE[n] for n in ("window", "copy", "mul", "square", "mul_const"))
@@ -46,14 +47,17 @@ _CACHE = weakref.WeakKeyDictionary()      # tape -> Layout (a tape's arrays neve
 
 
 class Layout:
-    """E, FC, S, NEED for the tile driver; `rows`: the rows of the tape's value buffer that the
-    packed one keeps; `moved[r]`: where row r of the tape's buffer is in the packed one.
+    """E, FC, IP, S, NEED for the tile driver, read-only as the interpreters take them (see
+    _validate); `rows`: the rows of the tape's value buffer that the packed one keeps;
+    `moved[r]`: where row r of the tape's buffer is in the packed one.
     `need_spans` (k, 2): the packed rows whose adjoints the reverse sweeps touch, as
     [start, stop) runs; `leaf_spans` those of them that no entry writes (inputs, constants), the
     only ones left nonzero by a batched backward sweep (it clears each output adjoint it used)."""
 
-    def __init__(self, E, FC, S, NEED, rows, moved, need_spans, leaf_spans):
-        self.E, self.FC, self.S, self.NEED, self.rows, self.moved = E, FC, S, NEED, rows, moved
+    def __init__(self, E, FC, IP, S, NEED, rows, moved, need_spans, leaf_spans):
+        self.E, self.FC, self.S, self.NEED = (read_only(a, owned=True) for a in (E, FC, S, NEED))
+        self.IP = read_only(IP)
+        self.rows, self.moved = rows, moved
         self.need_spans, self.leaf_spans = need_spans, leaf_spans
 
     def values(self, V):
@@ -116,7 +120,7 @@ def _build(tape):
     E = E[keep]
     self_product = (E[:, 0] == _MUL) & (E[:, 1] == E[:, 2])
     E[self_product, 0], E[self_product, 2] = _SQUARE, -1
-    return Layout(np.ascontiguousarray(E), np.ascontiguousarray(FC[keep]), packed,
+    return Layout(np.ascontiguousarray(E), np.ascontiguousarray(FC[keep]), IP, packed,
                   need, rows, moved, _spans((need != 0)[owners], sizes[owners]),
                   _spans(leaves[owners], sizes[owners]))
 

@@ -396,6 +396,7 @@ def replay_columns(tape, V, plan, batch, index, Y, kind):
     dtype = tape.dtype
     E, FC, IP, S, NEED, V0 = Y.cached(tape, lambda: _tape_arrays(tape, V))
     PL, PO = Y.cached(plan, lambda: plan_arrays(tape, plan))
+    _vmap.check_rows(*(_width(batch, leaves) for leaves in plan["rows"]), plan)
     X, XT = (_rows(batch, leaves, index, dtype) for leaves in plan["rows"])
     n_total = V.size
     t, g, tg = _needs(plan, kind)
@@ -435,6 +436,11 @@ def replay_columns(tape, V, plan, batch, index, Y, kind):
     elif Y.dev is not None and n:
         _launch(m.put_rows, n, out, OK, start, idx, n, Y.dev)
     return ok
+
+
+def _width(batch, leaves):
+    """Values per point of the batched leaves `leaves` (the columns of their `_rows`)."""
+    return sum(int(np.prod(batch.leaves[k].shape[1:], dtype=np.int64)) for k in leaves)
 
 
 def _rows(batch, leaves, index, dtype):

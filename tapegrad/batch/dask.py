@@ -41,6 +41,7 @@ Rules (they are the documented behaviour of `vmap` on dask arrays):
 * Functions containing nested transforms (grad inside the traced function) run in Python in
   the numpy vmap; they cannot be replayed on workers and raise NotImplementedError.
 """
+import math
 import threading
 
 import numpy as np
@@ -195,36 +196,24 @@ class Shipment:
 # ---- worker side -------------------------------------------------------------------------------
 
 _load_lock = threading.Lock()
-_run_lock = threading.Lock()
 _state = {}
 
 
 def _load():
     """Load the batched interpreters once per process, under a lock: concurrent first loads
-    from several scheduler threads could see the generated module half-imported. Afterwards,
-    whether replays must be serialized (numba's workqueue threading layer is not thread-safe;
-    tbb and omp are)."""
-    if "serialize" not in _state:
+    from several scheduler threads could see the generated module half-imported. (Replays from
+    several scheduler threads are serialised where numba's threading layer requires it, by
+    `_launch`, as for the numpy vmap.)"""
+    if "loaded" not in _state:
         with _load_lock:
             if "loaded" not in _state:
                 interpreters(batched=True)
                 _state["loaded"] = True
-    return _state.get("serialize", True)
 
 
 def _replay(tape, batch, index, Y, kind):
-    if not _load():
-        return _vmap._replay_columns(tape, tape.V, tape.plan, batch, index, Y, kind)
-    with _run_lock:                   # the first replay, or every one under workqueue
-        ok = _vmap._replay_columns(tape, tape.V, tape.plan, batch, index, Y, kind)
-        if "serialize" not in _state:
-            import numba
-            try:
-                layer = numba.threading_layer()
-            except ValueError:
-                layer = "workqueue"
-            _state["serialize"] = layer == "workqueue"
-    return ok
+    _load()
+    return _vmap._replay_columns(tape, tape.V, tape.plan, batch, index, Y, kind)
 
 
 def _block_batch(shipment, blocks):
@@ -308,18 +297,11 @@ def vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size, back
         raise NotImplementedError(f"vmap on dask arrays replays on the CPU; got the {backend!r} "
                                   "backend (device='cpu')")
     if kind == "jvp":
-        if len(args) != 2:
-            raise TypeError("vmap(partial(jvp, f)) takes (primals, tangents)")
-        args = (tuple(args[0]), tuple(args[1]))
-    if isinstance(in_axes, int) or in_axes is None:
-        in_axes = (in_axes,) * len(args)
-    in_axes = tuple(in_axes)
-    if len(in_axes) != len(args):
-        raise ValueError(f"vmap in_axes has {len(in_axes)} entries for {len(args)} arguments")
+        args = _vmap._jvp_arguments(args)
     leaves, structure = _pytree.flatten(tuple(args))
-    axis_of_leaf = []
-    for arg, axis in zip(args, in_axes):
-        axis_of_leaf += [axis] * len(_pytree.flatten(arg)[0])
+    axis_of_leaf = _vmap.leaf_axes(args, in_axes)
+    if kind == "jvp":
+        _vmap.check_tangents(leaves, axis_of_leaf, len(_pytree.flatten(args[0])[0]))
 
     # unmapped dask leaves are tape inputs (or statics): their values, on the client
     unmapped = [k for k, a in enumerate(axis_of_leaf) if a is None and is_dask_array(leaves[k])]
@@ -338,13 +320,11 @@ def vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size, back
         leaf, axis = leaves[k], axis_of_leaf[k]
         if not is_dask_array(leaf):
             leaf = np.asarray(getattr(leaf, "data", leaf))
-        if leaf.ndim == 0:
-            raise ValueError(f"vmap: in_axes={axis} for a scalar argument (nothing to map)")
+        _vmap._check_axis(leaf, axis)
         if np.dtype(leaf.dtype).kind != "f":
             raise TypeError(f"vmap maps over floating-point arrays; got {leaf.dtype}")
-        if not -leaf.ndim <= axis < leaf.ndim:
-            raise ValueError(f"vmap: in_axes={axis} for an argument with {leaf.ndim} axes")
         if is_dask_array(leaf):
+            _check_known_chunks(leaf)
             axis = axis % leaf.ndim
             split = [a for a in range(leaf.ndim) if a != axis and len(leaf.chunks[a]) > 1]
             if split:
@@ -364,11 +344,12 @@ def vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size, back
         raise ValueError(f"vmap got inconsistent batch sizes {sorted(sizes)}")
     first = next(arrays[k] for k in mapped if is_dask_array(arrays[k]))
     batch_chunks = first.chunks[0]
-    if kind == "jvp" and in_axes[1] is None:
+    if kind == "jvp":
         # tangents shared by every point: batched leaves of the batch's blocks (the driver reads
         # a jvp's tangents from batched leaves only), as the numpy vmap broadcasts them
-        in_axes = (in_axes[0], 0)
         for k in range(len(_pytree.flatten(args[0])[0]), len(leaves)):
+            if axis_of_leaf[k] is not None:
+                continue
             leaf = np.asarray(getattr(leaves[k], "data", leaves[k]))
             arrays[k] = da.broadcast_to(leaf, (first.shape[0],) + leaf.shape,
                                         chunks=(batch_chunks,) + leaf.shape)
@@ -380,7 +361,9 @@ def vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size, back
         elif a.chunks[0] != batch_chunks:
             arrays[k] = a.rechunk({0: batch_chunks})
 
-    point_axes = tuple(None if a is None else 0 for a in in_axes)
+    # the arguments' tree of axes: 0 for every mapped leaf (batch axis first now), else None
+    point_axes = _pytree.unflatten(structure, [0 if k in mapped else None
+                                               for k in range(len(leaves))])
 
     def batch_of(mapped_values):
         """A numpy `_Batch` with these values (batch axis first) for the mapped leaves."""
@@ -394,10 +377,10 @@ def vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size, back
     point_leaves, point_structure = _pytree.flatten(arguments(_vmap._point_args(kind, proxy, 0),
                                                               {}))
     key = (point_structure, tuple(map(leaf_signature, point_leaves)))
-    if not traced.cache.get(key):
+    if not traced.current(key):
         _discover(traced, kind, argnums, single, fn, [arrays[k] for k in mapped], batch_of,
                   chunk_size)
-    shipment, out_structure = _shipment(list(traced.cache.get(key, ())), traced, kind, argnums,
+    shipment, out_structure = _shipment(traced.current(key), traced, kind, argnums,
                                         single, proxy, point_leaves, chunk_size)
 
     token = tokenize(*shipment.arrays())
@@ -420,6 +403,17 @@ def vmap_dask(traced, kind, argnums, single, args, in_axes, fn, chunk_size, back
             meta=np.empty((0,) * (1 + index.ndim), shipment.dtype),
             name=f"tapegrad-out{j}-{graph_token}"))
     return _pytree.unflatten(out_structure, outs)
+
+
+def _check_known_chunks(leaf):
+    """Refuse a dask array whose chunk sizes are unknown (NaN, as after boolean indexing): the
+    blocks' numbers of points are needed to lay out the result and to sample points."""
+    if any(math.isnan(size) for sizes in leaf.chunks for size in sizes):
+        raise ValueError(
+            f"vmap on a dask array with unknown chunk sizes (chunks {leaf.chunks}), as after "
+            "boolean indexing or a filter: vmap needs the number of points in every block. "
+            "Compute them first: X = X.compute_chunk_sizes() (this evaluates X once; for a "
+            "dask dataframe, df.to_dask_array(lengths=True))")
 
 
 def _discover(traced, kind, argnums, single, fn, inputs, batch_of, chunk_size):

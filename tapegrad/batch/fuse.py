@@ -32,13 +32,16 @@ bodies without calls run in the caller's row layout (`_emit_rows`).
 Results agree with the interpreter to rounding (the same expressions; sums may associate
 differently); `x + 0.0` is folded to `x`, so a sum of negative zeros stays -0.0.
 """
+import collections
 import math
 import os
 import re
+import sys
 import textwrap
 
 import numpy as np
 
+from .launch import launch
 from ..core.registry import BY_NAME, PRIMS
 # core.codegen and core.cache are imported where used: `import tapegrad` does not load them
 
@@ -519,7 +522,30 @@ class Candidate:
     def build(self):
         """The compiled kernel (a `Fused`)."""
         from ..core import cache
-        return Fused(cache.materialize(self.name, self.text).fused, self.n_in, self.n_out)
+        kernel = cache.materialize(self.name, self.text).fused
+        _imported(self.name)
+        return Fused(kernel, self.n_in, self.n_out)
+
+
+MAX_MODULES = 64
+_MODULES = collections.OrderedDict()     # generated fused modules imported, least recent first
+
+
+def _imported(name):
+    """Record that the fused module `name` was (re)used, and un-import the least recently used
+    beyond MAX_MODULES: each distinct tape (a new static value baked into its statements, a new
+    shape) has a module of its own, and a long session would otherwise keep all of them. A
+    module un-imported here lives on while a plan's `Fused` holds its kernel; building its
+    source again imports the file anew, with numba's on-disk cache (milliseconds). Why 64: a
+    working set of fused tapes larger than that is unusual (each took a compile of a second or
+    more), and each holds compiled code and numba's typing state (hundreds of kilobytes)."""
+    from ..core import cache
+    with cache.materializing:          # no thread imports a module while one is dropped
+        _MODULES[name] = None
+        _MODULES.move_to_end(name)
+        while len(_MODULES) > MAX_MODULES:
+            old, _ = _MODULES.popitem(last=False)
+            sys.modules.pop(f"tapegrad.{old}", None)
 
 
 class Fused:
@@ -540,4 +566,4 @@ class Fused:
             if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
                 raise ValueError(f"fused kernel: {name} must be a C-contiguous {shape} array of "
                                  f"{np.dtype(dtype)}, got {array.shape} {array.dtype}")
-        self.kernel(X, Y, OK)
+        launch(self.kernel, X, Y, OK)

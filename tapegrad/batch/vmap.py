@@ -20,6 +20,7 @@ any batch size (outputs aside); inputs are transposed to (inputs, points) chunk 
 import contextlib
 import functools
 import math
+import numbers
 import time
 import warnings
 import weakref
@@ -31,6 +32,7 @@ from . import fuse as _fuse
 from ..core import pytree as _pytree
 from ..core import sweep as _sweep
 from ..core.interp import interpreters
+from .launch import launch
 from ..transforms.trace import is_dynamic
 from ..transforms.transforms import Traced, jvp as _jvp
 
@@ -90,27 +92,120 @@ def _positions(tape, slots):
                            for s in slots]).astype(np.int64)
 
 
+def _is_axis(axis):
+    """An int, numpy's too, not a bool (a plain int answers first: this runs at every call)."""
+    return type(axis) is int or (isinstance(axis, numbers.Integral) and not isinstance(axis, bool))
+
+
+def check_in_axes(in_axes):
+    """Refuse an `in_axes` that is not an int, None, or a tuple/list (one entry per positional
+    argument) whose entries are ints, None, or tuples/lists/dicts of them (a tree prefix of the
+    argument, as in JAX): checked when vmap is called, before any argument is seen."""
+    if in_axes is None or _is_axis(in_axes):
+        return
+    if not isinstance(in_axes, (tuple, list)):
+        raise TypeError(f"vmap in_axes must be an int, None, or a tuple with one entry per "
+                        f"positional argument, got {in_axes!r} ({type(in_axes).__name__})")
+    for path, leaf in _axes_leaves(in_axes, "in_axes"):
+        if leaf is not None and not _is_axis(leaf):
+            raise TypeError(f"vmap in_axes must be an int, None, or a (nested) tuple/list/dict "
+                            f"of them, got {in_axes!r}: {path} is {leaf!r} "
+                            f"({type(leaf).__name__})")
+
+
+def _axes_leaves(tree, path):
+    """(path, leaf) of every leaf of an axes tree, with its path as written (in_axes[1]['w'])."""
+    if isinstance(tree, (tuple, list)):
+        for i, child in enumerate(tree):
+            yield from _axes_leaves(child, f"{path}[{i}]")
+    elif isinstance(tree, dict):
+        for key, child in tree.items():
+            yield from _axes_leaves(child, f"{path}[{key!r}]")
+    else:
+        yield path, tree
+
+
+def leaf_axes(args, in_axes):
+    """The batch axis (or None) of every leaf of `args` (flattened in `_pytree` order): an int
+    or None applies to every leaf; a tuple has one entry per argument, each an int, None, or a
+    tree of them that is a prefix of the argument's tree."""
+    if in_axes is None or _is_axis(in_axes):
+        return [in_axes] * len(_pytree.flatten(tuple(args))[0])
+    if len(in_axes) != len(args):
+        raise ValueError(f"vmap in_axes has {len(in_axes)} entries for {len(args)} positional "
+                         f"argument{'' if len(args) == 1 else 's'}: give one per argument "
+                         "(None for an argument that is not mapped)")
+    axes = []
+    for i, (arg, axis) in enumerate(zip(args, in_axes)):
+        axes += _prefix_axes(axis, arg, f"in_axes[{i}]")
+    return axes
+
+
+def _prefix_axes(axes, tree, path):
+    """`axes` (an axis, None, or a container matching `tree`'s) for every leaf of `tree`."""
+    if axes is None or _is_axis(axes):
+        return [axes] * len(_pytree.flatten(tree)[0])
+    if isinstance(axes, dict) and isinstance(tree, dict) and set(axes) == set(tree):
+        return [a for k in sorted(tree) for a in _prefix_axes(axes[k], tree[k], f"{path}[{k!r}]")]
+    if isinstance(axes, (tuple, list)) and isinstance(tree, (tuple, list)) and \
+            len(axes) == len(tree):
+        return [a for i, (sub, child) in enumerate(zip(axes, tree))
+                for a in _prefix_axes(sub, child, f"{path}[{i}]")]
+    raise ValueError(f"vmap {path} is {axes!r}, which does not match the structure of its "
+                     f"argument, {_pytree.describe(_pytree.flatten(tree)[1])}: give an int or "
+                     "None for the whole argument, or a tree of them with its structure")
+
+
+def _shape(leaf):
+    """The shape of an argument leaf (an array of any kind, a Tensor, a number)."""
+    shape = getattr(leaf, "shape", None)
+    return tuple(np.shape(leaf) if shape is None else shape)
+
+
+def _point_shape(leaf, axis):
+    """The shape of one point of an argument leaf: its shape without the batch axis."""
+    shape = _shape(leaf)
+    return shape if axis is None else shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
+
+
+def _check_axis(leaf, axis):
+    """Refuse a batch axis that the mapped leaf does not have."""
+    shape = _shape(leaf)
+    if not shape:
+        raise ValueError(f"vmap: in_axes={axis} for a scalar argument (nothing to map)")
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"vmap: in_axes={axis} for an argument of shape {shape} ({len(shape)} "
+                         f"ax{'is' if len(shape) == 1 else 'es'}: in_axes must be in "
+                         f"[{-len(shape)}, {len(shape) - 1}] or None)")
+
+
+def check_tangents(leaves, axes, n_primal):
+    """For vmap(partial(jvp, f)): each tangent leaf has its primal's shape at every point (the
+    batched replay reads as many tangent values per point as the primal has)."""
+    for k in range(n_primal):
+        primal = _point_shape(leaves[k], axes[k])
+        tangent = _point_shape(leaves[n_primal + k], axes[n_primal + k])
+        if primal != tangent:
+            raise ValueError(f"vmap(partial(jvp, f)): tangent of shape {tangent} for a primal of "
+                             f"shape {primal} at each point (primal leaf {k}; shapes without "
+                             "the batch axis)")
+
+
 class _Batch:
     """The batched arguments of one call, split into leaves with the batch axis first."""
 
     def __init__(self, args, in_axes):
-        if isinstance(in_axes, int) or in_axes is None:
-            in_axes = (in_axes,) * len(args)
-        in_axes = tuple(in_axes)
-        if len(in_axes) != len(args):
-            raise ValueError(f"vmap in_axes has {len(in_axes)} entries for {len(args)} arguments")
         self.leaves, self.structure = _pytree.flatten(tuple(args))
-        self.axis_of_leaf = []
-        for arg, axis in zip(args, in_axes):
-            self.axis_of_leaf += [axis] * len(_pytree.flatten(arg)[0])
+        self.axis_of_leaf = [in_axes] * len(self.leaves) if in_axes is None or \
+            _is_axis(in_axes) else leaf_axes(args, in_axes)
         sizes = set()
         self.batched = []
         for k, (leaf, axis) in enumerate(zip(self.leaves, self.axis_of_leaf)):
             if axis is None:
                 continue
             leaf = np.asarray(getattr(leaf, "data", leaf))
-            if leaf.ndim == 0:
-                raise ValueError(f"vmap: in_axes={axis} for a scalar argument (nothing to map)")
+            if not -leaf.ndim <= axis < leaf.ndim:
+                _check_axis(leaf, axis)          # raises, saying what is wrong
             leaf = np.moveaxis(leaf, axis, 0)
             if not is_dynamic(leaf):
                 raise TypeError(f"vmap maps over floating-point arrays; got {leaf.dtype}")
@@ -148,10 +243,14 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
          fuse="auto"):
     """Vectorize `fn` (a function or a transform of one) over a batch axis of its arguments.
 
-    `in_axes`: an int, or one int/None per positional argument (None: not mapped). Outputs
-    carry the batch axis first (`out_axes=0`). `chunk_size` bounds the points processed at
-    once (default: from the memory the chunk's inputs and outputs take); `progress=True` shows
-    a progress bar (tqdm) over chunks. `device`: "cpu"; "cuda" and "auto" select the GPU
+    `in_axes`: an int, or one entry per positional argument: an int, None (not mapped), or a
+    tree of them that is a prefix of the argument's tree (as in JAX: `({"x": 0, "w": None},)`).
+    Outputs carry the batch axis first (`out_axes=0`). `chunk_size` (a positive int) bounds the
+    points processed at once (default: from the memory the chunk's inputs and outputs take);
+    `progress=True` shows a progress bar (tqdm) over chunks. Every option is checked here, and
+    the arguments' shapes at each call (a jvp's tangents must have its primals' shapes at each
+    point), before anything reaches compiled code. Points of size 0 and empty batches give empty
+    results of the per-point shapes, as in JAX. `device`: "cpu"; "cuda" and "auto" select the GPU
     backend where it exists.
 
     `fuse` (CPU): whether the tape of a value, grad, value_and_grad, jacrev or jacfwd is
@@ -161,10 +260,14 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
     has spent the compile time an estimate gives on it (or its compiled kernel is already
     cached), then switches; True compiles at the first call; False never does.
     """
-    if fuse not in ("auto", True, False):
-        raise ValueError(f"fuse must be 'auto', True or False, got {fuse!r}")
-    if out_axes != 0:
-        raise NotImplementedError("vmap supports out_axes=0")
+    check_in_axes(in_axes)
+    _check_out_axes(out_axes)
+    chunk_size = _checked_chunk_size(chunk_size)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"vmap progress must be True or False, got {progress!r}")
+    if not (isinstance(fuse, (bool, np.bool_)) or (isinstance(fuse, str) and fuse == "auto")):
+        raise ValueError(f"vmap fuse must be 'auto', True or False, got {fuse!r}")
+    fuse = fuse if isinstance(fuse, str) else bool(fuse)
     backend = _backend(device)
     kind, f, argnums, single, has_aux = _schedule_of(fn)
     if has_aux:
@@ -187,11 +290,12 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
         if backend == "cuda":
             from .cuda import Batch as make_batch     # device arrays stay on the device
         if kind == "jvp":
-            if len(args) != 2:
-                raise TypeError("vmap(partial(jvp, f)) takes (primals, tangents)")
-            axes = in_axes if isinstance(in_axes, int) else tuple(in_axes)
-            batch = make_batch((tuple(args[0]), tuple(args[1])), axes)
-            _broadcast_tangents(batch, len(_pytree.flatten(tuple(args[0]))[0]))
+            primals, tangents = _jvp_arguments(args)
+            batch = make_batch((primals, tangents), in_axes)
+            n_primal = len(_pytree.flatten(primals)[0])
+            check_tangents(batch.leaves, [0 if k in batch.batched else None
+                                          for k in range(len(batch.leaves))], n_primal)
+            _broadcast_tangents(batch, n_primal)
         else:
             batch = make_batch(args, in_axes)
         return _run(traced, kind, argnums, single, batch, fn, chunk_size, progress, backend,
@@ -200,6 +304,40 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
     batched.vmapped = fn
     batched._traced = traced        # its tapes (introspection, tests)
     return batched
+
+
+def _check_out_axes(out_axes):
+    if out_axes is not None and not _is_axis(out_axes):
+        raise TypeError(f"vmap out_axes must be an int, got {out_axes!r} "
+                        f"({type(out_axes).__name__})")
+    if out_axes != 0:
+        raise NotImplementedError(f"vmap supports out_axes=0 (the batch axis first), got "
+                                  f"out_axes={out_axes!r}; move the axis afterwards "
+                                  "(np.moveaxis)")
+
+
+def _checked_chunk_size(chunk_size):
+    """chunk_size as an int, or None: a positive number of points."""
+    if chunk_size is None:
+        return None
+    if not _is_axis(chunk_size):
+        raise TypeError(f"vmap chunk_size must be a positive int or None, got {chunk_size!r} "
+                        f"({type(chunk_size).__name__})")
+    if chunk_size <= 0:
+        raise ValueError(f"vmap chunk_size must be a positive int or None (the points "
+                         f"processed at once), got {chunk_size}")
+    return int(chunk_size)
+
+
+def _jvp_arguments(args):
+    """(primals, tangents) of a call of vmap(partial(jvp, f)), as tuples of one structure."""
+    if len(args) != 2:
+        raise TypeError("vmap(partial(jvp, f)) takes (primals, tangents)")
+    primals, tangents = tuple(args[0]), tuple(args[1])
+    if _pytree.flatten(primals)[1] != _pytree.flatten(tangents)[1]:
+        raise ValueError("vmap(partial(jvp, f)): primals and tangents must have the same "
+                         "structure")
+    return primals, tangents
 
 
 def _broadcast_tangents(batch, n_primal):
@@ -386,6 +524,7 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind, fuse=False):
     XT = batch.rows(plan["rows"][1], index, tape.dtype)
     X = np.zeros((n, 0), tape.dtype) if X is None else X
     XT = np.zeros((n, 0), tape.dtype) if XT is None else XT
+    check_rows(X.shape[1], XT.shape[1], plan)
     ok = np.empty(n, np.bool_)
     out = Y[index] if isinstance(index, slice) else np.empty((n, Y.shape[1]), tape.dtype)
     cols = _columns.layout(tape)        # copies as views: fewer entries and rows
@@ -393,8 +532,8 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind, fuse=False):
     n_dir = 1 if kind == "jvp" else len(plan["dir_pos"])
     V = cols.values(V)
     tile = _tile_for(V.size, n_dir, V.itemsize)
-    interpreters(batched=True).run_tiles(
-        cols.E, cols.FC, tape.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
+    launch(interpreters(batched=True).run_tiles,
+        cols.E, cols.FC, cols.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
         pos["guard_val"], ok, pos["seeds"], pos["dir_pos"], pos["tin_pos"], XT,
         plan["second"], pos["read_v"], pos["read_g"], pos["read_t"], pos["read_tg"], out, tile,
         max(1, min(_threads(), -(-n // tile))),
@@ -403,6 +542,17 @@ def _replay_columns(tape, V, plan, batch, index, Y, kind, fuse=False):
         Y[index[ok]] = out[ok]
     plan["interpreted_s"] = plan.get("interpreted_s", 0.0) + time.perf_counter() - started
     return ok
+
+
+def check_rows(n_in, n_tangent, plan):
+    """The drivers read X[q, r] for every input position r of the plan and XT[q, r] for every
+    tangent position, unchecked: a chunk's (points, values) arrays must have exactly those
+    columns, `n_in` and `n_tangent` (two comparisons; `_Batch` and `check_tangents` say what was
+    wrong in the caller's terms first)."""
+    if n_in != len(plan["in_pos"]) or n_tangent != len(plan["tin_pos"]):
+        raise ValueError(f"vmap: the batched arguments give {n_in} input and {n_tangent} tangent "
+                         f"values per point; the traced function takes {len(plan['in_pos'])} "
+                         f"and {len(plan['tin_pos'])}")
 
 
 def _fused(tape, V, plan, kind, fuse):
@@ -469,20 +619,21 @@ def _flat_result(result, n_rows, kind, tape):
 def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
     """Split the rows of Y into the outputs of the transform, batch axis first."""
     B = Y.shape[0]
-    rows = iter(range(Y.shape[1]))
+    row = [0]          # the next row of Y to take
 
     def take(slots):
+        """A (B,) + shape array of the next rows for each slot (a view when it is all of Y)."""
         out = []
         for s in slots:
-            first = next(rows)
-            for _ in range(tape.sizes[s] - 1):
-                next(rows)
-            block = Y[:, first:first + tape.sizes[s]]
+            first, size = row[0], tape.sizes[s]
+            row[0] += size
+            block = Y[:, first:first + size]
             out.append((block if block.shape[1] == Y.shape[1] else block.copy())
                        .reshape((B,) + tape.shapes[s]))
         return out
 
-    values = take(tape.output_slots) if len(plan["read_v"]) else None
+    reads_values = kind in ("value", "value_and_grad", "jvp")
+    values = take(tape.output_slots) if reads_values else None
     if kind in ("value",):
         return _pytree.unflatten(tape.out_structure, values)
     groups = None
@@ -516,20 +667,18 @@ def _arrange(Y, tape, kind, plan, traced, batch, argnums, single):
             n, m = len(plan["dir_pos"]), len(plan["read_t"])
             J = Y[:, first:first + m * n].reshape(B, n, m).transpose(0, 2, 1)
         return _jac_blocks(J, tape, wrt_slots, per_argument)
-    if kind == "hessian":
+    if kind == "hessian":      # rows: (direction, gradient element), after the gradient
         n = len(plan["dir_pos"])
-        for _ in range(len(plan["read_g"])):
-            next(rows)
-        H = np.stack([np.stack([Y[:, next(rows)] for _ in range(n)]) for _ in range(n)])
+        first = len(plan["read_v"]) + len(plan["read_g"])
+        H = Y[:, first:first + n * n].reshape(B, n, n)
         blocks, r = [], 0        # arranged as the unbatched hessian: arguments of arguments
         for si in wrt_slots:
-            row, c = [], 0
+            row_blocks, c = [], 0
             for sj in wrt_slots:
-                block = H[r:r + tape.sizes[si], c:c + tape.sizes[sj]]
-                row.append(np.moveaxis(block, 2, 0).reshape((B,) + tape.shapes[si]
-                                                            + tape.shapes[sj]))
+                block = H[:, r:r + tape.sizes[si], c:c + tape.sizes[sj]].copy()
+                row_blocks.append(block.reshape((B,) + tape.shapes[si] + tape.shapes[sj]))
                 c += tape.sizes[sj]
-            blocks.append(per_argument(row))
+            blocks.append(per_argument(row_blocks))
             r += tape.sizes[si]
         return per_argument(blocks)
     raise AssertionError(kind)
@@ -553,8 +702,14 @@ def _jac_blocks(J, tape, wrt_slots, per_argument):
 
 
 def _loop(fn, kind, batch):
-    """The batch as a Python loop of the unbatched function (nested transforms)."""
+    """The batch as a Python loop of the unbatched function (nested transforms); an empty
+    batch evaluates `fn` once, at zeros, for the shapes of the (empty) results."""
     results = [fn(*batch.point(q)) for q in range(batch.size)]
+    if not results:
+        with np.errstate(all="ignore"):
+            leaves0, structure = _pytree.flatten(fn(*batch.point(0)))
+        empty = [np.zeros((0,) + np.shape(leaf), np.asarray(leaf).dtype) for leaf in leaves0]
+        return _pytree.unflatten(structure, empty)
     leaves0, structure = _pytree.flatten(results[0])
     stacked = [np.stack([np.asarray(_pytree.flatten(r)[0][j]) for r in results])
                for j in range(len(leaves0))]

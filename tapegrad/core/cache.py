@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 
 
 def cache_dir():
@@ -40,15 +41,22 @@ def salt():
     return inspect.getsource(jit) + numba.__version__
 
 
-_materializing = threading.RLock()     # re-entrant: a module that materializes another
+materializing = threading.RLock()     # re-entrant: a module that materializes another
 
 
 def materialize(name, source):
     """Import `source` as the module `tapegrad.<name>`, from a file in the cache directory.
 
-    One thread at a time: a module is in sys.modules while it executes, and another thread must
-    not take it half made."""
-    with _materializing:
+    One thread at a time: a module is in sys.modules while it executes, and another thread
+    must not take it half made (hold `materializing` to keep modules from being imported).
+
+    The file is trusted only when it holds exactly `source` (which its name hashes): one read
+    and one comparison per module and process. A file edited, truncated or garbled since it
+    was written is written again (a RuntimeWarning says so), and so is one whose import fails
+    (a damaged bytecode cache), once; if the module still cannot be imported, the error names
+    the directory to clear. (This protects against damage, not against someone who can write
+    the cache directory: numba's cache files there hold machine code.)"""
+    with materializing:
         return _materialize_locked(name, source)
 
 
@@ -56,12 +64,56 @@ def _materialize_locked(name, source):
     modname = f"tapegrad.{name}"
     if modname in sys.modules:
         return sys.modules[modname]
-    path = os.path.join(cache_dir(), f"{name}.py")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"    # per process and thread
-        with open(tmp, "w") as fh:
-            fh.write(source)
-        os.replace(tmp, path)
+    directory = cache_dir()
+    path = os.path.join(directory, f"{name}.py")
+    expected = source.encode("utf-8")
+    found = _read(path)
+    if found != expected:
+        if found is not None:
+            warnings.warn(f"tapegrad: the generated module {path} does not hold the code its "
+                          "name stands for (edited, truncated or damaged); it was written "
+                          "again", RuntimeWarning, stacklevel=3)
+        _write(path, expected)
+    try:
+        return _import(modname, path)
+    except Exception as err:   # noqa: BLE001 (a damaged bytecode cache raises anything)
+        warnings.warn(f"tapegrad: the generated module {path} could not be imported "
+                      f"({type(err).__name__}: {err}); it was written again",
+                      RuntimeWarning, stacklevel=3)
+        _write(path, expected)
+        try:
+            return _import(modname, path)
+        except Exception as again:   # noqa: BLE001
+            raise RuntimeError(f"tapegrad: cannot import the generated module {path} "
+                               f"({type(again).__name__}: {again}); delete the directory "
+                               f"{directory} (tapegrad's code cache, $TAPEGRAD_CACHE_DIR) and "
+                               "try again") from again
+
+
+def _read(path):
+    """The bytes of the file at `path`, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _write(path, data):
+    """Write `data` to `path` whole or not at all (a temporary file per process and thread,
+    then a rename), and drop its compiled bytecode, which may be of the file it replaces
+    (Python checks a .pyc by the source's size and mtime in seconds only)."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    try:
+        os.remove(importlib.util.cache_from_source(path))
+    except OSError:
+        pass
+
+
+def _import(modname, path):
     spec = importlib.util.spec_from_file_location(modname, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module

@@ -23,6 +23,7 @@ the tile driver `run_tiles`; `load_first` the reverse sweep that assigns first w
 """
 import re
 import textwrap
+import warnings
 
 from . import cache
 from . import layouts

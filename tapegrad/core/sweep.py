@@ -65,14 +65,19 @@ def gradient_sweeps(tape, out, entries=None):
     than the two interpreter calls: in a function over large data each sweep evicts the caches,
     and the Python around the sweeps then runs cold, at microseconds per operation (issue #3).
     The tape is checked here, once; anomaly mode and nested transforms take the general sweeps.
+    `run` calls the two interpreters' compiled code for its argument types directly (`_compiled`):
+    V is the tape's own value buffer (`Tape._buffer`, which `load` returns), G made here.
     """
     check(tape)
     E, FC = (tape.E, tape.FC) if entries is None else entries
-    fwd, bwd = interpreters().forward, reverse_first().backward_first
     IP, S, NEED = tape.IP, tape.S, tape.NEED
     E_all, FC_all, n_fwd, n_all = tape.E, tape.FC, len(E), len(tape.E)
     FIRST, ZERO = _first_writes(tape, out)
     n, seed = tape.n_adjoint, tape.offsets[out] if NEED[out] else None
+    V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
+    fwd = _compiled(interpreters().forward, E, FC, IP, S, V_like, 0, n_fwd)
+    bwd = _compiled(reverse_first().backward_first, E_all, FC_all, IP, S, NEED, FIRST, ZERO,
+                    V_like, G_like, 0, n_all)
 
     def general(V):
         if entries is None:
@@ -92,6 +97,15 @@ def gradient_sweeps(tape, out, entries=None):
         return G
 
     return general if tape.calls else run
+
+
+def _compiled(dispatcher, *args):
+    """The compiled code of numba `dispatcher` for the types of `args`, to be called with
+    arguments of exactly those types (nothing checks them: a caller's own arrays only). It
+    skips the dispatcher's resolution of the argument types, which costs about 30 ns more per
+    read-only array than per writable one, and the tape arrays are read-only (see _validate)."""
+    from numba import typeof
+    return dispatcher.compile(tuple(typeof(a) for a in args))
 
 
 def scalar_adjoints(tape, V, out):

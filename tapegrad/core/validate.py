@@ -5,8 +5,8 @@ crash, or worse a plausible wrong gradient. Tapes recorded in this process are v
 construction; every tape that comes from elsewhere (a file, a user's arrays) passes
 `validate_tape` first, which checks everything the interpreters rely on:
 
-* arrays: dtypes (native byte order), dimensions, lengths and layout (C-contiguous, writable:
-  the layout the interpreters were compiled for) of E, FC, IP, S, NEED and the value buffer;
+* arrays: dtypes (native byte order), dimensions, lengths and layout (C-contiguous: the layout
+  the interpreters were compiled for) of E, FC, IP, S, NEED and the value buffer;
 * the slot table: contiguous, non-negative spans that tile the value buffer exactly (every
   bound checked against the buffer's size, so no int64 sum can wrap around), with a shape per
   slot whose product (in Python integers) is its size;
@@ -20,6 +20,12 @@ construction; every tape that comes from elsewhere (a file, a user's arrays) pas
 
 Nested-transform (`call`) entries hold Python rules: only a tape traced in this process may have
 them (`calls=`), never one from a file. `_sweep` refuses any tape not marked `validated`.
+
+What was checked must stay as checked: `validate_tape` makes the arrays read-only first (copies
+of any array that is not already read-only for good, see `read_only`) and checks those, and
+every tape built in this process keeps its arrays read-only too. The compiled interpreters are
+specialised for read-only E, FC, IP, S and NEED (numba types a read-only array apart from a
+writable one: every caller passes them read-only, so each interpreter compiles once per dtype).
 
 The cost is one Python pass over the entries and a few vectorised checks of the payloads:
 measured in `tests/test_validate.py`, it is small next to a replay and is paid once per load.
@@ -38,6 +44,49 @@ class TapeFormatError(ValueError):
 
 def _fail(message):
     raise TapeFormatError(message)
+
+
+def read_only(a, owned=False):
+    """`a` as an array that stays read-only: a read-only view of a read-only array that owns its
+    data (numpy lets the owner of its data be made writable again, `a.flags.writeable = True`,
+    but not a view of a read-only owner). `owned`: the caller hands `a` over (no other
+    reference writes it), so an array that owns its data is frozen in place; any other array
+    is copied first (in its layout: the validator judges it). Anything that is not a numpy
+    array is returned as is (for the validator to refuse)."""
+    if not isinstance(a, np.ndarray) or stays_read_only(a):
+        return a
+    if not owned or a.base is not None:
+        a = np.array(a)
+    a.setflags(write=False)
+    return a.view()
+
+
+def stays_read_only(a):
+    """Whether `a` is read-only and cannot be made writable again: its memory belongs to a
+    read-only array (of which it is a view) or to an immutable bytes object."""
+    if a.flags.writeable or a.base is None:
+        return False
+    base = a.base
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        if base.base is None:
+            return True
+        base = base.base
+    return isinstance(base, bytes)
+
+
+_TAPE_ARRAYS = ("E", "FC", "IP", "S", "NEED", "V0")
+
+
+def freeze_arrays(tape):
+    """Make the tape arrays of `tape` read-only for good (`read_only`): done before they are
+    validated, so that what was checked is what the interpreters read."""
+    for name in _TAPE_ARRAYS:
+        a = getattr(tape, name, None)
+        frozen = read_only(a)
+        if frozen is not a:
+            setattr(tape, name, frozen)
 
 
 def _array(name, a, dtype, ndim):
@@ -62,7 +111,7 @@ def validate_arrays(E, FC, IP, S, NEED, V, shapes, calls=()):
     _array("NEED", NEED, np.int64, 1)
     if not isinstance(V, np.ndarray) or V.dtype not in (np.float32, np.float64) or V.ndim != 1:
         _fail("the value buffer must be a 1-d float32 or float64 array (native byte order)")
-    _contiguous("the value buffer", V, writable=False)     # replays sweep a copy
+    _contiguous("the value buffer", V)     # replays sweep a copy
     n, n_slots = len(E), len(S)
     if E.shape[1] != 8 or FC.shape != (n, 2) or S.shape[1] != 2 or NEED.shape != (n_slots,):
         _fail(f"inconsistent array shapes: E {E.shape}, FC {FC.shape}, S {S.shape}, "
@@ -208,12 +257,11 @@ def _check_shapes(shapes, sizes):
             _fail(f"slot {s}: shape {shape} does not hold {sizes[s]} values")
 
 
-def _contiguous(name, a, writable=True):
-    """The compiled interpreters take C-contiguous, writable arrays: any other layout would
-    compile them again (minutes) for a new array type."""
-    if not a.flags.c_contiguous or (writable and not a.flags.writeable) or not a.dtype.isnative:
-        _fail(f"{name} must be a {'writable, ' if writable else ''}C-contiguous array in native "
-              "byte order")
+def _contiguous(name, a):
+    """The compiled interpreters take C-contiguous arrays: any other layout would compile them
+    again (minutes) for a new array type."""
+    if not a.flags.c_contiguous or not a.dtype.isnative:
+        _fail(f"{name} must be a C-contiguous array in native byte order")
 
 
 def _slot(e, what, s, n_slots):
@@ -252,7 +300,12 @@ def _shape_rule(e, prim, operands, out, ip, sizes):
 
 def validate_tape(tape, calls=()):
     """Check a `Tape` (or anything with its attributes) before its first replay; marks it
-    validated. `calls`: the (entry, rule) pairs of a tape traced in this process."""
+    validated. `calls`: the (entry, rule) pairs of a tape traced in this process.
+
+    The arrays E, FC, IP, S, NEED and V0 are made read-only first (`freeze_arrays`: the tape's
+    attributes then hold read-only arrays, copies where the given ones could still be written
+    through another reference), so that nothing can change them after they are checked."""
+    freeze_arrays(tape)
     if getattr(tape, "calls", None):
         if list(tape.calls) != list(calls):
             _fail("a tape with nested transforms (Python rules) cannot come from arrays")

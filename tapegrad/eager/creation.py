@@ -32,7 +32,7 @@ def _make(value, dtype, requires_grad):
 def _infer(data):
     """torch.tensor's dtype inference: Python floats give the default float dtype."""
     if isinstance(data, Tensor):
-        return data.data.copy()
+        return data._data.copy()
     if isinstance(data, np.ndarray):
         return data.copy()
     try:
@@ -48,7 +48,7 @@ def _infer(data):
 
 def _values(data):
     if isinstance(data, Tensor):
-        return data.data
+        return data._data
     if isinstance(data, (list, tuple)):
         return [_values(d) for d in data]
     return data

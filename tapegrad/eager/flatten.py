@@ -23,11 +23,11 @@ import threading
 import numpy as np
 
 from . import graph as _graph
-from ..inspect.display import GraphTape
 from ..core.registry import PRIMS
+from ..core.validate import read_only
 
 _VARIADIC = [p.variadic for p in PRIMS]
-_NO_PAYLOAD = np.zeros(0, np.int64)
+_NO_PAYLOAD = read_only(np.zeros(0, np.int64), owned=True)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
@@ -110,7 +110,7 @@ def linearize(outputs, extra_leaves=()):
         if t._node is None and t not in slots:
             slots[t] = len(values)
             leaves.append((len(values), t))
-            v = t.data
+            v = t._data
             values.append(v)
             key.append((v.size, v.dtype, t._requires_grad))
     e = 0
@@ -123,7 +123,7 @@ def linearize(outputs, extra_leaves=()):
             if s is None:                   # a leaf, first seen
                 s = slots[k] = len(values)
                 leaves.append((s, t))
-                v = t.data
+                v = t._data
                 values.append(v)
                 key.append((v.size, v.dtype, t._requires_grad))
             key.append(s)
@@ -144,14 +144,23 @@ def linearize(outputs, extra_leaves=()):
             payloads.append(payload)
         consts += (node.c0, node.c1)
         e += 1
+    if _graph._replaced:
+        _graph.check_shapes(nodes)      # `.data =` of another shape: the payloads would not fit
     key = tuple(key)
     structure = _STRUCTURES.get(key)
     if structure is None:
         structure = Structure.of(key)
-    return FlatTape(structure.E, np.array(consts, np.float64).reshape(-1, 2),
-                    np.concatenate(payloads) if payloads else _NO_PAYLOAD,
-                    structure.S, structure.NEED, structure.values(values), structure.offsets,
-                    structure.sizes, values, nodes, slots, leaves, calls, structure)
+    # FC and IP read-only, like every tape array the interpreters get (see _validate)
+    FC = np.array(consts, np.float64)
+    FC.setflags(write=False)
+    if payloads:
+        IP = np.concatenate(payloads)
+        IP.setflags(write=False)
+    else:
+        IP = _NO_PAYLOAD
+    return FlatTape(structure.E, FC.reshape(-1, 2), IP, structure.S, structure.NEED,
+                    structure.values(values), structure.offsets, structure.sizes, values, nodes,
+                    slots, leaves, calls, structure)
 
 
 _STRUCTURES = {}           # walk key -> Structure; see linearize
@@ -163,7 +172,7 @@ _STRUCTURES_MAX = 1 << 20  # tokens kept in all keys together before the cache s
 
 class Structure:
     """The arrays of a graph's structure, built from the key of `linearize`'s walk and shared by
-    every tape of that structure: nothing may write into them (compact_adjoints copies).
+    every tape of that structure: read-only (compact_adjoints copies).
 
     The key lists, in slot order, a token per slot and the operand slots before each entry's
     token: a leaf is (size, dtype, requires_grad), an entry (opcode, size, dtype, payload
@@ -195,9 +204,10 @@ class Structure:
             sizes.append(size)
             dtypes.append(dtype)
             total += size
-        self.E = np.array(rows, np.int64).reshape(-1, 8)
-        self.S = np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy()
-        self.NEED = np.array(need, np.int64)
+        self.E = read_only(np.array(rows, np.int64).reshape(-1, 8))
+        self.S = read_only(np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy(),
+                           owned=True)
+        self.NEED = read_only(np.array(need, np.int64), owned=True)
         self.offsets, self.sizes = tuple(offsets), tuple(sizes)
         self.dtype = _dtype_of(dtypes)
         # every value of the buffer's dtype: their bytes can simply be joined (`values`)
@@ -289,8 +299,18 @@ def _forget_structures():
 
 def _dtype_of(dtypes):
     """float32 when every floating value is float32, else float64 (integers count as neither:
-    they are constants such as indices, and promote nothing)."""
+    they are constants such as indices, and promote nothing). Complex values are refused: the
+    sweeps are real, and casting would drop the imaginary parts."""
     dtypes = set(dtypes)
+    for dtype in dtypes:
+        if dtype.kind == "c":
+            raise NotImplementedError(
+                f"complex numbers are not supported by tapegrad's autograd: the graph holds a "
+                f"value of dtype {dtype} (an operation on a complex tensor was recorded); "
+                "differentiate the real and imaginary parts as two real tensors")
+        if dtype.kind not in "biuf":
+            raise TypeError(f"the graph holds a value of dtype {dtype}, which tapegrad cannot "
+                            "differentiate")
     return _F32 if _F32 in dtypes and _F64 not in dtypes else _F64
 
 

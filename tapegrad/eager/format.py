@@ -120,7 +120,7 @@ def printoptions(**kwargs):
 # Element formatting
 # --------------------------------------------------------------------------
 
-_SUPPORTED_KINDS = "biuf"
+_SUPPORTED_KINDS = "biufc"
 
 # Namespace shown in ``dtype=`` suffixes.  Tests set it to "torch." to
 # compare with PyTorch byte for byte: "tapegrad." is two characters longer
@@ -130,7 +130,7 @@ _DTYPE_PREFIX = "tapegrad."
 
 def _dtype_name(dtype: np.dtype) -> str:
     """tapegrad/torch name of a numpy dtype (``float32``, ``int64``, ``bool``)."""
-    if dtype.kind not in _SUPPORTED_KINDS or dtype.itemsize > 8:
+    if dtype.kind not in _SUPPORTED_KINDS or dtype.itemsize > (16 if dtype.kind == "c" else 8):
         raise TypeError(f"cannot format arrays of dtype {dtype}")
     return dtype.name
 
@@ -243,10 +243,24 @@ def _summarized_data(a: np.ndarray) -> np.ndarray:
     return a[np.ix_(*idx)]
 
 
-def _vector_str(a: np.ndarray, indent: int, summarize: bool, fmt: _Formatter) -> str:
+def _complex_str(value, fmt: _Formatter, imag_fmt: _Formatter) -> str:
+    """torch's complex element: the real part, then the signed imaginary part and ``j``."""
+    real = fmt.format(value.real)
+    imag = (imag_fmt.format(value.imag) + "j").lstrip()
+    return real + imag if imag[0] in "+-" else real + "+" + imag
+
+
+def _vector_str(
+    a: np.ndarray, indent: int, summarize: bool, fmt: _Formatter, imag_fmt=None
+) -> str:
     """One row, wrapped to ``linewidth`` with continuation lines aligned
-    after the opening bracket."""
+    after the opening bracket (``imag_fmt``: complex values' imaginary parts)."""
     element_length = fmt.width() + 2  # ", " between elements
+    if imag_fmt is not None:
+        element_length += imag_fmt.width() + 1
+        element = lambda v: _complex_str(v, fmt, imag_fmt)  # noqa: E731
+    else:
+        element = fmt.format
     per_line = max(1, math.floor((PRINT_OPTS.linewidth - indent) / element_length))
     e = PRINT_OPTS.edgeitems
 
@@ -254,41 +268,47 @@ def _vector_str(a: np.ndarray, indent: int, summarize: bool, fmt: _Formatter) ->
         data = ["..."]
     elif summarize and a.shape[0] > 2 * e:
         data = (
-            [fmt.format(v) for v in a[:e].tolist()]
+            [element(v) for v in a[:e].tolist()]
             + [" ..."]
-            + [fmt.format(v) for v in a[-e:].tolist()]
+            + [element(v) for v in a[-e:].tolist()]
         )
     else:
-        data = [fmt.format(v) for v in a.tolist()]
+        data = [element(v) for v in a.tolist()]
 
     lines = [", ".join(data[i : i + per_line]) for i in range(0, len(data), per_line)]
     return "[" + (",\n" + " " * (indent + 1)).join(lines) + "]"
 
 
 def _tensor_str_with_formatter(
-    a: np.ndarray, indent: int, summarize: bool, fmt: _Formatter
+    a: np.ndarray, indent: int, summarize: bool, fmt: _Formatter, imag_fmt=None
 ) -> str:
     """Nested brackets; a d-dim tensor separates its slices with d-1
     newlines, and each level indents one more column."""
     if a.ndim == 0:
+        if imag_fmt is not None:
+            return _complex_str(a.item(), fmt, imag_fmt)
         return fmt.format(a.item())
     if a.ndim == 1:
-        return _vector_str(a, indent, summarize, fmt)
+        return _vector_str(a, indent, summarize, fmt, imag_fmt)
 
     e = PRINT_OPTS.edgeitems
     n = a.shape[0]
     if summarize and n > 2 * e:
         slices = (
-            [_tensor_str_with_formatter(a[i], indent + 1, summarize, fmt) for i in range(e)]
+            [
+                _tensor_str_with_formatter(a[i], indent + 1, summarize, fmt, imag_fmt)
+                for i in range(e)
+            ]
             + ["..."]
             + [
-                _tensor_str_with_formatter(a[i], indent + 1, summarize, fmt)
+                _tensor_str_with_formatter(a[i], indent + 1, summarize, fmt, imag_fmt)
                 for i in range(n - e, n)
             ]
         )
     else:
         slices = [
-            _tensor_str_with_formatter(a[i], indent + 1, summarize, fmt) for i in range(n)
+            _tensor_str_with_formatter(a[i], indent + 1, summarize, fmt, imag_fmt)
+            for i in range(n)
         ]
     return "[" + ("," + "\n" * (a.ndim - 1) + " " * (indent + 1)).join(slices) + "]"
 
@@ -298,8 +318,11 @@ def _tensor_str(a: np.ndarray, indent: int) -> str:
     if a.size == 0:
         return "[]"
     summarize = a.size > PRINT_OPTS.threshold
-    fmt = _Formatter(_summarized_data(a) if summarize else a)
-    return _tensor_str_with_formatter(a, indent, summarize, fmt)
+    shown = _summarized_data(a) if summarize else a
+    if a.dtype.kind == "c":
+        fmt, imag_fmt = _Formatter(shown.real), _Formatter(shown.imag)
+        return _tensor_str_with_formatter(a, indent, summarize, fmt, imag_fmt)
+    return _tensor_str_with_formatter(a, indent, summarize, _Formatter(shown))
 
 
 def _add_suffixes(tensor_str: str, suffixes: Iterable[str], indent: int) -> str:
@@ -337,7 +360,8 @@ def format_tensor(
     """Return PyTorch's ``repr`` of ``data`` as a tapegrad tensor.
 
     Args:
-        data: numpy array (bool, int8..int64, uint8..uint64, float16/32/64).
+        data: numpy array (bool, int8..int64, uint8..uint64, float16/32/64,
+            complex64/128).
         suffixes: extra items such as ``"requires_grad=True"`` or
             ``"grad_fn=<AddBackward0>"``, appended after the automatic
             ``size=`` / ``dtype=`` ones.
@@ -355,6 +379,8 @@ def format_tensor(
     a = np.asarray(data)
     name = _dtype_name(a.dtype)
     default_name = np.dtype(default_float).name
+    # non-empty: the default complex dtype, which goes with the default float, has none either
+    default_complex = "complex128" if default_name == "float64" else "complex64"
     indent = len(prefix)
     extra = []
 
@@ -367,7 +393,7 @@ def format_tensor(
     else:
         if not PRINT_OPTS.edgeitems:
             extra.append("size=" + str(tuple(int(n) for n in a.shape)))
-        if name not in (default_name, "int64", "bool"):
+        if name not in (default_name, default_complex, "int64", "bool"):
             extra.append(f"dtype={_DTYPE_PREFIX}{name}")
         body = _tensor_str(a, indent)
 

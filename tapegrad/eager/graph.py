@@ -52,7 +52,7 @@ class Node:
         # of a program that never wrote in place), checked by backward (see `check_versions`),
         # and the operands' rebinding counts (None: all 0), see `inputs`.
         self.versions = self.rebinds = None
-        if _written or _rebound:
+        if _written or _rebound or _replaced:
             if prim.saves:
                 self.versions = _versions(inputs, value)
             if _rebound:
@@ -65,10 +65,11 @@ class Node:
     def inputs(self):
         """The operands as they were when this node was recorded.
 
-        An in-place operation whose result is recorded (`b += 1` on a non-leaf) rebinds the
-        tensor to a new value and grad_fn; the nodes recorded before it still need the old ones,
-        which `rebind` keeps: an operand rebound since is replaced here by its old state (except
-        an operand the backward reads, which `check_versions` reports as PyTorch does)."""
+        An in-place operation whose result is recorded (`b += 1` on a non-leaf) gives the tensor
+        a new grad_fn (and writes its memory); the nodes recorded before it still need the old
+        grad_fn, which `rebind` keeps: an operand rebound since is replaced here by its old state,
+        except an operand whose value the backward reads and that was written since, which
+        `check_versions` reports as PyTorch does."""
         if _rebound:
             self._resolve_rebound()
         return self._inputs
@@ -87,9 +88,13 @@ class Node:
                 continue
             if saved is None:
                 saved = saved_operands(self)
+            before = t._history[then]
             if i in saved:
-                continue            # backward raises for it (a saved value was modified)
-            fixed[i] = entry[2][then]
+                if version(t) != (0 if self.versions is None else self.versions[i]):
+                    continue        # check_versions raises for it (a saved value was modified)
+                if t._node is None and before._node is not None:
+                    raise RuntimeError(_DETACHED)
+            fixed[i] = before
             changed = True
         if changed:
             self._inputs = tuple(fixed)
@@ -104,7 +109,11 @@ class Node:
 
         A Python number operand of `x + 2`, `x * 2`, `x / 2` (a constant here, a wrapped tensor in
         PyTorch) shows as `(None, 0)`, as in PyTorch."""
-        functions = tuple((_function_of(t), 0) for t in self.inputs)
+        try:
+            inputs = self.inputs
+        except RuntimeError:            # a saved operand detached in place: backward raises
+            inputs = self._inputs
+        functions = tuple((_function_of(t), 0) for t in _visible(inputs))
         if self.prim.name in _SCALAR_OPERAND:
             functions += ((None, 0),)
         return functions
@@ -114,6 +123,17 @@ class Node:
 
 
 _SCALAR_OPERAND = frozenset(("add_const", "mul_const", "div_const", "rdiv_const"))
+
+
+def _visible(inputs):
+    """The operands as PyTorch shows them: a hidden entry with several operands (the pack of
+    `cat` or of an in-place write into a view) stands for those operands."""
+    for t in inputs:
+        node = t._node
+        if node is not None and node._name == "" and len(node._inputs) > 1:
+            yield from _visible(node.inputs)
+        else:
+            yield t
 
 
 def _function_of(tensor):
@@ -137,13 +157,21 @@ def _function_of(tensor):
 #
 # PyTorch counts the in-place writes into a tensor (shared with its views) and checks, at backward,
 # that the values a node saved are still at the version it recorded. Here a tensor's version is the
-# number of in-place writes into its memory (counted per numpy base array, so that views, detached
-# tensors and slices share it) plus the number of times it was rebound by a recorded in-place
-# operation. Both counts live in registries keyed by id() with weak references, so a program that
-# never writes in place pays one truthiness test per recorded node and nothing else.
+# number of in-place writes into its memory, counted per numpy base array, so that views, detached
+# tensors and slices share it (every in-place operation writes memory, recorded or not). A recorded
+# in-place operation also rebinds the tensor to a new grad_fn, which nodes recorded before must not
+# see (`rebind`, `Node.inputs`). `.data = value` keeps the tensor's version, as in PyTorch (an
+# offset), and remembers the shapes the tensor had (`replaced`, `check_shapes`). The counts live in
+# registries keyed by id() with weak references, so a program that never writes in place pays one
+# truthiness test per recorded node and nothing else.
 
 _written = {}       # id(base array) -> [weakref, writes]
-_rebound = {}       # id(tensor) -> [weakref, rebinds, [state before rebind 1, 2, ...]]
+_rebound = {}       # id(tensor) -> [weakref, rebinds]; the states before are tensor._history
+_replaced = {}      # id(tensor) -> [weakref, 0, [(seq, shape before) of each change of shape],
+#                                    version offset]
+
+_DETACHED = ("Trying to use a saved tensor that has been detached in-place, i.e. with .detach_()."
+             "This is not supported, please use out-of-place `.detach()` instead")
 
 
 def _forget(registry, key, ref):
@@ -179,11 +207,17 @@ def _count_rebinds(tensor):
     return 0 if entry is None or entry[0]() is not tensor else entry[1]
 
 
+def _offset(tensor):
+    entry = _replaced.get(id(tensor))
+    return 0 if entry is None or entry[0]() is not tensor else entry[3]
+
+
 def version(tensor):
-    """PyTorch's `tensor._version`: in-place writes into its memory plus in-place rebindings."""
-    if not (_written or _rebound):
+    """PyTorch's `tensor._version`: the in-place writes into its memory."""
+    if not (_written or _replaced):
         return 0
-    return _count(_base(tensor.data)) + _count_rebinds(tensor)
+    n = _count(_base(tensor._data))
+    return n + _offset(tensor) if _replaced else n
 
 
 def _versions(inputs, value):
@@ -192,14 +226,14 @@ def _versions(inputs, value):
     place records every node this way."""
     versions = []
     for t in inputs:
-        a = t.data
+        a = t._data
         b = a.base
         while isinstance(b, np.ndarray):
             a, b = b, b.base
         entry = _written.get(id(a))
         n = 0 if entry is None or entry[0]() is not a else entry[1]
-        if _rebound:
-            n += _count_rebinds(t)
+        if _replaced:
+            n += _offset(t)
         versions.append(n)
     versions.append(_count(_base(value)))
     return tuple(versions) if any(versions) else None
@@ -218,13 +252,82 @@ def wrote(array):
 
 
 def rebind(tensor, old):
-    """Count a recorded in-place operation that gives `tensor` a new value and grad_fn; `old` (a
-    tensor with its previous value and grad_fn) stands in for it in the nodes recorded before."""
+    """Record that `tensor` gets a new grad_fn (a recorded in-place operation, a view whose base
+    was modified, detach_); `old` (a tensor with its previous value and grad_fn) stands in for
+    it in the nodes recorded before."""
     global _last_write
-    entry = _entry(_rebound, tensor, [[]])
-    entry[2].append(old)
+    entry = _entry(_rebound, tensor, [])
+    if entry[1]:
+        tensor._history.append(old)
+    else:           # on the tensor, not here: the history may lead back to it (through views)
+        tensor._history = [old]
     entry[1] += 1
     _last_write = next(_sequence)
+
+
+def adopt(node, array):
+    """Make `array` (the memory an in-place operation wrote its result into) the value of `node`,
+    at the array's current version: later writes into it are then caught like writes into any
+    saved value."""
+    node.value = array
+    if node.prim.saves:
+        written = _count(_base(array))
+        versions = node.versions
+        if versions is not None:
+            node.versions = versions[:-1] + (written,)
+        elif written:
+            node.versions = (0,) * len(node._inputs) + (written,)
+
+
+def replaced(tensor, old, new):
+    """`tensor.data = new` replaced `old`: the tensor keeps its version (PyTorch's `.data`
+    assignment is invisible to the version counter), and a change of shape is remembered for
+    `check_shapes`."""
+    global _last_write
+    keep = version(tensor)
+    entry = _replaced.get(id(tensor))
+    if entry is None or entry[0]() is not tensor:
+        if keep == _count(_base(new)) and old.shape == new.shape:
+            return              # nothing to remember: the common `p.data = p.data - lr * g`
+        entry = _entry(_replaced, tensor, [[], 0])
+    if old.shape != new.shape:
+        entry[2].append((next(_sequence), old.shape))
+    entry[3] = keep - _count(_base(new))
+    _last_write = next(_sequence)
+
+
+def _shape_when(history, seq, shape):
+    """The shape a tensor had when the node numbered `seq` was recorded (`shape` is its shape
+    now; `history` lists (seq, shape before) of its changes of shape)."""
+    for when, before in history:
+        if when > seq:
+            return before
+    return shape
+
+
+def check_shapes(nodes):
+    """Raise when a tensor that a node recorded was given data of another shape since (by
+    `.data = value`): the node's payload (index maps, matmul dimensions) and its operand's value
+    in the tape must have the shape the node was recorded with, or the compiled sweeps would
+    read out of bounds. A leaf's current data is what backward reads (a leaf's value may be
+    changed this way, with its shape kept); a non-leaf's value is the one recorded."""
+    if not _replaced:
+        return
+    for node in nodes:
+        for i, t in enumerate(node._inputs):
+            entry = _replaced.get(id(t))
+            if entry is None or entry[0]() is not t or not entry[2]:
+                continue
+            now = t._data.shape
+            recorded = _shape_when(entry[2], node.seq, now)
+            used = now if t._node is None else t._node.value.shape
+            if recorded != used:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation was given data of "
+                    f"another shape (by .data =): input {i} of {node.name()} had shape "
+                    f"{list(recorded)} when it was recorded, and the value backward would use "
+                    f"has shape {list(used)}. Assign .data a value of the recorded shape, or "
+                    "record the computation again.")
 
 
 def vjp_reads(prim):
@@ -271,20 +374,24 @@ def saved_operands(node):
     return saved
 
 
+_QUALIFIED = {"CopySlices": "torch::autograd::CopySlices"}    # as PyTorch prints them
+
+
 def _describe(tensor, node, dtype_name):
-    shape = list(tensor.data.shape) if tensor is not None else list(node.value.shape)
+    shape = list(tensor._data.shape) if tensor is not None else list(node.value.shape)
     text = f"[tapegrad.{dtype_name}Tensor {shape}]"
     producer = node if tensor is None else tensor._node
     if producer is not None:
         import re
-        text += f", which is output 0 of {re.sub(r'Backward[0-9]*$', '', producer.name())},"
+        name = re.sub(r'Backward[0-9]*$', '', producer.name())
+        text += f", which is output 0 of {_QUALIFIED.get(name, name)},"
     return text
 
 
 def check_versions(nodes):
     """Raise PyTorch's error when a value that a node's VJP reads was modified in place since
     the node was recorded (before any sweep reads it). `nodes` are in recording order."""
-    if not (_written or _rebound) or not nodes or nodes[0].seq > _last_write:
+    if not (_written or _rebound or _replaced) or not nodes or nodes[0].seq > _last_write:
         return
     for node in nodes:
         if not node.prim.saves:
@@ -302,7 +409,10 @@ def check_versions(nodes):
             then = 0 if recorded is None else recorded[i]
             if now != then:
                 from .tensor import _torch_type
-                dtype = (node.value if tensor is None else tensor.data).dtype
+                from .views import refresh
+                if tensor is not None and tensor._view is not None:
+                    refresh(tensor)     # described with its grad_fn now, as PyTorch does
+                dtype = (node.value if tensor is None else tensor._data).dtype
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by "
                     f"an inplace operation: {_describe(tensor, node, _torch_type(dtype))} is at "

@@ -13,9 +13,10 @@ import math
 import numpy as np
 
 from . import graph as _graph
-from .graph import state
+from . import views as _views
+from .graph import _rebound, state
 from ..core.registry import BY_NAME
-from .tensor import Tensor, record
+from .tensor import Tensor, _torch_type, constant, record
 
 P = BY_NAME
 _HIDDEN = ""   # the name of helper entries that users do not see
@@ -27,6 +28,8 @@ def _tracked(t):
 
 def _recording(*tensors):
     if state.grad_enabled:
+        if _rebound:                # an operand may be a view whose base got a new grad_fn
+            _views.refresh_all(tensors)
         for t in tensors:
             if t._requires_grad or t._node is not None:
                 return True
@@ -61,12 +64,12 @@ def _gather(t, positions, value, name):
 
 def broadcast_to(t, shape, name=_HIDDEN):
     shape = tuple(shape)
-    if t.data.shape == shape:
+    if t._data.shape == shape:
         return t
-    value = np.broadcast_to(t.data, shape)
+    value = np.broadcast_to(t._data, shape)
     if not _recording(t):
         return Tensor(value)
-    return _gather(t, np.broadcast_to(_positions(t.data.shape), shape), value, name)
+    return _gather(t, np.broadcast_to(_positions(t._data.shape), shape), value, name)
 
 
 # ---- elementwise -----------------------------------------------------------------------------
@@ -74,12 +77,12 @@ def broadcast_to(t, shape, name=_HIDDEN):
 def _unary(prim, x, c0=0.0, c1=0.0, name=None):
     if x.__class__ is not Tensor:
         x = as_tensor(x)
-    return record(prim, (x,), prim.numpy(x.data, c0, c1), None, c0, c1, name)
+    return record(prim, (x,), prim.numpy(x._data, c0, c1), None, c0, c1, name)
 
 
 def _weak(v):
     """A Python number stays a number for numpy (weak, as in PyTorch); anything else an array."""
-    return _scalar(v) if _is_number(v) else as_tensor(v).data
+    return _scalar(v) if _is_number(v) else as_tensor(v)._data
 
 
 def _operand(v, dtype):
@@ -89,12 +92,12 @@ def _operand(v, dtype):
 
 def _binary(prim, a, b, name=None):
     if isinstance(a, Tensor) and isinstance(b, Tensor):     # the common case, kept short
-        value = prim.numpy(a.data, b.data)
-        if a.data.shape != b.data.shape and _recording(a, b):
+        value = prim.numpy(a._data, b._data)
+        if a._data.shape != b._data.shape and _recording(a, b):
             shape = np.shape(value)
-            if a.data.size != 1:
+            if a._data.size != 1:
                 a = broadcast_to(a, shape)
-            if b.data.size != 1:
+            if b._data.size != 1:
                 b = broadcast_to(b, shape)
         return record(prim, (a, b), value, name=name)
     # maximum(float32 tensor, 0.3) stays float32: numbers do not promote.
@@ -104,9 +107,9 @@ def _binary(prim, a, b, name=None):
     a, b = _operand(a, dtype), _operand(b, dtype)
     if _recording(a, b):
         shape = value.shape
-        if a.data.size != 1:
+        if a._data.size != 1:
             a = broadcast_to(a, shape)
-        if b.data.size != 1:
+        if b._data.size != 1:
             b = broadcast_to(b, shape)
     return record(prim, (a, b), value, name=name)
 
@@ -159,7 +162,7 @@ def sub(a, b):
         return _binary(P["sub"], a, b)          # not two gathers (_gather_difference)
     if _is_number(b) and isinstance(a, Tensor):
         b = _scalar(b)
-        return record(P["add_const"], (a,), a.data - b, c0=-b, name="SubBackward0")
+        return record(P["add_const"], (a,), a._data - b, c0=-b, name="SubBackward0")
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rsub_const"], b, _scalar(a))
     fused = _gather_difference(a, b)
@@ -173,12 +176,12 @@ def _gather_difference(a, b):
     them. Not after in-place writes (the operand tensor might stand for another version)."""
     na, nb = getattr(a, "_node", None), getattr(b, "_node", None)
     if na is None or nb is None or na.prim is not P["gather"] or nb.prim is not P["gather"] \
-            or a.data.shape != b.data.shape or _graph._written or _graph._rebound:
+            or a._data.shape != b._data.shape or _graph._written or _graph._rebound:
         return None
     (x,), (y,) = na.inputs, nb.inputs
     if x is not y:
         return None
-    return record(P["gather_diff"], (x,), np.subtract(a.data, b.data),
+    return record(P["gather_diff"], (x,), np.subtract(a._data, b._data),
                   np.concatenate([na.payload, nb.payload]), name="SubBackward0")
 
 
@@ -196,13 +199,13 @@ def pow(a, b):
     if _is_number(b) and isinstance(a, Tensor):
         b = _scalar(b)
         if b == 2 or b == 3:   # multiplies, not a pow call (the commonest powers)
-            prim, x = P["square" if b == 2 else "cube"], a.data
+            prim, x = P["square" if b == 2 else "cube"], a._data
             value = prim.numpy(x, float(b), 0.0)     # the registry's forward: x * x (* x)
             if x.dtype.kind not in "fc":             # integers and bools: numpy's dtype of
                 value = np.asarray(value, (x ** b).dtype)   # x ** b (bool ** 3 is int8)
             return record(prim, (a,), value, c0=float(b))
-        if b == -1 and a.data.dtype.kind == "f":    # a division (PyTorch's reciprocal)
-            return record(P["rdiv_const"], (a,), a.data ** b, c0=1.0, name="PowBackward0")
+        if b == -1 and a._data.dtype.kind == "f":    # a division (PyTorch's reciprocal)
+            return record(P["rdiv_const"], (a,), a._data ** b, c0=1.0, name="PowBackward0")
         return _unary(P["pow_const"], a, b)
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rpow_const"], b, _scalar(a))
@@ -260,7 +263,7 @@ def where(condition, x, y):
     condition = as_tensor(condition)
     # Python numbers are weak, as in PyTorch: where(c, float32 tensor, 0.0) stays float32.
     wx, wy = _weak(x), _weak(y)
-    value = np.where(condition.data, wx, wy)
+    value = np.where(condition._data, wx, wy)
     dtype = np.result_type(wx, wy)
     x, y = _operand(x, dtype), _operand(y, dtype)
     if _recording(condition, x, y):
@@ -271,15 +274,15 @@ def where(condition, x, y):
 
 
 def astype(x, dtype):
-    if x.data.dtype == dtype:
+    if x._data.dtype == dtype:
         return x
     if dtype.kind not in "fc":
-        return Tensor(x.data.astype(dtype))
-    return record(P["copy"], (x,), x.data.astype(dtype), name="ToCopyBackward0")
+        return Tensor(x._data.astype(dtype))
+    return record(P["copy"], (x,), x._data.astype(dtype), name="ToCopyBackward0")
 
 
 def clone(x):
-    return record(P["copy"], (x,), x.data.copy(), name="CloneBackward0")
+    return record(P["copy"], (x,), x._data.copy(), name="CloneBackward0")
 
 
 # ---- shapes ----------------------------------------------------------------------------------
@@ -291,16 +294,35 @@ def _shape_arg(shape):
 
 
 def reshape(x, *shape, name="ViewBackward0"):
-    x = as_tensor(x)
-    return record(P["copy"], (x,), x.data.reshape(_shape_arg(shape)), name=name)
+    """A view of `x` in another shape when numpy can give one, else a copy (PyTorch's reshape)."""
+    return _reshaped(as_tensor(x), _shape_arg(shape), name, False)
 
 
 def view(x, *shape):
-    return reshape(x, *shape)
+    """A view of `x` in another shape; an error where only a copy could give that shape."""
+    return _reshaped(as_tensor(x), _shape_arg(shape), "ViewBackward0", True)
+
+
+def _reshaped(x, shape, name, view_only):
+    data = x._data
+    value = data.reshape(shape)
+    shares = _shares_memory(value, data)
+    if view_only and not shares and data.size:
+        raise RuntimeError("view size is not compatible with input tensor's size and stride (at "
+                           "least one dimension spans across two contiguous subspaces). Use "
+                           ".reshape(...) instead.")
+    out = record(P["copy"], (x,), value, name=name)
+    return _views.mark(out, x, "reshape", value.shape) if shares else out
+
+
+def _shares_memory(value, data):
+    """Whether numpy made `value` as a view of `data`'s memory (not a copy)."""
+    base = value.base
+    return base is not None and (base is data or base is data.base)
 
 
 def flatten(x, start_dim=0, end_dim=-1):
-    shape = x.data.shape
+    shape = x._data.shape
     if not shape:
         return reshape(x, 1)
     end = end_dim % len(shape)
@@ -308,50 +330,71 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 def squeeze(x, dim=None):
-    value = np.squeeze(x.data) if dim is None else (
-        np.squeeze(x.data, dim) if x.data.shape[dim] == 1 else x.data)
+    value = np.squeeze(x._data) if dim is None else (
+        np.squeeze(x._data, dim) if x._data.shape[dim] == 1 else x._data)
     return reshape(x, value.shape, name="SqueezeBackward0" if dim is None else "SqueezeBackward1")
 
 
 def unsqueeze(x, dim):
-    return reshape(x, np.expand_dims(x.data, dim).shape, name="UnsqueezeBackward0")
+    return reshape(x, np.expand_dims(x._data, dim).shape, name="UnsqueezeBackward0")
 
 
 def permute(x, *dims, name="PermuteBackward0"):
     x = as_tensor(x)
     dims = _shape_arg(dims)
-    value = np.transpose(x.data, dims)
-    if not _recording(x):
-        return Tensor(value)
-    return _gather(x, np.transpose(_positions(x.data.shape), dims), value, name)
+    value = np.transpose(x._data, dims)
+    if _recording(x):
+        out = _gather(x, np.transpose(_positions(x._data.shape), dims), value, name)
+    else:
+        out = constant(value)
+    return _views.mark(out, x, "permute", dims)
 
 
 def transpose(x, dim0=None, dim1=None):
     """PyTorch's transpose(x, dim0, dim1); without dims, numpy's transpose (all axes reversed)."""
     x = as_tensor(x)
     if dim0 is None:
-        return permute(x, tuple(range(x.data.ndim - 1, -1, -1)))
-    dims = list(range(x.data.ndim))
+        return permute(x, tuple(range(x._data.ndim - 1, -1, -1)))
+    dims = list(range(x._data.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(x, dims, name="TransposeBackward0")
 
 
 def t(x):
-    if x.data.ndim > 2:
+    if x._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
-                           f"{x.data.ndim}D")
-    return permute(x, tuple(range(x.data.ndim - 1, -1, -1)), name="TBackward0")
+                           f"{x._data.ndim}D")
+    return permute(x, tuple(range(x._data.ndim - 1, -1, -1)), name="TBackward0")
 
 
 def index_key(key):
-    """A key with tensors replaced by their (integer or boolean) numpy values."""
+    """A key with tensors replaced by their (integer or boolean) numpy values; a 0-d integer
+    tensor selects like an int (a view, as in PyTorch)."""
     if isinstance(key, tuple):
         return tuple(index_key(k) for k in key)
     if isinstance(key, Tensor):
-        return key.data
+        data = key._data
+        return int(data) if data.ndim == 0 and data.dtype.kind in "iu" else data
     if isinstance(key, list):
         return np.asarray([k.item() if isinstance(k, Tensor) else k for k in key])
     return key
+
+
+def basic_key(key):
+    """Whether numpy indexes with `key` by basic indexing, which gives a view: ints, slices,
+    None and Ellipsis (not bools, integer arrays or masks)."""
+    if key.__class__ is tuple:
+        for k in key:
+            if k.__class__ is not slice and k.__class__ is not int and k is not None and \
+                    k is not Ellipsis and not _is_int(k):
+                return False
+        return True
+    return key.__class__ is slice or key.__class__ is int or key is None or key is Ellipsis or \
+        _is_int(key)
+
+
+def _is_int(k):
+    return isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
 
 
 def _index_name(key):
@@ -365,13 +408,22 @@ def _index_name(key):
 
 
 def getitem(x, key):
-    """Basic and integer-array indexing; the VJP scatters with accumulation (repeated indices)."""
+    """Basic indexing gives a view (see `_views`), integer-array and boolean indexing a copy; the
+    VJP scatters with accumulation (repeated indices)."""
     key = index_key(key)
-    value = x.data[key]
-    if not _recording(x):
-        return Tensor(value)
-    value = np.array(value) if np.ndim(value) == 0 else value
-    return _gather(x, _positions(x.data.shape)[key], value, _index_name(key))
+    value = x._data[key]
+    basic = basic_key(key)
+    if value.__class__ is not np.ndarray:        # a number: a 0-d view, or a 0-d array
+        if basic:
+            key = (key if key.__class__ is tuple else (key,)) + (Ellipsis,)
+            value = x._data[key]
+        else:
+            value = np.asarray(value)
+    if _recording(x):
+        out = _gather(x, _positions(x._data.shape)[key], value, _index_name(key))
+    else:
+        out = constant(value)
+    return _views.mark(out, x, "index", key) if basic else out
 
 
 def _pack_gather(tensors, pieces, value, name):
@@ -379,7 +431,7 @@ def _pack_gather(tensors, pieces, value, name):
     tensors = [as_tensor(t) for t in tensors]
     if not _recording(*tensors):
         return Tensor(value)
-    packed_value = np.concatenate([t.data.ravel() for t in tensors])
+    packed_value = np.concatenate([t._data.ravel() for t in tensors])
     packed = record(P["pack"], tuple(tensors), packed_value, name=_HIDDEN)
     return _gather(packed, pieces, value, name)
 
@@ -387,20 +439,20 @@ def _pack_gather(tensors, pieces, value, name):
 def _piece_positions(tensors):
     start = 0
     for t in tensors:
-        yield start + _positions(t.data.shape)
-        start += t.data.size
+        yield start + _positions(t._data.shape)
+        start += t._data.size
 
 
 def cat(tensors, dim=0):
     tensors = [as_tensor(t) for t in tensors]
-    value = np.concatenate([t.data for t in tensors], axis=dim)
+    value = np.concatenate([t._data for t in tensors], axis=dim)
     pieces = np.concatenate(list(_piece_positions(tensors)), axis=dim)
     return _pack_gather(tensors, pieces, value, "CatBackward0")
 
 
 def stack(tensors, dim=0):
     tensors = [as_tensor(t) for t in tensors]
-    value = np.stack([t.data for t in tensors], axis=dim)
+    value = np.stack([t._data for t in tensors], axis=dim)
     pieces = np.stack(list(_piece_positions(tensors)), axis=dim)
     return _pack_gather(tensors, pieces, value, "StackBackward0")
 
@@ -433,10 +485,10 @@ def _reduce(prim, x, dims, keepdim, value, c0, names):
     value = np.asarray(value)
     if not _recording(x):
         return Tensor(value)
-    if dims is None or x.data.ndim == 0:
-        payload, name = np.zeros(x.data.size, np.int64), names[0]
+    if dims is None or x._data.ndim == 0:
+        payload, name = np.zeros(x._data.size, np.int64), names[0]
     else:
-        payload, name = _segments(x.data.shape, dims).ravel(), names[1]
+        payload, name = _segments(x._data.shape, dims).ravel(), names[1]
     base = _squared(x) if prim is P["segsum"] else None
     if base is not None:
         return record(P["segsumsq"], (base,), value, payload, c0=c0, name=name)
@@ -459,9 +511,9 @@ def _squared(x):
 def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
-    dims = _dims(dim, axis, x.data.ndim)
+    dims = _dims(dim, axis, x._data.ndim)
     # the ufunc's own reduce: np.sum's Python wrapper costs more than a small sum itself
-    value = np.add.reduce(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
+    value = np.add.reduce(x._data, axis=dims, keepdims=keepdim, dtype=dtype)
     if dims is None and _recording(x):
         return record(P["total"], (x,), np.asarray(value), c0=1.0)
     return _reduce(P["segsum"], x, dims, keepdim, value, 1.0, (None, "SumBackward1"))
@@ -471,7 +523,7 @@ def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     if x.__class__ is not Tensor:
         x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
-    data = x.data
+    data = x._data
     dims = None if dim is None and axis is None else _dims(dim, axis, data.ndim)
     count = data.size if dims is None else math.prod(data.shape[d] for d in dims)
     if data.dtype.kind == "f" and dtype is None and count:
@@ -487,16 +539,16 @@ def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
 def prod(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
-    dims = _dims(dim, axis, x.data.ndim)
-    value = np.prod(x.data, axis=dims, keepdims=keepdim, dtype=dtype)
+    dims = _dims(dim, axis, x._data.ndim)
+    value = np.prod(x._data, axis=dims, keepdims=keepdim, dtype=dtype)
     return _reduce(P["segprod"], x, dims, keepdim, value, 0.0, ("ProdBackward0", "ProdBackward1"))
 
 
 def _extreme(prim, npfn, x, dims, keepdim, names):
-    if x.data.size == 0:
+    if x._data.size == 0:
         raise RuntimeError(f"{npfn.__name__}(): Expected reduction dim to be specified for "
                            "input.numel() == 0. Specify the reduction dim with the 'dim' argument.")
-    value = npfn(x.data, axis=dims, keepdims=keepdim)
+    value = npfn(x._data, axis=dims, keepdims=keepdim)
     return _reduce(prim, x, dims, keepdim, value, 0.0, names)
 
 
@@ -504,14 +556,14 @@ def amax(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     """Maximum over axes; tied elements share the gradient evenly (PyTorch amax, JAX max)."""
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
-    return _extreme(P["segmax"], np.max, x, _dims(dim, axis, x.data.ndim), keepdim,
+    return _extreme(P["segmax"], np.max, x, _dims(dim, axis, x._data.ndim), keepdim,
                     ("AmaxBackward0", "AmaxBackward0"))
 
 
 def amin(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
-    return _extreme(P["segmin"], np.min, x, _dims(dim, axis, x.data.ndim), keepdim,
+    return _extreme(P["segmin"], np.min, x, _dims(dim, axis, x._data.ndim), keepdim,
                     ("AminBackward0", "AminBackward0"))
 
 
@@ -522,10 +574,10 @@ min_return = collections.namedtuple("min", ["values", "indices"])
 def _select_extreme(x, dim, keepdim, argfn, result, name):
     """PyTorch's max(dim)/min(dim): values and indices; the gradient goes to the index."""
     x = as_tensor(x)
-    (d,) = _dims(dim, None, x.data.ndim)
-    indices = np.expand_dims(argfn(x.data, axis=d), d)
-    positions = np.take_along_axis(_positions(x.data.shape), indices, axis=d)
-    value = np.take_along_axis(x.data, indices, axis=d)
+    (d,) = _dims(dim, None, x._data.ndim)
+    indices = np.expand_dims(argfn(x._data, axis=d), d)
+    positions = np.take_along_axis(_positions(x._data.shape), indices, axis=d)
+    value = np.take_along_axis(x._data, indices, axis=d)
     if not keepdim:
         positions, value, indices = (np.squeeze(a, d) for a in (positions, value, indices))
     values = _gather(x, positions, value, name) if _recording(x) else Tensor(value)
@@ -539,7 +591,7 @@ def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
         return maximum(x, dim)
     if dim is None or axis is not None:
         x = as_tensor(x)
-        return _extreme(P["segmax"], np.max, x, _dims(None, axis, x.data.ndim),
+        return _extreme(P["segmax"], np.max, x, _dims(None, axis, x._data.ndim),
                         bool(keepdims) or keepdim, ("MaxBackward1", "AmaxBackward0"))
     return _select_extreme(x, dim, keepdim, np.argmax, max_return, "MaxBackward0")
 
@@ -549,7 +601,7 @@ def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
         return minimum(x, dim)
     if dim is None or axis is not None:
         x = as_tensor(x)
-        return _extreme(P["segmin"], np.min, x, _dims(None, axis, x.data.ndim),
+        return _extreme(P["segmin"], np.min, x, _dims(None, axis, x._data.ndim),
                         bool(keepdims) or keepdim, ("MinBackward1", "AminBackward0"))
     return _select_extreme(x, dim, keepdim, np.argmin, min_return, "MinBackward0")
 
@@ -558,27 +610,27 @@ def logsumexp(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     """log(sum(exp(x))) without overflow: the maximum is taken out first."""
     x = as_tensor(x)
     keepdim = keepdims if keepdims is not None else keepdim
-    dims = _dims(dim, axis, x.data.ndim)
-    dims = tuple(range(x.data.ndim)) if dims is None else dims
+    dims = _dims(dim, axis, x._data.ndim)
+    dims = tuple(range(x._data.ndim)) if dims is None else dims
     m = amax(x, dims, keepdim=True)
     m_safe = where(isfinite_mask(m), m, 0.0)
     with np.errstate(divide="ignore"):   # a row of -inf has log(0) = -inf, as intended
         out = add(log(sum(exp(sub(x, m_safe)), dims, keepdim=True)), m_safe)
     if not keepdim:
-        out = reshape(out, np.squeeze(out.data, dims).shape)
+        out = reshape(out, np.squeeze(out._data, dims).shape)
     if out._node is not None:
         out._node._name = "LogsumexpBackward0"
     return out
 
 
 def isfinite_mask(x):
-    return Tensor(np.isfinite(x.data))
+    return Tensor(np.isfinite(x._data))
 
 
 def softmax(x, dim=None, *, axis=None):
     x = as_tensor(x)
-    dims = _dims(dim, axis, x.data.ndim)
-    dims = tuple(range(x.data.ndim)) if dims is None else dims
+    dims = _dims(dim, axis, x._data.ndim)
+    dims = tuple(range(x._data.ndim)) if dims is None else dims
     m = amax(x, dims, keepdim=True)
     e = exp(sub(x, where(isfinite_mask(m), m, 0.0)))
     out = div(e, sum(e, dims, keepdim=True))
@@ -591,8 +643,8 @@ def log_softmax(x, dim=None, *, axis=None):
     """(x - max) - log(sum(exp(x - max))): subtracting logsumexp(x) from x instead loses the
     digits of log(sum) next to a large max (1e-13 relative in float64, 3e-5 in float32 at 1000)."""
     x = as_tensor(x)
-    dims = _dims(dim, axis, x.data.ndim)
-    dims = tuple(range(x.data.ndim)) if dims is None else dims
+    dims = _dims(dim, axis, x._data.ndim)
+    dims = tuple(range(x._data.ndim)) if dims is None else dims
     m = amax(x, dims, keepdim=True)
     shifted = sub(x, where(isfinite_mask(m), m, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):   # a row of -inf gives NaN (PyTorch)
@@ -650,7 +702,52 @@ def matmul(a, b):
 
 
 def dot(a, b):
+    """PyTorch's dot (`tapegrad.dot`, `Tensor.dot`): the inner product of two 1-D tensors of the
+    same dtype and size; anything else raises PyTorch's error (numpy's `np.dot`, which takes any
+    ranks, is `numpy_dot`)."""
+    a, b = as_tensor(a), as_tensor(b)
+    if a.data.ndim != 1 or b.data.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {a.data.ndim}D and {b.data.ndim}D "
+                           "tensors")
+    if a.data.dtype != b.data.dtype:
+        raise RuntimeError(f"dot : expected both vectors to have same dtype, but found "
+                           f"{_torch_type(a.data.dtype)} and {_torch_type(b.data.dtype)}")
+    if a.data.size != b.data.size:
+        raise RuntimeError(f"inconsistent tensor size, expected tensor [{a.data.size}] and src "
+                           f"[{b.data.size}] to have the same number of elements, but got "
+                           f"{a.data.size} and {b.data.size} elements respectively")
     return matmul(a, b)
+
+
+def numpy_dot(a, b):
+    """numpy's dot (`np.dot` on tensors), lowered onto mul, matmul, permute and reshape:
+    a 0-d operand multiplies; otherwise the sum over a's last axis and b's second-to-last (its
+    only one when 1-D), the result shaped a.shape[:-1] + b.shape[:-2] + b.shape[-1:]. That is
+    matmul's result wherever b has at most two axes or a has one; for a of two axes or more and
+    b of three or more (where matmul would broadcast the leading axes instead), b's summed axis
+    is moved first and both operands become matrices."""
+    a, b = as_tensor(a), as_tensor(b)
+    sa, sb = a.data.shape, b.data.shape
+    if not sa or not sb:
+        return mul(a, b)
+    k = 0 if len(sb) == 1 else len(sb) - 2          # b's summed axis
+    if sa[-1] != sb[k]:
+        raise ValueError(f"shapes {_numpy_shape(sa)} and {_numpy_shape(sb)} not aligned: "
+                         f"{sa[-1]} (dim {len(sa) - 1}) != {sb[k]} (dim {k})")
+    if len(sb) <= 2 or len(sa) == 1:
+        return matmul(a, b)
+    if not _recording(a, b):
+        return Tensor(np.dot(a.data, b.data))
+    lead = sb[:-2]
+    b_first = permute(b, (k,) + tuple(range(k)) + (len(sb) - 1,), name=_HIDDEN)
+    product = matmul(reshape(a, (math.prod(sa[:-1]), sa[-1]), name=_HIDDEN),
+                     reshape(b_first, (sb[k], math.prod(lead) * sb[-1]), name=_HIDDEN))
+    return reshape(product, sa[:-1] + lead + sb[-1:], name="UnsafeViewBackward0")
+
+
+def _numpy_shape(shape):
+    """A shape as numpy's messages print it: (2,3), (4,)."""
+    return f"({','.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
 
 
 # ---- numpy protocol: np.sin(t), np.sum(t), W @ t record on the tape --------------------------
@@ -666,14 +763,14 @@ _UFUNCS = {
 
 _FUNCTIONS = {
     np.sum: sum, np.mean: mean, np.prod: prod, np.max: amax, np.amax: amax, np.min: amin,
-    np.amin: amin, np.dot: dot, np.matmul: matmul, np.transpose: lambda x, axes=None: (
+    np.amin: amin, np.dot: numpy_dot, np.matmul: matmul, np.transpose: lambda x, axes=None: (
         transpose(x) if axes is None else permute(x, axes)),
     np.reshape: lambda x, shape, **kw: reshape(x, shape), np.concatenate: lambda ts, axis=0: cat(ts, axis),
     np.stack: lambda ts, axis=0: stack(ts, axis), np.where: where,
     np.clip: lambda x, a_min=None, a_max=None: clip(x, a_min, a_max), np.squeeze: lambda x, axis=None: squeeze(x, axis),
     np.expand_dims: lambda x, axis: unsqueeze(x, axis), np.ravel: lambda x: reshape(x, -1),
     np.broadcast_to: lambda x, shape: broadcast_to(as_tensor(x), shape, name="ExpandBackward0"),
-    np.shape: lambda x: x.data.shape, np.ndim: lambda x: x.data.ndim, np.size: lambda x: x.data.size,
+    np.shape: lambda x: x._data.shape, np.ndim: lambda x: x._data.ndim, np.size: lambda x: x._data.size,
 }
 
 

@@ -1,9 +1,11 @@
 """`Tensor`: a numpy value plus PyTorch's autograd bookkeeping.
 
-A tensor holds its value (`data`, a numpy array), whether it requires grad, the node that
-produced it (`grad_fn`, None for leaves) and, for leaves, the accumulated `.grad`. Arithmetic is
-computed eagerly by numpy; `record` appends a node when any operand requires grad.
+A tensor holds its value (`data`, a numpy array, in the `_data` slot: assigning `data` is
+checked), whether it requires grad, the node that produced it (`grad_fn`, None for leaves), for
+leaves the accumulated `.grad`, and for views what they view (`_views`). Arithmetic is computed
+eagerly by numpy; `record` appends a node when any operand requires grad.
 """
+import operator
 import warnings
 import weakref
 
@@ -11,7 +13,8 @@ import numpy as np
 
 from .format import format_html, format_tensor
 from . import graph as _graph
-from .graph import Node, rebind, state, version, wrote
+from . import views as _views
+from .graph import _rebound, Node, rebind, saved_operands, state, version, wrote
 
 _NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -57,9 +60,45 @@ def _autograd():
 _autograd_module = None
 
 
+_COMPLEX = ("complex numbers are not supported by tapegrad's autograd: a complex tensor cannot "
+            "require grad (differentiate the real and imaginary parts as two real tensors)")
+# numpy's type characters of the dtypes a tensor may hold (PyTorch's list below)
+_SUPPORTED = "?bhilqpBHILQPefdFD"
+_UNSUPPORTED = ("can't convert np.ndarray of type numpy.{}. The only supported types are: "
+                "float64, float32, float16, complex64, complex128, int64, int32, int16, int8, "
+                "uint64, uint32, uint16, uint8, and bool.")
+
+
 def _check_float(dtype):
-    if dtype.kind not in "fc":
+    if dtype.kind != "f":
+        if dtype.kind == "c":
+            raise NotImplementedError(_COMPLEX)
         raise RuntimeError(_FLOAT_ONLY)
+
+
+def _check_dtype(array):
+    """Refuse object, string, datetime and other arrays no tensor can hold (at creation, not
+    later when an operation or printing meets them)."""
+    if array.dtype.char not in _SUPPORTED:
+        raise TypeError(_UNSUPPORTED.format(array.dtype.type.__name__))
+    return array
+
+
+def _type_name(obj):
+    """A value's type as PyTorch's messages print it: `int`, `numpy.ndarray`."""
+    kind = type(obj)
+    return kind.__name__ if kind.__module__ == "builtins" else \
+        f"{kind.__module__}.{kind.__qualname__}"
+
+
+def constant(value):
+    """A tensor holding `value`, a numpy array an operation computed (no checks: Tensor(...)
+    is for values from outside)."""
+    out = Tensor.__new__(Tensor)
+    out._data = value
+    out._grad = out._node = out._view = None
+    out._requires_grad = False
+    return out
 
 
 def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
@@ -71,11 +110,14 @@ def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
     if value.__class__ is not np.ndarray:
         value = np.asarray(value)   # numpy gives scalars, not 0-d arrays, for 0-d operands
     out = Tensor.__new__(Tensor)
-    out.data = value
+    out._data = value
     out._grad = None
     out._requires_grad = False
     out._node = None
+    out._view = None
     if state.grad_enabled:
+        if _rebound:                # an operand may be a view whose base got a new grad_fn
+            _views.refresh_all(inputs)
         requires = False
         for t in inputs:
             if t._requires_grad:
@@ -91,20 +133,47 @@ def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
 
 class Tensor:
     """A value with autograd semantics; create one with `tapegrad.tensor(...)`."""
-    __slots__ = ("data", "_requires_grad", "_node", "_grad", "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "_node", "_grad", "_view", "_history", "__weakref__")
     __array_priority__ = 1000
 
     def __init__(self, data, requires_grad=False):
-        self.data = np.asarray(data)
+        self._data = _check_dtype(np.asarray(data))
         self._grad = None
         self._node = None
         self._requires_grad = False
+        self._view = None           # a view: (root, stamp, chain...), see _views
         if requires_grad:
             self.requires_grad = True
+
+    def _set_data(self, value):
+        """`t.data = value`: a new value that autograd does not see (PyTorch's semantics): the
+        version stays, a leaf's backward reads the new value, and a backward that would need
+        the shape the tensor had when an operation recorded it raises."""
+        if isinstance(value, Tensor):
+            value = value._data
+        elif not isinstance(value, np.ndarray):
+            raise TypeError(f"Variable data has to be a numpy array or a Tensor, but got "
+                            f"{_type_name(value)}")
+        _check_dtype(value)
+        if self._requires_grad and value.dtype.kind != "f":
+            if value.dtype.kind == "c":
+                raise NotImplementedError(_COMPLEX)
+            raise RuntimeError("data set to a tensor that requires gradients must be floating "
+                               "point or complex dtype")
+        old = self._data
+        if value is not old:
+            _graph.replaced(self, old, value)
+            self._data = value
+            self._view = None
+
+    data = property(operator.attrgetter("_data"), _set_data,
+                    doc="The value, a numpy array (assigning it bypasses autograd).")
 
     # ---- autograd state ----------------------------------------------------------------------
     @property
     def requires_grad(self):
+        if _rebound and self._view is not None:
+            _views.refresh(self)
         return self._requires_grad
 
     @requires_grad.setter
@@ -115,7 +184,7 @@ class Tensor:
                 "computed variable in a subgraph that doesn't require differentiation use "
                 "var_no_grad = var.detach().")
         if flag:
-            _check_float(self.data.dtype)
+            _check_float(self._data.dtype)
         if self._node is None:
             self._requires_grad = bool(flag)
 
@@ -131,10 +200,12 @@ class Tensor:
 
     @property
     def is_leaf(self):
-        return self._node is None
+        return self.grad_fn is None
 
     @property
     def grad_fn(self):
+        if _rebound and self._view is not None:
+            _views.refresh(self)        # a view whose base got a new grad_fn since
         return self._node
 
     @property
@@ -147,20 +218,17 @@ class Tensor:
     def grad(self, value):
         if value is not None:
             if not isinstance(value, Tensor):
-                kind = type(value)
-                kind = kind.__name__ if kind.__module__ == "builtins" else \
-                    f"{kind.__module__}.{kind.__qualname__}"
                 raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
-                                f"type {kind}")
-            if value.data.shape != self.data.shape:
+                                f"type {_type_name(value)}")
+            if value._data.shape != self._data.shape:
                 raise RuntimeError(
-                    f"attempting to assign a gradient of size '{list(value.data.shape)}' to a "
-                    f"tensor of size '{list(self.data.shape)}'. Please ensure that the gradient "
+                    f"attempting to assign a gradient of size '{list(value._data.shape)}' to a "
+                    f"tensor of size '{list(self._data.shape)}'. Please ensure that the gradient "
                     "and the tensor are the same size")
-            if value.data.dtype != self.data.dtype:
+            if value._data.dtype != self._data.dtype:
                 raise RuntimeError(
-                    f"attempting to assign a gradient with dtype '{value.data.dtype}' to a tensor "
-                    f"with dtype '{self.data.dtype}'. Please ensure that the gradient and the "
+                    f"attempting to assign a gradient with dtype '{value._data.dtype}' to a tensor "
+                    f"with dtype '{self._data.dtype}'. Please ensure that the gradient and the "
                     "tensor have the same dtype")
         self._grad = value
 
@@ -181,9 +249,11 @@ class Tensor:
         _autograd().backward(self, gradient, retain_graph, create_graph, inputs)
 
     def detach(self):
-        return Tensor(self.data)
+        return Tensor(self._data)
 
     def detach_(self):
+        if self._view is not None:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
         if self._node is not None:      # the nodes recorded before keep the attached tensor
             rebind(self, self._snapshot())
         self._node = None
@@ -198,41 +268,41 @@ class Tensor:
 
     def _snapshot(self):
         old = Tensor.__new__(Tensor)
-        old.data, old._grad = self.data, None
+        old._data, old._grad, old._view = self._data, None, None
         old._requires_grad, old._node = self._requires_grad, self._node
         return old
 
     # ---- values ------------------------------------------------------------------------------
     @property
     def shape(self):
-        return Size(self.data.shape)
+        return Size(self._data.shape)
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.data.shape[dim]
+        return self.shape if dim is None else self._data.shape[dim]
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     def dim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     def numel(self):
-        return self.data.size
+        return self._data.size
 
     def __len__(self):
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def __iter__(self):
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
-        return (self[i] for i in range(self.data.shape[0]))
+        return (self[i] for i in range(self._data.shape[0]))
 
     def _concrete(self, what):
         if state.tracing and self._node is not None:
@@ -243,10 +313,10 @@ class Tensor:
 
     def item(self):
         self._concrete("item()")
-        if self.data.size != 1:
-            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to "
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to "
                                "Scalar")
-        return self.data.reshape(()).item()
+        return self._data.reshape(()).item()
 
     def __float__(self):
         self._concrete("float()")
@@ -257,14 +327,14 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
-        outcome = bool(self.data.reshape(()).item())
+        outcome = bool(self._data.reshape(()).item())
         if state.tracing and self._node is not None:
             state.guards.append((self, outcome))
         return outcome
@@ -273,26 +343,26 @@ class Tensor:
         self._concrete("numpy()")
         if self._requires_grad and not force:
             raise RuntimeError(_NEEDS_GRAD_NUMPY)
-        return self.data
+        return self._data
 
     def __array__(self, dtype=None, copy=None):
         if self._requires_grad or (state.tracing and self._node is not None):
             raise RuntimeError(_NEEDS_GRAD_NUMPY)
-        return self.data if dtype is None else self.data.astype(dtype)
+        return self._data if dtype is None else self._data.astype(dtype)
 
     def tolist(self):
         self._concrete("tolist()")
-        return self.data.tolist()
+        return self._data.tolist()
 
     def cpu(self):
         """This tensor: values live in host memory (`x.detach().cpu().numpy()` works)."""
         return self
 
     def __repr__(self):
-        return format_tensor(self.data, self._suffixes())
+        return format_tensor(self._data, self._suffixes())
 
     def _repr_html_(self):
-        return format_html(self.data, self._suffixes())
+        return format_html(self._data, self._suffixes())
 
     def _suffixes(self):
         if self._node is not None and self._requires_grad:
@@ -301,51 +371,46 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # ---- in place (values only: tensors in a recorded graph must not change) -----------------
-    # Every write in memory counts in the version of the tensor's memory, every recorded
-    # in-place operation in the tensor's own count (`_graph.wrote`, `_graph.rebind`): backward
-    # checks that the values its nodes saved are still at the versions they recorded.
-    def _check_inplace(self):
-        if self._requires_grad and state.grad_enabled:
-            if self._node is None:
-                raise RuntimeError(_LEAF_INPLACE)
-            raise RuntimeError("in-place operations on tensors recorded for backward are not "
-                               "supported; use the out-of-place form")
-
-    def _inplace(self, op, other):
-        """`self op= other`: in memory when nothing is recorded (e.g. under `no_grad`, the SGD
-        step); when the result must be recorded, the tensor takes the new value and the new
-        grad_fn (the old value stays intact for the entries that saved it; other tensors that
-        share memory with this one do not see the change)."""
-        if self._requires_grad and self._node is None and state.grad_enabled:
-            raise RuntimeError(_LEAF_INPLACE)
-        old = self._snapshot() if state.grad_enabled else self   # no_grad: nothing keeps it
-        result = op(old, other)
-        shape = result.data.shape
-        if shape != self.data.shape:
-            raise RuntimeError(f"output with shape {list(self.data.shape)} doesn't match the "
-                               f"broadcast shape {list(shape)}")
-        dtype = result.data.dtype
-        if dtype != self.data.dtype and not np.can_cast(dtype, self.data.dtype, "same_kind"):
-            raise RuntimeError(f"result type {_torch_type(dtype)} can't be cast to the desired "
-                               f"output type {_torch_type(self.data.dtype)}")
-        node = result._node
-        if node is None:
-            if self._node is not None and state.grad_enabled:   # copy_ of a constant
-                self._check_inplace()
-            self.data[...] = result.data
-            wrote(self.data)
+    # ---- in place ----------------------------------------------------------------------------
+    # Every in-place operation writes the tensor's memory, which its views and its base share
+    # (see `_views`), and counts in the version of that memory (`_graph.wrote`): backward checks
+    # that the values its nodes saved are still at the versions they recorded. A recorded one
+    # also gives the tensor (or, for a view, its base) a new grad_fn (`_views.write`).
+    def _inplace(self, op, other, name="CopySlices"):
+        """`self op= other`, PyTorch's semantics: in memory only when nothing is recorded (under
+        `no_grad`: the SGD step); recorded otherwise. `name` is the grad_fn of a constant
+        written into a tensor that requires grad (`zero_`, `fill_`)."""
+        if not state.grad_enabled:
+            _views.write(self, self, self._fitted(op(self, other)), name)
             return self
-        if dtype != self.data.dtype:
-            result = _ops.astype(result, self.data.dtype)
-            node = result._node
-        if self._node is not None and self._node.retained is not None:
-            self._node.retained = None      # the retained grad follows the new value
-            node.retained = weakref.ref(self)
-            _graph.retaining = True
-        rebind(self, old)
-        self.data, self._node, self._requires_grad = result.data, node, result._requires_grad
+        if _rebound and self._view is not None:
+            _views.refresh(self)
+        _views.check_modifiable(self)
+        before = self._snapshot()
+        result = op(before, other)
+        node = result._node
+        if node is not None and node._inputs[0] is before and 0 in saved_operands(node):
+            result = op(_views.original(before), other)     # its VJP reads the old value
+        _views.write(self, before, self._fitted(result), name)
         return self
+
+    def _fitted(self, result):
+        """`result` checked against this tensor's shape and cast to its dtype."""
+        shape = result._data.shape
+        if shape != self._data.shape:
+            raise RuntimeError(f"output with shape {list(self._data.shape)} doesn't match the "
+                               f"broadcast shape {list(shape)}")
+        return self._cast(result)
+
+    def _cast(self, result):
+        dtype, mine = result._data.dtype, self._data.dtype
+        if dtype == mine:
+            return result
+        if not np.can_cast(dtype, mine, "same_kind"):
+            raise RuntimeError(f"result type {_torch_type(dtype)} can't be cast to the desired "
+                               f"output type {_torch_type(mine)}")
+        return _ops.astype(result, mine) if result._node is not None else \
+            Tensor(result._data.astype(mine))
 
     def __iadd__(self, other): return self._inplace(_ops.add, other)
     def __isub__(self, other): return self._inplace(_ops.sub, other)
@@ -365,28 +430,46 @@ class Tensor:
 
     def copy_(self, src):
         """Copy `src` (broadcast, cast to this dtype) into this tensor."""
-        def copy(old, src):
-            src = _ops.broadcast_to(_ops.as_tensor(src), self.data.shape)
-            return record(_ops.P["copy"], (src,), src.data.astype(self.data.dtype),
-                          name="CopyBackwards")
-        return self._inplace(copy, src)
+        return self._inplace(self._copy_of, src, "CopyBackwards")
+
+    def _copy_of(self, old, src):
+        """`src` broadcast to this tensor's shape, as this tensor's dtype (recorded)."""
+        src = _ops.broadcast_to(_ops.as_tensor(src), self._data.shape)
+        return record(_ops.P["copy"], (src,), src._data.astype(self._data.dtype),
+                      name="CopyBackwards")
 
     def zero_(self):
-        self._check_inplace()
-        self.data[...] = 0
-        wrote(self.data)
-        return self
+        return self._fill(0, "ZeroBackward0")
 
     def fill_(self, value):
-        self._check_inplace()
-        self.data[...] = value
-        wrote(self.data)
-        return self
+        return self._fill(value, "FillBackward2")
+
+    def _fill(self, value, name):
+        if value.__class__ is not Tensor and not (state.grad_enabled and _views.involved(self)):
+            self._data[...] = value           # the common `w.grad.zero_()`, kept short
+            wrote(self._data)
+            return self
+        return self._inplace(self._copy_of, value, name)
 
     def __setitem__(self, key, value):
-        self._check_inplace()
-        self.data[_ops.index_key(key)] = value.data if isinstance(value, Tensor) else value
-        wrote(self.data)
+        """`self[key] = value`: a copy into the view `self[key]` for basic indexing (PyTorch's
+        CopySlices), an index put for integer-array and boolean keys."""
+        key = _ops.index_key(key)
+        tracked = isinstance(value, Tensor) and (value._requires_grad or value._node is not None)
+        if not (state.grad_enabled and (tracked or _views.involved(self))):
+            self._data[key] = value._data if isinstance(value, Tensor) else value
+            wrote(self._data)
+            return
+        if _rebound and self._view is not None:
+            _views.refresh(self)
+        if _ops.basic_key(key):         # on a leaf: PyTorch's error for a view of a leaf
+            _ops.getitem(self, key).copy_(value)
+            return
+        _views.check_modifiable(self)
+        before = self._snapshot()
+        region = np.empty(self._data.shape, np.bool_)[key].shape
+        src = self._cast(_ops.broadcast_to(_ops.as_tensor(value), region))
+        _views.write(self, before, src, "IndexPutBackward0", key)
 
     # ---- conversions -------------------------------------------------------------------------
     def to(self, dtype):
@@ -418,7 +501,7 @@ class Tensor:
 
     @property
     def T(self):
-        return _ops.permute(self, tuple(range(self.data.ndim - 1, -1, -1)))
+        return _ops.permute(self, tuple(range(self._data.ndim - 1, -1, -1)))
 
     @property
     def mT(self):

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ..core.registry import PRIMS
+from ..core.validate import read_only
 
 MAX_ROWS = 60           # default rows of a table before the middle is elided
 MAX_NODES = 400         # default limit of nodes in a drawing
@@ -360,13 +361,12 @@ def _uses_constants(prim):
 
 
 class _Arrays:
-    """Writable copies of a tape's arrays, for the sweeps (read-only arrays would make numba
-    compile the interpreters again for another array type)."""
+    """A tape's arrays for the sweeps, read-only as the interpreters take them (see _validate)."""
 
     def __init__(self, tape):
-        self.validated = getattr(tape, "validated", False) is True   # copies of a tape's arrays
-        self.E, self.FC, self.IP = np.array(tape.E), np.array(tape.FC), np.array(tape.IP)
-        self.S, self.NEED = np.array(tape.S), np.array(tape.NEED)
+        self.validated = getattr(tape, "validated", False) is True   # a tape's arrays, unchanged
+        self.E, self.FC, self.IP, self.S, self.NEED = (
+            read_only(a) for a in (tape.E, tape.FC, tape.IP, tape.S, tape.NEED))
         self.calls = list(tape.calls)
 
 
@@ -491,9 +491,7 @@ class GraphTape(TapeDisplay):
         outputs = tuple(outputs)
         arrays = {}
         for name in ("E", "FC", "IP", "S", "NEED", "V"):
-            a = np.array(getattr(flat, name))
-            a.flags.writeable = False
-            arrays[name] = a
+            arrays[name] = read_only(np.array(getattr(flat, name)), owned=True)
         object.__setattr__(self, "_frozen", False)
         self.E, self.FC, self.IP = arrays["E"], arrays["FC"], arrays["IP"]
         self.S, self.NEED, self.V = arrays["S"], arrays["NEED"], arrays["V"]

@@ -9,6 +9,10 @@ A file holds plain arrays only, read with `allow_pickle=False`:
     inputs, outputs                          input and output slots
     guards        (k, 2): slot, outcome      structure      the output tree, as JSON
 
+The output tree is JSON: "*" a leaf, {"tuple": [...]} and {"list": [...]} (a namedtuple is
+written as a tuple), {"dict": [keys], "items": [...]} with each key a JSON string, number,
+boolean or null, or {"tuple": [keys]} for a tuple key. A tree with any other key cannot be saved.
+
 Whatever the file holds, loading either returns a validated tape or raises `TapeFormatError`:
 truncated, corrupted and hostile files never reach an interpreter (`_validate`), and no array is
 read before its header is checked (plain dtypes, a declared size that the archive holds, at
@@ -23,7 +27,7 @@ import zipfile
 import numpy as np
 
 from ..core import pytree as _pytree
-from ..core.validate import TapeFormatError, validate_tape
+from ..core.validate import TapeFormatError, read_only, validate_tape
 
 FORMAT, VERSION = "tapegrad-tape", 1
 _INT_ARRAYS = ("E", "IP", "S", "NEED", "shape_ndim", "shape_dims", "inputs", "outputs", "guards")
@@ -36,7 +40,8 @@ def _encode(structure):
     if structure is _pytree.LEAF:
         return "*"
     if structure[0] is dict:
-        return {"dict": list(structure[1]), "items": [_encode(s) for s in structure[2]]}
+        return {"dict": [_encode_key(k) for k in structure[1]],
+                "items": [_encode(s) for s in structure[2]]}
     kind = {tuple: "tuple", list: "list"}.get(structure[0])
     if kind is None and issubclass(structure[0], tuple):
         kind = "tuple"          # a namedtuple is saved as a plain tuple (its class is code)
@@ -48,6 +53,32 @@ def _encode(structure):
 _KEY_TYPES = (str, int, float, bool, type(None))
 
 
+def _encode_key(key):
+    """A dict key of the output tree in JSON: str, int, float, bool and None as themselves
+    (JSON tells them apart), a tuple as {"tuple": [its items]} (a namedtuple as a plain tuple,
+    which it equals), a numpy scalar as the Python number it equals. Any other key cannot be
+    written."""
+    if type(key) in _KEY_TYPES:
+        return key
+    if isinstance(key, np.generic) and key.dtype.kind in "biuf":
+        return key.item()
+    if isinstance(key, tuple):
+        return {"tuple": [_encode_key(k) for k in key]}
+    raise TypeError(f"cannot save an output tree with a dict key of type "
+                    f"{type(key).__name__} ({key!r}): keys are str, int, float, bool, None or "
+                    "tuples of them")
+
+
+def _decode_key(obj, depth):
+    if depth > 100:
+        raise TapeFormatError("output structure nested too deeply")
+    if isinstance(obj, _KEY_TYPES):
+        return obj
+    if isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get("tuple"), list):
+        return tuple(_decode_key(k, depth + 1) for k in obj["tuple"])
+    raise TapeFormatError("malformed dict key in the output structure")
+
+
 def _decode(obj, depth=0):
     if depth > 100:
         raise TapeFormatError("output structure nested too deeply")
@@ -55,8 +86,10 @@ def _decode(obj, depth=0):
         return _pytree.LEAF
     if isinstance(obj, dict) and set(obj) == {"dict", "items"}:
         keys, items = obj["dict"], obj["items"]
-        if not isinstance(keys, list) or not isinstance(items, list) or len(keys) != len(items) \
-                or not all(isinstance(k, _KEY_TYPES) for k in keys) or len(set(keys)) != len(keys):
+        if not isinstance(keys, list) or not isinstance(items, list) or len(keys) != len(items):
+            raise TapeFormatError("malformed dict in the output structure")
+        keys = [_decode_key(k, depth + 1) for k in keys]
+        if len(set(keys)) != len(keys):
             raise TapeFormatError("malformed dict in the output structure")
         return (dict, tuple(keys), tuple(_decode(s, depth + 1) for s in items))
     if isinstance(obj, dict) and len(obj) == 1:
@@ -68,7 +101,13 @@ def _decode(obj, depth=0):
 
 
 def to_arrays(tape):
-    """The arrays of the file format for `tape` (`from_arrays` reads them back)."""
+    """The arrays of the file format for `tape` (`from_arrays` reads them back): copies, which
+    may be edited (the tape's own arrays are read-only)."""
+    return {name: np.array(a) for name, a in _file_arrays(tape).items()}
+
+
+def _file_arrays(tape):
+    """The arrays of the file format for `tape`, the tape's own arrays among them."""
     if tape.calls:
         raise TypeError("a tape with nested transforms holds Python code and cannot be saved")
     ndim = np.array([len(s) for s in tape.shapes], np.int64)
@@ -85,7 +124,7 @@ def to_arrays(tape):
 def save(tape, path):
     """Write `tape` to `path` (.npz; exactly that name, written whole or not at all). Nested
     transforms and closed-over Python cannot be saved."""
-    arrays = to_arrays(tape)
+    arrays = _file_arrays(tape)
     if not isinstance(path, (str, os.PathLike)):
         np.savez(path, **arrays)          # a file object
         return
@@ -106,6 +145,12 @@ def load(path, max_bytes=MAX_BYTES):
     every array header are checked before any array is read (dtypes without Python objects,
     declared sizes that the archive really holds, at most `max_bytes` in all), then the arrays
     pass `_validate`. A missing or unreadable file raises the usual OSError."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
+        raise TypeError(f"max_bytes must be an int (the most bytes of arrays to read), got "
+                        f"{type(max_bytes).__name__} {max_bytes!r}")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be non-negative (the most bytes of arrays to read), "
+                         f"got {max_bytes}")
     where = str(path)
     try:
         archive = zipfile.ZipFile(path)
@@ -165,7 +210,8 @@ def _read_npy(fh, file_size, name, where):
     if len(data) != nbytes:
         raise TapeFormatError(f"{where}: array {name!r} is truncated")
     array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
-    return np.array(array, order="C")       # writable and C-contiguous, as the sweeps need
+    # C-contiguous, as the sweeps need, and read-only for good: the loader's own copy
+    return read_only(np.array(array, order="C"), owned=True)
 
 
 def _get(arrays, name, where):
@@ -205,9 +251,10 @@ def from_arrays(arrays, where="arrays"):
     if structure_text.shape != () or structure_text.dtype.kind != "U":
         raise TapeFormatError(f"{where}: malformed output structure")
     try:
-        structure = _decode(json.loads(str(structure_text)))
-    except (json.JSONDecodeError, RecursionError) as err:
+        structure = json.loads(str(structure_text))
+    except (ValueError, RecursionError) as err:      # JSONDecodeError, or an int too long
         raise TapeFormatError(f"{where}: malformed output structure ({err})") from None
+    structure = _decode(structure)
     inputs, outputs = arrays["inputs"], arrays["outputs"]
     if inputs.ndim != 1 or outputs.ndim != 1:
         raise TapeFormatError(f"{where}: malformed input or output slots")
@@ -223,8 +270,8 @@ def from_arrays(arrays, where="arrays"):
                                   guards=[(int(s), bool(o)) for s, o in guards])
     validate_tape(probe)
     flat = types.SimpleNamespace(
-        E=E, FC=probe.FC, IP=probe.IP, S=S, NEED=probe.NEED, V=V0.copy(),
-        offsets=[int(o) for o in S[:, 0]], sizes=[int(n) for n in S[:, 1]],
+        E=probe.E, FC=probe.FC, IP=probe.IP, S=probe.S, NEED=probe.NEED, V=probe.V0,
+        offsets=[int(o) for o in probe.S[:, 0]], sizes=[int(n) for n in probe.S[:, 1]],
         values=[types.SimpleNamespace(shape=s) for s in shapes], calls=[])
     tape = Tape(flat, probe.input_slots, probe.output_slots, structure, probe.guards, [])
     tape.validated = True

@@ -36,6 +36,7 @@ from ..inspect.display import TapeDisplay
 from ..core.registry import PRIMS
 from ..eager.flatten import compact_adjoints, linearize
 from ..eager.tensor import Tensor
+from ..core.validate import read_only
 
 _DIFFERENTIABLE = [p.differentiable for p in PRIMS]
 _VARIADIC = [p.variadic for p in PRIMS]
@@ -159,16 +160,23 @@ class Tape(TapeDisplay):
     Built by `trace`; `tape(*args)` replays the function's value, `tape.gradient(*args)` its
     gradient, `len(tape)` counts entries. Buffers are per thread, so a tape may be shared.
     Displays (`str(tape)`, `table`, `stats`, `draw`, `_repr_html_`) come from `_display`.
+
+    The tape arrays (E, FC, IP, S, NEED, V0) are read-only, for good (`_validate.read_only`):
+    the interpreters do not check bounds, so what was validated must not change. The sweep
+    methods (`forward`, `backward`, `tangent`, `backward_tangent`) check the buffers they are
+    given (type, dtype, shape, C order, writable) before any compiled code sees them: V is the
+    value buffer, `(n_values,)` in the tape's dtype, as `load` returns it; adjoint buffers are
+    `tape.n_adjoint` wide (the prefix of the slots that need adjoints, which is all a reverse
+    sweep touches) or `n_values` wide, tangent buffers `n_values` wide.
     """
 
     def __init__(self, flat, input_slots, output_slots, out_structure, guards, constants,
                  signature=None):
-        self.E, self.FC, self.IP, self.S = flat.E, flat.FC, flat.IP, flat.S
-        self.NEED = flat.NEED
-        self.V0 = flat.V                         # trace-time values; constants stay valid
-        self.offsets, self.sizes = flat.offsets, flat.sizes
-        self.shapes = [v.shape for v in flat.values]
-        self.prims = [PRIMS[op] for op in flat.E[:, 0]]
+        self.E, self.FC, self.IP, self.S, self.NEED, self.V0 = (
+            read_only(a, owned=True) for a in (flat.E, flat.FC, flat.IP, flat.S, flat.NEED,
+                                               flat.V))   # trace-time values; constants stay
+        self.offsets, self.sizes = tuple(flat.offsets), tuple(flat.sizes)
+        self.shapes = tuple(tuple(v.shape) for v in flat.values)
         self.input_slots = input_slots          # one per dynamic argument leaf
         self.output_slots = output_slots        # one per output leaf
         self.out_structure = out_structure
@@ -178,20 +186,31 @@ class Tape(TapeDisplay):
         self.signature = signature              # (structure, leaf signatures) of the arguments
         self.n_adjoint = self.V0.size           # adjoint buffers need only this prefix
         self.validated = False                  # set by trace() (by construction) or the loader
+        self._derive()
+
+    def _derive(self):
+        """The attributes computed from the others (not pickled)."""
+        self.prims = [PRIMS[op] for op in self.E[:, 0]]
+        self.input_dtypes = _input_dtypes(self.signature, len(self.input_slots), self.V0.dtype)
+        self._input_layout = tuple(   # what `load` writes where: (start, stop, shape, dtype)
+            (self.offsets[s], self.offsets[s] + self.sizes[s], self.shapes[s], dtype)
+            for s, dtype in zip(self.input_slots, self.input_dtypes))
         self._local = threading.local()
 
     def __getstate__(self):
         """Pickled as arrays: the per-thread buffers and the registry's primitives stay behind."""
         state = dict(self.__dict__)
-        del state["_local"], state["prims"]
-        state.pop("_gradient_rows", None)
-        state.pop("_first_rows", None)
+        for name in ("_local", "prims", "input_dtypes", "_input_layout", "_gradient_rows",
+                     "_first_rows"):
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state):
+        """Unpickled arrays are writable: made read-only again, as validated."""
         self.__dict__.update(state)
-        self.prims = [PRIMS[op] for op in self.E[:, 0]]
-        self._local = threading.local()
+        for name in ("E", "FC", "IP", "S", "NEED", "V0"):
+            setattr(self, name, read_only(getattr(self, name), owned=True))
+        self._derive()
 
     # ---- inspection --------------------------------------------------------------------------
     def __len__(self):
@@ -220,22 +239,42 @@ class Tape(TapeDisplay):
         return V
 
     def load(self, inputs, refresh_constants=False):
-        """The value buffer with `inputs` (arrays, in input order) written in."""
+        """This thread's value buffer with `inputs` written in: a sequence holding one array or
+        number per tape input, in order, each of its input's shape and dtype (as traced;
+        a loaded tape's inputs have the tape's dtype). `refresh_constants`: re-read the arrays
+        the function closed over (`capture="call"`)."""
+        layout = self._input_layout
+        if len(inputs) != len(layout):
+            raise TypeError(f"the tape has {len(layout)} inputs; got {len(inputs)}")
         V = self._buffer()
         if refresh_constants:
             for s, array in self.constants:
                 V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = np.ravel(array)
-        for s, x in zip(self.input_slots, inputs):
+        for (lo, hi, shape, dtype), x in zip(layout, inputs):
             x = np.asarray(x.data if isinstance(x, Tensor) else x)
-            if x.size != self.sizes[s]:
-                raise ValueError(f"input of shape {x.shape} does not match the traced shape "
-                                 f"{self.shapes[s]}")
-            V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = x.reshape(-1)
+            if (x.dtype is not dtype and x.dtype != dtype) or x.shape != shape:
+                self._refuse_inputs(inputs, "input", "the tape's input")
+            V[lo:hi] = x.reshape(-1)
         return V
 
+    def _refuse_inputs(self, inputs, what, expected):
+        """Raise the error for the first of `inputs` (one per tape input) that is not of its
+        input's shape and dtype."""
+        for k, ((_, _, shape, dtype), x) in enumerate(zip(self._input_layout, inputs)):
+            x = np.asarray(x.data if isinstance(x, Tensor) else x)
+            if x.dtype != dtype or x.shape != shape:
+                _refuse_input(f"{what} {k}", x, shape, dtype, expected)
+
     def forward(self, V, for_gradient=False):
-        """The forward sweep; `for_gradient`: only the entries whose values the reverse sweep
-        and the guards read (a gradient needs neither the output nor the values no VJP reads)."""
+        """The forward sweep into V, the value buffer (`load`); `for_gradient`: only the
+        entries whose values the reverse sweep and the guards read (a gradient needs neither
+        the output nor the values no VJP reads)."""
+        if not _fits(V, self.V0):
+            self._refuse(("V", V, 1, None))
+        self._forward(V, for_gradient)
+
+    def _forward(self, V, for_gradient=False):
+        """`forward` on a buffer the caller made from this tape (unchecked)."""
         if for_gradient:
             entries = self._gradient_entries()
             if entries is not None:
@@ -246,7 +285,10 @@ class Tape(TapeDisplay):
         """(E, FC) of the entries `forward(V, for_gradient=True)` runs, or None for all."""
         entries = self.__dict__.get("_gradient_rows", False)
         if entries is False:
-            entries = self._gradient_rows = _value_entries(self)
+            entries = _value_entries(self)
+            if entries is not None:
+                entries = tuple(read_only(a, owned=True) for a in entries)
+            self._gradient_rows = entries
         return entries
 
     def guards_hold(self, V):
@@ -256,18 +298,54 @@ class Tape(TapeDisplay):
         return True
 
     def backward(self, V, seeds):
-        """Adjoints for several output seeds at once: `seeds` is (k, n_total)."""
+        """Adjoints for several output seeds at once, after the forward sweep into V: `seeds`
+        is (k, n_adjoint) or (k, n_values), one seed per row, in V's dtype; the adjoints are
+        added into it, which is returned."""
+        widths = (self.n_adjoint, self.V0.size)
+        if not (_fits(V, self.V0) and _fits_rows(seeds, widths, self.V0)):
+            self._refuse(("V", V, 1, None), ("seeds", seeds, 2, widths))
+        return self._backward(V, seeds)
+
+    def _backward(self, V, seeds):
         _sweep.backward(self, V, seeds)
         return seeds
 
     def tangent(self, V, T):
-        """Tangents for several input directions at once: `T` is (k, n_total)."""
+        """Tangents for several input directions at once, after the forward sweep into V: `T`
+        is (k, n_values), one direction per row (its input slots set), in V's dtype; the
+        tangents of every slot are written into it, which is returned."""
+        widths = (self.V0.size,)
+        if not (_fits(V, self.V0) and _fits_rows(T, widths, self.V0)):
+            self._refuse(("V", V, 1, None), ("T", T, 2, widths))
+        return self._tangent(V, T)
+
+    def _tangent(self, V, T):
         _sweep.tangent(self, V, T)
         return T
 
     def backward_tangent(self, V, T, G, TG):
+        """Forward over reverse, after `forward` and `tangent` (T is (k, n_values)): the reverse
+        sweep from the adjoint seed G, (n_adjoint,) or (n_values,), adds the adjoints into G and
+        their tangents along each row of T into TG, (k, n_adjoint) or (k, n_values); returns TG."""
+        widths, n = (self.n_adjoint, self.V0.size), (self.V0.size,)
+        if not (_fits(V, self.V0) and _fits_rows(T, n, self.V0)
+                and _fits(G, self.V0, widths) and _fits_rows(TG, widths, self.V0, T.shape[0])):
+            self._refuse(("V", V, 1, None), ("T", T, 2, n), ("G", G, 1, widths),
+                         ("TG", TG, 2, widths, T.shape[0] if _fits_rows(T, n, self.V0) else None))
+        return self._backward_tangent(V, T, G, TG)
+
+    def _backward_tangent(self, V, T, G, TG):
         _sweep.backward_tangent(self, V, T, G, TG)
         return TG
+
+    def _refuse(self, *buffers):
+        """Raise the error for the first of `buffers` that a compiled sweep cannot take: each
+        (name, array, ndim, widths (None: the value buffer's size)[, rows]), in order."""
+        for name, a, ndim, widths, *rows in buffers:
+            rows = rows[0] if rows else None
+            fits = _fits(a, self.V0, widths) if ndim == 1 else _fits_rows(a, widths, self.V0, rows)
+            if not fits:
+                _refuse_buffer(a, name, ndim, widths or (self.V0.size,), self.V0.dtype, rows)
 
     # ---- conveniences ------------------------------------------------------------------------
     def outputs(self, V):
@@ -280,6 +358,7 @@ class Tape(TapeDisplay):
         if self.signature is None:              # a tape loaded from a file: its inputs in order
             if len(leaves) != len(self.input_slots):
                 raise TypeError(f"the tape has {len(self.input_slots)} inputs; got {len(leaves)}")
+            self._refuse_inputs(leaves, "argument leaf", "the tape's input")
             return leaves
         traced_structure, signatures = self.signature
         if structure != traced_structure:
@@ -287,6 +366,7 @@ class Tape(TapeDisplay):
                             f"{_describe_call(structure)}")
         for i, (leaf, sig) in enumerate(zip(leaves, signatures)):
             if leaf_signature(leaf) != sig:
+                _refuse_complex(f"argument leaf {i}", leaf)
                 raise ValueError(f"argument leaf {i} ({_describe(leaf)}) does not match the traced "
                                  f"one ({_describe_signature(sig)}); trace the function again")
         return [leaf for leaf in leaves if is_dynamic(leaf)]
@@ -295,7 +375,7 @@ class Tape(TapeDisplay):
         """Replay the forward sweep at new argument values (same structure, shapes, dtypes and
         static values as traced); returns the outputs."""
         V = self.load(self._inputs(args, kwargs))
-        self.forward(V)
+        self._forward(V)
         self._check_guards(V)
         return self.outputs(V)
 
@@ -304,11 +384,11 @@ class Tape(TapeDisplay):
         if len(self.output_slots) != 1 or self.sizes[self.output_slots[0]] != 1:
             raise TypeError("gradient requires a scalar output; use jacobian or vjp")
         V = self.load(self._inputs(args, kwargs))
-        self.forward(V)
+        self._forward(V)
         self._check_guards(V)
         G = np.zeros((1, V.size), V.dtype)
         G[0, self.offsets[self.output_slots[0]]] = 1.0
-        self.backward(V, G)
+        self._backward(V, G)
         grads = [self.view(G[0], s).copy() for s in self.input_slots]
         return grads[0] if len(grads) == 1 else tuple(grads)
 
@@ -322,6 +402,64 @@ class Tape(TapeDisplay):
             raise GuardError("these inputs take another branch of the traced function than the "
                              "tape recorded; call the function transform (which retraces) "
                              "instead of replaying the tape directly")
+
+
+def _input_dtypes(signature, n_inputs, dtype):
+    """The dtype of each tape input: as traced (from the leaf signatures of the dynamic
+    leaves), else (a tape from a file) the tape's dtype."""
+    if signature is None:
+        return (dtype,) * n_inputs
+    return tuple(np.dtype(sig[2] if sig[0] == "array" else sig[1])
+                 for sig in signature[1] if sig[0] in ("array", "float"))
+
+
+def _refuse_complex(what, x):
+    """Raise the error for complex input values, if `x` is complex."""
+    if isinstance(x, Tensor):
+        x = x.data
+    if isinstance(x, complex) or getattr(getattr(x, "dtype", None), "kind", None) == "c":
+        raise TypeError(f"{what} is complex ({np.asarray(x).dtype}): complex numbers are not "
+                        "supported; tapes compute in real floating point")
+
+
+def _refuse_input(what, x, shape, dtype, expected):
+    """Raise the error for an input array `x` that is not of the tape's `shape` and `dtype`."""
+    _refuse_complex(what, x)
+    raise ValueError(f"{what} ({_describe(x)}) does not match {expected} (array of shape "
+                     f"{shape} and dtype {np.dtype(dtype)})")
+
+
+def _fits(V, V0, widths=None):
+    """Whether V can be the value buffer of a tape whose template is V0, or with `widths`, a
+    flat buffer of V0's dtype and one of those sizes: a few attribute tests, on the replay
+    path (C-contiguous, aligned and writable is numpy's `carray`)."""
+    return (type(V) is np.ndarray
+            and (V.shape == V0.shape if widths is None else V.ndim == 1 and V.size in widths)
+            and (V.dtype is V0.dtype or V.dtype == V0.dtype) and V.flags.carray)
+
+
+def _fits_rows(A, widths, V0, rows=None):
+    """Whether A can be a (rows, width) buffer of V0's dtype, its width one of `widths`."""
+    return (type(A) is np.ndarray and A.ndim == 2 and A.shape[1] in widths
+            and (rows is None or A.shape[0] == rows)
+            and (A.dtype is V0.dtype or A.dtype == V0.dtype) and A.flags.carray)
+
+
+def _refuse_buffer(a, name, ndim, widths, dtype, rows):
+    """Raise the error for a buffer that a compiled sweep cannot take (see `_fits`)."""
+    widths = dict.fromkeys(int(w) for w in widths)
+    lead = "" if ndim == 1 else f"{'k' if rows is None else rows}, "
+    expected = " or ".join(f"({lead}{w}{',' if ndim == 1 else ''})" for w in widths)
+    if type(a) is not np.ndarray:
+        raise TypeError(f"{name} must be a numpy.ndarray of shape {expected} and dtype "
+                        f"{np.dtype(dtype)}, got {type(a).__name__}")
+    if a.dtype != dtype:
+        _refuse_complex(name, a)
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} (the tape's), got {a.dtype}")
+    if a.ndim != ndim or a.shape[-1] not in widths or (rows is not None and a.shape[0] != rows):
+        raise ValueError(f"{name} must have shape {expected}, got {a.shape}")
+    raise ValueError(f"{name} must be a C-contiguous, aligned and writable array (the sweep "
+                     "writes into it)")
 
 
 class GuardError(RuntimeError):

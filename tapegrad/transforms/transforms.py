@@ -7,12 +7,15 @@ sweep: reverse mode seeds several adjoints at once (so `jacrev` of a small-outpu
 sweep), forward mode carries several tangent directions at once (`jacfwd` is one sweep), and
 second order runs tangents through the reverse sweep (forward-over-reverse: `hessian`, `hvp`).
 """
+import collections
 import functools
 import numbers
+import types
 import weakref
 
 import numpy as np
 
+from . import capture as _capture
 from ..core import pytree as _pytree
 from ..core import sweep as _sweep
 from ..eager.graph import state
@@ -21,6 +24,37 @@ from ..eager.tensor import Tensor, record
 from .trace import GuardError, arguments, is_dynamic, leaf_signature, trace
 
 MAX_TAPES_PER_SIGNATURE = 8
+MAX_SIGNATURES = 256
+
+
+class SignatureCache(collections.OrderedDict):
+    """The tapes of a transform by signature, keeping the `MAX_SIGNATURES` most recently used.
+
+    Bounded, as `jax.jit`'s caches are (JAX keeps 8192 compiled calls for all functions
+    together, LRU): a function called with ever new static values or shapes (a loop counter
+    passed as an int, data of varying length) would otherwise keep a tape per call, forever.
+    Why 256 per transform: a signature evicted while still in use costs a retrace at its next
+    call (about a millisecond for a small function), so the bound must exceed any working set a
+    program cycles through (bucketed shapes, a handful of static flags), while the memory it
+    holds, 256 tapes of the function (with per-thread value buffers), stays that of a few
+    hundred calls. Thread-safe for the GIL's one-operation-at-a-time: a key evicted by another
+    thread between two operations reads as missing."""
+
+    def __init__(self, limit=MAX_SIGNATURES):
+        super().__init__()
+        self.limit = limit
+
+    def get(self, key, default=None):
+        """The entry of `key` (now the most recently used), or `default`."""
+        try:
+            self.move_to_end(key)
+            return self[key]
+        except KeyError:          # not there, or evicted by another thread meanwhile
+            return default
+
+    def __setitem__(self, key, value):
+        collections.OrderedDict.__setitem__(self, key, value)
+        _drop_oldest(self, self.limit)
 
 
 class Traced:
@@ -28,17 +62,26 @@ class Traced:
 
     The signature is the structure of the arguments (positional ones, then keyword ones) and
     each leaf's `leaf_signature`; the leaves and structure that `replay` returns are those of
-    `arguments(args, kwargs)`."""
+    `arguments(args, kwargs)`. `cache` keeps the tapes of the `MAX_SIGNATURES` most recently
+    used signatures (`SignatureCache`). With `weak`, the function is referenced weakly (a
+    `Traced` kept in a cache keyed by the function must not keep it alive)."""
 
-    def __init__(self, f, argnums, capture="trace", name="transform"):
+    def __init__(self, f, argnums, capture="trace", name="transform", weak=False):
         if capture not in ("trace", "call"):
             raise ValueError("capture must be 'trace' (closed-over arrays are constants) or "
                              "'call' (re-read at every call)")
-        self.f = f
+        self._f = _weak_callable(f) if weak else f
+        self._weak = weak
         self.argnums = argnums
         self.refresh = capture == "call"
         self.name = name
-        self.cache = {}
+        self.cache = SignatureCache()
+        # capture="call": where each tape's constants come from, to follow rebound names
+        self.sources = weakref.WeakKeyDictionary()     # tape -> _capture.Sources
+
+    @property
+    def f(self):
+        return self._f() if self._weak else self._f
 
     def replay(self, args, kwargs):
         """(tape, value buffer after the forward sweep, argument leaves, structure)."""
@@ -54,21 +97,40 @@ class Traced:
         tapes = self.cache.get(key)
         if tapes:
             for tape in list(tapes):
+                if self.refresh and not self.follow(tape):
+                    _discard(tapes, tape)     # a closed-over name now holds another shape
+                    continue
                 V = tape.load(inputs, self.refresh)
                 try:
-                    tape.forward(V)
+                    tape._forward(V)
                 except GuardError:      # a nested transform's guard failed: retrace
                     continue
                 if tape.guards_hold(V):
                     return tape, V, leaves, structure
         else:
-            tapes = self.cache.setdefault(key, [])
+            tapes = self.cache[key] = []
         self._check_differentiable(args)
         tape, _ = trace(self.f, args, kwargs, self.wrt(len(args)))
+        if self.refresh:
+            self.sources[tape] = _capture.Sources.of(self.f, tape, self.name)
         tapes.append(tape)
         if len(tapes) > MAX_TAPES_PER_SIGNATURE:
             tapes.pop(0)
         return tape, tape.load(inputs), leaves, structure
+
+    def follow(self, tape):
+        """capture="call": re-read where the tape's constants come from (see `_capture`); False
+        when a closed-over name was rebound to something the tape cannot hold (retrace)."""
+        sources = self.sources.get(tape)
+        return sources is None or sources.follow(tape)
+
+    def current(self, key):
+        """The tapes of signature `key` that still hold (`follow`), stale ones dropped."""
+        tapes = self.cache.get(key) or []
+        if self.refresh:
+            for tape in [t for t in tapes if not self.follow(t)]:
+                _discard(tapes, tape)
+        return list(tapes)
 
     def wrt(self, n_args):
         """The differentiated argument indices, non-negative, for a call with n_args."""
@@ -106,24 +168,44 @@ class Traced:
         return groups
 
 
-_CALL_TRACED = weakref.WeakKeyDictionary()     # f -> {(transform, n primals): Traced}
+_CALL_TRACED = weakref.WeakKeyDictionary()
+# owner -> {(function, transform, n primals): Traced}: the owner is the function itself, or the
+# object of a bound method (a new method object at every attribute access, but one object);
+# values refer to their owner weakly only, so an entry goes when its function or object does
 
 
 def _traced_of_call(f, name, n_primals):
     """The `Traced` of `f` for the call-style transforms (`vjp`, `jvp`, `hvp`), kept per function
     so that calling them again with the same function only replays its tape, as the decorating
-    transforms do (closed-over arrays are constants of the tape, as for `grad`). A function that
-    cannot be weakly referenced gets a fresh `Traced` (traced at every call)."""
+    transforms do (closed-over arrays are constants of the tape, as for `grad`). The cache holds
+    neither the function nor a bound method's object: a fresh function per call (a lambda in a
+    loop) leaves nothing behind. A function that cannot be weakly referenced gets a fresh
+    `Traced` (traced at every call)."""
+    method = isinstance(f, types.MethodType)
+    owner = f.__self__ if method else f
+    key = (f.__func__ if method else None, name, n_primals)
     try:
-        per_function = _CALL_TRACED.get(f)
-        if per_function is None:
-            per_function = _CALL_TRACED[f] = {}
+        per_owner = _CALL_TRACED.get(owner)
+        if per_owner is None:
+            per_owner = _CALL_TRACED[owner] = {}
     except TypeError:
         return Traced(f, tuple(range(n_primals)), name=name)
-    traced = per_function.get((name, n_primals))
+    traced = per_owner.get(key)
     if traced is None:
-        traced = per_function[(name, n_primals)] = Traced(f, tuple(range(n_primals)), name=name)
+        traced = per_owner[key] = Traced(f, tuple(range(n_primals)), name=name, weak=True)
     return traced
+
+
+def _discard(tapes, tape):
+    try:
+        tapes.remove(tape)
+    except ValueError:      # another thread removed it
+        pass
+
+
+def _weak_callable(f):
+    """A weak reference to `f` that gives `f` back when called (a bound method's too)."""
+    return weakref.WeakMethod(f) if isinstance(f, types.MethodType) else weakref.ref(f)
 
 
 def _count_leaves(structure):
@@ -227,8 +309,8 @@ class _PlainGradient:
 
     def __init__(self, tape, out, wrt, refresh, single):
         """`out`: the output slot; `wrt`: (input slot, the argument's dtype) of each gradient;
-        `refresh`: re-read closed-over arrays at every call (`capture="call"`); `single`: return
-        the one gradient, not a tuple (argnums an int)."""
+        `refresh`: None, or for `capture="call"` the `Traced.follow` that re-reads closed-over
+        arrays at every call; `single`: return the one gradient, not a tuple (argnums an int)."""
         self.tape = tape
         self.refresh = refresh
         self.inputs = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s])
@@ -245,7 +327,9 @@ class _PlainGradient:
     def __call__(self, args, want_value):
         """(value or None, the gradients), or None when a guard fails."""
         tape = self.tape
-        V = tape.load(args, True) if self.refresh else self._load(args)
+        if self.refresh is not None and not self.refresh(tape):
+            return None               # stale: the general path retraces
+        V = tape.load(args, True) if self.refresh is not None else self._load(args)
         if self.sweeps is None:
             G = self._guarded_sweeps(V, want_value)
         else:
@@ -276,7 +360,7 @@ class _PlainGradient:
         """The adjoints from the sweeps of a tape with guards, tested in between (None when one
         fails)."""
         tape = self.tape
-        tape.forward(V, for_gradient=not want_value)
+        tape._forward(V, for_gradient=not want_value)
         if not tape.guards_hold(V):
             return None
         return _sweep.scalar_adjoints(tape, V, self.out)
@@ -286,11 +370,15 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
     """`f`'s value and its gradient with respect to `argnums`; `f` must return a scalar.
 
     Arrays `f` closes over are constants captured when `f` is traced: mutating them later is
-    not seen (as with `jax.jit`), unless `capture="call"`, which re-reads them at every call.
-    Keyword arguments are passed to `f` and traced, never differentiated."""
+    not seen (as with `jax.jit`), unless `capture="call"`, which re-reads them at every call and
+    follows a variable, global or attribute rebound to a new array (`_capture`). Keyword
+    arguments are passed to `f` and traced, never differentiated."""
     argnums, single = _normalize_argnums(argnums)
     traced = Traced(f, argnums, capture, "value_and_grad")
-    fast = {}       # plain-array calls: shapes and dtypes -> [_PlainGradient]
+    # plain-array calls: shapes and dtypes -> [_PlainGradient]; at most MAX_SIGNATURES keys, the
+    # oldest inserted dropped first (hits do not reorder: nothing added to the hot path; a key
+    # dropped while in use is added again by its next call, which replays through `traced`)
+    fast = {}
 
     def replay_plain(key, args, want_value):
         """(value or None, gradients) from a cached tape for plain-array arguments (`key`: their
@@ -325,8 +413,12 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
         if key is not None and all(p.tape is not tape for p in fast.get(key, ())):
             resolved, groups = _wrt_groups(traced, tape, leaves, structure)
             wrt = [(groups[i][1][0], args[i].dtype) for i in resolved]
-            plans = fast.setdefault(key, [])
-            plans.append(_PlainGradient(tape, out_slots[0], wrt, traced.refresh, single))
+            plans = fast.get(key)
+            if plans is None:
+                plans = fast[key] = []
+                _drop_oldest(fast, MAX_SIGNATURES)
+            plans.append(_PlainGradient(tape, out_slots[0], wrt,
+                                        traced.follow if traced.refresh else None, single))
             del plans[:-MAX_TAPES_PER_SIGNATURE]
         return ((value, aux), grads) if has_aux else (value, grads)
 
@@ -336,12 +428,23 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
     return value_and_grad_f
 
 
+def _drop_oldest(cache, limit):
+    """Drop the first-inserted entries of a dict until it has `limit` (another thread may drop
+    the same one: then it is gone already)."""
+    while len(cache) > limit:
+        try:
+            del cache[next(iter(cache))]
+        except (KeyError, StopIteration, RuntimeError):
+            break
+
+
 def grad(f=None, argnums=0, has_aux=False, capture="trace"):
     """The gradient of scalar `f` with respect to `argnums` (usable as `@grad` and
     `@grad(argnums=...)`); see `value_and_grad` for `capture` and keyword arguments."""
     if f is None:
         return lambda fn: grad(fn, argnums, has_aux, capture)
     vg = value_and_grad(f, argnums, has_aux, capture)
+    vg.traced.name = "grad"
 
     @_wraps(f, "grad")
     def grad_f(*args, **kwargs):
@@ -378,14 +481,19 @@ def vjp(f, *primals, has_aux=False):
         if cot_structure != main_structure or len(cot_leaves) != len(out_slots):
             raise ValueError("the cotangent must have the structure of the output")
         G = np.zeros((1, tape.n_adjoint), V.dtype)
+        seeded = set()
         for s, c in zip(out_slots, cot_leaves):
             c = np.asarray(c, V.dtype)
             if c.shape != tape.shapes[s]:
                 raise ValueError(f"cotangent of shape {c.shape} for an output of shape "
                                  f"{tape.shapes[s]}")
             if tape.NEED[s]:      # an output that no input moves has no adjoint to seed
-                G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = c.reshape(-1)
-        tape.backward(V, G)
+                if s in seeded:   # a value returned at several output positions: summed
+                    G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] += c.reshape(-1)
+                else:
+                    G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = c.reshape(-1)
+                    seeded.add(s)
+        tape._backward(V, G)
         return _per_argument(traced, tape, leaves, structure, G[0], False)
 
     return (out, pullback, aux) if has_aux else (out, pullback)
@@ -407,7 +515,7 @@ def jvp(f, primals, tangents):
         if t.shape != np.shape(p):
             raise ValueError(f"tangent of shape {t.shape} for a primal of shape {np.shape(p)}")
         T[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = t.reshape(-1)
-    tape.tangent(V, T)
+    tape._tangent(V, T)
     out = tape.outputs(V)
     out_tangent = _pytree.unflatten(tape.out_structure, [_scalar(tape.view(T[0], s).copy())
                                                          for s in tape.output_slots])
@@ -466,12 +574,12 @@ def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
         if mode == "rev":
             m = sum(tape.sizes[s] for s in out_slots)
             G = _directions(tape, out_slots, V, tape.n_adjoint)
-            tape.backward(V, G)
+            tape._backward(V, G)
             J = np.concatenate([G[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                                 for s in in_slots], axis=1) if in_slots else np.zeros((m, 0))
         else:
             T = _directions(tape, in_slots, V)
-            tape.tangent(V, T)
+            tape._tangent(V, T)
             J = np.concatenate([T[:, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]]
                                 for s in out_slots], axis=1).T
         blocks = _blocks(J, [tape.shapes[s] for s in out_slots], [tape.shapes[s] for s in in_slots])
@@ -527,11 +635,11 @@ def _second_order(traced, args, kwargs, directions, has_aux=False):
     wrt, groups = _wrt_groups(traced, tape, leaves, structure)
     in_slots = [s for i in wrt for s in groups[i][1]]
     T = directions(tape, in_slots, V)
-    tape.tangent(V, T)
+    tape._tangent(V, T)
     G = np.zeros(V.size, V.dtype)
     G[tape.offsets[out_slots[0]]] = 1.0
     TG = np.zeros_like(T)
-    tape.backward_tangent(V, T, G, TG)
+    tape._backward_tangent(V, T, G, TG)
     return tape, TG, in_slots, wrt, groups, leaves, aux
 
 
@@ -644,7 +752,7 @@ class CallRule:
     def evaluate(self, values):
         tape, V, wrt = self.inner(values)
         G = _directions(tape, tape.output_slots, V)
-        tape.backward(V, G)
+        tape._backward(V, G)
         out = np.empty(G.shape[0] * len(_columns(tape, wrt)), V.dtype)
         out[self.layout(tape, wrt)] = G[:, _columns(tape, wrt)]
         return out
@@ -662,12 +770,12 @@ class CallRule:
 
     def _hessian_products(self, tape, V, T):
         """For each inner output element i: d/dt grad(f_i) along the directions T."""
-        tape.tangent(V, T)
+        tape._tangent(V, T)
         for seed in _columns(tape, tape.output_slots):
             G = np.zeros(V.size, V.dtype)
             G[seed] = 1.0
             TG = np.zeros_like(T)
-            tape.backward_tangent(V, T, G, TG)
+            tape._backward_tangent(V, T, G, TG)
             yield TG
 
     def vjp(self, outer, V, G, e):
@@ -680,11 +788,11 @@ class CallRule:
         for i, row in enumerate(self.layout(tape, wrt)):
             T = np.zeros((G.shape[0], Vi.size), Vi.dtype)
             T[:, wrt_cols] = cotangent[:, row]
-            tape.tangent(Vi, T)
+            tape._tangent(Vi, T)
             Gi = np.zeros(Vi.size, Vi.dtype)
             Gi[_columns(tape, tape.output_slots)[i]] = 1.0
             TG = np.zeros_like(T)
-            tape.backward_tangent(Vi, T, Gi, TG)
+            tape._backward_tangent(Vi, T, Gi, TG)
             # add.at: an outer value passed as several inner arguments gets every contribution
             np.add.at(G, (slice(None), outer_cols[need]), TG[:, in_cols[need]])
 

@@ -1,0 +1,186 @@
+"""The code cache recovers from damage: no damaged file breaks later processes.
+
+* A generated module (`core.cache.materialize`, `_gen_*_<hash>.py` in $TAPEGRAD_CACHE_DIR) is
+  imported only when it holds exactly the code its name stands for: code appended to it never
+  runs, and a garbled, truncated or emptied file is written again (RuntimeWarning).
+* A generated module whose bytecode cache is damaged is written again and imported.
+* numba's cache files (`.nbi` index, `.nbc` data) of generated modules and of tapegrad's own
+  njit modules that cannot be read back are cleared and the function compiled again
+  (RuntimeWarning); where that is impossible, the message names the directory to clear.
+
+Every test damages files in private directories (TAPEGRAD_CACHE_DIR and NUMBA_CACHE_DIR set to
+a tmp_path), in fresh processes: the shared cache is never touched.
+"""
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import tapegrad
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tapegrad.__file__)))   # the code under test
+
+
+def run(code, cache, timeout=600):
+    """Run `code` in a fresh interpreter whose caches live under `cache`; (rc, output)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TAPEGRAD_CACHE_DIR=str(cache / "tapegrad"),
+               NUMBA_CACHE_DIR=str(cache / "numba"), PYTHONWARNINGS="default")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+    return done.returncode, done.stdout + done.stderr
+
+
+# ---- generated modules ---------------------------------------------------------------------
+
+_LOAD = '''
+import sys
+from tapegrad.core import codegen as _codegen
+m = _codegen.load()
+print("loaded", m.__name__, callable(m.forward), callable(m.backward_tangent))
+'''
+
+
+def _interp_file(cache):
+    """The generated flat interpreter module (not its kernels) in the private cache."""
+    files = [f for f in glob.glob(str(cache / "tapegrad" / "_gen_interp_*.py"))
+             if "_kernels_" not in f]
+    assert len(files) == 1, files
+    return files[0]
+
+
+@pytest.fixture
+def generated(tmp_path):
+    """A private cache holding the generated interpreter modules (imported, not compiled)."""
+    code, out = run(_LOAD, tmp_path)
+    assert code == 0 and "loaded" in out, out
+    return tmp_path
+
+
+def test_code_appended_to_a_generated_module_never_runs(generated):
+    path = _interp_file(generated)
+    with open(path) as fh:
+        original = fh.read()
+    mark = generated / "ran"
+    with open(path, "a") as fh:
+        fh.write(f"\nopen({str(mark)!r}, 'w').write('appended code ran')\n")
+    code, out = run(_LOAD, generated)
+    assert code == 0 and "loaded tapegrad._gen_interp_" in out, out
+    assert not mark.exists()
+    assert "does not hold the code its name stands for" in out and "RuntimeWarning" in out, out
+    with open(path) as fh:
+        assert fh.read() == original
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_damaged_generated_modules_are_written_again(generated, damage):
+    path = _interp_file(generated)
+    with open(path, "rb") as fh:
+        original = fh.read()
+    with open(path, "wb") as fh:
+        fh.write({"garbage": b"\x00\xff def (((\n" * 50, "truncated": original[:len(original) // 2],
+                  "empty": b""}[damage])
+    code, out = run(_LOAD, generated)
+    assert code == 0 and "loaded tapegrad._gen_interp_" in out and "True True" in out, out
+    assert "RuntimeWarning" in out, out
+    with open(path, "rb") as fh:
+        assert fh.read() == original
+    code, out = run(_LOAD, generated)            # recovered for good: no warning any more
+    assert code == 0 and "Warning" not in out, out
+
+
+def test_damaged_bytecode_of_a_generated_module_is_recompiled(generated):
+    import importlib.util
+    pyc = importlib.util.cache_from_source(_interp_file(generated))
+    if not os.path.exists(pyc):
+        pytest.skip("Python wrote no bytecode here")
+    with open(pyc, "r+b") as fh:              # a valid header (the source's mtime and size)
+        fh.seek(16)
+        fh.write(b"\xff" * 64)
+        fh.truncate()
+    code, out = run(_LOAD, generated)
+    assert code == 0 and "loaded tapegrad._gen_interp_" in out, out
+    assert "could not be imported" in out and "it was written again" in out, out
+
+
+def test_a_module_that_cannot_be_imported_names_the_directory(tmp_path, monkeypatch):
+    from tapegrad.core import cache
+    monkeypatch.setattr(cache, "cache_dir", lambda: str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="could not be imported"):
+        with pytest.raises(RuntimeError, match=f"delete the directory {tmp_path}"):
+            cache.materialize("_gen_never_imports", "raise ValueError('broken')\n")
+    assert "tapegrad._gen_never_imports" not in sys.modules
+
+
+# ---- numba's cache files ---------------------------------------------------------------------
+
+_CALL = {
+    # a function of a generated module (materialized from source in the code cache)
+    "generated": '''
+        from tapegrad.core import cache
+        m = cache.materialize("_gen_cache_probe",
+                                  "from tapegrad.core.jit import jit\\n\\n\\n@jit\\n"
+                                  "def twice(x):\\n    return 2.0 * x + 1.0\\n")
+        fn, expected = m.twice, 2.0 * 0.75 + 1.0
+    ''',
+    # a function of tapegrad's own njit modules
+    "own": '''
+        import math
+        from tapegrad.core import vecmath as _vecmath
+        fn, expected = _vecmath.exp, math.exp(0.75)
+    ''',
+}
+
+
+def _call(which):
+    return textwrap.dedent(_CALL[which]) + textwrap.dedent('''
+        got = fn(0.75)
+        assert abs(got - expected) <= 1e-15 * abs(expected), (got, expected)
+        print("result ok; cache hits", sum(fn.stats.cache_hits.values()))
+    ''')
+
+
+def _damage(path, how):
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with open(path, "wb") as fh:
+        fh.write({"garbage": b"\x80\x04garbage" + bytes(range(256)),
+                  "truncated": data[:len(data) // 2],
+                  "flipped": data[:-40] + bytes(b ^ 0x5A for b in data[-40:])}[how])
+
+
+@pytest.mark.parametrize("which, kind, how", [
+    ("generated", "nbi", "garbage"), ("generated", "nbi", "truncated"),
+    ("generated", "nbc", "truncated"), ("generated", "nbc", "flipped"),
+    ("own", "nbi", "truncated"), ("own", "nbc", "garbage")])
+def test_unreadable_numba_cache_files_are_cleared(tmp_path, which, kind, how):
+    code, out = run(_call(which), tmp_path)
+    assert code == 0 and "result ok; cache hits 0" in out, out
+    name = "twice" if which == "generated" else "exp"
+    files = glob.glob(str(tmp_path / "numba" / "**" / f"*.{name}-*.{kind}"), recursive=True)
+    assert len(files) == 1, files
+    _damage(files[0], how)
+    code, out = run(_call(which), tmp_path)
+    assert code == 0 and "result ok" in out, out
+    assert "could not be read" in out and "RuntimeWarning" in out, out
+    code, out = run(_call(which), tmp_path)         # recompiled and cached again
+    assert code == 0 and "result ok; cache hits 1" in out and "Warning" not in out, out
+
+
+def test_a_cache_that_cannot_be_rewritten_names_the_directory(tmp_path):
+    code, out = run(_call("generated"), tmp_path)
+    assert code == 0, out
+    index, = glob.glob(str(tmp_path / "numba" / "**" / "*.twice-*.nbi"), recursive=True)
+    _damage(index, "garbage")
+    refuse = '''
+        from numba.core import caching
+        def flush(self):
+            raise PermissionError("read-only file system")
+        caching.Cache.flush = flush
+    '''
+    code, out = run(textwrap.dedent(refuse) + _call("generated"), tmp_path)
+    assert code == 0 and "result ok" in out, out
+    assert "nor rewritten" in out and f"Delete the directory {os.path.dirname(index)}" in out, out
