@@ -19,7 +19,7 @@ import numba
 import numpy as np
 import pytest
 
-from tapegrad import _codegen_cuda
+from tapegrad.batch import codegen_cuda as _codegen_cuda
 from tapegrad.core import codegen, layouts
 from tapegrad.core.interp import interpreters
 from tapegrad.core.primitive import view
@@ -221,22 +221,10 @@ def _need(operands, pattern):
     return None if pattern is None else set(range(1, len(operands)))
 
 
-# The column layout makes a per-point scalar carried across runs (total's accumulator in its
-# forward, the scaled adjoint in its VJP) a row of the buffer's dtype; the flat and CUDA layouts
-# keep it in a register, which numba types float64 (the literal 0.0, the constant c0). On a
-# float32 tape the column layout then rounds each partial sum to float32: its `sum` differs
-# from the flat replay's (a few ulps over a thousand values).
-ROW_DTYPE = pytest.mark.xfail(strict=True, reason="column layout: a promoted per-point scalar "
-                              "is a row of the buffer's dtype (float32), a float64 register in "
-                              "the flat and CUDA layouts")
-
-
 def _structural_params():
     for case, spec in STRUCTURAL.items():
         for dtype, name in zip(DTYPES, ("f64", "f32")):
-            marks = [ROW_DTYPE] if spec["p"] == "total" and case != "total-empty" and \
-                dtype is np.float32 else []
-            yield pytest.param(case, dtype, id=f"{case}-{name}", marks=marks)
+            yield pytest.param(case, dtype, id=f"{case}-{name}")
 
 
 @pytest.mark.parametrize("need", list(NEEDS.values()), ids=list(NEEDS))

@@ -24,8 +24,9 @@ language, checked here (a body outside them is refused with the reason, never mi
    assigned from values), is a *point statement*; a maximal run of them becomes one loop over
    the tile's points in the column layout, each element access `x[k]` a row access `row[p]`
    with `row = x[k]` taken once before the loop. A per-point scalar that lives across runs
-   (an accumulator carried through a loop) becomes a row of its own there, one value per
-   point; in the flat and CUDA layouts it stays a register.
+   (an accumulator carried through a loop) becomes a row of its own there, one float64 value
+   per point; in the flat and CUDA layouts it stays a register (which numba types float64
+   when it starts from a float literal, as accumulators do).
 4. A point statement contains no loop: `if` on values is fine, a loop inside it is not.
 5. Values are copied element by element; a view may be filled with a uniform scalar
    (`y[:] = 0.0`), never assigned another view. No allocation and no numpy calls on values in
@@ -421,9 +422,11 @@ class _Column:
         for run in runs:
             self.promoted |= _live_in(run) & self.scope.point
         width = ast.parse(f"_P = {self.first_view}.shape[1]").body
-        promoted = [ast.parse(f"{name} = np.empty({self.first_view}.shape[1], "
-                              f"{self.first_view}.dtype)").body[0]
-                    for name in sorted(self.promoted)]
+        # float64, as numba types the register these rows stand for in the flat and CUDA
+        # layouts (an accumulator starts from a float literal): a float32 tape's sum then
+        # rounds as the flat replay's does, once, when it is stored
+        promoted = [ast.parse(f"{name} = np.empty({self.first_view}.shape[1], np.float64)")
+                    .body[0] for name in sorted(self.promoted)]
         return width + promoted + self._block(body)
 
     def _is_point_stmt(self, stmt):
