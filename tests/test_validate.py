@@ -83,7 +83,8 @@ def test_nested_transform_tapes_validate_in_process():
 
 def test_eager_tapes_are_valid_by_construction():
     from tapegrad.inspect.display import GraphTape
-    from tapegrad.eager.flatten import FlatTape, linearize
+    from tapegrad.core.flat import FlatTape
+    from tapegrad.eager.flatten import linearize
     x = tapegrad.tensor([1., 2.], requires_grad=True)
     y = (x * x).sum()
     flat = linearize((y,))

@@ -19,6 +19,10 @@ In anomaly mode (a global switch, as in PyTorch):
 
 `check_nan=False` keeps the locations (for the in-place hint) but checks no values. Everything
 here is off the fast path: with anomaly mode off, recording pays one global test per node.
+
+The switch is `graph.anomaly_enabled`, which recording reads; this module sets it, installs its
+per-node work in `graph.on_record` and its checking sweeps in `core.sweep.checked` (the graph and
+the sweeps sit below it and never import it).
 """
 import functools
 import linecache
@@ -28,8 +32,9 @@ import warnings
 
 import numpy as np
 
-from . import graph as _graph
-from ..core import sweep as _sweep
+from . import graph
+from .graph import location
+from ..core import sweep
 from ..core.registry import PRIMS
 
 _check_nan = True
@@ -39,7 +44,7 @@ _WARNING = ("Anomaly Detection has been enabled. This mode will increase the run
 
 
 def is_anomaly_enabled():
-    return _graph.anomaly_enabled
+    return graph.anomaly_enabled
 
 
 def is_anomaly_check_nan_enabled():
@@ -48,9 +53,9 @@ def is_anomaly_check_nan_enabled():
 
 def _set(mode, check_nan):
     global _check_nan
-    _graph.anomaly_enabled, _check_nan = bool(mode), bool(check_nan)
+    graph.anomaly_enabled, _check_nan = bool(mode), bool(check_nan)
     # the sweeps over every tape (eager graphs and traced ones) check values while it is on
-    _sweep.checked = sys.modules[__name__] if mode else None
+    sweep.checked = sys.modules[__name__] if mode else None
 
 
 class detect_anomaly:
@@ -62,7 +67,7 @@ class detect_anomaly:
         warnings.warn(_WARNING, UserWarning, stacklevel=2)
 
     def __enter__(self):
-        self._prev = (_graph.anomaly_enabled, _check_nan)
+        self._prev = (graph.anomaly_enabled, _check_nan)
         _set(True, self.check_nan)
         return self
 
@@ -72,7 +77,7 @@ class detect_anomaly:
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            prev = (_graph.anomaly_enabled, _check_nan)
+            prev = (graph.anomaly_enabled, _check_nan)
             _set(True, self.check_nan)
             try:
                 return fn(*args, **kwargs)
@@ -86,7 +91,7 @@ class set_detect_anomaly:
     restores the previous mode afterwards (PyTorch's semantics)."""
 
     def __init__(self, mode, check_nan=True):
-        self._prev = (_graph.anomaly_enabled, _check_nan)
+        self._prev = (graph.anomaly_enabled, _check_nan)
         _set(mode, check_nan)
 
     def __enter__(self):
@@ -107,7 +112,8 @@ def _user_frame():
 
 
 def recorded(node):
-    """Called by `Node.__init__` in anomaly mode: keep the location, check the forward value."""
+    """Called by `Node.__init__` in anomaly mode (`graph.on_record`): keep the location, check
+    the forward value."""
     frame = _user_frame()
     if frame is not None:
         filename, line = frame.f_code.co_filename, frame.f_lineno
@@ -118,14 +124,6 @@ def recorded(node):
         if value.dtype.kind in "fc" and not np.isfinite(value).all() and all(
                 _finite(t.data) for t in node._inputs):
             raise RuntimeError(_forward_message(_name(node), value, node.where))
-
-
-def location(where):
-    """'File "f.py", line 3, in loss: y = x.log()' for a Node.where."""
-    if where is None:
-        return "an unknown place (a replayed tape keeps no source locations)"
-    filename, line, function, source = where
-    return f'File "{filename}", line {line}, in {function}' + (f": {source}" if source else "")
 
 
 def _finite(a):
@@ -168,7 +166,7 @@ def _span(tape, s):
 
 
 def forward(tape, V, interp):
-    """`_sweep.forward` in anomaly mode: report the first entry that makes a NaN or inf.
+    """`sweep.forward` in anomaly mode: report the first entry that makes a NaN or inf.
 
     A tape with guards is swept to the end first: when its guards fail, the inputs belong to
     another branch (whose tape the transform traces next) and nothing is reported."""
@@ -196,7 +194,7 @@ def forward(tape, V, interp):
 
 
 def backward(tape, V, G, interp):
-    """`_sweep.backward` in anomaly mode: PyTorch's error for the first entry whose VJP returns
+    """`sweep.backward` in anomaly mode: PyTorch's error for the first entry whose VJP returns
     a NaN or an infinity from a finite incoming gradient."""
     calls = dict(tape.calls)
     for e in range(len(tape.E) - 1, -1, -1):
@@ -220,3 +218,6 @@ def backward(tape, V, G, interp):
                 if where is not None:
                     message += f" The operation was recorded at {location(where)}."
                 raise RuntimeError(message)
+
+
+graph.on_record = recorded

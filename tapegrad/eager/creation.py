@@ -1,7 +1,8 @@
 """Tensor constructors with PyTorch's names and dtype rules (float64 is the default float)."""
 import numpy as np
 
-from .tensor import Tensor, _check_float
+from .dtypes import check_float
+from .tensor import Tensor
 
 float16, float32, float64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 int8, int16, int32, int64 = (np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64))
@@ -24,7 +25,7 @@ def _make(value, dtype, requires_grad):
         value = value.astype(np.dtype(dtype), copy=False)
     tensor = Tensor(value)
     if requires_grad:
-        _check_float(value.dtype)
+        check_float(value.dtype)
         tensor._requires_grad = True
     return tensor
 

@@ -1,20 +1,14 @@
-"""The flat tape: structure-of-arrays entries, a slot table and one value buffer.
+"""The eager graph flattened: the nodes an output reaches, as a `core.flat.FlatTape`.
 
-`linearize(outputs)` turns the nodes that the output tensors reach into the arrays the compiled
-interpreters read:
+`linearize(outputs)` numbers a slot for every value (leaves and constants when first seen as
+operands, then each entry's output), sorts the entries by recording sequence (a topological
+order) and gathers the values, constants and payloads into the arrays the compiled interpreters
+read. It runs on every eager `backward()`, so it is written for few Python operations per node:
+the integer arrays depend only on the graph's structure, which an eager loop repeats on new
+tensors, so they are built once per structure (`Structure`) and looked up after that.
 
-    E[e]    = (opcode, a, b, c, out, payload offset, payload length, 0)   int64 (n, 8)
-    FC[e]   = (c0, c1)                                                   float64 (n, 2)
-    IP      = the integer payloads, end to end                           int64
-    S[slot] = (offset, size) of the slot in the value buffer             int64 (slots, 2)
-    NEED    = 1 where a slot needs an adjoint                            int64 (slots,)
-    V       = every slot's value, end to end                             float32 or float64
-
-Every value gets a slot: leaves and constants when first seen as operands, then each entry's
-output. Entries are sorted by recording sequence, which is a topological order. This runs on
-every eager `backward()`, so it is written for few Python operations per node: the integer
-arrays depend only on the graph's structure, which an eager loop repeats, so they are built once
-per structure (`Structure`) and each call only gathers values, constants and payloads.
+`tape_of(out)` (and `Tensor.tape`) shows the same flat tape through the display
+(`inspect.display.GraphTape`).
 """
 import operator
 import sys
@@ -22,57 +16,15 @@ import threading
 
 import numpy as np
 
-from . import graph as _graph
+from . import graph
+from ..core.flat import FlatTape
 from ..core.registry import PRIMS
 from ..core.validate import read_only
+from ..inspect.display import GraphTape
+from .tensor import Tensor
 
-_VARIADIC = [p.variadic for p in PRIMS]
 _NO_PAYLOAD = read_only(np.zeros(0, np.int64), owned=True)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-
-
-class FlatTape:
-    """Arrays of one linearized graph and the Python objects its slots stand for."""
-    __slots__ = ("E", "FC", "IP", "S", "NEED", "V", "offsets", "sizes", "values", "nodes",
-                 "slots", "leaves", "calls", "structure")
-    validated = True    # built by linearize from recorded nodes: valid by construction (_sweep)
-
-    def __init__(self, E, FC, IP, S, NEED, V, offsets, sizes, values, nodes, slots, leaves,
-                 calls, structure=None):
-        self.E, self.FC, self.IP, self.S, self.NEED, self.V = E, FC, IP, S, NEED, V
-        self.offsets = offsets    # S[:, 0] and S[:, 1] as Python lists (cheap from Python)
-        self.sizes = sizes
-        self.values = values      # the recorded value of each slot (numpy arrays)
-        self.nodes = nodes        # the recorded nodes, in tape order
-        self.slots = slots        # node for outputs, tensor for leaves -> slot (identity keys)
-        self.leaves = leaves      # (slot, tensor) of every tensor without a node
-        self.calls = calls        # (entry, rule) of nested-transform entries, see _sweep
-        self.structure = structure    # the cached Structure (linearize), else None
-
-    def adjoints(self):
-        """A zeroed adjoint buffer the size of V (from the structure's spares when large)."""
-        if self.structure is not None:
-            return self.structure.zeros()
-        return np.zeros(self.V.size, self.V.dtype)
-
-    def release(self, *buffers):
-        """Hand V and adjoint buffers back for reuse by the next tape of this structure, once
-        the caller is done with them (nothing may keep them or views of them)."""
-        if self.structure is not None:
-            self.structure.release(*buffers)
-
-    @property
-    def dtype(self):
-        return self.V.dtype
-
-    def slot_of(self, tensor):
-        node = tensor._node
-        return self.slots.get(tensor if node is None else node)
-
-    def view(self, buffer, slot):
-        """The value of `slot` in a flat `buffer`, in its shape."""
-        off = self.offsets[slot]
-        return buffer[off:off + self.sizes[slot]].reshape(self.values[slot].shape)
 
 
 def reachable(outputs):
@@ -80,7 +32,7 @@ def reachable(outputs):
     seen = set()             # nodes and tensors hash by identity (Tensor's == is elementwise,
     #                          but distinct live objects never have equal identity hashes)
     stack = [t._node for t in outputs if t._node is not None]
-    rebound = _graph._rebound
+    rebound = graph._rebound
     while stack:
         node = stack.pop()
         seen.add(node)
@@ -104,7 +56,7 @@ def linearize(outputs, extra_leaves=()):
     the graph's structure alone, are built from the walk's `key` once and then looked up
     (`Structure`). The walk is written out for few Python operations per node."""
     nodes = reachable(outputs)
-    rebound = _graph._rebound
+    rebound = graph._rebound
     slots, values, leaves, key, consts, payloads, calls = {}, [], [], [], [], [], []
     for t in extra_leaves:
         if t._node is None and t not in slots:
@@ -144,13 +96,13 @@ def linearize(outputs, extra_leaves=()):
             payloads.append(payload)
         consts += (node.c0, node.c1)
         e += 1
-    if _graph._replaced:
-        _graph.check_shapes(nodes)      # `.data =` of another shape: the payloads would not fit
+    if graph._replaced:
+        graph.check_shapes(nodes)      # `.data =` of another shape: the payloads would not fit
     key = tuple(key)
     structure = _STRUCTURES.get(key)
     if structure is None:
         structure = Structure.of(key)
-    # FC and IP read-only, like every tape array the interpreters get (see _validate)
+    # FC and IP read-only, like every tape array the interpreters get (see core.validate)
     FC = np.array(consts, np.float64)
     FC.setflags(write=False)
     if payloads:
@@ -229,10 +181,10 @@ class Structure:
     def values(self, values):
         """The value buffer V: the values end to end, in the buffer's dtype.
 
-        Joining the bytes of C-contiguous values of one dtype costs a fifth of np.concatenate
-        on an eager graph's small arrays; any other value (a transposed view, a broadcast, an
-        integer index among float values) takes np.concatenate, and once one did, this
-        structure always does. Large structures concatenate into a buffer they reuse."""
+        Joining the bytes of C-contiguous values of one dtype is much cheaper than
+        np.concatenate on an eager graph's small arrays; any other value (a transposed view, a
+        broadcast, an integer index among float values) takes np.concatenate, and once one
+        did, this structure always does. Large structures concatenate into a buffer they reuse."""
         if self.size >= _REUSED:          # an array of its own, which `release` can keep
             buffer = self._spare()
             if buffer is not None:
@@ -257,8 +209,8 @@ class Structure:
 
     # Large buffers are reused: a fresh one of a megabyte or more is often fresh memory from
     # the system, whose pages fault in on first write (glibc returns freed memory at the top of
-    # its heap). An eager training step of a 64x1000x100 MLP paid about 800 faults per
-    # backward, 0.7 ms of 1.7. A buffer is handed back by `release` when a backward is done,
+    # its heap), and an eager training step of a large model would pay those faults at every
+    # backward. A buffer is handed back by `release` when a backward is done,
     # and taken again only while nothing else refers to it (a kept tape or a view of it holds
     # a reference), so reuse cannot alias live data. Each structure keeps at most two (V and
     # G), and all structures together at most _SPARE_BYTES.
@@ -314,46 +266,9 @@ def _dtype_of(dtypes):
     return _F32 if _F32 in dtypes and _F64 not in dtypes else _F64
 
 
-def compact_adjoints(flat, need):
-    """Renumber the slots of `flat` so that those needing an adjoint come first.
-
-    The reverse sweeps touch adjoints of those slots only (NEED), so an adjoint buffer the size
-    of that prefix suffices: a function of a large constant (a data matrix) no longer allocates
-    and clears an adjoint for it at every call. Returns the new FlatTape (its `slots`, `leaves`
-    and operand columns renumbered, `NEED` set) and the prefix length in values.
-    """
-    need = np.asarray(need, bool)
-    order = np.argsort(~need, kind="stable")              # needed slots first, order kept
-    renumber = np.empty(len(order), np.int64)
-    renumber[order] = np.arange(len(order))
-    E = flat.E.copy()
-    operands = E[:, 1:5]
-    E[:, 1:5] = np.where(operands >= 0, renumber[np.maximum(operands, 0)], -1)
-    IP = flat.IP.copy()
-    for e in (e for e in range(len(E)) if _VARIADIC[E[e, 0]]):
-        span = slice(E[e, 5], E[e, 5] + E[e, 6])
-        IP[span] = renumber[IP[span]]
-    values = [flat.values[s] for s in order]
-    sizes = [flat.sizes[s] for s in order]
-    offsets, total = [], 0
-    for n in sizes:
-        offsets.append(total)
-        total += n
-    S = np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy()
-    V = np.concatenate([flat.V[flat.offsets[s]:flat.offsets[s] + flat.sizes[s]] for s in order]) \
-        if len(order) else flat.V.copy()
-    slots = {key: int(renumber[s]) for key, s in flat.slots.items()}
-    leaves = [(int(renumber[s]), t) for s, t in flat.leaves]
-    compact = FlatTape(E, flat.FC, IP, S, need[order].astype(np.int64), V, offsets, sizes, values,
-                       flat.nodes, slots, leaves, flat.calls)
-    n_need = int(need.sum())
-    return compact, (offsets[n_need] if n_need < len(offsets) else total)
-
-
 def tape_of(*outputs):
     """The eager graph behind `outputs` (tensors) as a read-only `GraphTape`: print it, look at
     `.stats()`, `.table(values=True, adjoints=True)`, `.draw()`."""
-    from .tensor import Tensor
     if len(outputs) == 1 and isinstance(outputs[0], (tuple, list)):
         outputs = tuple(outputs[0])
     if not outputs:
@@ -363,3 +278,7 @@ def tape_of(*outputs):
             raise TypeError(f"tape_of expects tensors, got {type(o).__name__}")
     flat = linearize(outputs, tuple(o for o in outputs if o._node is None))
     return GraphTape(flat, outputs)
+
+
+Tensor.tape = property(tape_of, doc="The eager graph behind this tensor as a read-only tape "
+                                     "(see `tapegrad.tape_of`).")

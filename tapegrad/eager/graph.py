@@ -4,19 +4,29 @@ Every differentiable operation on a tensor that requires grad appends one `Node`
 tape that produced the tensor (its primitive, operands, payload and constants). Nodes refer to
 their operands and nothing refers to a node but the tensors computed from it, so the part of the
 tape no live tensor can reach is released by reference counting as soon as it is dropped: a long
-eager session keeps memory flat. `backward()` flattens the nodes an output reaches into the
-structure-of-arrays tape of `_tape` (sorted by `seq`, which is a topological order) and runs the
-compiled reverse interpreter over it.
+eager session keeps memory flat. `backward()` flattens the nodes an output reaches into a flat
+tape (`eager.flatten`, sorted by `seq`, which is a topological order) and runs the compiled
+reverse interpreter over it.
+
+This module also keeps what backward checks about the recorded values: the version counters of
+in-place writes (`check_versions`) and the shapes given by `.data =` (`check_shapes`). It sits
+at the bottom of the eager layer and reaches no module above it: anomaly mode, which works per
+node, switches `anomaly_enabled` and installs its per-node work in `on_record`; tensors are
+only read through their attributes.
 """
 import functools
 import itertools
+import re
 import threading
 import weakref
 
 import numpy as np
 
+from .dtypes import torch_type
+
 _sequence = itertools.count()
-anomaly_enabled = False    # tapegrad.autograd.set_detect_anomaly (global, as in PyTorch); see _anomaly
+anomaly_enabled = False    # anomaly mode (global, as in PyTorch), switched by eager.anomaly
+on_record = None           # anomaly mode's work on each new node, installed by eager.anomaly
 retaining = False          # set by the first retain_grad(): backward then looks for retained nodes
 
 
@@ -56,10 +66,9 @@ class Node:
             if prim.saves:
                 self.versions = _versions(inputs, value)
             if _rebound:
-                self.rebinds = tuple(map(_count_rebinds, inputs))
+                self.rebinds = tuple(map(rebind_count, inputs))
         if anomaly_enabled:
-            from .anomaly import recorded
-            recorded(self)
+            on_record(self)
 
     @property
     def inputs(self):
@@ -98,7 +107,7 @@ class Node:
             changed = True
         if changed:
             self._inputs = tuple(fixed)
-            self.rebinds = tuple(map(_count_rebinds, fixed))
+            self.rebinds = tuple(map(rebind_count, fixed))
 
     def name(self):
         return self._name or self.prim.grad_fn
@@ -189,7 +198,7 @@ def _entry(registry, obj, extra):
     return entry
 
 
-def _base(a):
+def base_array(a):
     """The array that owns the memory of `a` (views share their base's version)."""
     b = a.base
     while isinstance(b, np.ndarray):
@@ -202,7 +211,7 @@ def _count(base):
     return 0 if entry is None or entry[0]() is not base else entry[1]
 
 
-def _count_rebinds(tensor):
+def rebind_count(tensor):
     entry = _rebound.get(id(tensor))
     return 0 if entry is None or entry[0]() is not tensor else entry[1]
 
@@ -216,7 +225,7 @@ def version(tensor):
     """PyTorch's `tensor._version`: the in-place writes into its memory."""
     if not (_written or _replaced):
         return 0
-    n = _count(_base(tensor._data))
+    n = _count(base_array(tensor._data))
     return n + _offset(tensor) if _replaced else n
 
 
@@ -235,7 +244,7 @@ def _versions(inputs, value):
         if _replaced:
             n += _offset(t)
         versions.append(n)
-    versions.append(_count(_base(value)))
+    versions.append(_count(base_array(value)))
     return tuple(versions) if any(versions) else None
 
 
@@ -247,7 +256,7 @@ _last_write = -1
 def wrote(array):
     """Count an in-place write into `array` (and every view of its memory)."""
     global _last_write
-    _entry(_written, _base(array), [])[1] += 1
+    _entry(_written, base_array(array), [])[1] += 1
     _last_write = next(_sequence)
 
 
@@ -271,7 +280,7 @@ def adopt(node, array):
     saved value."""
     node.value = array
     if node.prim.saves:
-        written = _count(_base(array))
+        written = _count(base_array(array))
         versions = node.versions
         if versions is not None:
             node.versions = versions[:-1] + (written,)
@@ -287,12 +296,12 @@ def replaced(tensor, old, new):
     keep = version(tensor)
     entry = _replaced.get(id(tensor))
     if entry is None or entry[0]() is not tensor:
-        if keep == _count(_base(new)) and old.shape == new.shape:
+        if keep == _count(base_array(new)) and old.shape == new.shape:
             return              # nothing to remember: the common `p.data = p.data - lr * g`
         entry = _entry(_replaced, tensor, [[], 0])
     if old.shape != new.shape:
         entry[2].append((next(_sequence), old.shape))
-    entry[3] = keep - _count(_base(new))
+    entry[3] = keep - _count(base_array(new))
     _last_write = next(_sequence)
 
 
@@ -341,7 +350,6 @@ def vjp_reads(prim):
 
 
 def _reads(prim):
-    import re
     if not prim.saves:
         return None
     if prim.kind not in ("unary", "binary"):
@@ -380,9 +388,8 @@ _QUALIFIED = {"CopySlices": "torch::autograd::CopySlices"}    # as PyTorch print
 def _describe(tensor, node, dtype_name):
     shape = list(tensor._data.shape) if tensor is not None else list(node.value.shape)
     text = f"[tapegrad.{dtype_name}Tensor {shape}]"
-    producer = node if tensor is None else tensor._node
+    producer = node if tensor is None else tensor.grad_fn   # a view's, over its base's now
     if producer is not None:
-        import re
         name = re.sub(r'Backward[0-9]*$', '', producer.name())
         text += f", which is output 0 of {_QUALIFIED.get(name, name)},"
     return text
@@ -402,20 +409,16 @@ def check_versions(nodes):
         recorded = node.versions
         for i in sorted(saved):
             if i == -1:
-                tensor, now = None, _count(_base(node.value))
+                tensor, now = None, _count(base_array(node.value))
             else:
                 tensor = node._inputs[i]
                 now = version(tensor)
             then = 0 if recorded is None else recorded[i]
             if now != then:
-                from .tensor import _torch_type
-                from .views import refresh
-                if tensor is not None and tensor._view is not None:
-                    refresh(tensor)     # described with its grad_fn now, as PyTorch does
                 dtype = (node.value if tensor is None else tensor._data).dtype
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by "
-                    f"an inplace operation: {_describe(tensor, node, _torch_type(dtype))} is at "
+                    f"an inplace operation: {_describe(tensor, node, torch_type(dtype))} is at "
                     f"version {now}; expected version {then} instead. " + _hint(node))
 
 
@@ -423,10 +426,17 @@ def _hint(node):
     if not anomaly_enabled or node.where is None:
         return ("Hint: enable anomaly detection to find the operation that failed to compute its "
                 "gradient, with tapegrad.autograd.set_detect_anomaly(True).")
-    from .anomaly import location
     return (f"Hint: the operation that failed to compute its gradient is {node.name()}, "
             f"recorded at {location(node.where)}. The variable in question was changed in there "
             "or anywhere later. Good luck!")
+
+
+def location(where):
+    """'File "f.py", line 3, in loss: y = x.log()' for a Node.where."""
+    if where is None:
+        return "an unknown place (a replayed tape keeps no source locations)"
+    filename, line, function, source = where
+    return f'File "{filename}", line {line}, in {function}' + (f": {source}" if source else "")
 
 
 class AccumulateGrad:

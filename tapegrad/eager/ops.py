@@ -5,6 +5,10 @@ eager value with numpy and records the primitive with the payload the interprete
 maps for broadcasts, reductions and indexing; matmul dimensions). Broadcasting that the
 elementwise kernels cannot do inline (they broadcast operands of size 1) is recorded as a hidden
 gather entry, which `grad_fn.next_functions` looks through.
+
+The operators and methods of `Tensor` (`x + y`, `x @ w`, `x.sum()`, `x.T`) are these functions,
+attached to the class at the end of this module. numpy's functions on tensors (`np.sin(x)`)
+dispatch to them through `eager.numpy_api`.
 """
 import builtins
 import collections
@@ -12,11 +16,11 @@ import math
 
 import numpy as np
 
-from . import graph as _graph
-from . import views as _views
+from . import graph, views
+from .dtypes import torch_type
 from .graph import _rebound, state
 from ..core.registry import BY_NAME
-from .tensor import Tensor, _torch_type, constant, record
+from .tensor import Tensor, constant, record
 
 P = BY_NAME
 _HIDDEN = ""   # the name of helper entries that users do not see
@@ -29,7 +33,7 @@ def _tracked(t):
 def _recording(*tensors):
     if state.grad_enabled:
         if _rebound:                # an operand may be a view whose base got a new grad_fn
-            _views.refresh_all(tensors)
+            views.refresh_all(tensors)
         for t in tensors:
             if t._requires_grad or t._node is not None:
                 return True
@@ -50,16 +54,10 @@ def _positions(shape):
     return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
 
 
-def _gather(t, positions, value, name):
-    """Record y = x.flat[positions]: a window (start, step) when the positions are an arithmetic
-    progression (slices: no index map, and a reverse sweep that vectorises), else a gather."""
-    positions = np.ascontiguousarray(positions, np.int64).ravel()
-    if positions.size:
-        step = int(positions[1] - positions[0]) if positions.size > 1 else 0
-        if positions.size < 3 or (np.diff(positions) == step).all():
-            return record(P["window"], (t,), value, np.array([positions[0], step], np.int64),
-                          name=name)
-    return record(P["gather"], (t,), value, positions, name=name)
+def record_gather(t, positions, value, name):
+    """Record y = t.flat[positions] (a window or a gather: `views.gather_entry`)."""
+    prim, payload = views.gather_entry(positions)
+    return record(prim, (t,), value, payload, name=name)
 
 
 def broadcast_to(t, shape, name=_HIDDEN):
@@ -69,7 +67,7 @@ def broadcast_to(t, shape, name=_HIDDEN):
     value = np.broadcast_to(t._data, shape)
     if not _recording(t):
         return Tensor(value)
-    return _gather(t, np.broadcast_to(_positions(t._data.shape), shape), value, name)
+    return record_gather(t, np.broadcast_to(_positions(t._data.shape), shape), value, name)
 
 
 # ---- elementwise -----------------------------------------------------------------------------
@@ -176,7 +174,7 @@ def _gather_difference(a, b):
     them. Not after in-place writes (the operand tensor might stand for another version)."""
     na, nb = getattr(a, "_node", None), getattr(b, "_node", None)
     if na is None or nb is None or na.prim is not P["gather"] or nb.prim is not P["gather"] \
-            or a._data.shape != b._data.shape or _graph._written or _graph._rebound:
+            or a._data.shape != b._data.shape or graph._written or graph._rebound:
         return None
     (x,), (y,) = na.inputs, nb.inputs
     if x is not y:
@@ -312,7 +310,7 @@ def _reshaped(x, shape, name, view_only):
                            "least one dimension spans across two contiguous subspaces). Use "
                            ".reshape(...) instead.")
     out = record(P["copy"], (x,), value, name=name)
-    return _views.mark(out, x, "reshape", value.shape) if shares else out
+    return views.mark(out, x, "reshape", value.shape) if shares else out
 
 
 def _shares_memory(value, data):
@@ -344,10 +342,10 @@ def permute(x, *dims, name="PermuteBackward0"):
     dims = _shape_arg(dims)
     value = np.transpose(x._data, dims)
     if _recording(x):
-        out = _gather(x, np.transpose(_positions(x._data.shape), dims), value, name)
+        out = record_gather(x, np.transpose(_positions(x._data.shape), dims), value, name)
     else:
         out = constant(value)
-    return _views.mark(out, x, "permute", dims)
+    return views.mark(out, x, "permute", dims)
 
 
 def transpose(x, dim0=None, dim1=None):
@@ -408,8 +406,8 @@ def _index_name(key):
 
 
 def getitem(x, key):
-    """Basic indexing gives a view (see `_views`), integer-array and boolean indexing a copy; the
-    VJP scatters with accumulation (repeated indices)."""
+    """Basic indexing gives a view (see `eager.views`), integer-array and boolean indexing a
+    copy; the VJP scatters with accumulation (repeated indices)."""
     key = index_key(key)
     value = x._data[key]
     basic = basic_key(key)
@@ -420,10 +418,10 @@ def getitem(x, key):
         else:
             value = np.asarray(value)
     if _recording(x):
-        out = _gather(x, _positions(x._data.shape)[key], value, _index_name(key))
+        out = record_gather(x, _positions(x._data.shape)[key], value, _index_name(key))
     else:
         out = constant(value)
-    return _views.mark(out, x, "index", key) if basic else out
+    return views.mark(out, x, "index", key) if basic else out
 
 
 def _pack_gather(tensors, pieces, value, name):
@@ -433,7 +431,7 @@ def _pack_gather(tensors, pieces, value, name):
         return Tensor(value)
     packed_value = np.concatenate([t._data.ravel() for t in tensors])
     packed = record(P["pack"], tuple(tensors), packed_value, name=_HIDDEN)
-    return _gather(packed, pieces, value, name)
+    return record_gather(packed, pieces, value, name)
 
 
 def _piece_positions(tensors):
@@ -501,7 +499,7 @@ def _squared(x):
     node stays for any other use of x and drops out of a tape that does not reach it. Eager
     graphs keep PyTorch's structure (SumBackward1 of MulBackward0); not after in-place writes."""
     node = x._node
-    if node is None or not state.tracing or _graph._written or _graph._rebound:
+    if node is None or not state.tracing or graph._written or graph._rebound:
         return None
     if node.prim is P["square"] or (node.prim is P["mul"] and node.inputs[0] is node.inputs[1]):
         return node.inputs[0]
@@ -580,7 +578,7 @@ def _select_extreme(x, dim, keepdim, argfn, result, name):
     value = np.take_along_axis(x._data, indices, axis=d)
     if not keepdim:
         positions, value, indices = (np.squeeze(a, d) for a in (positions, value, indices))
-    values = _gather(x, positions, value, name) if _recording(x) else Tensor(value)
+    values = record_gather(x, positions, value, name) if _recording(x) else Tensor(value)
     return result(values, Tensor(indices.astype(np.int64)))
 
 
@@ -711,7 +709,7 @@ def dot(a, b):
                            "tensors")
     if a.data.dtype != b.data.dtype:
         raise RuntimeError(f"dot : expected both vectors to have same dtype, but found "
-                           f"{_torch_type(a.data.dtype)} and {_torch_type(b.data.dtype)}")
+                           f"{torch_type(a.data.dtype)} and {torch_type(b.data.dtype)}")
     if a.data.size != b.data.size:
         raise RuntimeError(f"inconsistent tensor size, expected tensor [{a.data.size}] and src "
                            f"[{b.data.size}] to have the same number of elements, but got "
@@ -750,49 +748,21 @@ def _numpy_shape(shape):
     return f"({','.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
 
 
-# ---- numpy protocol: np.sin(t), np.sum(t), W @ t record on the tape --------------------------
-
-_UFUNCS = {
-    np.add: add, np.subtract: sub, np.multiply: mul, np.divide: div, np.true_divide: div,
-    np.power: pow, np.negative: neg, np.absolute: abs, np.exp: exp, np.log: log,
-    np.log1p: log1p, np.expm1: expm1, np.sqrt: sqrt, np.sin: sin, np.cos: cos, np.tan: tan,
-    np.tanh: tanh, np.maximum: maximum, np.minimum: minimum, np.greater: gt,
-    np.greater_equal: ge, np.less: lt, np.less_equal: le, np.equal: eq, np.not_equal: ne,
-    np.matmul: matmul, np.square: square, np.positive: lambda x: x,
-}
-
-_FUNCTIONS = {
-    np.sum: sum, np.mean: mean, np.prod: prod, np.max: amax, np.amax: amax, np.min: amin,
-    np.amin: amin, np.dot: numpy_dot, np.matmul: matmul, np.transpose: lambda x, axes=None: (
-        transpose(x) if axes is None else permute(x, axes)),
-    np.reshape: lambda x, shape, **kw: reshape(x, shape), np.concatenate: lambda ts, axis=0: cat(ts, axis),
-    np.stack: lambda ts, axis=0: stack(ts, axis), np.where: where,
-    np.clip: lambda x, a_min=None, a_max=None: clip(x, a_min, a_max), np.squeeze: lambda x, axis=None: squeeze(x, axis),
-    np.expand_dims: lambda x, axis: unsqueeze(x, axis), np.ravel: lambda x: reshape(x, -1),
-    np.broadcast_to: lambda x, shape: broadcast_to(as_tensor(x), shape, name="ExpandBackward0"),
-    np.shape: lambda x: x._data.shape, np.ndim: lambda x: x._data.ndim, np.size: lambda x: x._data.size,
-}
-
-
-def array_ufunc(ufunc, method, inputs, kwargs):
-    fn = _UFUNCS.get(ufunc)
-    if fn is None or method != "__call__" or kwargs:
-        raise TypeError(f"tapegrad does not support numpy.{ufunc.__name__}"
-                        f"{'' if method == '__call__' else '.' + method} on Tensors "
-                        f"{'with keyword arguments ' + str(sorted(kwargs)) if kwargs else ''}"
-                        "; use a tapegrad operation")
-    return fn(*inputs)
-
-
-def array_function(func, args, kwargs):
-    fn = _FUNCTIONS.get(func)
-    if fn is None:
-        raise TypeError(f"tapegrad does not support numpy.{func.__name__} on Tensors; "
-                        "use a tapegrad operation")
-    return fn(*args, **kwargs)
-
-
 # ---- Tensor methods --------------------------------------------------------------------------
+
+def _to(x, dtype): return astype(x, np.dtype(dtype))
+def _float(x): return astype(x, np.dtype(np.float32))
+def _double(x): return astype(x, np.dtype(np.float64))
+def _reversed_axes(x): return permute(x, tuple(range(x._data.ndim - 1, -1, -1)))
+def _last_two_swapped(x): return transpose(x, -2, -1)
+
+
+# The reflected forms that swap the operands (`2 - x` calls x.__rsub__(2)).
+def _rsub(x, other): return sub(other, x)
+def _rtruediv(x, other): return div(other, x)
+def _rpow(x, other): return pow(other, x)
+def _rmatmul(x, other): return matmul(other, x)
+
 
 _METHODS = dict(
     exp=exp, log=log, log1p=log1p, expm1=expm1, sqrt=sqrt, sin=sin, cos=cos, tan=tan, tanh=tanh,
@@ -801,11 +771,13 @@ _METHODS = dict(
     log_softmax=log_softmax, clamp=clip, clip=clip, reshape=reshape, view=view, flatten=flatten,
     squeeze=squeeze, unsqueeze=unsqueeze, permute=permute, transpose=transpose, t=t,
     matmul=matmul, dot=dot, pow=pow, maximum=maximum, minimum=minimum, add=add, sub=sub,
-    mul=mul, div=div,
+    mul=mul, div=div, clone=clone, to=_to, float=_float, double=_double,
+    T=property(_reversed_axes), mT=property(_last_two_swapped),
 )
-# Operators whose first operand is the tensor call the op itself (one call less per operation).
+# Operators call the op itself (one call less per operation than a method calling it).
 _METHODS.update(
-    __radd__=_radd, __rmul__=_rmul,
+    __radd__=_radd, __rmul__=_rmul, __rsub__=_rsub, __rtruediv__=_rtruediv, __rpow__=_rpow,
+    __rmatmul__=_rmatmul,
     __add__=add, __sub__=sub, __mul__=mul, __truediv__=div, __pow__=pow, __matmul__=matmul,
     __neg__=neg, __abs__=abs, __gt__=gt, __ge__=ge, __lt__=lt, __le__=le, __eq__=eq, __ne__=ne,
     __getitem__=getitem,

@@ -34,7 +34,8 @@ from ..eager.graph import state
 from ..core import sweep as _sweep
 from ..inspect.display import TapeDisplay
 from ..core.registry import PRIMS
-from ..eager.flatten import compact_adjoints, linearize
+from ..core.flat import compact_adjoints
+from ..eager.flatten import linearize
 from ..eager.tensor import Tensor
 from ..core.validate import read_only
 
