@@ -1,10 +1,22 @@
-"""`python -m tapegrad`: PyTorch's autograd tutorial, run by tapegrad.
+"""`python -m tapegrad`: the three uses of tapegrad in one run, each labelled.
 
-Each program is shown as an interactive session: the statements, then what they print. The
-same lines run unchanged with `import torch as tapegrad` and print the same, apart from the
-random numbers and the default float dtype (float64 here, float32 in PyTorch).
+1. Eager tensors: PyTorch's autograd tutorial. Each program is shown as an interactive
+   session: the statements, then what they print. The same lines run unchanged with
+   `import torch as tapegrad` and print the same, apart from the random numbers and the
+   default float dtype (float64 here, float32 in PyTorch).
+2. A transformed function: `grad` of the Rosenbrock function, traced at its first call and
+   replayed by the compiled interpreters at later ones, with the time of a replayed call.
+3. Batched replay: `vmap(grad(f))` at a million points, with its throughput.
+
+The header says where the compiled code is cached. A cold cache makes the first run compile
+the interpreters (a minute or more, once): a line says so before that happens, so that the
+pause is explained.
 """
+import os
 import sys
+import timeit
+
+import numpy as np
 
 import tapegrad
 
@@ -97,12 +109,100 @@ def _run(source, namespace, write):
                 write(repr(value) + "\n")
 
 
+GRAD_SESSION = """\
+def rosenbrock(x):
+    return tapegrad.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+grad_rosenbrock = tapegrad.grad(rosenbrock)       # JAX-style: a function of x, as rosenbrock
+grad_rosenbrock(np.zeros(5))                      # the first call traces rosenbrock to a tape
+grad_rosenbrock(np.ones(5))                       # later calls of that signature only replay it"""
+
+BATCHED_POINTS = 1_000_000
+BATCHED_SESSION = f"""\
+batched = tapegrad.vmap(grad_rosenbrock)          # one tape, replayed at every row of X
+X = np.random.default_rng(0).random(({BATCHED_POINTS:_}, 10))
+G = batched(X)
+G.shape
+np.allclose(G[7], grad_rosenbrock(X[7]))"""
+
+COLD_FLAT = "compiling the interpreters: about a minute the first time, cached afterwards"
+COLD_BATCHED = ("compiling the batched interpreters: a few minutes the first time, "
+                "cached afterwards")
+
+
+def _cached(dispatcher):
+    """Whether numba's on-disk cache holds compiled code for `dispatcher` (its index file
+    exists); False when it cannot tell, e.g. where caching is impossible."""
+    index = getattr(getattr(getattr(dispatcher, "_cache", None), "_cache_file", None),
+                    "_index_path", None)
+    return index is not None and os.path.exists(index)
+
+
+def _cache_line(dispatcher):
+    """Where the generated interpreters and numba's compiled code of them live."""
+    from tapegrad import _codegen
+    numba_dir = getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)
+    return (f"compiled code is cached in {_codegen._cache_dir()} (generated interpreters; "
+            f"numba's cache of them: {numba_dir or 'none, caching is impossible here'}); "
+            "set TAPEGRAD_CACHE_DIR and NUMBA_CACHE_DIR to move it\n")
+
+
+def _duration(seconds):
+    """`seconds` with a unit that keeps three significant digits readable (ASCII only)."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _best(call, number, repeat):
+    """The best time of one call of `call`, over `repeat` runs of `number` calls each."""
+    return min(timeit.repeat(call, number=number, repeat=repeat)) / number
+
+
+def _time_gradient(rosenbrock, n=1000):
+    """One line: the first call of a fresh `grad` (traced, then replayed) against later ones."""
+    grad = tapegrad.grad(rosenbrock)
+    x = np.linspace(-2.0, 2.0, n)
+    first = _best(lambda: grad(x), number=1, repeat=1)
+    replay = _best(lambda: grad(x), number=2000, repeat=5)
+    return (f"timing, n = {n}: the first call (trace, then replay) took {_duration(first)}; "
+            f"a replayed call takes {_duration(replay)} (best of 5 runs of 2000 calls)\n")
+
+
+def _time_batched(batched, X):
+    """One line: the throughput of `batched` at the rows of `X` (best of 20 calls: the default
+    fuse="auto" switches to the fused tier once the interpreter has run long enough)."""
+    import numba
+    seconds = _best(lambda: batched(X), number=1, repeat=20)
+    return (f"timing: {X.shape[0]:,} points in {_duration(seconds)}, "
+            f"{X.shape[0] / seconds / 1e6:.3g} million points per second "
+            f"(best of 20 calls, {numba.get_num_threads()} threads)\n")
+
+
 def main(write=sys.stdout.write):
-    write(f"tapegrad {tapegrad.__version__}: PyTorch's autograd tutorial on a flat tape\n")
-    namespace = {"tapegrad": tapegrad}
+    from tapegrad._interp import interpreters
+    flat = interpreters().forward
+    write(f"tapegrad {tapegrad.__version__}: eager tensors, transforms and batched replay on "
+          "one flat tape\n")
+    write(_cache_line(flat))
+
+    write("\n== 1. Eager tensors: PyTorch's autograd tutorial ==\n")
+    if not _cached(flat):
+        write(COLD_FLAT + "\n")
+    namespace = {"tapegrad": tapegrad, "np": np}
     for title, source in SECTIONS:
         write(f"\n# {title}\n")
         _run(source, namespace, write)
+
+    write("\n== 2. A transformed function: grad, traced once and replayed compiled ==\n\n")
+    _run(GRAD_SESSION, namespace, write)
+    write(_time_gradient(namespace["rosenbrock"]))
+
+    write("\n== 3. Batched replay: vmap(grad(f)) at every row of X ==\n\n")
+    if not _cached(interpreters(batched=True).run_tiles):
+        write(COLD_BATCHED + "\n")
+    _run(BATCHED_SESSION, namespace, write)
+    write(_time_batched(namespace["batched"], namespace["X"]))
 
 
 if __name__ == "__main__":
