@@ -125,6 +125,8 @@ G.shape
 np.allclose(G[7], grad_rosenbrock(X[7]))"""
 
 COLD_FLAT = "compiling the interpreters: about a minute the first time, cached afterwards"
+COLD_FIRST = ("compiling the sweeps of replayed gradients: under a minute the "
+              "first time, cached afterwards")
 COLD_BATCHED = ("compiling the batched interpreters: a few minutes the first time, "
                 "cached afterwards")
 
@@ -137,13 +139,13 @@ def _cached(dispatcher):
     return index is not None and os.path.exists(index)
 
 
-def _cache_line(dispatcher):
+def _cache_lines(dispatcher):
     """Where the generated interpreters and numba's compiled code of them live."""
     from tapegrad import _codegen
     numba_dir = getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)
-    return (f"compiled code is cached in {_codegen._cache_dir()} (generated interpreters; "
-            f"numba's cache of them: {numba_dir or 'none, caching is impossible here'}); "
-            "set TAPEGRAD_CACHE_DIR and NUMBA_CACHE_DIR to move it\n")
+    return (f"compiled code is cached in {_codegen._cache_dir()} (the generated interpreters)\n"
+            f"  and {numba_dir or 'nowhere: caching is impossible here'} (numba's cache of "
+            "them);\n  set TAPEGRAD_CACHE_DIR and NUMBA_CACHE_DIR to move them\n")
 
 
 def _duration(seconds):
@@ -160,31 +162,39 @@ def _best(call, number, repeat):
 
 
 def _time_gradient(rosenbrock, n=1000):
-    """One line: the first call of a fresh `grad` (traced, then replayed) against later ones."""
+    """Lines: the first call of a fresh `grad` (traced, then replayed) against later ones."""
     grad = tapegrad.grad(rosenbrock)
     x = np.linspace(-2.0, 2.0, n)
     first = _best(lambda: grad(x), number=1, repeat=1)
     replay = _best(lambda: grad(x), number=2000, repeat=5)
-    return (f"timing, n = {n}: the first call (trace, then replay) took {_duration(first)}; "
-            f"a replayed call takes {_duration(replay)} (best of 5 runs of 2000 calls)\n")
+    return (f"timing at n = {n}:\n"
+            f"  the first call (trace, then replay): {_duration(first)}\n"
+            f"  a replayed call:                     {_duration(replay)} "
+            "(best of 5 runs of 2000 calls)\n")
 
 
-def _time_batched(batched, X):
-    """One line: the throughput of `batched` at the rows of `X` (best of 20 calls: the default
-    fuse="auto" switches to the fused tier once the interpreter has run long enough)."""
+def _time_batched(fn, X):
+    """Lines: the throughput of `vmap(fn)` at the rows of `X` on each CPU tier."""
     import numba
-    seconds = _best(lambda: batched(X), number=1, repeat=20)
-    return (f"timing: {X.shape[0]:,} points in {_duration(seconds)}, "
-            f"{X.shape[0] / seconds / 1e6:.3g} million points per second "
-            f"(best of 20 calls, {numba.get_num_threads()} threads)\n")
+    lines = [f"timing at {X.shape[0]:,} points (best of 10 calls, "
+             f"{numba.get_num_threads()} threads):\n"]
+    for fuse, tier in ((False, "the interpreter:"), (True, "the fused tier:")):
+        batched = tapegrad.vmap(fn, fuse=fuse)
+        batched(X)                                    # the fused tier compiles here, once
+        seconds = _best(lambda: batched(X), number=1, repeat=10)
+        lines.append(f"  {tier:16} {_duration(seconds)} per call, "
+                     f"{X.shape[0] / seconds / 1e6:.3g} million points per second\n")
+    lines.append('(the default, fuse="auto", interprets a tape until the interpreter has spent\n'
+                 " as long on it as compiling it would take, then fuses)\n")
+    return "".join(lines)
 
 
 def main(write=sys.stdout.write):
-    from tapegrad._interp import interpreters
+    from tapegrad._interp import interpreters, reverse_first
     flat = interpreters().forward
     write(f"tapegrad {tapegrad.__version__}: eager tensors, transforms and batched replay on "
           "one flat tape\n")
-    write(_cache_line(flat))
+    write(_cache_lines(flat))
 
     write("\n== 1. Eager tensors: PyTorch's autograd tutorial ==\n")
     if not _cached(flat):
@@ -195,6 +205,8 @@ def main(write=sys.stdout.write):
         _run(source, namespace, write)
 
     write("\n== 2. A transformed function: grad, traced once and replayed compiled ==\n\n")
+    if not _cached(reverse_first().backward_first):
+        write(COLD_FIRST + "\n")
     _run(GRAD_SESSION, namespace, write)
     write(_time_gradient(namespace["rosenbrock"]))
 
@@ -202,7 +214,7 @@ def main(write=sys.stdout.write):
     if not _cached(interpreters(batched=True).run_tiles):
         write(COLD_BATCHED + "\n")
     _run(BATCHED_SESSION, namespace, write)
-    write(_time_batched(namespace["batched"], namespace["X"]))
+    write(_time_batched(namespace["grad_rosenbrock"], namespace["X"]))
 
 
 if __name__ == "__main__":
