@@ -374,7 +374,6 @@ def test_main_prints_the_three_uses_in_order(main_run):
 
 _CACHE_PROBE = """
 import sys
-import numba
 from tapegrad.__main__ import _cache_lines, _cached
 sys.path.insert(0, sys.argv[1])
 import probe_module
