@@ -364,10 +364,8 @@ def test_main_prints_the_three_uses_in_order(main_run):
     assert "array([-2., -2., -2., -2.,  0.])" in grad_part
     assert re.search(r"a replayed call: +[0-9.]+ (ns|us|ms) ", grad_part)
     assert "(1000000, 10)" in batched_part and ">>> np.allclose(G[7]" in batched_part
-    assert "timing at 1,000,000 points" in batched_part
-    for tier in ("the interpreter:", "the fused tier: "):
-        assert re.search(tier + r" +[0-9.]+ (ms|s) per call, [0-9.]+ million points per second",
-                         batched_part)
+    assert re.search(r"timing at 1,000,000 points: [0-9.]+ (ms|s) per call, [0-9.]+ million "
+                     r"points per second", batched_part)
     from tapegrad import _codegen
     assert f"compiled code is cached in {_codegen._cache_dir()} (" in out[:first]
 
