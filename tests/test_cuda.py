@@ -461,7 +461,7 @@ def test_reasons_reported_by_the_probe(monkeypatch):
     monkeypatch.undo()
     reason = _cuda._probe()
     if reason is None:
-        pytest.skip("this machine has a usable GPU")
+        pytest.skip("runs only without a CUDA GPU (this machine has a usable one)")
     assert reason.startswith(("no usable CUDA GPU", "the CUDA driver", "a CUDA GPU was found"))
 
 
@@ -553,7 +553,8 @@ def test_bench_skips_without_a_gpu(no_gpu_subprocess_env):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     if "skipped" not in proc.stdout:
-        pytest.skip("this machine has a GPU: bench/cuda.py measured")
+        pytest.skip("runs only without a CUDA GPU (this machine has one: bench/cuda.py "
+                    "measured)")
 
 
 @pytest.fixture
@@ -570,7 +571,7 @@ def needs_gpu():
     """Skip without a real GPU (probed when a gpu test runs, not when the module loads)."""
     from tapegrad.batch import cuda as _cuda
     if SIMULATOR or not _cuda.available():
-        pytest.skip("needs a CUDA GPU")
+        pytest.skip("needs a real CUDA GPU")
 
 
 @pytest.mark.gpu
@@ -610,7 +611,8 @@ def test_cuda_array_interface_inputs_on_gpu(needs_gpu):
     except ImportError:
         pass
     if not tried:
-        pytest.skip("neither cupy nor torch with CUDA is installed")
+        pytest.skip("needs a real CUDA GPU and cupy or a CUDA build of torch (neither is "
+                    "here)")
 
 
 if __name__ == "__main__":

@@ -529,7 +529,7 @@ def _skip_reason(case):
     if case["what"].startswith("vmap(device='cuda')"):
         from tapegrad.batch import cuda as _cuda
         if _cuda.available():
-            return "a CUDA GPU is available here"
+            return "runs only without a CUDA GPU (one is available here)"
     return None
 
 

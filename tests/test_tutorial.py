@@ -318,12 +318,18 @@ def test_error_messages_match_torch(torch):
 
 # ---- python -m tapegrad --------------------------------------------------------------------------
 
-def test_main_prints_the_tutorial():
+@pytest.fixture(scope="module")
+def main_run():
+    """`python -m tapegrad`, run once for the tests of its output."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run([sys.executable, "-m", "tapegrad"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    out = run.stdout
+    return run
+
+
+def test_main_prints_the_tutorial(main_run):
+    out = main_run.stdout
     for expected in [
         ">>> x = tapegrad.ones(2, 2, requires_grad=True)",
         "tensor([[3., 3.],\n        [3., 3.]], grad_fn=<AddBackward0>)",
@@ -340,7 +346,56 @@ def test_main_prints_the_tutorial():
         "(tensor([2., 4.]),)",
     ]:
         assert expected in out
-    assert run.stderr == ""
+    assert main_run.stderr == ""
+
+
+def test_main_prints_the_three_uses_in_order(main_run):
+    """Each use under its label: the tutorial, a transformed function replayed (with the time
+    of a replayed call), vmap(grad(f)) (with its throughput); and where the cache is."""
+    out = main_run.stdout
+    labels = ["== 1. Eager tensors: PyTorch's autograd tutorial ==",
+              "== 2. A transformed function: grad, traced once and replayed compiled ==",
+              "== 3. Batched replay: vmap(grad(f)) at every row of X =="]
+    assert [out.count(label) for label in labels] == [1, 1, 1]
+    first, second, third = (out.index(label) for label in labels)
+    assert first < out.index(">>> out.backward()") < second
+    grad_part, batched_part = out[second:third], out[third:]
+    assert ">>> grad_rosenbrock(np.zeros(5))" in grad_part
+    assert "array([-2., -2., -2., -2.,  0.])" in grad_part
+    assert re.search(r"a replayed call: +[0-9.]+ (ns|us|ms) ", grad_part)
+    assert "(1000000, 10)" in batched_part and ">>> np.allclose(G[7]" in batched_part
+    assert re.search(r"timing at 1,000,000 points: [0-9.]+ (ms|s) per call, [0-9.]+ million "
+                     r"points per second", batched_part)
+    from tapegrad import _codegen
+    assert f"compiled code is cached in {_codegen._cache_dir()} (" in out[:first]
+
+
+_CACHE_PROBE = """
+import sys
+from tapegrad.__main__ import _cache_lines, _cached
+sys.path.insert(0, sys.argv[1])
+import probe_module
+print(_cached(probe_module.f), " ".join(_cache_lines(probe_module.f).split()))
+probe_module.f(1.0)
+print(_cached(probe_module.f))
+"""
+
+
+def test_main_knows_whether_compiled_code_is_cached(tmp_path):
+    """The demo's cold-cache note is printed when numba's cache has no code for a function
+    yet, not once it has (a function of a module of its own, with a private numba cache)."""
+    (tmp_path / "probe_module.py").write_text(
+        "import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1.0\n")
+    numba_cache = tmp_path / "numba-cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(numba_cache), TAPEGRAD_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-c", _CACHE_PROBE, str(tmp_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    before, after = run.stdout.splitlines()
+    assert before.startswith(f"False compiled code is cached in {tmp_path} ")
+    assert f" and {numba_cache}{os.sep}" in before and "(numba's cache of them)" in before
+    assert after == "True"
 
 
 def _session(namespace, sections):
