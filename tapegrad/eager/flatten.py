@@ -25,6 +25,7 @@ import numpy as np
 from . import graph as _graph
 from ..core.registry import PRIMS
 from ..core.validate import read_only
+from ..inspect.display import GraphTape
 
 _VARIADIC = [p.variadic for p in PRIMS]
 _NO_PAYLOAD = read_only(np.zeros(0, np.int64), owned=True)

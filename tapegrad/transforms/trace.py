@@ -32,7 +32,7 @@ from ..eager import graph as _graph
 from ..core import pytree as _pytree
 from ..eager.graph import state
 from ..core import sweep as _sweep
-from ..inspect.display import TapeDisplay
+from ..inspect.display import DisplayMethods, TapeView, op_counts
 from ..core.registry import PRIMS
 from ..eager.flatten import compact_adjoints, linearize
 from ..eager.tensor import Tensor
@@ -154,12 +154,13 @@ def _value_entries(tape):
     return np.ascontiguousarray(E[keep]), np.ascontiguousarray(tape.FC[keep])
 
 
-class Tape(TapeDisplay):
+class Tape(DisplayMethods):
     """A traced function: replayable forward, reverse, tangent and second-order sweeps.
 
     Built by `trace`; `tape(*args)` replays the function's value, `tape.gradient(*args)` its
     gradient, `len(tape)` counts entries. Buffers are per thread, so a tape may be shared.
-    Displays (`str(tape)`, `table`, `stats`, `draw`, `_repr_html_`) come from `_display`.
+    Displays (`str(tape)`, `table`, `stats`, `draw`, `_repr_html_`: `DisplayMethods`) come
+    from `display()`, a `TapeView` of the tape at this thread's values.
 
     The tape arrays (E, FC, IP, S, NEED, V0) are read-only, for good (`_validate.read_only`):
     the interpreters do not check bounds, so what was validated must not change. The sweep
@@ -221,14 +222,23 @@ class Tape(TapeDisplay):
         return self.V0.dtype
 
     def __repr__(self):
-        ops = self._op_counts()
         return (f"<tapegrad.Tape: {len(self)} entries, {len(self.S)} slots, "
                 f"{self.V0.size} values ({self.V0.dtype}), {len(self.input_slots)} inputs, "
-                f"{len(self.output_slots)} outputs, {len(self.guards)} guards; {ops}>")
+                f"{len(self.output_slots)} outputs, {len(self.guards)} guards; "
+                f"{op_counts(self.prims)}>")
 
     def view(self, buffer, slot):
         off = self.offsets[slot]
-        return buffer[..., off:off + self.sizes[slot]].reshape(buffer.shape[:-1] + self.shapes[slot])
+        lead = buffer.shape[:-1]
+        return buffer[..., off:off + self.sizes[slot]].reshape(lead + self.shapes[slot])
+
+    def display(self):
+        """The `TapeView` of this tape at this thread's values: those of its last replay (the
+        trace-time values before any), drawn with gradients once replayed, for a scalar output."""
+        V = getattr(self._local, "V", None)
+        if V is None:
+            return TapeView(self, self.V0)
+        return TapeView(self, V, show_grads=sum(self.sizes[s] for s in self.output_slots) == 1)
 
     # ---- sweeps ------------------------------------------------------------------------------
     def _buffer(self):
