@@ -524,24 +524,25 @@ def sweeps(monkeypatch):
             log[_name.replace("_entries", "")].append(rows)
             return _original(tape, V, *rest)
         monkeypatch.setattr(_sweep, name, counted)
-    original_pair = _sweep.gradient_sweeps
+    original_gradient = _sweep.Gradient
 
-    def counted_pair(tape, out, entries=None):  # grad's replay: a forward, then a reverse sweep
-        run = original_pair(tape, out, entries)
+    class CountedGradient:                      # grad's sweeps: a forward, then a reverse
+        def __init__(self, tape, out, entries=None):
+            self.sweeps = original_gradient(tape, out, entries)
 
-        def counted_run(V):
+        def forward(self, V):
             log["forward"].append(1)
-            G = run(V)
+            self.sweeps.forward(V)
+
+        def adjoints(self, V):
+            G = self.sweeps.adjoints(V)
             log["backward"].append(G.shape[0])
             return G
-        return counted_run
-    monkeypatch.setattr(_sweep, "gradient_sweeps", counted_pair)
-    original_adjoints = _sweep.scalar_adjoints
 
-    def counted_adjoints(tape, V, out):         # grad's reverse sweep (backward_first)
-        log["backward"].append(1)
-        return original_adjoints(tape, V, out)
-    monkeypatch.setattr(_sweep, "scalar_adjoints", counted_adjoints)
+        def run(self, V):
+            self.forward(V)
+            return self.adjoints(V)
+    monkeypatch.setattr(_sweep, "Gradient", CountedGradient)
     return log
 
 

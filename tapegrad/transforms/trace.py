@@ -171,6 +171,11 @@ class Tape(DisplayMethods):
     sweep touches) or `n_values` wide, tangent buffers `n_values` wide.
     """
 
+    # what a pickle holds; everything else is derived from it (`_derive`)
+    _STATE = ("E", "FC", "IP", "S", "NEED", "V0", "offsets", "sizes", "shapes", "input_slots",
+              "output_slots", "out_structure", "calls", "guards", "constants", "signature",
+              "n_adjoint", "validated")
+
     def __init__(self, flat, input_slots, output_slots, out_structure, guards, constants,
                  signature=None):
         self.E, self.FC, self.IP, self.S, self.NEED, self.V0 = (
@@ -190,21 +195,21 @@ class Tape(DisplayMethods):
         self._derive()
 
     def _derive(self):
-        """The attributes computed from the others (not pickled)."""
+        """The state computed from the tape in this process (never pickled): the primitives
+        of the entries, the dtype of each input, where `load` writes each input (start, stop,
+        shape, dtype), this thread's buffers, and `derived`: caches that modules keep per
+        tape, by key, each computed at its first use (a tape never changes)."""
         self.prims = [PRIMS[op] for op in self.E[:, 0]]
         self.input_dtypes = _input_dtypes(self.signature, len(self.input_slots), self.V0.dtype)
-        self._input_layout = tuple(   # what `load` writes where: (start, stop, shape, dtype)
+        self._input_layout = tuple(
             (self.offsets[s], self.offsets[s] + self.sizes[s], self.shapes[s], dtype)
             for s, dtype in zip(self.input_slots, self.input_dtypes))
         self._local = threading.local()
+        self.derived = {}
 
     def __getstate__(self):
-        """Pickled as arrays: the per-thread buffers and the registry's primitives stay behind."""
-        state = dict(self.__dict__)
-        for name in ("_local", "prims", "input_dtypes", "_input_layout", "_gradient_rows",
-                     "_first_rows"):
-            state.pop(name, None)
-        return state
+        """Pickled as its arrays and slots (`_STATE`): the derived state stays behind."""
+        return {name: getattr(self, name) for name in self._STATE}
 
     def __setstate__(self, state):
         """Unpickled arrays are writable: made read-only again, as validated."""
@@ -293,13 +298,24 @@ class Tape(DisplayMethods):
 
     def _gradient_entries(self):
         """(E, FC) of the entries `forward(V, for_gradient=True)` runs, or None for all."""
-        entries = self.__dict__.get("_gradient_rows", False)
+        entries = self.derived.get("gradient entries", False)
         if entries is False:
             entries = _value_entries(self)
             if entries is not None:
                 entries = tuple(read_only(a, owned=True) for a in entries)
-            self._gradient_rows = entries
+            self.derived["gradient entries"] = entries
         return entries
+
+    def gradient_sweeps(self, out, for_gradient=False):
+        """grad's sweeps of this tape seeded at the scalar output slot `out`
+        (`core.sweep.Gradient`), bound at their first use; `for_gradient`: their forward sweep
+        runs only the entries the reverse sweep and the guards read (see `forward`)."""
+        key = ("gradient sweeps", out, for_gradient)
+        sweeps = self.derived.get(key)
+        if sweeps is None:
+            entries = self._gradient_entries() if for_gradient else None
+            sweeps = self.derived[key] = _sweep.Gradient(self, out, entries)
+        return sweeps
 
     def guards_hold(self, V):
         for s, outcome in self.guards:

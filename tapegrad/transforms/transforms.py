@@ -17,7 +17,6 @@ import numpy as np
 
 from . import capture as _capture
 from ..core import pytree as _pytree
-from ..core import sweep as _sweep
 from ..eager.graph import state
 from ..core.registry import BY_NAME
 from ..eager.tensor import Tensor, record
@@ -298,14 +297,13 @@ class _PlainGradient:
 
     `value_and_grad` keeps one per tape and plain-array signature (every argument a float numpy
     array, so the tape's inputs are the arguments in order). Why everything is resolved once
-    (input spans, seed, gradient spans and dtypes; the sweeps at the first replay): in a function
-    that streams large data, such as a logistic-regression loss on a 10000 x 100 matrix (issue
-    #3), each sweep evicts the caches, so the Python around the compiled sweeps runs cold and
-    each operation costs microseconds, not tens of nanoseconds: the general path cost about
-    25 µs per call more than the two sweeps. A call writes the inputs, runs the two sweeps
-    (`_sweep.gradient_sweeps`, which also spares zeroing the adjoints) and copies the gradients.
+    (input spans, gradient spans and dtypes, the tape's bound sweeps): in a function that streams
+    large data, such as a logistic-regression loss on a large matrix, each sweep evicts the
+    caches, so the Python around the compiled sweeps runs cold and each operation costs
+    microseconds, not tens of nanoseconds. A call writes the inputs, runs the two sweeps
+    (`core.sweep.Gradient`, which also spares zeroing the adjoints) and copies the gradients.
     """
-    __slots__ = ("tape", "refresh", "inputs", "sweeps", "out", "grads", "single")
+    __slots__ = ("tape", "refresh", "inputs", "sweeps", "guarded", "out", "grads", "single")
 
     def __init__(self, tape, out, wrt, refresh, single):
         """`out`: the output slot; `wrt`: (input slot, the argument's dtype) of each gradient;
@@ -315,9 +313,10 @@ class _PlainGradient:
         self.refresh = refresh
         self.inputs = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s])
                        for s in tape.input_slots]
-        # the sweeps by want_value, bound at first use (not on the first call, which traced):
-        # the value needs every entry, the gradient only those its VJPs read; None with guards
-        self.sweeps = None if tape.guards else [None, None]
+        # the tape's bound sweeps by want_value, fetched at first use: the value needs every
+        # entry, the gradient only those its VJPs (and the guards) read
+        self.sweeps = [None, None]
+        self.guarded = bool(tape.guards)        # then tested between the two sweeps
         self.out = out
         self.grads = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s],
                        None if len(tape.shapes[s]) == 1 else tape.shapes[s], dtype)
@@ -330,12 +329,14 @@ class _PlainGradient:
         if self.refresh is not None and not self.refresh(tape):
             return None               # stale: the general path retraces
         V = tape.load(args, True) if self.refresh is not None else self._load(args)
-        if self.sweeps is None:
-            G = self._guarded_sweeps(V, want_value)
+        sweeps = self.sweeps[want_value] or self._bind(want_value)
+        if self.guarded:
+            sweeps.forward(V)
+            if not tape.guards_hold(V):
+                return None
+            G = sweeps.adjoints(V)
         else:
-            G = (self.sweeps[want_value] or self._bind(want_value))(V)
-        if G is None:
-            return None
+            G = sweeps.run(V)
         G = G[0]
         grads = [G[lo:hi].astype(dtype) if shape is None else
                  _scalar(G[lo:hi].astype(dtype).reshape(shape))
@@ -351,19 +352,9 @@ class _PlainGradient:
         return V
 
     def _bind(self, want_value):
-        """The sweeps for `want_value`, bound now (two threads may both bind: the same result)."""
-        entries = None if want_value else self.tape._gradient_entries()
-        run = self.sweeps[want_value] = _sweep.gradient_sweeps(self.tape, self.out, entries)
-        return run
-
-    def _guarded_sweeps(self, V, want_value):
-        """The adjoints from the sweeps of a tape with guards, tested in between (None when one
-        fails)."""
-        tape = self.tape
-        tape._forward(V, for_gradient=not want_value)
-        if not tape.guards_hold(V):
-            return None
-        return _sweep.scalar_adjoints(tape, V, self.out)
+        """The sweeps for `want_value` (two threads may both fetch them: the same object)."""
+        sweeps = self.sweeps[want_value] = self.tape.gradient_sweeps(self.out, not want_value)
+        return sweeps
 
 
 def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
@@ -407,7 +398,8 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
             shapes = [tape.shapes[s] for s in out_slots]
             raise TypeError(f"grad requires a scalar output; use jacobian or vjp (the output "
                             f"has shape {shapes[0] if len(shapes) == 1 else shapes})")
-        G = _sweep.scalar_adjoints(tape, V, out_slots[0])   # adjoints: a prefix (see _tape)
+        # the sweeps a _PlainGradient of this tape binds too; adjoints: a prefix of the slots
+        G = tape.gradient_sweeps(out_slots[0]).adjoints(V)
         value = _scalar(tape.view(V, out_slots[0]).copy())
         grads = _per_argument(traced, tape, leaves, structure, G[0], single)
         if key is not None and all(p.tape is not tape for p in fast.get(key, ())):
