@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tapegrad as tg
-from tapegrad.transforms import transforms as _transforms
+from tapegrad.transforms import traced as _transforms
 
 from conftest import rng_for
 
