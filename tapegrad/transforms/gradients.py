@@ -41,7 +41,7 @@ class PlainGradient:
     microseconds, not tens of nanoseconds. A call writes the inputs, runs the two sweeps
     (`core.sweep.Gradient`, which also spares zeroing the adjoints) and copies the gradients.
     """
-    __slots__ = ("tape", "refresh", "inputs", "sweeps", "guarded", "out", "grads", "single")
+    __slots__ = ("tape", "refresh", "inputs", "sweeps", "out", "grads", "single")
 
     def __init__(self, tape, out, wrt, refresh, single):
         """`out`: the output slot; `wrt`: (input slot, the argument's dtype) of each gradient;
@@ -51,10 +51,9 @@ class PlainGradient:
         self.refresh = refresh
         self.inputs = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s])
                        for s in tape.input_slots]
-        # the tape's bound sweeps by want_value, fetched at first use: the value needs every
-        # entry, the gradient only those its VJPs (and the guards) read
+        # the sweeps by want_value, bound at first use (`_bind`): the value needs every entry,
+        # the gradient only those its VJPs (and the guards) read
         self.sweeps = [None, None]
-        self.guarded = bool(tape.guards)        # then tested between the two sweeps
         self.out = out
         self.grads = [(tape.offsets[s], tape.offsets[s] + tape.sizes[s],
                        None if len(tape.shapes[s]) == 1 else tape.shapes[s], dtype)
@@ -67,14 +66,9 @@ class PlainGradient:
         if self.refresh is not None and not self.refresh(tape):
             return None               # stale: the general path retraces
         V = tape.load(args, True) if self.refresh is not None else self._load(args)
-        sweeps = self.sweeps[want_value] or self._bind(want_value)
-        if self.guarded:
-            sweeps.forward(V)
-            if not tape.guards_hold(V):
-                return None
-            G = sweeps.adjoints(V)
-        else:
-            G = sweeps.run(V)
+        G = (self.sweeps[want_value] or self._bind(want_value))(V)
+        if G is None:
+            return None
         G = G[0]
         grads = [G[lo:hi].astype(dtype) if shape is None else
                  _scalar(G[lo:hi].astype(dtype).reshape(shape))
@@ -90,9 +84,23 @@ class PlainGradient:
         return V
 
     def _bind(self, want_value):
-        """The sweeps for `want_value` (two threads may both fetch them: the same object)."""
-        sweeps = self.sweeps[want_value] = self.tape.gradient_sweeps(self.out, not want_value)
-        return sweeps
+        """`run(V)` -> adjoints for `want_value`: the tape's gradient sweeps, with its guards
+        tested in between where it has any (None when one fails). Two threads may both bind:
+        the same sweeps."""
+        sweeps = self.tape.gradient_sweeps(self.out, not want_value)
+        run = functools.partial(_guarded_run, self.tape, sweeps) if self.tape.guards else \
+            sweeps.run
+        self.sweeps[want_value] = run
+        return run
+
+
+def _guarded_run(tape, sweeps, V):
+    """The adjoints from `sweeps` (the tape's `Gradient`), its guards tested between the forward
+    and the reverse sweep; None when one fails."""
+    sweeps.forward(V)
+    if not tape.guards_hold(V):
+        return None
+    return sweeps.adjoints(V)
 
 
 def _gradient_call(f, argnums, single, has_aux, traced):
