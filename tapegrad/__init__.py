@@ -26,11 +26,12 @@ __version__ = "0.1.0"
 
 def is_tensor(obj):
     return isinstance(obj, Tensor)
-from .transforms.trace import GuardError, Tape
+from .transforms.tape import GuardError, Tape
 from .inspect.display import GraphTape
 from .eager.flatten import tape_of
-from .transforms.transforms import (
-    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace_function as trace, value_and_grad, vjp)
+from .transforms.gradients import (
+    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+from .transforms.trace import trace_function as trace
 from .batch.vmap import vmap
 from .transforms.io import load
 from .core.validate import TapeFormatError, validate_tape

@@ -416,7 +416,7 @@ def test_draw_traced_tape_with_gradients():
     assert "x\n(2,)\ngrad |g|=" + brief(np.linalg.norm([-51.0, 50.0])) in _node_texts(fig)
     # the output's incoming edges carry d(out)/d(out) = 1
     out_entry = len(tape) - 1
-    assert {brief(g) for (s, e), g in tape._edge_gradients(tape.adjoints()).items()
+    assert {brief(g) for (s, e), g in tape.display().edge_gradients(tape.adjoints()).items()
             if e == out_entry} == {"1"}
     # a given seed scales every edge
     fig = tape.draw(grads=True, seed=np.array(2.0))

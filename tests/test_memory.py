@@ -200,7 +200,7 @@ def test_the_call_style_cache_keeps_neither_functions_nor_objects():
 
 
 def test_signature_cache_evicts_the_least_recently_used():
-    from tapegrad.transforms.transforms import SignatureCache
+    from tapegrad.transforms.traced import SignatureCache
     cache = SignatureCache(limit=3)
     for k in "abc":
         cache[k] = k

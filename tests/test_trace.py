@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tapegrad as tg
-from tapegrad.transforms import transforms as _transforms
+from tapegrad.transforms import traced as _transforms
 
 from conftest import rng_for
 
@@ -129,6 +129,22 @@ def test_tape_pickles():
     y = np.array([1.0, 2.0, -0.5])
     np.testing.assert_allclose(tape(y), rosenbrock(y))
     np.testing.assert_allclose(tape.gradient(y), fd_gradient(rosenbrock, y), rtol=1e-6)
+
+
+def test_a_tape_pickles_without_what_it_derived():
+    """What a process derives from a tape (per-thread buffers, the bound gradient sweeps, any
+    cache kept in `tape.derived`) stays behind: a tape pickles after any use, and its copy
+    derives its own."""
+    x = np.array([0.5, -1.2, 0.8])
+    g = tg.grad(rosenbrock)
+    for _ in range(2):
+        g(x)
+    (tape,), = g.traced.cache.values()
+    tape.derived["a cache of another module"] = lambda: None     # not picklable
+    assert any(key[0] == "gradient sweeps" for key in tape.derived if isinstance(key, tuple))
+    clone = pickle.loads(pickle.dumps(tape))
+    assert clone.derived == {}
+    np.testing.assert_allclose(clone.gradient(x), g(x), rtol=1e-14)
 
 
 def test_tape_is_shared_safely_by_threads():

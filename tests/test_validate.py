@@ -19,7 +19,7 @@ from tapegrad import TapeFormatError
 from tapegrad.core import sweep as _sweep
 from tapegrad.transforms import io as _io
 from tapegrad.core.registry import OPCODE, PRIMS
-from tapegrad.transforms.trace import Tape
+from tapegrad.transforms.tape import Tape
 
 
 def program(x, w):

@@ -49,7 +49,8 @@ import numpy as np
 from ..core import pytree as _pytree
 from . import vmap as _vmap
 from ..core.interp import interpreters
-from ..transforms.trace import GuardError, arguments, is_dynamic, leaf_signature
+from ..transforms.signature import arguments, is_dynamic, leaf_signature
+from ..transforms.tape import GuardError
 
 SAMPLE_POINTS = 1024        # points computed on the client to trace when no tape is known
 ERROR_POINTS = 16           # uncovered points an UncoveredBranchError carries

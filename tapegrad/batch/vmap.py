@@ -33,8 +33,9 @@ from ..core import pytree as _pytree
 from ..core import sweep as _sweep
 from ..core.interp import interpreters
 from .launch import launch
-from ..transforms.trace import is_dynamic
-from ..transforms.transforms import Traced, jvp as _jvp
+from ..transforms.gradients import jvp as _jvp
+from ..transforms.signature import is_dynamic
+from ..transforms.traced import Traced
 
 
 

@@ -281,7 +281,7 @@ def _clear(G, S, s):
 # `backward_first` is the same sweep where FIRST[e] has bit j set when entry e is the first one
 # of the sweep to write its operand j's adjoint and writes all of it: the kernels of
 # `assigns_first` primitives then assign instead of adding, the others run their `_vjp`. Its
-# caller (`core.sweep.gradient_sweeps`) has it zero only the adjoints that no assignment covers
+# caller (`core.sweep.Gradient`) has it zero only the adjoints that no assignment covers
 # (ZERO: [lo, hi) spans of each seed row), before the sweep. It lives in a module of its own
 # (`load_first`), loaded at the first replay of a gradient: its dispatchers in the flat module
 # cost 13 ms on every process's first gradient.

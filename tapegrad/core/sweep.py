@@ -5,13 +5,18 @@ A tape is swept by one call of a compiled interpreter, except where it holds `ca
 interpreter up to the entry, the entry's Python rule, and the interpreter again after it.
 `tape` is anything with E, FC, IP, S, NEED arrays and a `calls` list of (entry, rule).
 
-The sweeps are the validation boundary's gate (see `_validate`): the interpreters do not check
-bounds, so a tape reaches them only when it is marked `validated`: tapes built in this process
-are marked where they are built (`core.flat.FlatTape`, the eager graph; traced and loaded `Tape`s),
-anything else must pass `_validate.validate_tape` first (`gradient_sweeps` checks once, when
-it binds a tape). In anomaly mode (`checked`) the forward and reverse sweeps run one entry at a
-time and check every value they produce.
+The sweeps are the validation boundary's gate (see `core.validate`): the interpreters do not
+check bounds, so a tape reaches them only when it is marked `validated`: tapes built in this
+process are marked where they are built (the eager layer's flat tapes and graphs, traced and
+loaded tapes), anything else must pass `core.validate.validate_tape` first (`Gradient` checks
+once, when it binds a tape). In anomaly mode (`checked`) the forward and reverse sweeps run one
+entry at a time and check every value they produce.
+
+`Gradient` is grad's hot path: a forward and a reverse sweep bound once per tape, whose reverse
+sweep (`backward_first`) assigns first writes instead of zeroing the adjoint buffer.
 """
+import weakref
+
 import numpy as np
 
 from .interp import interpreters, reverse_first
@@ -49,101 +54,111 @@ def forward(tape, V):
 
 def forward_entries(tape, V, E, FC):
     """The forward sweep over a subset of the tape's rows (E, FC), in order; no nested
-    transforms (see `_trace._value_entries`). Anomaly mode sweeps the whole tape."""
+    transforms (see `Tape._gradient_entries`). Anomaly mode sweeps the whole tape."""
     check(tape)
     if checked is not None:
         return forward(tape, V)
     interpreters().forward(E, FC, tape.IP, tape.S, V, 0, len(E))
 
 
-def gradient_sweeps(tape, out, entries=None):
-    """`run(V)`: the forward sweep, then `scalar_adjoints(tape, V, out)`; for a tape without
-    guards to test between the two sweeps (the caller's duty).
+class Gradient:
+    """grad's two sweeps over one tape, seeded with 1 at its scalar output slot `out`, bound
+    once (a traced `Tape` keeps them: `Tape.gradient_sweeps`).
 
-    `entries`: the rows (E, FC) that the forward sweep needs (`_trace._value_entries`), None for
-    all. Made once per tape for `grad`'s replay on plain arrays, so that a call does no more
-    than the two interpreter calls: in a function over large data each sweep evicts the caches,
-    and the Python around the sweeps then runs cold, at microseconds per operation (issue #3).
-    The tape is checked here, once; anomaly mode and nested transforms take the general sweeps.
-    `run` calls the two interpreters' compiled code for its argument types directly (`_compiled`):
-    V is the tape's own value buffer (`Tape._buffer`, which `load` returns), G made here.
+    * `forward(V)`: the forward sweep into V over `entries`, the rows (E, FC) whose values the
+      reverse sweep and the guards read (`Tape._gradient_entries`), or over every entry (None);
+    * `adjoints(V)`, after a forward sweep: the reverse sweep, returning the adjoints, shape
+      (1, tape.n_adjoint);
+    * `run(V)`: both, for a tape without guards to test in between (the caller's duty).
+
+    The reverse sweep is `backward_first`, which assigns the first write of each adjoint where
+    it can, so that the adjoint buffer is not zeroed first (`_first_writes`, found here once).
+    Every gradient of a traced tape takes it, the first call too, so that a process loads that
+    interpreter, not `backward` as well. Why the rest is bound once too (the seed, the
+    interpreters' compiled code for the argument types, `_compiled`): in a function over large
+    data each sweep evicts the caches, and the Python around the sweeps then runs cold, at
+    microseconds per operation, so a call does little more than the two interpreter calls. V must
+    be the tape's own value buffer (`Tape.load` returns it): the compiled code is called without
+    the dispatcher's checks. The tape is checked here, once; anomaly mode (tested at each call)
+    and nested transforms take the general sweeps, on a zeroed adjoint buffer.
+
+    It refers to the tape weakly: a tape keeps its `Gradient`, and a cycle between them would
+    leave every tape that a transform evicts to the cycle collector instead of freeing it.
     """
-    check(tape)
-    E, FC = (tape.E, tape.FC) if entries is None else entries
-    IP, S, NEED = tape.IP, tape.S, tape.NEED
-    E_all, FC_all, n_fwd, n_all = tape.E, tape.FC, len(E), len(tape.E)
-    FIRST, ZERO = _first_writes(tape, out)
-    n, seed = tape.n_adjoint, tape.offsets[out] if NEED[out] else None
-    V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
-    fwd = _compiled(interpreters().forward, E, FC, IP, S, V_like, 0, n_fwd)
-    bwd = _compiled(reverse_first().backward_first, E_all, FC_all, IP, S, NEED, FIRST, ZERO,
-                    V_like, G_like, 0, n_all)
+    __slots__ = ("forward", "adjoints", "run")
 
-    def general(V):
-        if entries is None:
-            forward(tape, V)
-        else:
-            forward_entries(tape, V, E, FC)
-        return scalar_adjoints(tape, V, out)
+    def __init__(self, tape, out, entries=None):
+        check(tape)
+        n, seed = tape.n_adjoint, tape.offsets[out] if tape.NEED[out] else None
+        tape_ref = weakref.ref(tape)
 
-    def run(V):
-        if checked is not None:
-            return general(V)
-        fwd(E, FC, IP, S, V, 0, n_fwd)
-        G = np.empty((1, n), V.dtype)
-        if seed is not None:
-            G[0, seed] = 1.0
-        bwd(E_all, FC_all, IP, S, NEED, FIRST, ZERO, V, G, 0, n_all)
-        return G
+        def general_forward(V):
+            if entries is None:
+                forward(tape_ref(), V)
+            else:
+                forward_entries(tape_ref(), V, *entries)
 
-    return general if tape.calls else run
+        def general_adjoints(V):
+            G = np.zeros((1, n), V.dtype)
+            if seed is not None:
+                G[0, seed] = 1.0
+            backward(tape_ref(), V, G)
+            return G
+
+        def general_run(V):
+            general_forward(V)
+            return general_adjoints(V)
+
+        if tape.calls:
+            self.forward, self.adjoints, self.run = general_forward, general_adjoints, general_run
+            return
+        E, FC, IP, S, NEED = tape.E, tape.FC, tape.IP, tape.S, tape.NEED
+        some_E, some_FC = (E, FC) if entries is None else entries
+        n_all, n_some = len(E), len(some_E)
+        FIRST, ZERO = _first_writes(tape, out)
+        V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
+        fwd = _compiled(interpreters().forward, some_E, some_FC, IP, S, V_like, 0, n_some)
+        bwd = _compiled(reverse_first().backward_first, E, FC, IP, S, NEED, FIRST, ZERO, V_like,
+                        G_like, 0, n_all)
+
+        def forward_(V):
+            if checked is not None:
+                return general_forward(V)
+            fwd(some_E, some_FC, IP, S, V, 0, n_some)
+
+        def adjoints(V):
+            if checked is not None:
+                return general_adjoints(V)
+            G = np.empty((1, n), V.dtype)
+            if seed is not None:
+                G[0, seed] = 1.0
+            bwd(E, FC, IP, S, NEED, FIRST, ZERO, V, G, 0, n_all)
+            return G
+
+        def run(V):     # `adjoints` written out: a Python call less on the hot path
+            if checked is not None:
+                return general_run(V)
+            fwd(some_E, some_FC, IP, S, V, 0, n_some)
+            G = np.empty((1, n), V.dtype)
+            if seed is not None:
+                G[0, seed] = 1.0
+            bwd(E, FC, IP, S, NEED, FIRST, ZERO, V, G, 0, n_all)
+            return G
+
+        self.forward, self.adjoints, self.run = forward_, adjoints, run
 
 
 def _compiled(dispatcher, *args):
     """The compiled code of numba `dispatcher` for the types of `args`, to be called with
     arguments of exactly those types (nothing checks them: a caller's own arrays only). It
     skips the dispatcher's resolution of the argument types, which costs about 30 ns more per
-    read-only array than per writable one, and the tape arrays are read-only (see _validate)."""
+    read-only array than per writable one, and the tape arrays are read-only (see
+    `core.validate`)."""
     from numba import typeof
     return dispatcher.compile(tuple(typeof(a) for a in args))
 
 
-def scalar_adjoints(tape, V, out):
-    """The adjoints, shape (1, tape.n_adjoint), of the reverse sweep seeded with 1 at the scalar
-    output slot `out`: grad's sweep, after the forward sweep has filled V.
-
-    It runs `backward_first`, which assigns the first write of each adjoint where it can, so
-    that the adjoint buffer is not zeroed first (see _codegen; the flags are found once per tape
-    and output). Every gradient of a traced tape takes it, the first call too, so that a process
-    loads that interpreter, not `backward` as well. Nested transforms and anomaly mode take the
-    general sweep, on a zeroed buffer."""
-    check(tape)
-    seed = tape.offsets[out] if tape.NEED[out] else None
-    if tape.calls or checked is not None:
-        G = np.zeros((1, tape.n_adjoint), V.dtype)
-        if seed is not None:
-            G[0, seed] = 1.0
-        backward(tape, V, G)
-        return G
-    FIRST, ZERO = _first_writes(tape, out)
-    G = np.empty((1, tape.n_adjoint), V.dtype)
-    if seed is not None:
-        G[0, seed] = 1.0
-    reverse_first().backward_first(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, FIRST, ZERO, V,
-                                   G, 0, len(tape.E))
-    return G
-
-
 def _first_writes(tape, out):
-    """(FIRST, ZERO) of `backward_first` for a reverse sweep seeded at slot `out` (kept on the
-    tape, per output slot)."""
-    cache = tape.__dict__.setdefault("_first_rows", {})
-    if out not in cache:
-        cache[out] = _find_first_writes(tape, out)
-    return cache[out]
-
-
-def _find_first_writes(tape, out):
     """(FIRST, ZERO) of `backward_first` for a reverse sweep seeded at slot `out`.
 
     FIRST[e] has bit j set where entry e is the first of the sweep to write operand j's adjoint,

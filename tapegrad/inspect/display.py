@@ -1,19 +1,25 @@
-"""Looking at tapes: tables, statistics and drawings of a traced `Tape` or of an eager graph.
+"""Looking at tapes: tables, statistics and drawings of any tape, through a view.
 
-Two kinds of tape share these displays (the `TapeDisplay` mixin):
+A `TapeView` shows one tape at one buffer of values: as a table (`str(view)`,
+`view.table(values=True, adjoints=True)`, `_repr_html_`), as statistics like ADOL-C's tape
+statistics (`view.stats()`), and as a drawing of its computation graph with matplotlib
+(`view.draw()`), annotated with the gradient flowing on each edge. It reads the tape arrays
+only (this layer knows the core, nothing above it), so any tape can be shown:
 
-* `Tape` (`tapegrad.trace(f, x)`, or the tapes a transform caches): a replayable function.
-  Its values are those of the last replay on this thread (the trace-time values before any).
-* `GraphTape` (`tapegrad.tape_of(out)` or `out.tape`): a read-only snapshot of the eager graph
-  behind tensors, flattened by `_tape.linearize` exactly as `backward()` flattens it.
+* a traced `Tape` (`tapegrad.trace(f, x)`, or the tapes a transform caches), shown at the
+  values of its last replay on this thread (the trace-time values before any);
+* a `GraphTape` (`tapegrad.tape_of(out)` or `out.tape`, defined here): a read-only snapshot of
+  the eager graph behind tensors, flattened exactly as `backward()` flattens it, its entries
+  named by PyTorch's grad_fn names.
 
-Both show as a table (`str(tape)`, `tape.table(values=True, adjoints=True)`, `_repr_html_`),
-summarise themselves like ADOL-C's tape statistics (`tape.stats()`) and draw their computation
-graph with matplotlib (`tape.draw()`), annotated with the gradient flowing on each edge.
+Both kinds keep the display methods (`str(tape)`, `table`, `stats`, `draw`, `_repr_html_`):
+`DisplayMethods` delegates them to the tape's `display()`, a fresh view at its current values.
+Why a view and not a base class holding the display: a tape is replayed far more often than it
+is looked at, and its state and its replay must not depend on the drawing code.
 
 Adjoints shown here come from one reverse sweep of the compiled interpreter over a copy of the
-tape's values, seeded with `seed` (default: ones on the outputs, i.e. d(output)/d(everything) for
-a scalar output); they never touch any tensor's `.grad`.
+shown values, seeded with `seed` (default: ones on the outputs, i.e. d(output)/d(everything) for
+a scalar output); they never touch any tensor's `.grad` nor the tape's buffers.
 """
 import collections
 import html
@@ -21,6 +27,7 @@ import math
 
 import numpy as np
 
+from ..core import interp, sweep
 from ..core.registry import PRIMS
 from ..core.validate import read_only
 
@@ -79,179 +86,178 @@ class Text(str):
         return self._html
 
 
-# ---- what both kinds of tape provide ----------------------------------------------------------
+# ---- the view ---------------------------------------------------------------------------------
 
-class TapeDisplay:
-    """Tables, statistics and drawings, for any object with the tape arrays (E, FC, IP, S, NEED),
-    `prims`, `shapes`, `offsets`, `sizes`, `input_slots`, `output_slots`, `guards`, `calls`, and
-    the hooks `_display_values()`, `_display_seed()`, `_display_auto_grads()`."""
+class TapeView:
+    """Tables, statistics and drawings of one tape, shown at the buffer of values `values`.
 
-    # -- hooks a kind of tape may override --
-    _kind = "Tape"
+    `tape`: any object with the tape arrays (E, FC, IP, S, NEED), `prims`, `shapes`, `offsets`,
+    `sizes`, `input_slots`, `output_slots`, `guards`, `calls` and `validated`; the view reads
+    them and never changes them (adjoints come from a sweep over a copy of `values`). What a
+    kind of tape shows differently is given here: `seed`, the default seed of the adjoints (None:
+    ones on the outputs); `show_grads`, whether `draw()` annotates gradients by default; `kind`,
+    the name in the summary; `entry_names`, one name per entry (None: the primitives' names,
+    with their constants drawn); `leaf_roles`, {slot: (op column, label)} of every slot that no
+    entry computes (None: the inputs, and constants for the rest).
 
-    def _op_counts(self):
-        """'op: count, ...' over the entries, most frequent first (for the one-line reprs)."""
-        counts = collections.Counter(p.name for p in self.prims)
-        return ", ".join(f"{k}: {v}" for k, v in counts.most_common())
+    A view is cheap and made per display call (the values it shows are the tape's current ones):
+    it is separate from the tapes so that replaying a tape never loads the drawing code."""
 
-    def _entry_label(self, e):
-        """The name drawn on an entry's node."""
-        return self.prims[e].name
-
-    def _entry_note(self, e):
-        return ""
-
-    def _leaf_roles(self):
-        """{slot: (op column, label)} for every slot that no entry computes."""
-        roles = {}
-        for i, s in enumerate(self.input_slots):
-            roles[s] = ("input", f"x{i}" if len(self.input_slots) > 1 else "x")
-        for s in range(len(self.S)):
-            if s not in roles and s not in self._producers():
-                roles[s] = ("const", "const")
-        return roles
-
-    def _display_values(self):
-        """The values shown: a traced Tape's last replay on this thread, else its trace."""
-        V = getattr(getattr(self, "_local", None), "V", None)
-        return self.V0 if V is None else V
-
-    def _display_seed(self):
-        return None
-
-    def _display_auto_grads(self):
-        """A traced Tape shows gradients once replayed (on this thread), for a scalar output."""
-        return (getattr(getattr(self, "_local", None), "V", None) is not None
-                and sum(self.sizes[s] for s in self.output_slots) == 1)
+    def __init__(self, tape, values, seed=None, show_grads=False, kind="Tape", entry_names=None,
+                 leaf_roles=None):
+        self.tape = tape
+        self.values = values
+        self.seed = seed
+        self.show_grads = show_grads
+        self.kind = kind
+        self.entry_names = entry_names
+        self._roles = leaf_roles
+        self._producer_of = None
 
     # -- structure --
-    def _producers(self):
+    def entry_label(self, e):
+        """The name drawn on an entry's node."""
+        return self.tape.prims[e].name if self.entry_names is None else self.entry_names[e]
+
+    def producers(self):
         """{slot: entry} of the slots computed by an entry."""
-        cache = getattr(self, "_producer_cache", None)
-        if cache is None:
-            cache = self._producer_cache = {int(row[4]): e for e, row in enumerate(self.E)}
-        return cache
+        if self._producer_of is None:
+            self._producer_of = {int(row[4]): e for e, row in enumerate(self.tape.E)}
+        return self._producer_of
+
+    def leaf_roles(self):
+        """{slot: (op column, label)} for every slot that no entry computes."""
+        if self._roles is None:
+            tape, producers, roles = self.tape, self.producers(), {}
+            for i, s in enumerate(tape.input_slots):
+                roles[s] = ("input", f"x{i}" if len(tape.input_slots) > 1 else "x")
+            for s in range(len(tape.S)):
+                if s not in roles and s not in producers:
+                    roles[s] = ("const", "const")
+            self._roles = roles
+        return self._roles
 
     def operands(self, e):
         """The operand slots of entry `e` (read from the payload for variadic entries)."""
-        row = self.E[e]
-        if self.prims[e].variadic:
-            return [int(s) for s in self.IP[row[5]:row[5] + row[6]]]
-        return [int(s) for s in row[1:4] if s >= 0]
+        return operands(self.tape, e)
 
-    def _attributes(self, e):
-        prim, row = self.prims[e], self.E[e]
+    def attributes(self, e):
+        """An entry's constants, payload, or (a nested transform) the function it calls."""
+        tape = self.tape
+        prim, row = tape.prims[e], tape.E[e]
         parts = []
         if prim.kind == "call":
-            rule = dict(self.calls).get(e)
+            rule = dict(tape.calls).get(e)
             f = getattr(getattr(rule, "traced", None), "f", None)
             if f is not None:
                 parts.append(f"fn={getattr(f, '__name__', 'f')}")
         else:
-            c0, c1 = self.FC[e]
+            c0, c1 = tape.FC[e]
             uses = _uses_constants(prim)
             if uses[0] if uses is not None else c0 != 0.0:
                 parts.append(f"c0={_num(c0)}")
             if uses[1] if uses is not None else c1 != 0.0:
                 parts.append(f"c1={_num(c1)}")
             if row[6] and not prim.variadic:
-                payload = self.IP[row[5]:row[5] + row[6]]
+                payload = tape.IP[row[5]:row[5] + row[6]]
                 parts.append("payload=[" + ", ".join(str(int(i)) for i in payload[:4])
                              + (f", {_ELLIPSIS}] (n={payload.size})" if payload.size > 4 else "]"))
         return " ".join(parts)
 
     def _notes(self):
-        notes = {}
-        for k, s in enumerate(self.output_slots):
-            notes.setdefault(int(s), []).append(f"output {k}" if len(self.output_slots) > 1
+        tape, notes = self.tape, {}
+        for k, s in enumerate(tape.output_slots):
+            notes.setdefault(int(s), []).append(f"output {k}" if len(tape.output_slots) > 1
                                                 else "output")
-        for s, outcome in self.guards:
+        for s, outcome in tape.guards:
             notes.setdefault(int(s), []).append(f"guard {outcome}")
         return notes
 
     # -- values and adjoints --
-    def _slot_value(self, buffer, s):
-        off = self.offsets[s]
-        return buffer[off:off + self.sizes[s]].reshape(self.shapes[s])
+    def slot_value(self, buffer, s):
+        """Slot `s` of a flat buffer (values or adjoints), in its shape."""
+        return slot_value(self.tape, buffer, s)
 
     def _seed_buffer(self, V, seed):
+        tape = self.tape
         G = np.zeros((1, V.size), V.dtype)
         if seed is None:
-            for s in self.output_slots:
-                G[0, self.offsets[s]:self.offsets[s] + self.sizes[s]] = 1.0
+            for s in tape.output_slots:
+                G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = 1.0
             return G
         seeds = seed if isinstance(seed, (tuple, list)) else (seed,)
-        if len(seeds) != len(self.output_slots):
-            raise ValueError(f"{len(seeds)} seeds for {len(self.output_slots)} outputs")
-        for s, g in zip(self.output_slots, seeds):
+        if len(seeds) != len(tape.output_slots):
+            raise ValueError(f"{len(seeds)} seeds for {len(tape.output_slots)} outputs")
+        for s, g in zip(tape.output_slots, seeds):
             g = np.asarray(getattr(g, "data", g), V.dtype)
-            if g.size != self.sizes[s]:
+            if g.size != tape.sizes[s]:
                 raise ValueError(f"a seed of shape {g.shape} for an output of shape "
-                                 f"{self.shapes[s]}")
-            G[0, self.offsets[s]:self.offsets[s] + self.sizes[s]] = g.reshape(-1)
+                                 f"{tape.shapes[s]}")
+            G[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = g.reshape(-1)
         return G
 
     def adjoints(self, seed=None):
         """Every slot's adjoint (a flat buffer like the values) from one reverse sweep at the
-        current values, seeded with `seed` (one array per output; default ones)."""
-        from ..core import sweep as _sweep
-        V = np.array(self._display_values())       # a writable copy: the sweep must not touch ours
-        G = self._seed_buffer(V, self._display_seed() if seed is None else seed)
-        if len(self.E):
-            _sweep.backward(_Arrays(self), V, G)
+        shown values, seeded with `seed` (one array per output; default: the view's seed)."""
+        V = np.array(self.values)       # a writable copy: the sweep must not touch the tape's
+        G = self._seed_buffer(V, self.seed if seed is None else seed)
+        if len(self.tape.E):
+            sweep.backward(_Arrays(self.tape), V, G)
         return G[0]
 
-    def _edge_gradients(self, G):
-        """{(slot, entry): the part of the slot's adjoint that flows back through `entry`}."""
-        from ..core.interp import interpreters
-        arrays = _Arrays(self)
-        V = np.array(self._display_values())
-        m = interpreters()
-        calls = dict(self.calls)
+    def edge_gradients(self, G):
+        """{(slot, entry): the part of the slot's adjoint `G` that flows back through `entry`}."""
+        tape = self.tape
+        arrays = _Arrays(tape)
+        V = np.array(self.values)
+        m = interp.interpreters()
+        calls = dict(tape.calls)
         edges = {}
-        for e in range(len(self.E)):
-            out = int(self.E[e, 4])
-            if not self.prims[e].differentiable:
+        for e in range(len(tape.E)):
+            out = int(tape.E[e, 4])
+            if not tape.prims[e].differentiable:
                 continue
             Ge = np.zeros((1, V.size), V.dtype)
-            Ge[0, self.offsets[out]:self.offsets[out] + self.sizes[out]] = \
-                G[self.offsets[out]:self.offsets[out] + self.sizes[out]]
+            Ge[0, tape.offsets[out]:tape.offsets[out] + tape.sizes[out]] = \
+                G[tape.offsets[out]:tape.offsets[out] + tape.sizes[out]]
             if e in calls:
                 calls[e].vjp(arrays, V, Ge, e)
             else:
                 m.backward(arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED, V, Ge, e, e + 1)
             for s in set(self.operands(e)):
-                if self.NEED[s]:
-                    edges[(s, e)] = self._slot_value(Ge[0], s).copy()
+                if tape.NEED[s]:
+                    edges[(s, e)] = self.slot_value(Ge[0], s).copy()
         return edges
 
     # -- the table --
     def _rows(self, values, adjoints):
-        roles, notes = self._leaf_roles(), self._notes()
+        tape = self.tape
+        roles, notes = self.leaf_roles(), self._notes()
         rows = []
         for s in sorted(roles):
             op, label = roles[s]
             rows.append({"entry": "", "op": op, "operands": "", "out": str(s),
-                         "shape": _shape(self.shapes[s]), "attributes": "",
+                         "shape": _shape(tape.shapes[s]), "attributes": "",
                          "note": ", ".join([label] + notes.get(s, [])), "slot": s,
-                         "output": s in self.output_slots})
-        for e in range(len(self.E)):
-            s = int(self.E[e, 4])
-            note = [n for n in (self._entry_note(e),) if n] + notes.get(s, [])
-            rows.append({"entry": str(e), "op": self.prims[e].name,
+                         "output": s in tape.output_slots})
+        for e in range(len(tape.E)):
+            s = int(tape.E[e, 4])
+            note = ([] if self.entry_names is None else [self.entry_names[e]]) + notes.get(s, [])
+            rows.append({"entry": str(e), "op": tape.prims[e].name,
                          "operands": ", ".join(str(o) for o in self.operands(e)),
-                         "out": str(s), "shape": _shape(self.shapes[s]),
-                         "attributes": self._attributes(e), "note": ", ".join(note), "slot": s,
-                         "output": s in self.output_slots})
+                         "out": str(s), "shape": _shape(tape.shapes[s]),
+                         "attributes": self.attributes(e), "note": ", ".join(note), "slot": s,
+                         "output": s in tape.output_slots})
         for row in rows:
             if values is not None:
-                row["value"] = brief(self._slot_value(values, row["slot"]))
+                row["value"] = brief(self.slot_value(values, row["slot"]))
             if adjoints is not None:
-                row["adjoint"] = brief(self._slot_value(adjoints, row["slot"])) \
-                    if self.NEED[row["slot"]] else ""
+                row["adjoint"] = brief(self.slot_value(adjoints, row["slot"])) \
+                    if tape.NEED[row["slot"]] else ""
         return rows
 
-    def _columns(self, values, adjoints):
+    @staticmethod
+    def _columns(values, adjoints):
         columns = ["entry", "op", "operands", "out", "shape", "attributes"]
         columns += ["value"] if values is not None else []
         columns += ["adjoint"] if adjoints is not None else []
@@ -259,25 +265,24 @@ class TapeDisplay:
 
     def summary(self):
         """One line: entries, slots, values, inputs, outputs, guards."""
-        return (f"{self._kind}: {_plural(len(self.E), 'entry')}, "
-                f"{_plural(len(self.S), 'slot')}, {_plural(int(self.S[:, 1].sum()), 'value')} "
-                f"({self.dtype}), {_plural(len(self.input_slots), 'input')}, "
-                f"{_plural(len(self.output_slots), 'output')}, {_plural(len(self.guards), 'guard')}")
-
-    def _table_data(self, values, adjoints, seed):
-        V = self._display_values() if (values or adjoints) else None
-        G = self.adjoints(seed) if adjoints else None
-        return self._rows(V if values else None, G), self._columns(V if values else None, G)
+        tape = self.tape
+        return (f"{self.kind}: {_plural(len(tape.E), 'entry')}, "
+                f"{_plural(len(tape.S), 'slot')}, {_plural(int(tape.S[:, 1].sum()), 'value')} "
+                f"({self.values.dtype}), {_plural(len(tape.input_slots), 'input')}, "
+                f"{_plural(len(tape.output_slots), 'output')}, "
+                f"{_plural(len(tape.guards), 'guard')}")
 
     def table(self, values=False, adjoints=False, seed=None, max_rows=MAX_ROWS):
         """The tape as a table, one row per leaf slot (inputs, constants) and per entry.
 
         Columns: entry, op, operand slots, output slot, shape, attributes (constants, payload),
-        `value` (with values=True: the current values), `adjoint` (with adjoints=True: one
-        reverse sweep seeded with `seed`, default ones on the outputs), note (inputs, outputs,
-        guards, PyTorch's grad_fn names of an eager graph). At most `max_rows` rows (None: all).
-        Returns a `str` that notebooks show as an HTML table."""
-        rows, columns = self._table_data(values, adjoints, seed)
+        `value` (with values=True: the shown values), `adjoint` (with adjoints=True: one
+        reverse sweep seeded with `seed`, default the view's), note (inputs, outputs, guards,
+        the entry names, such as PyTorch's grad_fn names of an eager graph). At most `max_rows`
+        rows (None: all). Returns a `str` that notebooks show as an HTML table."""
+        V = self.values if values else None
+        G = self.adjoints(seed) if adjoints else None
+        rows, columns = self._rows(V, G), self._columns(V, G)
         return Text(_text_table(self.summary(), rows, columns, max_rows),
                     _html_table(self.summary(), rows, columns, max_rows))
 
@@ -290,44 +295,50 @@ class TapeDisplay:
     # -- statistics --
     def stats(self):
         """Tape statistics, after ADOL-C's `tapestats`: see `TapeStats`."""
+        tape = self.tape
         ops = {}
-        for p in self.prims:
+        for p in tape.prims:
             ops[p.name] = ops.get(p.name, 0) + 1
-        producers = self._producers()
-        leaves = [s for s in range(len(self.S)) if s not in producers]
-        tape_bytes = {name: int(getattr(self, name).nbytes)
+        producers = self.producers()
+        leaves = [s for s in range(len(tape.S)) if s not in producers]
+        tape_bytes = {name: int(getattr(tape, name).nbytes)
                       for name in ("E", "FC", "IP", "S", "NEED")}
-        values = self._display_values()
-        # max live: slots whose value is still needed (defined, with a later use or an output)
-        last_use = {s: -1 for s in range(len(self.S))}
-        for e in range(len(self.E)):
+        values = self.values
+        return TapeStats(
+            kind=self.kind, entries=len(tape.E),
+            ops=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+            slots=len(tape.S), values=int(values.size), dtype=str(values.dtype),
+            inputs=len(tape.input_slots),
+            input_values=int(sum(tape.sizes[s] for s in tape.input_slots)),
+            outputs=len(tape.output_slots),
+            output_values=int(sum(tape.sizes[s] for s in tape.output_slots)),
+            constants=sum(1 for s in leaves if s not in set(tape.input_slots)),
+            guards=len(tape.guards), calls=len(tape.calls), payload=int(tape.IP.size),
+            max_live=self._max_live(leaves), tape_bytes=sum(tape_bytes.values()),
+            value_bytes=int(values.nbytes), bytes=sum(tape_bytes.values()) + int(values.nbytes),
+            arrays=tape_bytes)
+
+    def _max_live(self, leaves):
+        """The most slots whose value is still needed at once (defined, with a later use or an
+        output or guard), ADOL-C's maxlive."""
+        tape = self.tape
+        last_use = {s: -1 for s in range(len(tape.S))}
+        for e in range(len(tape.E)):
             for s in self.operands(e):
                 last_use[s] = e
-        for s in self.output_slots:
-            last_use[s] = len(self.E)
-        for s, _ in self.guards:
-            last_use[s] = len(self.E)
+        for s in tape.output_slots:
+            last_use[s] = len(tape.E)
+        for s, _ in tape.guards:
+            last_use[s] = len(tape.E)
         live = sum(1 for s in leaves if last_use[s] >= 0)
         max_live, dying = live, {}
         for s, e in last_use.items():
             dying[e] = dying.get(e, 0) + (1 if e >= 0 else 0)
-        for e in range(len(self.E)):
-            live += 1 if last_use[int(self.E[e, 4])] >= 0 else 0
+        for e in range(len(tape.E)):
+            live += 1 if last_use[int(tape.E[e, 4])] >= 0 else 0
             max_live = max(max_live, live)
             live -= dying.get(e, 0)
-        return TapeStats(
-            kind=self._kind, entries=len(self.E),
-            ops=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-            slots=len(self.S), values=int(values.size), dtype=str(values.dtype),
-            inputs=len(self.input_slots),
-            input_values=int(sum(self.sizes[s] for s in self.input_slots)),
-            outputs=len(self.output_slots),
-            output_values=int(sum(self.sizes[s] for s in self.output_slots)),
-            constants=sum(1 for s in leaves if s not in set(self.input_slots)),
-            guards=len(self.guards), calls=len(self.calls), payload=int(self.IP.size),
-            max_live=max_live, tape_bytes=sum(tape_bytes.values()),
-            value_bytes=int(values.nbytes), bytes=sum(tape_bytes.values()) + int(values.nbytes),
-            arrays=tape_bytes)
+        return max_live
 
     # -- the drawing --
     def draw(self, grads=None, seed=None, ax=None, input_names=None, shapes=True, figsize=None,
@@ -335,20 +346,82 @@ class TapeDisplay:
         """Draw the computation graph with matplotlib, inputs on the left, outputs on the right,
         one column per depth; returns the Figure.
 
-        Nodes are the input and constant slots and the entries (named by op; an eager graph uses
-        PyTorch's grad_fn names). With `grads` (True; None means: when the tape has been swept
-        backward or replayed and the output is a scalar), each edge is annotated with the
-        gradient flowing back along it (its value, or its norm `|g|` for arrays), from one
-        reverse sweep seeded with `seed`. `input_names` names the inputs (a list, in order).
-        Node texts have gid "node", edge texts gid "grad" (`[t for t in ax.texts if
-        t.get_gid() == "node"]`). Tapes of more than `max_nodes` nodes (None: no limit) are
-        refused: read their `table()` and `stats()` instead."""
-        n_nodes = len(self.E) + len(self._leaf_roles())
+        Nodes are the input and constant slots and the entries (named by op, or by the view's
+        entry names: PyTorch's grad_fn names for an eager graph). With `grads` (True; None: the
+        view's `show_grads`), each edge is annotated with the gradient flowing back along it
+        (its value, or its norm `|g|` for arrays), from one reverse sweep seeded with `seed`.
+        `input_names` names the inputs (a list, in order). Node texts have gid "node", edge
+        texts gid "grad" (`[t for t in ax.texts if t.get_gid() == "node"]`). Tapes of more
+        than `max_nodes` nodes (None: no limit) are refused: read their `table()` and `stats()`
+        instead."""
+        n_nodes = len(self.tape.E) + len(self.leaf_roles())
         if max_nodes is not None and n_nodes > max_nodes:
             raise ValueError(f"this tape has {n_nodes} nodes, too many to draw legibly (more "
                              f"than max_nodes={max_nodes}); use table() and stats(), or pass "
                              "max_nodes=None")
-        return _draw(self, grads, seed, ax, input_names, shapes, figsize, fontsize)
+        return _draw(self, self.show_grads if grads is None else grads, seed, ax, input_names,
+                     shapes, figsize, fontsize)
+
+
+class DisplayMethods:
+    """The display methods of a tape that makes its own view (`display()`, a `TapeView` at the
+    tape's current values): `str(tape)`, `table`, `stats`, `draw`, `summary`, `adjoints`,
+    `operands` and `_repr_html_` delegate to a fresh view, so that they show the values of now."""
+    __slots__ = ()
+
+    def display(self):
+        raise NotImplementedError
+
+    def table(self, values=False, adjoints=False, seed=None, max_rows=MAX_ROWS):
+        """The tape as a table (see `TapeView.table`)."""
+        return self.display().table(values, adjoints, seed, max_rows)
+
+    def stats(self):
+        """The tape's statistics (see `TapeView.stats`)."""
+        return self.display().stats()
+
+    def draw(self, *args, **kwargs):
+        """Draw the tape's graph with matplotlib (see `TapeView.draw`)."""
+        return self.display().draw(*args, **kwargs)
+
+    def summary(self):
+        """One line: entries, slots, values, inputs, outputs, guards."""
+        return self.display().summary()
+
+    def adjoints(self, seed=None):
+        """Every slot's adjoint from one reverse sweep over a copy of the shown values, seeded
+        with `seed` (default: the view's); the tape's buffers are not touched."""
+        return self.display().adjoints(seed)
+
+    def operands(self, e):
+        """The operand slots of entry `e`."""
+        return operands(self, e)
+
+    def __str__(self):
+        return str(self.display())
+
+    def _repr_html_(self):
+        return self.display()._repr_html_()
+
+
+def operands(tape, e):
+    """The operand slots of entry `e` of `tape` (read from the payload for variadic entries)."""
+    row = tape.E[e]
+    if tape.prims[e].variadic:
+        return [int(s) for s in tape.IP[row[5]:row[5] + row[6]]]
+    return [int(s) for s in row[1:4] if s >= 0]
+
+
+def slot_value(tape, buffer, s):
+    """Slot `s` of a flat buffer of `tape` (values or adjoints), in its shape."""
+    off = tape.offsets[s]
+    return buffer[off:off + tape.sizes[s]].reshape(tape.shapes[s])
+
+
+def op_counts(prims):
+    """'op: count, ...' over the entries, most frequent first (for one-line reprs)."""
+    counts = collections.Counter(p.name for p in prims)
+    return ", ".join(f"{k}: {v}" for k, v in counts.most_common())
 
 
 def _uses_constants(prim):
@@ -361,7 +434,8 @@ def _uses_constants(prim):
 
 
 class _Arrays:
-    """A tape's arrays for the sweeps, read-only as the interpreters take them (see _validate)."""
+    """A tape's arrays for the sweeps, read-only as the interpreters take them (see
+    `core.validate`)."""
 
     def __init__(self, tape):
         self.validated = getattr(tape, "validated", False) is True   # a tape's arrays, unchanged
@@ -470,20 +544,20 @@ def _html_table(title, rows, columns, max_rows):
 
 # ---- the eager graph as a tape ----------------------------------------------------------------
 
-class GraphTape(TapeDisplay):
+class GraphTape(DisplayMethods):
     """A read-only snapshot of the eager graph behind some output tensors, flattened as
-    `backward()` flattens it (`_tape.linearize`): the tape arrays, the recorded values, the
-    slots of the leaves (`input_slots`: leaves that require grad; the others are constants) and
-    of the outputs, and the grad_fn of each entry (`nodes`).
+    `backward()` flattens it (`eager.flatten.linearize`): the tape arrays, the recorded values,
+    the slots of the leaves (`input_slots`: leaves that require grad; the others are constants)
+    and of the outputs, and the grad_fn of each entry (`nodes`).
 
     `adjoint(t)` / `adjoints()` run one reverse sweep over a copy (no `.grad` is touched);
-    `backward(gradient)` sets the seed that tables and drawings use (default: ones)."""
+    `backward(gradient)` sets the seed that tables and drawings use (default: ones). Shown by
+    `display()`, a `TapeView` naming entries by their grad_fn (`DisplayMethods`)."""
 
-    _kind = "GraphTape"
-    validated = True    # built by linearize from recorded nodes: valid by construction (_sweep)
+    validated = True    # built by linearize from recorded nodes: valid by construction (sweep)
     __slots__ = ("E", "FC", "IP", "S", "NEED", "V", "offsets", "sizes", "shapes", "prims",
                  "nodes", "input_slots", "output_slots", "guards", "calls", "_flat", "_outputs",
-                 "_seed", "_producer_cache", "_frozen")
+                 "_seed", "_frozen")
 
     def __init__(self, flat, outputs):
         """`flat`: the flat tape of the graph behind `outputs` (built by the eager layer,
@@ -506,18 +580,12 @@ class GraphTape(TapeDisplay):
         self._flat = flat
         self._outputs = outputs
         self._seed = None
-        self._producer_cache = None
         self._frozen = True
 
     def __setattr__(self, name, value):
-        if getattr(self, "_frozen", False) and name not in ("_seed", "_producer_cache"):
+        if getattr(self, "_frozen", False) and name != "_seed":
             raise AttributeError(f"a GraphTape is read-only ({name})")
         object.__setattr__(self, name, value)
-
-    def _producers(self):
-        if self._producer_cache is None:
-            self._producer_cache = {int(row[4]): e for e, row in enumerate(self.E)}
-        return self._producer_cache
 
     def __len__(self):
         return len(self.E)
@@ -536,8 +604,7 @@ class GraphTape(TapeDisplay):
         return self._flat.slot_of(tensor)
 
     def value(self, tensor_or_slot):
-        s = self._slot(tensor_or_slot)
-        return self._slot_value(self.V, s)
+        return self._slot_value(self.V, self._slot(tensor_or_slot))
 
     def adjoint(self, tensor_or_slot, seed=None):
         """d(outputs . seed)/d(tensor) for any tensor of the graph, intermediate ones too."""
@@ -557,14 +624,18 @@ class GraphTape(TapeDisplay):
             raise ValueError("the tensor is not part of this graph")
         return s
 
-    # -- hooks --
-    def _display_values(self):
-        return self.V
+    def _slot_value(self, buffer, s):
+        return slot_value(self, buffer, s)
 
-    def _display_seed(self):
-        return self._seed
+    # -- display --
+    def display(self):
+        """The `TapeView` of this graph: its recorded values, entries named by grad_fn, the
+        seed set by `backward`, gradients drawn once they exist (`_shows_grads`)."""
+        return TapeView(self, self.V, seed=self._seed, show_grads=self._shows_grads(),
+                        kind="GraphTape", entry_names=[node.name() for node in self.nodes],
+                        leaf_roles=self._leaf_roles())
 
-    def _display_auto_grads(self):
+    def _shows_grads(self):
         """After a backward over this graph (a leaf has a .grad, or the graph was freed), or a
         `tape.backward(...)`; with a non-scalar output only when a seed was given."""
         if self._seed is not None:
@@ -573,12 +644,6 @@ class GraphTape(TapeDisplay):
             return False
         return (any(t._grad is not None for _, t in self._flat.leaves if t._requires_grad)
                 or any(n.freed for n in self.nodes))
-
-    def _entry_label(self, e):
-        return self.nodes[e].name()
-
-    def _entry_note(self, e):
-        return self.nodes[e].name()
 
     def _leaf_roles(self):
         roles, k = {}, 0
@@ -592,33 +657,34 @@ class GraphTape(TapeDisplay):
         return roles
 
     def __repr__(self):
-        ops = self._op_counts()
         return (f"<tapegrad.GraphTape: {len(self)} entries, {len(self.S)} slots, "
                 f"{self.V.size} values ({self.V.dtype}), {len(self.input_slots)} inputs, "
-                f"{len(self.output_slots)} outputs; {ops}>")
+                f"{len(self.output_slots)} outputs; {op_counts(self.prims)}>")
 
 
 # ---- the drawing ------------------------------------------------------------------------------
 
 def layout(tape, sweeps=4):
-    """A layered (Sugiyama) layout of the graph, inputs on the left, outputs on the right.
+    """A layered (Sugiyama) layout of the graph of `tape` (a `TapeView`, or a tape with a
+    `display()`), inputs on the left, outputs on the right.
 
     Nodes are ("slot", s) for the leaf slots (inputs, constants) and ("entry", e) for entries.
     An entry's layer is one more than its deepest operand's; a leaf sits just before its first
     consumer. Edges spanning several layers pass through dummy points, and rows are ordered by
     barycentre sweeps (fewer crossings). Returns (pos, edges): pos maps nodes to (x, y), edges
     maps (slot, entry) to the list of points from the operand's node to the entry's node."""
-    producers = tape._producers()
-    roles = tape._leaf_roles()
+    view = tape if isinstance(tape, TapeView) else tape.display()
+    producers = view.producers()
+    roles = view.leaf_roles()
 
     def node_of(s):
         e = producers.get(s)
         return ("slot", s) if e is None else ("entry", e)
 
     layer, consumers, pairs = {}, {}, []
-    for e in range(len(tape.E)):
+    for e in range(len(view.tape.E)):
         d = 1
-        for s in dict.fromkeys(tape.operands(e)):
+        for s in dict.fromkeys(view.operands(e)):
             n = node_of(s)
             pairs.append((s, n, ("entry", e)))
             consumers.setdefault(n, []).append(e)
@@ -678,18 +744,17 @@ def _edge_text(g):
     return "|g|=" + _num(np.linalg.norm(g.reshape(-1)))
 
 
-def _draw(tape, grads, seed, ax, input_names, shapes, figsize, fontsize):
+def _draw(view, grads, seed, ax, input_names, shapes, figsize, fontsize):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch
 
-    pos, edges = layout(tape)
-    roles = tape._leaf_roles()
-    if grads is None:
-        grads = tape._display_auto_grads()
+    tape = view.tape
+    pos, edges = layout(view)
+    roles = view.leaf_roles()
     edge_grads, G = {}, None
     if grads:
-        G = tape.adjoints(seed)
-        edge_grads = tape._edge_gradients(G)
+        G = view.adjoints(seed)
+        edge_grads = view.edge_gradients(G)
     n_layers = 1 + max((p[0] for p in pos.values()), default=0)
     height = 1 + max((-p[1] for p in pos.values()), default=0)
     if ax is None:
@@ -710,13 +775,13 @@ def _draw(tape, grads, seed, ax, input_names, shapes, figsize, fontsize):
                 k = list(tape.input_slots).index(i)
                 label = str(input_names[k]) if k < len(input_names) else label
             if op == "const" and tape.sizes[i] == 1:
-                label = brief(tape._slot_value(tape._display_values(), i))
+                label = brief(view.slot_value(view.values, i))
             slot = i
             color = "#cfe2f3" if op != "const" else "#eeeeee"
         else:
-            label = tape._entry_label(i)
-            attributes = tape._attributes(i)
-            if tape._kind == "Tape" and attributes and len(attributes) <= 16:
+            label = view.entry_label(i)
+            attributes = view.attributes(i)
+            if view.entry_names is None and attributes and len(attributes) <= 16:
                 label += " " + attributes.replace("payload=", "")
             slot = int(tape.E[i, 4])
             color = "#fff2cc" if tape.prims[i].differentiable else "#f4cccc"
@@ -726,12 +791,12 @@ def _draw(tape, grads, seed, ax, input_names, shapes, figsize, fontsize):
         if shapes:
             label += "\n" + _shape(tape.shapes[slot])
         if kind == "slot" and G is not None and tape.NEED[slot]:
-            label += "\ngrad " + _edge_text(tape._slot_value(G, slot))
+            label += "\ngrad " + _edge_text(view.slot_value(G, slot))
         texts[n] = ax.text(x, y, label, ha="center", va="center", fontsize=fontsize, zorder=3,
                            gid="node", bbox=dict(boxstyle="round,pad=0.35", fc=color,
                                                  ec="#274e13" if output else "#444444",
                                                  lw=1.8 if output else 1.0))
-    producers = tape._producers()
+    producers = view.producers()
     for (s, e), points in edges.items():
         source = ("slot", s) if s not in producers else ("entry", producers[s])
         target = ("entry", e)
@@ -751,7 +816,7 @@ def _draw(tape, grads, seed, ax, input_names, shapes, figsize, fontsize):
     ax.set_xlim(-0.6, n_layers - 0.4)
     ax.set_ylim(-height + 0.4, 0.6)
     ax.set_axis_off()
-    title = tape.summary()
+    title = view.summary()
     if G is not None:
         title += "\nedge labels: the gradient flowing back along each edge (|g|: its norm)"
     ax.set_title(title, fontsize=fontsize)

@@ -1,14 +1,14 @@
 """Tracing a function onto a replayable `Tape`.
 
-`trace(f, *args)` runs `f` once on tensors that record everything computed from its array
-arguments, then flattens the recording (`_tape.linearize`) into a `Tape`: the tape arrays, a
-template value buffer holding the constants, the slots of the inputs and outputs, and the guards.
-Replaying runs the compiled interpreters only; `f` is not called again.
+`trace(f, args, kwargs)` runs `f` once on tensors that record everything computed from its
+array arguments, then flattens the recording (`eager.flatten.linearize`) into a `Tape`: the tape
+arrays, a template value buffer holding the constants, the slots of the inputs and outputs, and
+the guards. Replaying runs the compiled interpreters only; `f` is not called again.
 
 Rules of replay (they decide what a tape may assume about `f`):
 * Array arguments and Python floats are inputs: their values may change between replays.
   Python ints, bools, strings and None are static: they are part of the signature (a new value
-  retraces), like the shapes and dtypes of the arrays.
+  retraces), like the shapes and dtypes of the arrays (`transforms.signature`).
 * Arrays the function closes over, or creates without using the inputs, are constants of the
   tape, captured by value at trace time (as in `jax.jit`). A transform made with
   `capture="call"` re-reads closed-over arrays at every call instead, so that mutating them
@@ -24,20 +24,16 @@ Rules of replay (they decide what a tape may assume about `f`):
 * A function transformed inside a traced function must receive the enclosing function's traced
   values as arguments: closing over them raises (the inner tape would freeze them).
 """
-import threading
-
 import numpy as np
 
-from ..eager import graph as _graph
-from ..core import pytree as _pytree
-from ..eager.graph import state
-from ..core import sweep as _sweep
-from ..inspect.display import TapeDisplay
+from . import signature
+from .tape import Tape
+from ..core import pytree
 from ..core.registry import PRIMS
 from ..core.flat import compact_adjoints
 from ..eager.flatten import linearize
+from ..eager.graph import state
 from ..eager.tensor import Tensor
-from ..core.validate import read_only
 
 _DIFFERENTIABLE = [p.differentiable for p in PRIMS]
 _VARIADIC = [p.variadic for p in PRIMS]
@@ -78,418 +74,6 @@ class _Input(Tensor):
         return outcome
 
 
-def arguments(args, kwargs):
-    """The tree of a call's arguments: the positional ones, then the keyword ones as a dict."""
-    return tuple(args) + (dict(kwargs or {}),)
-
-
-def is_dynamic(leaf):
-    """Whether an argument leaf is a tape input (float arrays and numbers) or static."""
-    if isinstance(leaf, Tensor):
-        leaf = leaf.data
-    if isinstance(leaf, np.ndarray):
-        return leaf.dtype.kind == "f"
-    return isinstance(leaf, (float, np.floating))
-
-
-def leaf_signature(leaf):
-    """The part of the cache key for one argument leaf."""
-    if isinstance(leaf, Tensor):
-        leaf = leaf.data
-    if isinstance(leaf, np.ndarray):
-        if leaf.dtype.kind == "f":
-            return ("array", leaf.shape, leaf.dtype.str)
-        # integer and boolean arrays (indices, masks) are static: their values shape the tape
-        return ("static array", leaf.shape, leaf.dtype.str, leaf.tobytes())
-    if isinstance(leaf, (float, np.floating)):
-        return ("float", np.asarray(leaf).dtype.str)
-    try:
-        hash(leaf)
-    except TypeError:
-        raise TypeError(f"cannot trace an argument of type {type(leaf).__name__}: arguments are "
-                        "arrays, numbers, or tuples/lists/dicts of them") from None
-    return ("static", type(leaf), leaf)
-
-
-def _operand_slots(tape, e):
-    row = tape.E[e]
-    if tape.prims[e].variadic:
-        return tape.IP[row[5]:row[5] + row[6]]
-    return [s for s in row[1:4] if s >= 0]
-
-
-def _value_entries(tape):
-    """(E, FC) of the entries whose values a reverse sweep or a guard reads, with the entries
-    computing their operands; None when that is every entry (or the tape has nested-transform
-    entries, which sweep in pieces). A VJP reads what `_graph.vjp_reads` says (everything, for
-    a primitive that saves values and does not say)."""
-    if tape.calls:
-        return None
-    E, NEED = tape.E, tape.NEED
-    live = np.zeros(len(tape.S), np.bool_)
-    for s, _ in tape.guards:
-        live[s] = True
-    for e, prim in enumerate(tape.prims):
-        if not (NEED[E[e, 4]] and prim.saves):
-            continue
-        operands = _operand_slots(tape, e)
-        reads = _graph.vjp_reads(prim)
-        if reads is None:
-            live[operands] = True
-            live[E[e, 4]] = True
-            continue
-        for read_by_operand in reads:      # () for an operand without a derivative
-            if not read_by_operand:
-                continue
-            read, reads_output = read_by_operand
-            for i in read:
-                live[operands[i]] = True
-            live[E[e, 4]] |= reads_output
-    keep = np.zeros(len(E), np.bool_)
-    for e in range(len(E) - 1, -1, -1):
-        if live[E[e, 4]]:
-            keep[e] = True
-            live[_operand_slots(tape, e)] = True
-    if keep.all():
-        return None
-    return np.ascontiguousarray(E[keep]), np.ascontiguousarray(tape.FC[keep])
-
-
-class Tape(TapeDisplay):
-    """A traced function: replayable forward, reverse, tangent and second-order sweeps.
-
-    Built by `trace`; `tape(*args)` replays the function's value, `tape.gradient(*args)` its
-    gradient, `len(tape)` counts entries. Buffers are per thread, so a tape may be shared.
-    Displays (`str(tape)`, `table`, `stats`, `draw`, `_repr_html_`) come from `_display`.
-
-    The tape arrays (E, FC, IP, S, NEED, V0) are read-only, for good (`_validate.read_only`):
-    the interpreters do not check bounds, so what was validated must not change. The sweep
-    methods (`forward`, `backward`, `tangent`, `backward_tangent`) check the buffers they are
-    given (type, dtype, shape, C order, writable) before any compiled code sees them: V is the
-    value buffer, `(n_values,)` in the tape's dtype, as `load` returns it; adjoint buffers are
-    `tape.n_adjoint` wide (the prefix of the slots that need adjoints, which is all a reverse
-    sweep touches) or `n_values` wide, tangent buffers `n_values` wide.
-    """
-
-    def __init__(self, flat, input_slots, output_slots, out_structure, guards, constants,
-                 signature=None):
-        self.E, self.FC, self.IP, self.S, self.NEED, self.V0 = (
-            read_only(a, owned=True) for a in (flat.E, flat.FC, flat.IP, flat.S, flat.NEED,
-                                               flat.V))   # trace-time values; constants stay
-        self.offsets, self.sizes = tuple(flat.offsets), tuple(flat.sizes)
-        self.shapes = tuple(tuple(v.shape) for v in flat.values)
-        self.input_slots = input_slots          # one per dynamic argument leaf
-        self.output_slots = output_slots        # one per output leaf
-        self.out_structure = out_structure
-        self.calls = flat.calls                 # nested transforms, see _sweep
-        self.guards = guards                    # [(slot, outcome)]
-        self.constants = constants              # [(slot, array)] re-read with capture="call"
-        self.signature = signature              # (structure, leaf signatures) of the arguments
-        self.n_adjoint = self.V0.size           # adjoint buffers need only this prefix
-        self.validated = False                  # set by trace() (by construction) or the loader
-        self._derive()
-
-    def _derive(self):
-        """The attributes computed from the others (not pickled)."""
-        self.prims = [PRIMS[op] for op in self.E[:, 0]]
-        self.input_dtypes = _input_dtypes(self.signature, len(self.input_slots), self.V0.dtype)
-        self._input_layout = tuple(   # what `load` writes where: (start, stop, shape, dtype)
-            (self.offsets[s], self.offsets[s] + self.sizes[s], self.shapes[s], dtype)
-            for s, dtype in zip(self.input_slots, self.input_dtypes))
-        self._local = threading.local()
-
-    def __getstate__(self):
-        """Pickled as arrays: the per-thread buffers and the registry's primitives stay behind."""
-        state = dict(self.__dict__)
-        for name in ("_local", "prims", "input_dtypes", "_input_layout", "_gradient_rows",
-                     "_first_rows"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state):
-        """Unpickled arrays are writable: made read-only again, as validated."""
-        self.__dict__.update(state)
-        for name in ("E", "FC", "IP", "S", "NEED", "V0"):
-            setattr(self, name, read_only(getattr(self, name), owned=True))
-        self._derive()
-
-    # ---- inspection --------------------------------------------------------------------------
-    def __len__(self):
-        return len(self.E)
-
-    @property
-    def dtype(self):
-        return self.V0.dtype
-
-    def __repr__(self):
-        ops = self._op_counts()
-        return (f"<tapegrad.Tape: {len(self)} entries, {len(self.S)} slots, "
-                f"{self.V0.size} values ({self.V0.dtype}), {len(self.input_slots)} inputs, "
-                f"{len(self.output_slots)} outputs, {len(self.guards)} guards; {ops}>")
-
-    def view(self, buffer, slot):
-        off = self.offsets[slot]
-        return buffer[..., off:off + self.sizes[slot]].reshape(buffer.shape[:-1] + self.shapes[slot])
-
-    # ---- sweeps ------------------------------------------------------------------------------
-    def _buffer(self):
-        """This thread's value buffer, constants in place (copied once, not per call)."""
-        V = getattr(self._local, "V", None)
-        if V is None:
-            V = self._local.V = self.V0.copy()
-        return V
-
-    def load(self, inputs, refresh_constants=False):
-        """This thread's value buffer with `inputs` written in: a sequence holding one array or
-        number per tape input, in order, each of its input's shape and dtype (as traced;
-        a loaded tape's inputs have the tape's dtype). `refresh_constants`: re-read the arrays
-        the function closed over (`capture="call"`)."""
-        layout = self._input_layout
-        if len(inputs) != len(layout):
-            raise TypeError(f"the tape has {len(layout)} inputs; got {len(inputs)}")
-        V = self._buffer()
-        if refresh_constants:
-            for s, array in self.constants:
-                V[self.offsets[s]:self.offsets[s] + self.sizes[s]] = np.ravel(array)
-        for (lo, hi, shape, dtype), x in zip(layout, inputs):
-            x = np.asarray(x.data if isinstance(x, Tensor) else x)
-            if (x.dtype is not dtype and x.dtype != dtype) or x.shape != shape:
-                self._refuse_inputs(inputs, "input", "the tape's input")
-            V[lo:hi] = x.reshape(-1)
-        return V
-
-    def _refuse_inputs(self, inputs, what, expected):
-        """Raise the error for the first of `inputs` (one per tape input) that is not of its
-        input's shape and dtype."""
-        for k, ((_, _, shape, dtype), x) in enumerate(zip(self._input_layout, inputs)):
-            x = np.asarray(x.data if isinstance(x, Tensor) else x)
-            if x.dtype != dtype or x.shape != shape:
-                _refuse_input(f"{what} {k}", x, shape, dtype, expected)
-
-    def forward(self, V, for_gradient=False):
-        """The forward sweep into V, the value buffer (`load`); `for_gradient`: only the
-        entries whose values the reverse sweep and the guards read (a gradient needs neither
-        the output nor the values no VJP reads)."""
-        if not _fits(V, self.V0):
-            self._refuse(("V", V, 1, None))
-        self._forward(V, for_gradient)
-
-    def _forward(self, V, for_gradient=False):
-        """`forward` on a buffer the caller made from this tape (unchecked)."""
-        if for_gradient:
-            entries = self._gradient_entries()
-            if entries is not None:
-                return _sweep.forward_entries(self, V, *entries)
-        _sweep.forward(self, V)
-
-    def _gradient_entries(self):
-        """(E, FC) of the entries `forward(V, for_gradient=True)` runs, or None for all."""
-        entries = self.__dict__.get("_gradient_rows", False)
-        if entries is False:
-            entries = _value_entries(self)
-            if entries is not None:
-                entries = tuple(read_only(a, owned=True) for a in entries)
-            self._gradient_rows = entries
-        return entries
-
-    def guards_hold(self, V):
-        for s, outcome in self.guards:
-            if (V[self.offsets[s]] != 0) != outcome:
-                return False
-        return True
-
-    def backward(self, V, seeds):
-        """Adjoints for several output seeds at once, after the forward sweep into V: `seeds`
-        is (k, n_adjoint) or (k, n_values), one seed per row, in V's dtype; the adjoints are
-        added into it, which is returned."""
-        widths = (self.n_adjoint, self.V0.size)
-        if not (_fits(V, self.V0) and _fits_rows(seeds, widths, self.V0)):
-            self._refuse(("V", V, 1, None), ("seeds", seeds, 2, widths))
-        return self._backward(V, seeds)
-
-    def _backward(self, V, seeds):
-        _sweep.backward(self, V, seeds)
-        return seeds
-
-    def tangent(self, V, T):
-        """Tangents for several input directions at once, after the forward sweep into V: `T`
-        is (k, n_values), one direction per row (its input slots set), in V's dtype; the
-        tangents of every slot are written into it, which is returned."""
-        widths = (self.V0.size,)
-        if not (_fits(V, self.V0) and _fits_rows(T, widths, self.V0)):
-            self._refuse(("V", V, 1, None), ("T", T, 2, widths))
-        return self._tangent(V, T)
-
-    def _tangent(self, V, T):
-        _sweep.tangent(self, V, T)
-        return T
-
-    def backward_tangent(self, V, T, G, TG):
-        """Forward over reverse, after `forward` and `tangent` (T is (k, n_values)): the reverse
-        sweep from the adjoint seed G, (n_adjoint,) or (n_values,), adds the adjoints into G and
-        their tangents along each row of T into TG, (k, n_adjoint) or (k, n_values); returns TG."""
-        widths, n = (self.n_adjoint, self.V0.size), (self.V0.size,)
-        if not (_fits(V, self.V0) and _fits_rows(T, n, self.V0)
-                and _fits(G, self.V0, widths) and _fits_rows(TG, widths, self.V0, T.shape[0])):
-            self._refuse(("V", V, 1, None), ("T", T, 2, n), ("G", G, 1, widths),
-                         ("TG", TG, 2, widths, T.shape[0] if _fits_rows(T, n, self.V0) else None))
-        return self._backward_tangent(V, T, G, TG)
-
-    def _backward_tangent(self, V, T, G, TG):
-        _sweep.backward_tangent(self, V, T, G, TG)
-        return TG
-
-    def _refuse(self, *buffers):
-        """Raise the error for the first of `buffers` that a compiled sweep cannot take: each
-        (name, array, ndim, widths (None: the value buffer's size)[, rows]), in order."""
-        for name, a, ndim, widths, *rows in buffers:
-            rows = rows[0] if rows else None
-            fits = _fits(a, self.V0, widths) if ndim == 1 else _fits_rows(a, widths, self.V0, rows)
-            if not fits:
-                _refuse_buffer(a, name, ndim, widths or (self.V0.size,), self.V0.dtype, rows)
-
-    # ---- conveniences ------------------------------------------------------------------------
-    def outputs(self, V):
-        leaves = [self.view(V, s).copy() for s in self.output_slots]
-        return _pytree.unflatten(self.out_structure, leaves)
-
-    def _inputs(self, args, kwargs):
-        """The input leaves of a call with the traced arguments' structure, shapes and statics."""
-        leaves, structure = _pytree.flatten(arguments(args, kwargs))
-        if self.signature is None:              # a tape loaded from a file: its inputs in order
-            if len(leaves) != len(self.input_slots):
-                raise TypeError(f"the tape has {len(self.input_slots)} inputs; got {len(leaves)}")
-            self._refuse_inputs(leaves, "argument leaf", "the tape's input")
-            return leaves
-        traced_structure, signatures = self.signature
-        if structure != traced_structure:
-            raise TypeError(f"the tape was traced with {_describe_call(traced_structure)}; got "
-                            f"{_describe_call(structure)}")
-        for i, (leaf, sig) in enumerate(zip(leaves, signatures)):
-            if leaf_signature(leaf) != sig:
-                _refuse_complex(f"argument leaf {i}", leaf)
-                raise ValueError(f"argument leaf {i} ({_describe(leaf)}) does not match the traced "
-                                 f"one ({_describe_signature(sig)}); trace the function again")
-        return [leaf for leaf in leaves if is_dynamic(leaf)]
-
-    def __call__(self, *args, **kwargs):
-        """Replay the forward sweep at new argument values (same structure, shapes, dtypes and
-        static values as traced); returns the outputs."""
-        V = self.load(self._inputs(args, kwargs))
-        self._forward(V)
-        self._check_guards(V)
-        return self.outputs(V)
-
-    def gradient(self, *args, **kwargs):
-        """Gradient of the (scalar) output with respect to every input, by one reverse sweep."""
-        if len(self.output_slots) != 1 or self.sizes[self.output_slots[0]] != 1:
-            raise TypeError("gradient requires a scalar output; use jacobian or vjp")
-        V = self.load(self._inputs(args, kwargs))
-        self._forward(V)
-        self._check_guards(V)
-        G = np.zeros((1, V.size), V.dtype)
-        G[0, self.offsets[self.output_slots[0]]] = 1.0
-        self._backward(V, G)
-        grads = [self.view(G[0], s).copy() for s in self.input_slots]
-        return grads[0] if len(grads) == 1 else tuple(grads)
-
-    def save(self, path):
-        """Write the tape to `path` in tapegrad's versioned .npz format (see `tapegrad.load`)."""
-        from . import io as _io
-        _io.save(self, path)
-
-    def _check_guards(self, V):
-        if not self.guards_hold(V):
-            raise GuardError("these inputs take another branch of the traced function than the "
-                             "tape recorded; call the function transform (which retraces) "
-                             "instead of replaying the tape directly")
-
-
-def _input_dtypes(signature, n_inputs, dtype):
-    """The dtype of each tape input: as traced (from the leaf signatures of the dynamic
-    leaves), else (a tape from a file) the tape's dtype."""
-    if signature is None:
-        return (dtype,) * n_inputs
-    return tuple(np.dtype(sig[2] if sig[0] == "array" else sig[1])
-                 for sig in signature[1] if sig[0] in ("array", "float"))
-
-
-def _refuse_complex(what, x):
-    """Raise the error for complex input values, if `x` is complex."""
-    if isinstance(x, Tensor):
-        x = x.data
-    if isinstance(x, complex) or getattr(getattr(x, "dtype", None), "kind", None) == "c":
-        raise TypeError(f"{what} is complex ({np.asarray(x).dtype}): complex numbers are not "
-                        "supported; tapes compute in real floating point")
-
-
-def _refuse_input(what, x, shape, dtype, expected):
-    """Raise the error for an input array `x` that is not of the tape's `shape` and `dtype`."""
-    _refuse_complex(what, x)
-    raise ValueError(f"{what} ({_describe(x)}) does not match {expected} (array of shape "
-                     f"{shape} and dtype {np.dtype(dtype)})")
-
-
-def _fits(V, V0, widths=None):
-    """Whether V can be the value buffer of a tape whose template is V0, or with `widths`, a
-    flat buffer of V0's dtype and one of those sizes: a few attribute tests, on the replay
-    path (C-contiguous, aligned and writable is numpy's `carray`)."""
-    return (type(V) is np.ndarray
-            and (V.shape == V0.shape if widths is None else V.ndim == 1 and V.size in widths)
-            and (V.dtype is V0.dtype or V.dtype == V0.dtype) and V.flags.carray)
-
-
-def _fits_rows(A, widths, V0, rows=None):
-    """Whether A can be a (rows, width) buffer of V0's dtype, its width one of `widths`."""
-    return (type(A) is np.ndarray and A.ndim == 2 and A.shape[1] in widths
-            and (rows is None or A.shape[0] == rows)
-            and (A.dtype is V0.dtype or A.dtype == V0.dtype) and A.flags.carray)
-
-
-def _refuse_buffer(a, name, ndim, widths, dtype, rows):
-    """Raise the error for a buffer that a compiled sweep cannot take (see `_fits`)."""
-    widths = dict.fromkeys(int(w) for w in widths)
-    lead = "" if ndim == 1 else f"{'k' if rows is None else rows}, "
-    expected = " or ".join(f"({lead}{w}{',' if ndim == 1 else ''})" for w in widths)
-    if type(a) is not np.ndarray:
-        raise TypeError(f"{name} must be a numpy.ndarray of shape {expected} and dtype "
-                        f"{np.dtype(dtype)}, got {type(a).__name__}")
-    if a.dtype != dtype:
-        _refuse_complex(name, a)
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} (the tape's), got {a.dtype}")
-    if a.ndim != ndim or a.shape[-1] not in widths or (rows is not None and a.shape[0] != rows):
-        raise ValueError(f"{name} must have shape {expected}, got {a.shape}")
-    raise ValueError(f"{name} must be a C-contiguous, aligned and writable array (the sweep "
-                     "writes into it)")
-
-
-class GuardError(RuntimeError):
-    """A replay reached a branch the tape did not record."""
-
-
-def _describe(leaf):
-    if isinstance(leaf, Tensor):
-        leaf = leaf.data
-    if isinstance(leaf, np.ndarray):
-        return f"array of shape {leaf.shape} and dtype {leaf.dtype}"
-    return repr(leaf)
-
-
-def _describe_signature(sig):
-    if sig[0] == "static":
-        return repr(sig[2])
-    if sig[0] == "float":
-        return f"a number of dtype {np.dtype(sig[1])}"
-    return f"{sig[0]} of shape {sig[1]} and dtype {np.dtype(sig[2])}"
-
-
-def _describe_call(structure):
-    n, keywords = len(structure[1]) - 1, list(structure[1][-1][1])
-    return (f"{n} positional argument{'' if n == 1 else 's'}"
-            f"{f' and keywords {keywords}' if keywords else ''} structured as "
-            f"{_pytree.describe((tuple, structure[1][:-1]))}")
-
-
 def _output_tensor(leaf, dtype):
     """An output leaf as a Tensor: numbers and arrays the function returns are constants."""
     if isinstance(leaf, Tensor):
@@ -502,21 +86,21 @@ def _output_tensor(leaf, dtype):
                     "are arrays, numbers, or tuples/lists/dicts of them")
 
 
-def trace(f, args, kwargs=None, argnums=None):
-    """Trace `f(*args, **kwargs)` onto a Tape.
+def trace(f, leaves, structure, argnums=None):
+    """Trace `f` at the call whose arguments (`signature.arguments`: the positional ones, then
+    the keyword ones) flatten to `leaves` and `structure`, onto a Tape.
 
     `argnums` (a tuple of non-negative ints) selects the positional arguments to differentiate;
     None differentiates every floating-point input. Returns (tape, per-input flags of
     differentiation).
     """
-    tree = arguments(args, kwargs)
-    leaves, structure = _pytree.flatten(tree)
-    signature = (structure, tuple(map(leaf_signature, leaves)))
-    arg_of_leaf = _argument_of_leaves(tree)
+    leaf_signatures = (structure, tuple(map(signature.leaf_signature, leaves)))
+    arg_of_leaf = [i for i, arg in enumerate(structure[1])
+                   for _ in range(signature.count_leaves(arg))]
     inputs, traced_leaves, diff = [], [], {}
     with tracing() as guards:
         for i, leaf in enumerate(leaves):
-            if not is_dynamic(leaf):
+            if not signature.is_dynamic(leaf):
                 traced_leaves.append(leaf)
                 continue
             t = _Input(np.array(leaf.data if isinstance(leaf, Tensor) else leaf))
@@ -524,10 +108,10 @@ def trace(f, args, kwargs=None, argnums=None):
             inputs.append(t)
             traced_leaves.append(t)
             diff[len(inputs) - 1] = argnums is None or arg_of_leaf[i] in argnums
-        traced_tree = _pytree.unflatten(structure, traced_leaves)
+        traced_tree = pytree.unflatten(structure, traced_leaves)
         out = f(*traced_tree[:-1], **traced_tree[-1])
         guard_list = list(guards)
-    out_leaves, out_structure = _pytree.flatten(out)
+    out_leaves, out_structure = pytree.flatten(out)
     dtypes = {t.data.dtype for t in inputs}
     dtype = np.float32 if dtypes == {np.dtype(np.float32)} else np.float64
     outputs = [_output_tensor(o, dtype) for o in out_leaves]
@@ -553,8 +137,9 @@ def trace(f, args, kwargs=None, argnums=None):
     flat, n_adjoint = compact_adjoints(flat, need)
     input_slots = [flat.slot_of(t) for t in inputs]
     constants = [(s, t.data) for s, t in flat.leaves if id(t) not in input_ids]
+    guard_slots = [(flat.slot_of(g), outcome) for g, outcome in guard_list]
     tape = Tape(flat, input_slots, [flat.slot_of(o) for o in outputs], out_structure,
-                [(flat.slot_of(g), outcome) for g, outcome in guard_list], constants, signature)
+                guard_slots, constants, leaf_signatures)
     tape.n_adjoint = n_adjoint
     tape.validated = True        # recorded in this process: valid by construction
     return tape, diff
@@ -569,9 +154,7 @@ def _rows_with_operands(flat):
             yield row, [s for s in row[1:4] if s >= 0]
 
 
-def _argument_of_leaves(args):
-    """For each flattened leaf of `args`, the index of the positional argument it belongs to."""
-    owners = []
-    for i, a in enumerate(args):
-        owners += [i] * len(_pytree.flatten(a)[0])
-    return owners
+def trace_function(f, *example_args, **kwargs):
+    """The `Tape` of `f` at arguments like `example_args` (inspect it, replay it, reuse it)."""
+    leaves, structure = pytree.flatten(signature.arguments(example_args, kwargs))
+    return trace(f, leaves, structure)[0]
