@@ -13,30 +13,46 @@ from ..tensor import Tensor
 
 _FUNCTIONS = {}     # numpy function -> implementation
 _UFUNCS = {}        # numpy ufunc -> implementation
+SUPPORT = {}        # numpy function or ufunc -> Support (what docs/numpy.md says of it)
 
 
-def implements(*functions):
+class Support:
+    """What a registered numpy function supports, for the generated table of docs/numpy.md.
+
+    `differentiable`: whether it has derivatives (False: a constant result that passes
+    through, zero gradient, as `np.floor` or `np.argmax`); `fused`: whether tapes using it can
+    take vmap's fused tier (False when a kernel it records branches on values, as max/min/sort
+    do); `cuda`: whether vmap(..., device="cuda") replays it; `notes`: anything a user must know
+    (conventions at ties and kinks, unsupported arguments)."""
+    __slots__ = ("differentiable", "fused", "cuda", "notes")
+
+    def __init__(self, differentiable=True, fused=True, cuda=True, notes=""):
+        self.differentiable, self.fused, self.cuda, self.notes = \
+            differentiable, fused, cuda, notes
+
+
+def implements(*functions, **support):
     """Decorator: the decorated function implements the numpy `functions` (not ufuncs) on
-    tensors; it is called with the arguments the caller gave numpy."""
+    tensors; it is called with the arguments the caller gave numpy. Keywords: `Support`'s."""
     for f in functions:
         if isinstance(f, np.ufunc) or not callable(f):
             raise TypeError(f"implements() takes numpy functions; got {f!r} (register ufuncs "
                             "with implements_ufunc)")
-    return _registrar(_FUNCTIONS, functions)
+    return _registrar(_FUNCTIONS, functions, Support(**support))
 
 
-def implements_ufunc(*ufuncs):
+def implements_ufunc(*ufuncs, **support):
     """Decorator: the decorated function implements the numpy `ufuncs` on tensors; it is
     called with the operands (a ufunc's keyword arguments and methods, such as `out=` or
-    `np.add.reduce`, are refused before it is called)."""
+    `np.add.reduce`, are refused before it is called). Keywords: `Support`'s."""
     for f in ufuncs:
         if not isinstance(f, np.ufunc):
             raise TypeError(f"implements_ufunc() takes numpy ufuncs; got {f!r} (register other "
                             "functions with implements)")
-    return _registrar(_UFUNCS, ufuncs)
+    return _registrar(_UFUNCS, ufuncs, Support(**support))
 
 
-def _registrar(table, functions):
+def _registrar(table, functions, support):
     functions = tuple(dict.fromkeys(functions))     # aliases (np.true_divide is np.divide) once
 
     def register(implementation):
@@ -46,6 +62,7 @@ def _registrar(table, functions):
                                  f"{_where(table[f])} and by {_where(implementation)}")
         for f in functions:
             table[f] = implementation
+            SUPPORT[f] = support
         return implementation
     return register
 
