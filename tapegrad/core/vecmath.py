@@ -7,7 +7,7 @@ here are straight-line float and integer arithmetic: range reduction, a polynomi
 fused multiply-adds, no division where a multiplication does. They are inlined at numba's IR
 level (`inline="always"`: LLVM's inliner found exp too large), so a loop calling them
 vectorises: 1.4-3 ns per element on 256-bit registers against 4-13 ns for libm (see
-tests/test_vecmath.py for the checks and _codegen._VECMATH for where they are used).
+tests/test_vecmath.py for the checks and core.codegen._VECMATH for where they are used).
 
 Accuracy: below 1 ulp in float64 over the whole domain, measured on 9-12 million points per
 function (tanh: 108 million) against an 80-bit long double reference (cross-checked with
