@@ -565,12 +565,12 @@ def test_an_empty_batch_of_a_nested_transform():
 @pytest.mark.parametrize("text, size", [("2048K\n", 2 << 20), ("1M", 1 << 20), ("512K", 512 << 10),
                                         ("garbage", 1 << 20), ("0K", 1 << 20), (None, 1 << 20)])
 def test_the_tile_budget_is_the_l2_size(tmp_path, text, size):
-    from tapegrad.batch import vmap as _vmap
+    from tapegrad.batch import cpu
     path = tmp_path / "size"
     if text is not None:
         path.write_text(text)
-    assert _vmap._l2_bytes(str(path)) == size
-    assert _vmap._tile_for(1537, 0, 8) <= _vmap.MAX_TILE
+    assert cpu.l2_bytes(str(path)) == size
+    assert cpu.tile_for(1537, 0, 8) <= cpu.MAX_TILE
 
 
 # ---- errors --------------------------------------------------------------------------------------
@@ -738,12 +738,13 @@ def test_jvp_primals_and_tangents_of_different_structures():
 
 def test_the_driver_refuses_columns_that_do_not_match_the_plan():
     """The boundary check before the compiled driver (whatever built the batch)."""
-    from tapegrad.batch import vmap as _vmap
-    plan = {"in_pos": np.arange(3), "tin_pos": np.arange(0)}
-    _vmap.check_rows(3, 0, plan)
+    from tapegrad.batch.plan import Plan
+    from tapegrad.transforms.spec import Schedule
+    plan = Plan(Schedule.VALUE, in_pos=np.arange(3), tin_pos=np.arange(0))
+    plan.check_rows(3, 0)
     with pytest.raises(ValueError, match="give 2 input and 0 tangent values per point; the "
                        "traced function takes 3 and 0"):
-        _vmap.check_rows(2, 0, plan)
+        plan.check_rows(2, 0)
 
 
 # ---- memory and progress -------------------------------------------------------------------------
