@@ -562,6 +562,29 @@ def test_an_empty_batch_of_a_nested_transform():
     assert tg.vmap(fn)(np.zeros((0, 3))).shape == (0, 3)
 
 
+def test_a_branch_whose_outputs_have_another_size_is_refused():
+    """The drivers write as many results per point as the plan of the tape they replay says,
+    unchecked: a branch whose outputs have another size than the first tape's must be refused
+    before it writes past the buffer made for the first (run apart: it wrote out of bounds)."""
+    code = ("import numpy as np, tapegrad as tg\n"
+            "def f(x):\n"
+            "    if x[0] > 0:\n"
+            "        return x[:2] * 1.0\n"
+            "    return x[:3] * 1.0\n"
+            "X = np.array([[1.0, 2, 3, 4], [-1.0, 5, 6, 7]] * 50)\n"
+            "for fuse in (False, True):\n"
+            "    try:\n"
+            "        tg.vmap(f, fuse=fuse)(X)\n"
+            "    except RuntimeError as err:\n"
+            "        print(err)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == [
+        "vmap: a branch changed the output's size (2 result values per point on the first "
+        "tape traced, 3 on this branch's)"] * 2, run.stdout + run.stderr[-3000:]
+
+
 @pytest.mark.parametrize("text, size", [("2048K\n", 2 << 20), ("1M", 1 << 20), ("512K", 512 << 10),
                                         ("garbage", 1 << 20), ("0K", 1 << 20), (None, 1 << 20)])
 def test_the_tile_budget_is_the_l2_size(tmp_path, text, size):

@@ -90,6 +90,7 @@ class CPU:
         """Replay on the points `index` (a slice or an index array); write Y where the guards
         hold and return where they do."""
         sweep.check(tape)        # the validation boundary: the drivers do not bounds-check
+        plan.check_width(Y.shape[1])
         n = index.stop - index.start if isinstance(index, slice) else index.size
         kernel = self.fused(tape, V, plan) if self.fuse_mode and n else None
         if kernel is not None:

@@ -253,6 +253,7 @@ class CUDA:
         """Replay at the points `index`, write the output where the guards hold, return (on
         the host) where they do."""
         sweep.check(tape)        # the validation boundary: kernels do not bounds-check
+        plan.check_width(output.shape[1])
         plan.check_rows(batch.width(plan.x_leaves), batch.width(plan.xt_leaves))
         m = _module()
         start, idx, n = _index_arrays(index)
