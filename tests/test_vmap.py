@@ -562,6 +562,29 @@ def test_an_empty_batch_of_a_nested_transform():
     assert tg.vmap(fn)(np.zeros((0, 3))).shape == (0, 3)
 
 
+@pytest.mark.parametrize("fuse", [False, True])
+def test_a_jvp_whose_tangents_have_no_values(fuse, monkeypatch):
+    """Primals of size 0 carry no tangent values: the output's tangent is zero at every point
+    (the driver, seeing no tangent columns, runs no tangent sweep: nothing wrote them). Fresh
+    float buffers are filled with NaN here, so that a result nobody wrote cannot pass as 0."""
+    empty = np.empty
+
+    def poisoned(*args, **kwargs):
+        a = empty(*args, **kwargs)
+        if a.dtype.kind == "f":
+            a.fill(np.nan)
+        return a
+    monkeypatch.setattr(np, "empty", poisoned)
+    f = functools.partial(tg.jvp, lambda x, y: tg.sum(x) + 2.0 * y[0])
+    X, T = np.zeros((5, 0)), np.zeros((5, 0))
+    Y = rng_for("jvp no tangents").standard_normal((5, 1))
+    value, tangent = tg.vmap(f, fuse=fuse)((X, Y), (T, np.zeros((5, 1))))
+    np.testing.assert_array_equal(value, 2.0 * Y[:, 0])
+    np.testing.assert_array_equal(tangent, np.zeros(5))
+    g = functools.partial(tg.jvp, lambda x: tg.sum(x) + 1.0)
+    np.testing.assert_array_equal(tg.vmap(g, fuse=fuse)((X,), (T,))[1], np.zeros(5))
+
+
 def test_a_branch_whose_outputs_have_another_size_is_refused():
     """The drivers write as many results per point as the plan of the tape they replay says,
     unchecked: a branch whose outputs have another size than the first tape's must be refused

@@ -150,6 +150,10 @@ def interpret(tape, V, plan, batch, index, Y, n):
            plan.second, pos["read_v"], pos["read_g"], pos["read_t"], pos["read_tg"], out, tile,
            max(1, min(threads(), -(-n // tile))),
            cols.need_spans if plan.second else cols.leaf_spans)
+    if plan.schedule.given_tangents and not XT.shape[1]:
+        # tangents without values (every primal of size 0): the driver, which takes the
+        # number of directions from XT's columns, runs no tangent sweep; they are zero
+        out[:, plan.row_t:plan.row_tg] = 0.0
     if not isinstance(index, slice):
         Y[index[ok]] = out[ok]
     plan.state.interpreted_s += time.perf_counter() - started
