@@ -585,6 +585,18 @@ def test_a_jvp_whose_tangents_have_no_values(fuse, monkeypatch):
     np.testing.assert_array_equal(tg.vmap(g, fuse=fuse)((X,), (T,))[1], np.zeros(5))
 
 
+def test_vmap_of_a_vmapped_function():
+    """The outer vmap calls the inner one at each of its points; the inner replays its own
+    batch. (Taking the inner function's transform, or tracing through the inner replay, gave
+    wrong values without an error.)"""
+    X = rng_for("nested vmap").standard_normal((3, 4, 5))
+    g = tg.grad(smooth)
+    want = np.stack([np.stack([g(x) for x in row]) for row in X])
+    assert_same(tg.vmap(tg.vmap(g))(X), want, rtol=1e-12)
+    assert_same(tg.vmap(tg.vmap(lambda x: tg.sum(x * x)))(X), np.sum(X * X, axis=-1))
+    assert_same(tg.vmap(tg.vmap(g), in_axes=1)(X), np.swapaxes(want, 0, 1))
+
+
 def test_a_branch_whose_outputs_have_another_size_is_refused():
     """The drivers write as many results per point as the plan of the tape they replay says,
     unchecked: a branch whose outputs have another size than the first tape's must be refused

@@ -87,6 +87,9 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
     traced = Traced(transform.fn, transform.argnums if schedule.differentiates else None,
                     transform.capture)
     backend = _backend(device, fuse if transform.capture == "trace" else False)
+    # a vmapped function is called at each point (itself a batch): tracing it would not see
+    # the replay it runs, which reads its arguments' values
+    nested = getattr(fn, "vmapped", None) is not None
 
     @functools.wraps(fn)
     def batched(*args, **kwargs):
@@ -94,6 +97,8 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
             raise TypeError(f"a vmapped function takes positional arguments only (got "
                             f"{', '.join(map(repr, kwargs))}): pass them positionally, with "
                             "in_axes None for unmapped ones, or bind them with functools.partial")
+        if nested:
+            return _loop(fn, backend.batch(args, in_axes))
         if dask.has_dask_leaf(args):     # a lazy result, replayed on the workers
             return _lazy(traced, transform, args, in_axes, fn, chunk_size, backend)
         if schedule.given_tangents:
@@ -108,6 +113,7 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
         return run(traced, transform, batch, fn, backend, chunk_size, progress)
 
     batched.vmapped = fn
+    batched.transform = None        # not `fn`'s, which functools.wraps copied: not a transform
     batched._traced = traced        # its tapes (introspection, tests)
     return batched
 
