@@ -12,17 +12,18 @@ is computed per point is the schedule of sweeps of what `fn` is (its `.transform
     hessian                 forward, tangent, reverse-tangent (forward-over-reverse)
 
 This module is the front: it checks the options and arguments, picks a backend (`cpu.CPU`,
-`cuda.CUDA`), and runs the batch chunk by chunk through the backend seam (`batch`, `prepare`,
-`replay`, `arrange`: docs/design.md, "Batched replay"), resolving guards: points that take
-another branch than the traced one are evaluated on the tape of their own branch (traced for
-the first of them), so a batch with mixed branches is still exact. Chunks keep memory bounded
-for any batch size (outputs aside). Arguments that are dask arrays give a lazy result: the
-front traces on the client, and `dask` builds a graph whose blocks the CPU backend replays on
-the workers.
+`cuda.CUDA`), and runs the batch chunk by chunk through the backend seam (`Backend`: `batch`,
+`prepare`, `replay`, `arrange`; docs/design.md, "Batched replay"), resolving guards: points
+that take another branch than the traced one are evaluated on the tape of their own branch
+(traced for the first of them), so a batch with mixed branches is still exact. Chunks keep
+memory bounded for any batch size (outputs aside). Arguments that are dask arrays give a lazy
+result: the front traces on the client, and `dask` builds a graph whose blocks the CPU backend
+replays on the workers.
 """
 import contextlib
 import functools
 import math
+import typing
 
 import numpy as np
 
@@ -35,6 +36,26 @@ from ..core import pytree
 from ..transforms.gradients import jvp
 from ..transforms.spec import Schedule, Transform
 from ..transforms.traced import Traced
+
+
+class Backend(typing.Protocol):
+    """What the front needs of a backend: the seam that `cpu.CPU` and `cuda.CUDA` implement."""
+    name: str
+
+    def batch(self, args, in_axes):
+        """The call's arguments as a `points.Batch` (the backend decides where inputs live)."""
+
+    def prepare(self, tape, V, plan, batch, chunk_size):
+        """(the call's output, taking `output[q] = row` for a point evaluated by the function
+        itself; the points per chunk, `chunk_size` or the backend's choice when None)."""
+
+    def replay(self, tape, V, plan, batch, index, output):
+        """Replay `tape` (values V after its forward sweep at the traced point) by `plan` at
+        the points `index` (a slice or an index array); write the output where the guards hold
+        and return where they do (a bool array on the host)."""
+
+    def arrange(self, output, plan):
+        """The transform's outputs, batch axis first (`plan.results` says where they lie)."""
 
 
 def transform_of(fn):
