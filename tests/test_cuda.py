@@ -322,25 +322,25 @@ def case_chunks_sized_from_device_memory():
     from numba import cuda
     from tapegrad.batch import cuda as _cuda
     seen = []
-    real_evaluate = tg.batch.vmap._evaluate
+    real_evaluate = tg.batch.vmap.evaluate
 
-    def spy(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse=False):
-        if backend == "cuda" and isinstance(index, slice):
+    def spy(traced, transform, tape, V, plan, batch, index, output, backend, fn):
+        if backend.name == "cuda" and isinstance(index, slice):
             seen.append(index.stop - index.start)
-        return real_evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse)
+        return real_evaluate(traced, transform, tape, V, plan, batch, index, output, backend, fn)
 
     class Context:
         def get_memory_info(self):
             return (4_000, 80_000)
     real_context = cuda.current_context
     cuda.current_context = lambda *a: Context()
-    tg.batch.vmap._evaluate = spy
+    tg.batch.vmap.evaluate = spy
     try:
         X = rng("memory").standard_normal((12, 5))
         check(tg.grad(rosenbrock), X)
     finally:
         cuda.current_context = real_context
-        tg.batch.vmap._evaluate = real_evaluate
+        tg.batch.vmap.evaluate = real_evaluate
     assert len(seen) > 1 and max(seen) < 12, seen
     assert _cuda.MEMORY_FRACTION * 4_000 >= max(seen) * 8 * 40     # 40+ rows a point
 

@@ -520,6 +520,12 @@ CASES = [
          code=_SAVED + "tg.load(tmp + '/t.npz', max_bytes='10')",
          raises="TypeError",
          message="max_bytes must be an int (the most bytes of arrays to read), got str '10'"),
+    dict(what="vmap of a function whose branches return outputs of other sizes",
+         code="tg.vmap(lambda x: x[:2] * 1.0 if x[0] > 0 else x[:3] * 1.0, fuse=False)("
+              "np.array([[1.0, 2, 3], [-1.0, 2, 3]]))",
+         raises="RuntimeError",
+         message="vmap: a branch changed the output's size (2 result values per point on the "
+                 "first tape traced, 3 on this branch's)"),
 ]
 
 

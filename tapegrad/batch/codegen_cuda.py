@@ -19,8 +19,6 @@ kernel and a change of any rule compiles afresh.
 """
 from ..core import cache, codegen
 
-_JIT_IMPORT = "from tapegrad.core.jit import jit\n"
-
 
 def device(fn=None, **options):
     """`cuda.jit(device=True)`; the generated CUDA module binds `jit` to this."""
@@ -30,20 +28,14 @@ def device(fn=None, **options):
     return cuda.jit(device=True)(fn)
 
 
-def _header():
-    if _JIT_IMPORT not in codegen._HEADER:
-        raise NotImplementedError("core.codegen's header no longer imports `jit` as the CUDA "
-                                  "generator expects")
-    return codegen._HEADER.replace(_JIT_IMPORT, "from numba import cuda\n"
-                                                "from tapegrad.batch.codegen_cuda import device as jit\n")
-
-
 def generate():
     """The source text of the CUDA interpreter module."""
-    return _header() + codegen.rules_module("cuda") + codegen.interpreters_source() + _DRIVER
+    return (codegen.header("from numba import cuda\n"
+                           "from tapegrad.batch.codegen_cuda import device as jit")
+            + codegen.rules_module("cuda") + codegen.interpreters_source() + _DRIVER)
 
 
-# Plan positions, end to end in one int64 array PL with offsets PO (see _cuda.plan_arrays).
+# Plan positions, end to end in one int64 array PL with offsets PO (see `cuda.plan_arrays`).
 _DRIVER = '''
 
 
@@ -53,7 +45,7 @@ _DRIVER = '''
 # share nothing but the global buffers, which outlive a launch.
 #
 # Common arguments: the tape (E, FC, IP, S, NEED); the plan positions PL with offsets PO (in
-# the order of _cuda.plan_arrays); n points, thread q < n owning column q of V (rows, >= n) and
+# the order of cuda.plan_arrays); n points, thread q < n owning column q of V (rows, >= n) and
 # of T, G, TG (1, rows, >= n); X (n, inputs) and XT (n, tangent inputs) the points' values in
 # the caller's layout; Y (n, rows) their results, in run_tiles' order: values read_v,
 # adjoints read_g (per seed), tangents read_t (per direction), second-order tangents read_tg

@@ -3,10 +3,11 @@
 A `window` of step 1 (`x[1:]`, `x[:-1]`) and a `copy` (reshape, clone, astype within the one
 buffer dtype) compute rows that already exist in their operand's rows. In the column layout
 each such entry costs a pass over every one of its rows and tile points forward, another
-(accumulating) backward, and rows of every per-point buffer (values, adjoints, tangents):
-measured on Rosenbrock n=10, its three windows were a third of the replay. `layout(tape)` drops
-those entries and points their output slots into the operand's rows instead (an alias: an
-operand offset), then packs the remaining slots' rows without gaps.
+(accumulating) backward, and rows of every per-point buffer (values, adjoints, tangents): on
+a small tape like Rosenbrock's, where windows are a good part of the entries, a large share of
+the replay (docs/design.md, "Batched replay"). `layout(tape)` drops those entries and points
+their output slots into the operand's rows instead (an alias: an operand offset), then packs
+the remaining slots' rows without gaps.
 
 Why this is exact and safe for the sweeps the tile driver runs (forward, tangent, backward,
 backward-tangent):
@@ -29,7 +30,7 @@ stays a `mul`, as PyTorch's graph shows it (MulBackward0 with the operand twice)
 A constant multiple that only a sum reads (`sum(4.0 * e)`) is folded into the sum's own scale:
 `c * sum(e)` instead of `sum(c * e)`, rounding only, one entry fewer each way.
 
-Only the CPU tile driver (`_vmap`) uses this layout; the tape itself, the flat interpreters,
+Only the CPU tile driver (`cpu`) uses this layout; the tape itself, the flat interpreters,
 CUDA, saving and display keep the entries.
 """
 import weakref
@@ -48,7 +49,7 @@ _CACHE = weakref.WeakKeyDictionary()      # tape -> Layout (a tape's arrays neve
 
 class Layout:
     """E, FC, IP, S, NEED for the tile driver, read-only as the interpreters take them (see
-    _validate); `rows`: the rows of the tape's value buffer that the packed one keeps;
+    `core.validate`); `rows`: the rows of the tape's value buffer that the packed one keeps;
     `moved[r]`: where row r of the tape's buffer is in the packed one.
     `need_spans` (k, 2): the packed rows whose adjoints the reverse sweeps touch, as
     [start, stop) runs; `leaf_spans` those of them that no entry writes (inputs, constants), the

@@ -17,17 +17,19 @@ How the statements are found keeps one source of truth:
 * the reverse sweep is reverse-mode differentiation of those scalar statements, each one an
   elementwise primitive of the registry with its `d` rule.
 
-Only float64 tapes of value, grad, value_and_grad, jacrev and jacfwd schedules without
-nested transforms or re-read constants are fused, up to `MAX_STATEMENTS` statements;
-`Candidate.of` returns False for the rest. Generated modules are files named by a hash of
-their source in the code cache, so numba's disk cache makes a fused kernel free to load in a
-later process.
+Only float64 tapes without nested transforms or re-read constants, of schedules that read
+values, adjoints of seeded outputs or tangents of unit directions (value, grad,
+value_and_grad, jacrev, jacfwd: not second order, not a jvp's per-point tangents), are fused,
+up to `MAX_STATEMENTS` statements; `Candidate.of` returns False for the rest. Generated
+modules are files named by a hash of their source in the code cache, so numba's disk cache
+makes a fused kernel free to load in a later process.
 
 The body is laid out by `_emit`: statements are split into phases at their calls of math
 functions; each phase is one loop over a tile of points reading and writing rows of one flat
 buffer, and each math function one loop over its rows (one call site: LLVM inlines and
-vectorises it; at every statement instead, compile time exploded, 52 s for the MLP). Small
-bodies without calls run in the caller's row layout (`_emit_rows`).
+vectorises it; inlined at every statement instead, LLVM's compile time grows with the number
+of call sites, to tens of seconds for a small MLP). Small bodies without calls run in the
+caller's row layout (`_emit_rows`).
 
 Results agree with the interpreter to rounding (the same expressions; sums may associate
 differently); `x + 0.0` is folded to `x`, so a sum of negative zeros stays -0.0.
@@ -47,7 +49,6 @@ from ..core.registry import BY_NAME, PRIMS
 
 MAX_STATEMENTS = 6000     # larger bodies take long to compile (LLVM is superlinear in them)
 MAX_VALUES = 50_000       # the symbolic buffer holds one Python object per value
-KINDS = ("value", "grad", "value_and_grad", "jacrev", "jacfwd")
 
 
 class NotFusable(Exception):
@@ -342,8 +343,7 @@ ROW_FORM_RATIO = 16   # statements per input and output below which the row form
 def _emit_rows(lines, outputs, checks):
     """The body of `points` in the caller's row layout, one point per iteration, when the
     program has no calls and few statements per input and output: copying a tile into the
-    column layout and back costs more than vectorising saves (Rosenbrock n=10, one thread:
-    8 ns per point in rows, 15 in columns; Lennard-Jones 16 atoms: 530 against 300)."""
+    column layout and back then costs more than vectorising saves."""
     body = [f"{name} = " + re.sub(r"^X\[(\d+)\]$", r"Xt[p, \1]", code)
             for name, code, _ in lines]
     body += [f"Yt[p, {r}] = {token}" for r, token in enumerate(outputs)]
@@ -450,44 +450,43 @@ def fused(X, Y, OK):
 """
 
 
-def source(tape, V, plan, kind, vecmath="_vecmath"):
-    """The fused module's source for `plan` (see `_vmap._plan`), or raise NotFusable."""
-    if kind not in KINDS:
-        raise NotFusable(f"a {kind} schedule")
+def source(tape, V, plan, vecmath="_vecmath"):
+    """The fused module's source for `plan` (a `plan.Plan`), or raise NotFusable."""
+    if plan.schedule.second_order or plan.schedule.given_tangents:
+        raise NotFusable(f"a {plan.schedule.label} schedule")
     if tape.dtype != np.float64:
         raise NotFusable("a float32 tape (the fused body computes in float64)")
     if tape.calls:
         raise NotFusable("a nested transform")
-    wrt = list(plan["read_g"]) + list(plan["dir_pos"])
-    Vs, program = _replay(tape, V, plan["in_pos"], wrt)
-    outputs = [Vs[p] for p in plan["read_v"]]
-    for seed in (Vs[p] for p in plan["seeds"]):          # one reverse sweep per seed (jacrev)
+    wrt = list(plan.read_g) + list(plan.dir_pos)
+    Vs, program = _replay(tape, V, plan.in_pos, wrt)
+    outputs = [Vs[p] for p in plan.read_v]
+    for seed in (Vs[p] for p in plan.seeds):             # one reverse sweep per seed (jacrev)
         adjoint = _reverse(program, seed) if isinstance(seed, Sym) else {}
         outputs += [adjoint.get(Vs[p].name, "0.0") if isinstance(Vs[p], Sym) else "0.0"
-                    for p in plan["read_g"]]
-    for seed in (Vs[p] for p in plan["dir_pos"]):        # one tangent sweep per direction
+                    for p in plan.read_g]
+    for seed in (Vs[p] for p in plan.dir_pos):           # one tangent sweep per direction
         tangent = _tangent(program, seed)
         outputs += [tangent.get(Vs[p].name, "0.0") if isinstance(Vs[p], Sym) else "0.0"
-                    for p in plan["read_t"]]
+                    for p in plan.read_t]
     outputs = [v if isinstance(v, str) else _token(v) for v in outputs]
     guards = [(Vs[tape.offsets[s]], outcome) for s, outcome in tape.guards]
     checks = [f"(({_token(g)} != 0.0) == {bool(outcome)})" for g, outcome in guards]
     roots = outputs + [g.name for g, _ in guards if isinstance(g, Sym)]
     lines = _live(program.lines, roots)
-    n_io = len(plan["in_pos"]) + len(outputs)
+    n_io = len(plan.in_pos) + len(outputs)
     if not any(_CALL.search(code) for _, code, _ in lines) and \
             len(lines) < ROW_FORM_RATIO * n_io:
         body = _emit_rows(lines, outputs, checks)
     else:
-        body = _emit(lines, len(plan["in_pos"]), outputs, checks)
+        body = _emit(lines, len(plan.in_pos), outputs, checks)
     return _MODULE.format(vecmath=vecmath, body=body, chunk=CHUNK)
 
 
 class Candidate:
-    """The generated source of a fusable plan, compiled on demand (`build`)."""
-    # measured here (numba 0.68, a busy 2-core machine): 0.3-0.5 s for Rosenbrock n=10 (133
-    # lines), 2.5-3.3 s for the tanh MLP 8-16-1 (604), 9.7 s for Lennard-Jones 16 atoms
-    # (3,587); numba's typing and lowering of each statement is most of it
+    """The generated source of a fusable plan, compiled on demand (`build`). Its compile time
+    is estimated as BASE_S plus PER_STATEMENT_S per line of source (numba's typing and
+    lowering of each statement is most of it; docs/design.md gives the measurements)."""
     BASE_S, PER_STATEMENT_S = 0.3, 0.0025
 
     def __init__(self, text, salt, n_in, n_out):
@@ -499,18 +498,16 @@ class Candidate:
         self.path = os.path.join(cache.cache_dir(), f"{self.name}.py")   # (probes: once)
 
     @classmethod
-    def of(cls, tape, V, plan, kind):
+    def of(cls, tape, V, plan):
         """The candidate for this plan, or False when it cannot be fused."""
         from ..core import cache, vecmath
         salt = cache.salt()
         try:
             vm = cache.copy_module(vecmath, "vecmath").__name__.rsplit(".")[-1]
-            text = source(tape, V, plan, kind, vm)
+            text = source(tape, V, plan, vm)
         except NotFusable:
             return False
-        n_out = (len(plan["read_v"]) + len(plan["seeds"]) * len(plan["read_g"])
-                 + len(plan["dir_pos"]) * len(plan["read_t"]))
-        return cls(text, salt, len(plan["in_pos"]), n_out)
+        return cls(text, salt, len(plan.in_pos), plan.n_results)
 
     def cached(self):
         """Whether this source was compiled before (its file is in the code cache)."""

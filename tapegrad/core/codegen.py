@@ -38,7 +38,7 @@ import math
 import numpy as np
 from numba import prange
 
-from tapegrad.core.jit import jit
+{jit_import}
 
 
 @jit
@@ -48,6 +48,16 @@ def _sigmoid(x):
     e = math.exp(x)
     return e / (1.0 + e)
 '''
+
+JIT_IMPORT = "from tapegrad.core.jit import jit"
+
+
+def header(jit_import=JIT_IMPORT):
+    """The head of a generated interpreter module: its imports and the helpers that the
+    registry's expressions call, compiled with the `jit` that `jit_import` binds (numba's
+    CPU `jit` by default; the CUDA module binds a device-function decorator)."""
+    return _HEADER.replace("{jit_import}", jit_import)
+
 
 _ENTRY = '''\
         op = E[e, 0]
@@ -250,7 +260,7 @@ def interpreters_source(batched=False):
 def generate(batched=False, vecmath_module="_vecmath"):
     """The source text of the interpreter module (the column-layout one when `batched`), which
     calls the math functions of `tapegrad.<vecmath_module>`."""
-    out = [_HEADER,
+    out = [header(),
            f"\n\n# vectorisable math for the registry's expressions (_VECMATH)\n"
            f"from tapegrad import {vecmath_module} as _vm\n"]
     if batched:
@@ -320,7 +330,7 @@ def generate_first(interp, vecmath_module):
     """The source of the module with the `_vjp_first` kernels and `backward_first`, which calls
     the `_vjp` kernels of the flat interpreter module `tapegrad.<interp>`."""
     needed = [p for p in PRIMS if p.elementwise or p.structural]
-    out = [_HEADER, f"from tapegrad import {vecmath_module} as _vm\n"
+    out = [header(), f"from tapegrad import {vecmath_module} as _vm\n"
                     f"from tapegrad.{interp} import (\n"
            + "".join(f"    {p.name}_vjp,\n" for p in needed) + ")\n"]
     for p in PRIMS:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .nested import record_call
 from .signature import arguments, count_leaves
+from .spec import Schedule, Transform
 from .tape import directions
 from .traced import (MAX_SIGNATURES, MAX_TAPES_PER_SIGNATURE, Traced, call_traced, drop_oldest,
                      is_traced_call)
@@ -170,7 +171,8 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
 
     value_and_grad_f.traced = traced
     value_and_grad_f._call = call
-    value_and_grad_f._transform = ("value_and_grad", f, argnums, single, has_aux)
+    value_and_grad_f.transform = Transform(Schedule.VALUE_AND_GRAD, f, argnums, single, has_aux,
+                                           capture)
     return value_and_grad_f
 
 
@@ -189,7 +191,8 @@ def grad(f=None, argnums=0, has_aux=False, capture="trace"):
         return (grads, value_aux[1]) if has_aux else grads
 
     grad_f.traced = vg.traced
-    grad_f._transform = ("grad", f, vg.traced.argnums, isinstance(argnums, int), has_aux)
+    grad_f.transform = Transform(Schedule.GRAD, f, vg.traced.argnums, isinstance(argnums, int),
+                                 has_aux, capture)
     return grad_f
 
 
@@ -303,7 +306,8 @@ def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
 
     jac_f = _wraps(f, f"jac{mode}")(jac_f)
     jac_f.traced = traced
-    jac_f._transform = (f"jac{mode}", f, argnums_t, single, has_aux)
+    jac_f.transform = Transform(Schedule.JACREV if mode == "rev" else Schedule.JACFWD, f, argnums_t,
+                                single, has_aux, capture)
     return jac_f
 
 
@@ -395,7 +399,7 @@ def hessian(f, argnums=0, has_aux=False, capture="trace"):
         return (hess, aux) if has_aux else hess
 
     hessian_f.traced = traced
-    hessian_f._transform = ("hessian", f, argnums_t, single, has_aux)
+    hessian_f.transform = Transform(Schedule.HESSIAN, f, argnums_t, single, has_aux, capture)
     return hessian_f
 
 
