@@ -96,7 +96,7 @@ def _run(outputs, grad_outputs, retain_graph, extra_leaves=()):
     for i, out in enumerate(outputs):
         if out.__class__ is not Tensor and not isinstance(out, Tensor):
             raise TypeError(f"outputs must be Tensors, got {type(out).__name__}")
-        if graph._rebound and out._view is not None:
+        if graph.rebound_tensors and out._view is not None:
             views.refresh(out)
         if not out._requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have "

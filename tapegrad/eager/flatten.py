@@ -32,7 +32,7 @@ def reachable(outputs):
     seen = set()             # nodes and tensors hash by identity (Tensor's == is elementwise,
     #                          but distinct live objects never have equal identity hashes)
     stack = [t._node for t in outputs if t._node is not None]
-    rebound = graph._rebound
+    rebound = graph.rebound_tensors
     while stack:
         node = stack.pop()
         seen.add(node)
@@ -56,7 +56,7 @@ def linearize(outputs, extra_leaves=()):
     the graph's structure alone, are built from the walk's `key` once and then looked up
     (`Structure`). The walk is written out for few Python operations per node."""
     nodes = reachable(outputs)
-    rebound = graph._rebound
+    rebound = graph.rebound_tensors
     slots, values, leaves, key, consts, payloads, calls = {}, [], [], [], [], [], []
     for t in extra_leaves:
         if t._node is None and t not in slots:
@@ -96,7 +96,7 @@ def linearize(outputs, extra_leaves=()):
             payloads.append(payload)
         consts += (node.c0, node.c1)
         e += 1
-    if graph._replaced:
+    if graph.replaced_tensors:
         graph.check_shapes(nodes)      # `.data =` of another shape: the payloads would not fit
     key = tuple(key)
     structure = _STRUCTURES.get(key)

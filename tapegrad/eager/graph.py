@@ -62,10 +62,10 @@ class Node:
         # of a program that never wrote in place), checked by backward (see `check_versions`),
         # and the operands' rebinding counts (None: all 0), see `inputs`.
         self.versions = self.rebinds = None
-        if _written or _rebound or _replaced:
+        if written_bases or rebound_tensors or replaced_tensors:
             if prim.saves:
                 self.versions = _versions(inputs, value)
-            if _rebound:
+            if rebound_tensors:
                 self.rebinds = tuple(map(rebind_count, inputs))
         if anomaly_enabled:
             on_record(self)
@@ -79,7 +79,7 @@ class Node:
         grad_fn, which `rebind` keeps: an operand rebound since is replaced here by its old state,
         except an operand whose value the backward reads and that was written since, which
         `check_versions` reports as PyTorch does."""
-        if _rebound:
+        if rebound_tensors:
             self._resolve_rebound()
         return self._inputs
 
@@ -89,7 +89,7 @@ class Node:
         saved = None
         fixed = list(inputs)
         for i, t in enumerate(inputs):
-            entry = _rebound.get(id(t))
+            entry = rebound_tensors.get(id(t))
             if entry is None or entry[0]() is not t:
                 continue
             then = rebinds[i] if rebinds is not None else 0
@@ -174,10 +174,10 @@ def _function_of(tensor):
 # registries keyed by id() with weak references, so a program that never writes in place pays one
 # truthiness test per recorded node and nothing else.
 
-_written = {}       # id(base array) -> [weakref, writes]
-_rebound = {}       # id(tensor) -> [weakref, rebinds]; the states before are tensor._history
-_replaced = {}      # id(tensor) -> [weakref, 0, [(seq, shape before) of each change of shape],
-#                                    version offset]
+written_bases = {}      # id(base array) -> [weakref, writes]
+rebound_tensors = {}    # id(tensor) -> [weakref, rebinds]; the states before are tensor._history
+replaced_tensors = {}   # id(tensor) -> [weakref, 0, [(seq, shape before) of each change of shape],
+#                                      version offset]
 
 _DETACHED = ("Trying to use a saved tensor that has been detached in-place, i.e. with .detach_()."
              "This is not supported, please use out-of-place `.detach()` instead")
@@ -207,26 +207,26 @@ def base_array(a):
 
 
 def _count(base):
-    entry = _written.get(id(base))
+    entry = written_bases.get(id(base))
     return 0 if entry is None or entry[0]() is not base else entry[1]
 
 
 def rebind_count(tensor):
-    entry = _rebound.get(id(tensor))
+    entry = rebound_tensors.get(id(tensor))
     return 0 if entry is None or entry[0]() is not tensor else entry[1]
 
 
 def _offset(tensor):
-    entry = _replaced.get(id(tensor))
+    entry = replaced_tensors.get(id(tensor))
     return 0 if entry is None or entry[0]() is not tensor else entry[3]
 
 
 def version(tensor):
     """PyTorch's `tensor._version`: the in-place writes into its memory."""
-    if not (_written or _replaced):
+    if not (written_bases or replaced_tensors):
         return 0
     n = _count(base_array(tensor._data))
-    return n + _offset(tensor) if _replaced else n
+    return n + _offset(tensor) if replaced_tensors else n
 
 
 def _versions(inputs, value):
@@ -239,9 +239,9 @@ def _versions(inputs, value):
         b = a.base
         while isinstance(b, np.ndarray):
             a, b = b, b.base
-        entry = _written.get(id(a))
+        entry = written_bases.get(id(a))
         n = 0 if entry is None or entry[0]() is not a else entry[1]
-        if _replaced:
+        if replaced_tensors:
             n += _offset(t)
         versions.append(n)
     versions.append(_count(base_array(value)))
@@ -256,7 +256,7 @@ _last_write = -1
 def wrote(array):
     """Count an in-place write into `array` (and every view of its memory)."""
     global _last_write
-    _entry(_written, base_array(array), [])[1] += 1
+    _entry(written_bases, base_array(array), [])[1] += 1
     _last_write = next(_sequence)
 
 
@@ -265,7 +265,7 @@ def rebind(tensor, old):
     was modified, detach_); `old` (a tensor with its previous value and grad_fn) stands in for
     it in the nodes recorded before."""
     global _last_write
-    entry = _entry(_rebound, tensor, [])
+    entry = _entry(rebound_tensors, tensor, [])
     if entry[1]:
         tensor._history.append(old)
     else:           # on the tensor, not here: the history may lead back to it (through views)
@@ -294,11 +294,11 @@ def replaced(tensor, old, new):
     `check_shapes`."""
     global _last_write
     keep = version(tensor)
-    entry = _replaced.get(id(tensor))
+    entry = replaced_tensors.get(id(tensor))
     if entry is None or entry[0]() is not tensor:
         if keep == _count(base_array(new)) and old.shape == new.shape:
             return              # nothing to remember: the common `p.data = p.data - lr * g`
-        entry = _entry(_replaced, tensor, [[], 0])
+        entry = _entry(replaced_tensors, tensor, [[], 0])
     if old.shape != new.shape:
         entry[2].append((next(_sequence), old.shape))
     entry[3] = keep - _count(base_array(new))
@@ -320,11 +320,11 @@ def check_shapes(nodes):
     in the tape must have the shape the node was recorded with, or the compiled sweeps would
     read out of bounds. A leaf's current data is what backward reads (a leaf's value may be
     changed this way, with its shape kept); a non-leaf's value is the one recorded."""
-    if not _replaced:
+    if not replaced_tensors:
         return
     for node in nodes:
         for i, t in enumerate(node._inputs):
-            entry = _replaced.get(id(t))
+            entry = replaced_tensors.get(id(t))
             if entry is None or entry[0]() is not t or not entry[2]:
                 continue
             now = t._data.shape
@@ -398,7 +398,7 @@ def _describe(tensor, node, dtype_name):
 def check_versions(nodes):
     """Raise PyTorch's error when a value that a node's VJP reads was modified in place since
     the node was recorded (before any sweep reads it). `nodes` are in recording order."""
-    if not (_written or _rebound or _replaced) or not nodes or nodes[0].seq > _last_write:
+    if not (written_bases or rebound_tensors or replaced_tensors) or not nodes or nodes[0].seq > _last_write:
         return
     for node in nodes:
         if not node.prim.saves:

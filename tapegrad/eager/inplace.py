@@ -28,7 +28,7 @@ import numpy as np
 
 from . import graph, ops, views
 from .dtypes import torch_type
-from .graph import _rebound, rebind, saved_operands, state, wrote
+from .graph import rebound_tensors, rebind, saved_operands, state, wrote
 from .tensor import Tensor, record
 
 _HIDDEN = ""
@@ -55,7 +55,7 @@ def _inplace(t, op, other, name="CopySlices"):
     if not state.grad_enabled:
         write(t, t, _fitted(t, op(t, other)), name)
         return t
-    if _rebound and t._view is not None:
+    if rebound_tensors and t._view is not None:
         views.refresh(t)
     check_modifiable(t)
     before = t._snapshot()
@@ -139,7 +139,7 @@ def setitem(t, key, value):
         t._data[key] = value._data if isinstance(value, Tensor) else value
         wrote(t._data)
         return
-    if _rebound and t._view is not None:
+    if rebound_tensors and t._view is not None:
         views.refresh(t)
     if ops.basic_key(key):         # on a leaf: PyTorch's error for a view of a leaf
         copy_(ops.getitem(t, key), value)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import graph, views
 from .dtypes import torch_type
-from .graph import _rebound, state
+from .graph import rebound_tensors, state
 from ..core.registry import BY_NAME
 from .tensor import Tensor, constant, record
 
@@ -32,7 +32,7 @@ def _tracked(t):
 
 def _recording(*tensors):
     if state.grad_enabled:
-        if _rebound:                # an operand may be a view whose base got a new grad_fn
+        if rebound_tensors:      # an operand may be a view whose base got a new grad_fn
             views.refresh_all(tensors)
         for t in tensors:
             if t._requires_grad or t._node is not None:
@@ -174,7 +174,7 @@ def _gather_difference(a, b):
     them. Not after in-place writes (the operand tensor might stand for another version)."""
     na, nb = getattr(a, "_node", None), getattr(b, "_node", None)
     if na is None or nb is None or na.prim is not P["gather"] or nb.prim is not P["gather"] \
-            or a._data.shape != b._data.shape or graph._written or graph._rebound:
+            or a._data.shape != b._data.shape or graph.written_bases or graph.rebound_tensors:
         return None
     (x,), (y,) = na.inputs, nb.inputs
     if x is not y:
@@ -499,7 +499,7 @@ def _squared(x):
     node stays for any other use of x and drops out of a tape that does not reach it. Eager
     graphs keep PyTorch's structure (SumBackward1 of MulBackward0); not after in-place writes."""
     node = x._node
-    if node is None or not state.tracing or graph._written or graph._rebound:
+    if node is None or not state.tracing or graph.written_bases or graph.rebound_tensors:
         return None
     if node.prim is P["square"] or (node.prim is P["mul"] and node.inputs[0] is node.inputs[1]):
         return node.inputs[0]

@@ -21,7 +21,7 @@ import numpy as np
 from . import graph, views
 from .dtypes import COMPLEX, check_dtype, check_float, type_name
 from .format import format_html, format_tensor
-from .graph import Node, _rebound, rebind, state, version
+from .graph import Node, rebound_tensors, rebind, state, version
 
 _NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -69,7 +69,7 @@ def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
     out._node = None
     out._view = None
     if state.grad_enabled:
-        if _rebound:                # an operand may be a view whose base got a new grad_fn
+        if rebound_tensors:      # an operand may be a view whose base got a new grad_fn
             views.refresh_all(inputs)
         requires = False
         for t in inputs:
@@ -125,7 +125,7 @@ class Tensor:
     # ---- autograd state ----------------------------------------------------------------------
     @property
     def requires_grad(self):
-        if _rebound and self._view is not None:
+        if rebound_tensors and self._view is not None:
             views.refresh(self)
         return self._requires_grad
 
@@ -151,7 +151,7 @@ class Tensor:
 
     @property
     def grad_fn(self):
-        if _rebound and self._view is not None:
+        if rebound_tensors and self._view is not None:
             views.refresh(self)        # a view whose base got a new grad_fn since
         return self._node
 

@@ -19,7 +19,7 @@ itself (`gather_entry` says which entry reads a view's positions, for the ops as
 """
 import numpy as np
 
-from .graph import Node, _rebound, base_array, rebind, rebind_count, state
+from .graph import Node, rebound_tensors, base_array, rebind, rebind_count, state
 from ..core.registry import BY_NAME
 
 _WINDOW, _GATHER = BY_NAME["window"], BY_NAME["gather"]
@@ -45,7 +45,7 @@ def mark(out, x, kind, arg):
     tensor passes here."""
     if out._node is None and (x._requires_grad or x._node is not None):
         stamp = -1              # not recorded although x requires grad: made under no_grad
-    elif _rebound:
+    elif rebound_tensors:
         stamp = rebind_count(x if x._view is None else x._view[0])
     else:
         stamp = 0
