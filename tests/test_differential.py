@@ -881,21 +881,27 @@ def test_layout_parity_float32(program):
 # keeps the real CPU path and no CUDA state, as in test_cuda), on a small fixed sample.
 
 def cuda_sample(n=CUDA_PROGRAMS, draws=1000):
-    """(programs, primitives): n programs of a derandomized draw, in the generator's domain,
-    chosen greedily to record the most primitives between them (the smaller tape first)."""
+    """(programs, primitives): n programs of PARITY_PROGRAMS and a derandomized draw, in the
+    generator's domain, chosen greedily to record the most primitives between them (structural
+    ones first, the smaller tape first)."""
     candidates = []
 
-    @settings(max_examples=draws, deadline=None, database=None, derandomize=True,
-              suppress_health_check=PARITY["suppress_health_check"])
-    @given(program=programs())
-    def collect(program):
+    def consider(program):
         xs, weights = _weights(program)
         with np.errstate(all="ignore"):
             value, eager = grads_eager(program, xs, weights)
         if _in_domain(value, eager):
             tape = tapegrad.trace(lambda *args: run(TG(), program, args, weights), *xs)
             candidates.append((program, {p.name for p in tape.prims}, tape.V0.size))
+
+    @settings(max_examples=draws, deadline=None, database=None, derandomize=True,
+              suppress_health_check=PARITY["suppress_health_check"])
+    @given(program=programs())
+    def collect(program):
+        consider(program)
     collect()
+    for program in PARITY_PROGRAMS:         # the draws reach a few primitives rarely
+        consider(program)
     elementwise = {p.name for p in PRIMS if p.elementwise}
     chosen, seen = [], set()
     for _ in range(min(n, len(candidates))):
