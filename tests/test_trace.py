@@ -518,12 +518,11 @@ def test_float32_tape_stays_float32_with_python_number_outputs():
 
 # ---- nested transforms and closures over traced values -----------------------------------------
 
-def test_inner_transform_closing_over_an_outer_traced_value_raises():
+def test_inner_transform_closing_over_an_outer_traced_value():
     def outer(a):
         return tg.grad(lambda x: a * x ** 2)(1.0)        # closes over the traced `a`
 
     assert outer(3.0) == 6.0                              # outside a trace, `a` is a number
-    with pytest.raises(NotImplementedError, match="closes over"):
-        tg.grad(outer)(3.0)
-    # passing the value as an argument is the supported form
+    assert tg.grad(outer)(3.0) == 2.0                     # inside, an input of the inner tape
+    # passing the value as an argument gives the same
     assert tg.grad(lambda a: tg.grad(lambda x, a: a * x ** 2)(1.0, a))(3.0) == 2.0
