@@ -66,12 +66,11 @@ def _values(obj, leaves):
     return obj._data if isinstance(obj, Tensor) else obj
 
 
-def _traced_array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0,
-                  like=None):
-    """`np.array` while tracing (see the module docstring)."""
+def _traced_array(object, dtype=None, *args, copy=True, ndmin=0, **kwargs):
+    """`np.array` while tracing (see the module docstring); numpy's other keywords (order,
+    subok, like) do not change a traced value."""
     if not (state.tracing and holds_traced(object)):
-        return _ORIGINAL["array"](object, dtype, copy=copy, order=order, subok=subok,
-                                  ndmin=ndmin, **({} if like is None else {"like": like}))
+        return _ORIGINAL["array"](object, dtype, *args, copy=copy, ndmin=ndmin, **kwargs)
     if isinstance(object, Tensor):
         out = object if dtype is None else ops.astype(object, np.dtype(dtype))
         if ndmin > out._data.ndim:

@@ -147,13 +147,13 @@ for _ufunc, _logical in ((np.invert, logical_not), (np.bitwise_and, logical_and)
         _bitwise(_ufunc, _logical))
 
 
-@implements(np.all, differentiable=False, notes="a recorded minimum of x != 0")
+@implements(np.all, differentiable=False, fused=False, notes="a recorded minimum of x != 0")
 def all_(a, axis=None, out=None, keepdims=False, *, where=None):
     _no_out("all", out, where)
     return _reduced_truth(ops.amin, a, axis, keepdims)
 
 
-@implements(np.any, differentiable=False, notes="a recorded maximum of x != 0")
+@implements(np.any, differentiable=False, fused=False, notes="a recorded maximum of x != 0")
 def any_(a, axis=None, out=None, keepdims=False, *, where=None):
     _no_out("any", out, where)
     return _reduced_truth(ops.amax, a, axis, keepdims)
@@ -180,12 +180,14 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     return close
 
 
-@implements(np.allclose, differentiable=False, notes="a Python bool; a guard while tracing")
+@implements(np.allclose, differentiable=False, fused=False,
+            notes="a Python bool; a guard while tracing")
 def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     return bool(all_(isclose(a, b, rtol, atol, equal_nan)))
 
 
-@implements(np.array_equal, differentiable=False, notes="a Python bool; a guard while tracing")
+@implements(np.array_equal, differentiable=False, fused=False,
+            notes="a Python bool; a guard while tracing")
 def array_equal(a1, a2, equal_nan=False):
     if np.shape(a1) != np.shape(a2):
         return False
@@ -232,15 +234,16 @@ def _guard_extreme(x, axis, extreme, before):
         _guard_all(ops.where(np.broadcast_to(earlier, data.shape), before(x, m), True))
 
 
-argmax = implements(np.argmax, differentiable=False,
+argmax = implements(np.argmax, differentiable=False, fused=False,
                     notes=_INDEX.format("the positions of the maxima"))(
     _extreme_index(np.argmax, ops.amax, ops.lt))
-argmin = implements(np.argmin, differentiable=False,
+argmin = implements(np.argmin, differentiable=False, fused=False,
                     notes=_INDEX.format("the positions of the minima"))(
     _extreme_index(np.argmin, ops.amin, ops.gt))
 
 
-@implements(np.argsort, differentiable=False, notes=_INDEX.format("the input's values"))
+@implements(np.argsort, differentiable=False, fused=False,
+            notes=_INDEX.format("the input's values"))
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     x = ops.as_tensor(a)
     result = np.argsort(x._data, axis=axis, kind=kind, order=order, stable=stable)
@@ -260,7 +263,8 @@ def _nonzero_guarded(npfn):
 
 
 for _function in (np.nonzero, np.flatnonzero, np.argwhere, np.count_nonzero):
-    implements(_function, differentiable=False, notes=_INDEX.format("the nonzero pattern"))(
+    implements(_function, differentiable=False, fused=False,
+               notes=_INDEX.format("the nonzero pattern"))(
         _nonzero_guarded(_function))
 
 
