@@ -198,13 +198,47 @@ CASES = [
          raises="RuntimeError",
          message="Boolean value of Tensor with more than one value is ambiguous"),
     # ---- transforms: closures, Python numbers, guards ----
-    dict(what="An inner transform closing over an outer traced value",
-         code="tg.grad(lambda a: tg.grad(lambda x: (x * a).sum())(np.ones(2)).sum())"
-              "(np.ones(2))",
+    dict(what="A value kept from a finished trace used in another",
+         code="kept = []; tg.grad(lambda x: kept.append(x * 2) or x)(1.0); "
+              "tg.grad(lambda y: y * kept[0])(1.0)",
+         raises="TypeError",
+         message="<lambda> uses a value traced by a function transform that has finished (kept "
+                 "beyond the traced call, e.g. in a global or a list); it holds the values of "
+                 "that trace only. Pass it as an argument, or use it inside the transformed "
+                 "function"),
+    dict(what="vmap inside a traced function, closing over its traced values",
+         code="tg.grad(lambda x: np.sum(tg.vmap(lambda y: x * y)(np.ones((3, 2)))))(np.ones(2))",
          raises="NotImplementedError",
-         message="<lambda> closes over a value traced by an enclosing function transform; the "
-                 "inner tape would freeze it. Pass it as an argument instead, e.g. grad(lambda "
-                 "x, a: ...)(x, a) rather than grad(lambda x: ... a ...)(x)"),
+         message="vmap of a function that closes over values an enclosing computation records "
+                 "(traced by a function transform, or tensors that require grad): only grad, "
+                 "value_and_grad, jacrev, jacfwd and jacobian can be used inside a "
+                 "differentiated function"),
+    dict(what="A traced value converted to a plain array by numpy",
+         code="tg.grad(lambda x: np.exp([x, x]).sum())(1.0)",
+         raises="ArrayConversionError",
+         message="numpy tried to convert a traced value to a plain array, which would freeze it "
+                 "into the tape and drop its derivatives. Build arrays from traced values with "
+                 "np.array, np.asarray, np.stack or np.concatenate (numpy functions such as "
+                 "np.sum([x, y]) take lists of them too); for a ufunc on a list (np.exp([x, y])) "
+                 "build the array first, and to fill an array start from one made from the "
+                 "traced value (np.zeros_like(x)), not from np.zeros."),
+    dict(what="A bitwise operator on traced integers",
+         code="tg.grad(lambda x: (x.astype(int) & 1).sum() * x)(1.0)",
+         raises="TypeError",
+         message="tapegrad does not support numpy.bitwise_and of recorded non-boolean values "
+                 "(an integer bit pattern has no derivative and no tape entry)"),
+    dict(what="grad of a complex input",
+         code="tg.grad(lambda x: np.sum(x))(np.array([1 + 2j]))",
+         raises="TypeError",
+         message="grad of a complex input (argument 0, complex128): complex numbers are not "
+                 "supported; tapegrad differentiates real floating-point values only (pass the "
+                 "real and imaginary parts as two real arrays)"),
+    dict(what="A traced value converted to complex",
+         code="tg.grad(lambda x: np.sum(x.astype(complex)))(np.ones(2))",
+         raises="TypeError",
+         message="complex numbers are not supported: astype(complex128) would make a complex "
+                 "value, and tapegrad differentiates real floating-point values only (carry the "
+                 "real and imaginary parts as two real arrays)"),
     dict(what="A closed-over array mutated between calls",
          code="a = np.ones(2); g = tg.grad(lambda x: (x * a).sum()); g(np.ones(2)); a[:] = 5; "
               "result = g(np.ones(2))",

@@ -212,6 +212,10 @@ UNARY_CASES = [
     ("clip", -0.5, 0.5, (-2, 2)),
     ("clip", -inf, 0.2, (-2, 2)),
     ("clip", 1.0, 0.0, (-2, 2)),     # lo > hi: hi everywhere (PyTorch)
+    ("floor", 0.0, 0.0, (-5, 5)),
+    ("ceil", 0.0, 0.0, (-5, 5)),
+    ("trunc", 0.0, 0.0, (-5, 5)),
+    ("rint", 0.0, 0.0, (-5, 5)),
 ]
 BINARY_CASES = [
     ("add", (-5, 5), (-5, 5)),
@@ -227,6 +231,7 @@ BINARY_CASES = [
     ("le", "ints", "ints"),
     ("eq", "ints", "ints"),
     ("ne", "ints", "ints"),
+    ("floor_divide", (-5, 5), (0.1, 5)),
 ]
 
 

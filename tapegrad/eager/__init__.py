@@ -14,6 +14,7 @@ package's front `tapegrad.autograd`):
     tensor      `Tensor` (state, flags, conversions, printing) and `record`
     ops         the operations; they attach the operators and methods to `Tensor`
     inplace     in-place operations (`x += y`, `x[i] = v`), attached to `Tensor`
+    array       `Array`, the numpy-flavoured tensor of functions traced from numpy values
     numpy_api   numpy's dispatch (`np.sin(x)`), a registry filled by family modules
     flatten     the graph an output reaches as a flat tape (`linearize`, `tape_of`, `x.tape`)
     autograd    backward and grad (`x.backward()`); `tapegrad.autograd` re-exports them
@@ -26,8 +27,9 @@ any module of this layer runs this file first, which imports them all in this or
 is complete before anything can use it. Where a lower module must reach a higher one at run
 time, the higher one installs itself: anomaly mode sets `graph.on_record` and `core.sweep.checked`.
 """
-from . import dtypes, format, graph, views, tensor, ops, inplace, numpy_api, flatten, autograd
+from . import dtypes, format, graph, views, tensor, ops, inplace, array, numpy_api, flatten
+from . import autograd
 from . import anomaly, creation
 
-__all__ = ["dtypes", "format", "graph", "views", "tensor", "ops", "inplace", "numpy_api",
+__all__ = ["dtypes", "format", "graph", "views", "tensor", "ops", "inplace", "array", "numpy_api",
            "flatten", "autograd", "anomaly", "creation"]
