@@ -197,15 +197,15 @@ ELEMENTWISE = (
             "-0.6931471805599453 * 2.0 ** (a - y) * 2.0 ** (b - y)",
             "0.6931471805599453 * 2.0 ** (a - y) * 2.0 ** (b - y)"),
            np.logaddexp2),
-    # fmax and fmin: maximum and minimum that skip a NaN operand (numpy's order at signed zeros:
-    # the first operand where they compare equal). The gradient goes to the operand taken, and
-    # at a tie half to each (autograd, and maximum's convention here; PyTorch gives it all to
-    # the first operand, JAX to the second); none when both are NaN.
-    binary(66, "fmax", "FmaxBackward0", "a if (a >= b or b != b) else b",
+    # fmax and fmin: maximum and minimum that skip a NaN operand; of 0.0 and -0.0 the second, as
+    # numpy's array loops (its scalar path and PyTorch take the first). The gradient goes to the
+    # operand taken, and at a tie half to each (autograd, and maximum's convention here;
+    # PyTorch gives it all to the first operand, JAX to the second); none when both are NaN.
+    binary(66, "fmax", "FmaxBackward0", "a if (a > b or b != b) else b",
            ("1.0 if (a > b or (b != b and a == a)) else (0.5 if a == b else 0.0)",
             "1.0 if (b > a or (a != a and b == b)) else (0.5 if a == b else 0.0)"),
            ("0.0", "0.0", "0.0"), np.fmax),
-    binary(67, "fmin", "FminBackward0", "a if (a <= b or b != b) else b",
+    binary(67, "fmin", "FminBackward0", "a if (a < b or b != b) else b",
            ("1.0 if (a < b or (b != b and a == a)) else (0.5 if a == b else 0.0)",
             "1.0 if (b < a or (a != a and b == b)) else (0.5 if a == b else 0.0)"),
            ("0.0", "0.0", "0.0"), np.fmin),
