@@ -18,6 +18,11 @@ from .eager.ops import (
     flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
     minimum, mul, ne, neg, permute, pow, prod, relu, reshape, sigmoid, sin, softmax, sqrt, square,
     squeeze, stack, sub, sum, t, tan, tanh, transpose, unsqueeze, where)
+from .eager.ops import (
+    acos, acosh, arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, asin, asinh, atan,
+    atan2, atanh, copysign, cosh, deg2rad, exp2, float_power, fmax, fmin, fmod, heaviside, hypot,
+    log2, log10, logaddexp, logaddexp2, nan_to_num, negative, positive, rad2deg, reciprocal,
+    remainder, sinc, sinh)
 from .eager.tensor import Size, Tensor
 from .eager.ops import add
 

@@ -37,10 +37,10 @@ def test_a_ufunc_registered_twice_is_refused():
 
 def test_functions_and_ufuncs_register_with_their_own_decorator():
     with pytest.raises(TypeError, match="implements_ufunc"):
-        implements(np.arctan)
+        implements(np.spacing)
     with pytest.raises(TypeError, match="with implements"):
         implements_ufunc(np.cumsum)
-    assert implementation(np.arctan) is None and implementation(np.cumsum) is None
+    assert implementation(np.spacing) is None and implementation(np.cumsum) is None
 
 
 def test_aliases_register_once():

@@ -234,6 +234,112 @@ def eq(a, b): return _binary(P["eq"], a, b)
 def ne(a, b): return _binary(P["ne"], a, b)
 
 
+# ---- more elementwise functions (PyTorch's names, and numpy's where they differ) -------------
+
+def arcsin(x): return _unary(P["arcsin"], x)
+def arccos(x): return _unary(P["arccos"], x)
+def arctan(x): return _unary(P["arctan"], x)
+def arcsinh(x): return _unary(P["arcsinh"], x)
+def arccosh(x): return _unary(P["arccosh"], x)
+def arctanh(x): return _unary(P["arctanh"], x)
+def sinh(x): return _unary(P["sinh"], x)
+def cosh(x): return _unary(P["cosh"], x)
+def log2(x): return _unary(P["log2"], x)
+def log10(x): return _unary(P["log10"], x)
+def sinc(x): return _unary(P["sinc"], x)
+def arctan2(a, b): return _binary(P["arctan2"], a, b)
+def hypot(a, b): return _binary(P["hypot"], a, b)
+def logaddexp(a, b): return _binary(P["logaddexp"], a, b)
+def logaddexp2(a, b): return _binary(P["logaddexp2"], a, b)
+def heaviside(a, b): return _binary(P["heaviside"], a, b)
+
+
+asin, acos, atan, asinh, acosh, atanh, atan2 = (
+    arcsin, arccos, arctan, arcsinh, arccosh, arctanh, arctan2)
+
+
+def fmax(a, b):
+    """The maximum, ignoring a NaN operand; at a tie each operand gets half of the gradient
+    (autograd's convention and `maximum`'s; PyTorch gives it all to `a`)."""
+    return _binary(P["fmax"], a, b)
+
+
+def fmin(a, b):
+    """The minimum, ignoring a NaN operand; ties share the gradient as in `fmax`."""
+    return _binary(P["fmin"], a, b)
+
+
+def remainder(a, b):
+    """a - b * floor(a / b), of b's sign (`a % b`: Python's, numpy's and, for floats, PyTorch's
+    remainder, except that a zero result takes b's sign where PyTorch keeps a's). The gradient
+    in b is minus the exact integer quotient, as PyTorch's."""
+    return _binary(P["remainder"], a, b, "RemainderBackward0" if _is_number(b) else None)
+
+
+def fmod(a, b):
+    """C's fmod, a - b * trunc(a / b), of a's sign. The gradient in b is minus the exact
+    integer quotient (PyTorch's uses trunc(a / b) as rounded: one off where that rounds to an
+    integer)."""
+    return _binary(P["fmod"], a, b, "FmodBackward0" if _is_number(b) else None)
+
+
+def copysign(a, b):
+    """|a| with b's sign; the gradient in a is sign(a) sign(b) (0 at a = 0), none in b."""
+    return _binary(P["copysign"], a, b, "CopysignBackward1" if _is_number(b) else None)
+
+
+def exp2(x):
+    """2 ** x: numpy's exp2 value, recorded as the power c0 ** x with c0 = 2."""
+    x = as_tensor(x)
+    return record(P["rpow_const"], (x,), np.exp2(x._data), c0=2.0, name="Exp2Backward0")
+
+
+def reciprocal(x):
+    """1 / x; a float64 result for integer tensors, as the other floating functions give
+    (PyTorch: its default dtype)."""
+    x = as_tensor(x)
+    data = x._data
+    value = np.reciprocal(data) if data.dtype.kind == "f" else 1.0 / data
+    return record(P["rdiv_const"], (x,), value, c0=1.0, name="ReciprocalBackward0")
+
+
+def deg2rad(x):
+    """x * (pi / 180), the product numpy computes."""
+    return _scaled(x, np.pi / 180.0, np.deg2rad, "Deg2RadBackward0")
+
+
+def rad2deg(x):
+    """x * (180 / pi), the product numpy computes."""
+    return _scaled(x, 180.0 / np.pi, np.rad2deg, "Rad2DegBackward0")
+
+
+def _scaled(x, factor, numpy_fn, name):
+    x = as_tensor(x)
+    return record(P["mul_const"], (x,), numpy_fn(x._data), c0=factor, name=name)
+
+
+def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
+    """NaN, +inf and -inf replaced by `nan`, `posinf` and `neginf` (by default 0 and the
+    largest finite values of the dtype). The gradient is 1 where x is finite and 0 where a
+    value was replaced (PyTorch, autograd and JAX)."""
+    x = as_tensor(x)
+    data = x._data
+    if data.dtype.kind != "f":
+        return record(P["copy"], (x,), data.copy(), name="NanToNumBackward0")
+    info = np.finfo(data.dtype)
+    hi = float(data.dtype.type(info.max if posinf is None else posinf))
+    lo = float(data.dtype.type(info.min if neginf is None else neginf))
+    infinities = record(P["nan_to_num"], (x,), np.nan_to_num(data, nan=0.0, posinf=hi, neginf=lo),
+                        c0=hi, c1=lo, name="NanToNumBackward0")
+    if nan == 0.0 and math.copysign(1.0, nan) > 0:
+        return infinities
+    # another value for NaN: selected where x != x (a comparison, recomputed in a replay)
+    out = where(ne(x, x), nan, infinities)
+    if out._node is not None:
+        out._node._name = "NanToNumBackward0"
+    return out
+
+
 def clip(x, min=None, max=None):
     """Clamp to [min, max]; the gradient flows where min <= x <= max (PyTorch's clamp)."""
     if min is None and max is None:
@@ -781,6 +887,36 @@ _METHODS.update(
     __add__=add, __sub__=sub, __mul__=mul, __truediv__=div, __pow__=pow, __matmul__=matmul,
     __neg__=neg, __abs__=abs, __gt__=gt, __ge__=ge, __lt__=lt, __le__=le, __eq__=eq, __ne__=ne,
     __getitem__=getitem,
+)
+
+
+def positive(x):
+    """+x: x itself (PyTorch's positive returns its operand)."""
+    return as_tensor(x)
+
+
+def float_power(a, b):
+    """a ** b computed in float64 (PyTorch's and numpy's float_power)."""
+    return pow(*(v if _is_number(v) else astype(as_tensor(v), np.dtype(np.float64))
+                 for v in (a, b)))
+
+
+negative = neg
+
+
+def _rmod(x, other): return remainder(other, x)
+
+
+# The elementwise functions above as methods (`x.sinh()`, `x.atan2(y)`), and `%`.
+_METHODS.update(
+    arcsin=arcsin, asin=arcsin, arccos=arccos, acos=arccos, arctan=arctan, atan=arctan,
+    arcsinh=arcsinh, asinh=arcsinh, arccosh=arccosh, acosh=arccosh, arctanh=arctanh,
+    atanh=arctanh, arctan2=arctan2, atan2=arctan2, sinh=sinh, cosh=cosh, log2=log2,
+    log10=log10, exp2=exp2, reciprocal=reciprocal, sinc=sinc, deg2rad=deg2rad,
+    rad2deg=rad2deg, nan_to_num=nan_to_num, fmax=fmax, fmin=fmin,
+    remainder=remainder, fmod=fmod, copysign=copysign, heaviside=heaviside, hypot=hypot,
+    logaddexp=logaddexp, logaddexp2=logaddexp2, negative=neg, positive=positive,
+    float_power=float_power, __mod__=remainder, __rmod__=_rmod,
 )
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)
