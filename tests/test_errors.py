@@ -209,10 +209,10 @@ CASES = [
     dict(what="vmap inside a traced function, closing over its traced values",
          code="tg.grad(lambda x: np.sum(tg.vmap(lambda y: x * y)(np.ones((3, 2)))))(np.ones(2))",
          raises="NotImplementedError",
-         message="vmap of a function that closes over values an enclosing computation records "
-                 "(traced by a function transform, or tensors that require grad): only grad, "
-                 "value_and_grad, jacrev, jacfwd and jacobian can be used inside a "
-                 "differentiated function"),
+         message="a function that closes over values an enclosing computation records (traced "
+                 "by a function transform, or tensors that require grad) can be transformed by "
+                 "grad, value_and_grad, jacrev, jacfwd and jacobian only; pass those values as "
+                 "arguments to other transforms (vmap, vjp, jvp, hessian ...)"),
     dict(what="A traced value converted to a plain array by numpy",
          code="tg.grad(lambda x: np.exp([x, x]).sum())(1.0)",
          raises="ArrayConversionError",
