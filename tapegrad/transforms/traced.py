@@ -22,7 +22,7 @@ from ..eager.graph import state
 from ..eager.tensor import Tensor
 
 COMPLEX_INPUT = ("{name} of a complex input (argument {i}, {dtype}): complex numbers are not "
-                 "supported; tapegrad differentiates real floating-point values only (pass the "
+                 "supported; tapegrad differentiates real floating point values only (pass the "
                  "real and imaginary parts as two real arrays)")
 
 MAX_TAPES_PER_SIGNATURE = 8
