@@ -342,7 +342,7 @@ def test_inner_closure_branching_on_outer_values_retraces():
 
 
 def test_vmap_closing_over_outer_traced_values_is_refused():
-    with pytest.raises(NotImplementedError, match="closes over values an enclosing"):
+    with pytest.raises(NotImplementedError, match="closes over values an enclosing computation records"):
         tg.grad(lambda x: np.sum(tg.vmap(lambda y: x * y)(np.ones((3, 2)))))(np.ones(2))
 
 

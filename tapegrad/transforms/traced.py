@@ -22,7 +22,7 @@ from ..eager.graph import state
 from ..eager.tensor import Tensor
 
 COMPLEX_INPUT = ("{name} of a complex input (argument {i}, {dtype}): complex numbers are not "
-                 "supported; tapegrad differentiates real floating-point values only (pass the "
+                 "supported; tapegrad differentiates real floating point values only (pass the "
                  "real and imaginary parts as two real arrays)")
 
 MAX_TAPES_PER_SIGNATURE = 8
@@ -127,10 +127,11 @@ class Traced:
         if tape.implicit_slots:
             if not self.nests:
                 raise NotImplementedError(
-                    f"{self.name} of a function that closes over values an enclosing "
-                    "computation records (traced by a function transform, or tensors that "
-                    "require grad): only grad, value_and_grad, jacrev, jacfwd and jacobian "
-                    "can be used inside a differentiated function")
+                    "a function that closes over values an enclosing computation records "
+                    "(traced by a function transform, or tensors that require grad) can be "
+                    "transformed by grad, value_and_grad, jacrev, jacfwd and jacobian only; "
+                    "pass those values as arguments to other transforms (vmap, vjp, jvp, "
+                    "hessian ...)")
             return tape, tape.load(inputs)      # not cached: its closure is this call's
         if tapes is None:
             tapes = self.cache.get(key)
