@@ -520,6 +520,10 @@ CASES = [
          code=_SAVED + "tg.load(tmp + '/t.npz', max_bytes='10')",
          raises="TypeError",
          message="max_bytes must be an int (the most bytes of arrays to read), got str '10'"),
+    dict(what="A numpy argument that tensors do not support",
+         code="np.cumsum(tg.ones(2, 3, requires_grad=True), out=np.empty(6))",
+         raises="TypeError",
+         message="numpy.cumsum: the argument out= is not supported on Tensors"),
 ]
 
 

@@ -652,6 +652,33 @@ def log_softmax(x, dim=None, *, axis=None):
     return out
 
 
+# ---- scans -----------------------------------------------------------------------------------
+# Running sums and products record one entry along an axis (`cumsum`, `cumprod`).
+
+def _lane_shape(shape, axis):
+    """(L, inner): the length of `axis` and the distance between its values in the flat layout."""
+    if not shape:
+        return 1, 1
+    axis %= len(shape)
+    return shape[axis], math.prod(shape[axis + 1:])
+
+
+def _predecessors(shape, axis):
+    """Each element's predecessor along `axis` (its flat index), -1 at the axis's start."""
+    positions = _positions(shape).ravel()
+    L, inner = _lane_shape(shape, axis)
+    if not positions.size:
+        return positions
+    return np.where((positions // inner) % L == 0, -1, positions - inner)
+
+
+def scan(prim, x, axis, value, name):
+    """Record the running sum or product `prim` of x along `axis`, whose value numpy computed."""
+    if not _recording(x):
+        return Tensor(np.asarray(value))
+    return record(prim, (x,), value, _predecessors(x._data.shape, axis), name=name)
+
+
 # ---- matmul ----------------------------------------------------------------------------------
 
 def matmul(a, b):
