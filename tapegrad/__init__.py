@@ -14,10 +14,11 @@ from .eager.creation import (
 from .eager.format import set_printoptions
 from .eager.graph import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .eager.ops import (
-    abs, amax, amin, broadcast_to, cat, clamp, clip, concatenate, cos, div, dot, eq, exp, expm1,
-    flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
-    minimum, mul, ne, neg, permute, pow, prod, relu, reshape, sigmoid, sin, softmax, sqrt, square,
-    squeeze, stack, sub, sum, t, tan, tanh, transpose, unsqueeze, where)
+    abs, amax, amin, broadcast_to, cat, clamp, clip, concatenate, cos, cumprod, cumsum, diff, div,
+    dot, eq, exp, expm1, flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max,
+    maximum, mean, median, min, minimum, mul, ne, neg, permute, pow, prod, quantile, relu, reshape,
+    sigmoid, sin, softmax, sort, sqrt, square, squeeze, stack, std, sub, sum, t, tan, tanh,
+    transpose, unsqueeze, var, where)
 from .eager.ops import (
     acos, acosh, arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, asin, asinh, atan,
     atan2, atanh, copysign, cosh, deg2rad, exp2, float_power, fmax, fmin, fmod, heaviside, hypot,

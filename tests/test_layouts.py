@@ -207,6 +207,20 @@ STRUCTURAL = {
     "pack-repeated": dict(p="pack", operands=[(2, _normal), (3, _normal)], out=7,
                           ip=[0, 1, 0]),
     "where": dict(p="where", operands=[(6, _conditions), (6, _normal), (6, _normal)], out=6),
+    # scans of a (2, 3) array along each axis: each value's predecessor, or -1
+    "cumsum-axis0": dict(p="cumsum", operands=[(6, _normal)], out=6, ip=[-1, -1, -1, 0, 1, 2]),
+    "cumsum-axis1": dict(p="cumsum", operands=[(6, _normal)], out=6, ip=[-1, 0, 1, -1, 3, 4]),
+    "cumprod": dict(p="cumprod", operands=[(6, _normal)], out=6, ip=[-1, 0, 1, -1, 3, 4]),
+    "cumprod-zeros": dict(p="cumprod", operands=[(6, _zero_factors)], out=6,
+                          ip=[-1, 0, 1, -1, 3, 4]),
+    "cumprod-zeros-axis0": dict(p="cumprod", operands=[(6, _zero_factors)], out=6,
+                                ip=[-1, -1, 0, 1, 2, 3]),
+    # sorts: (lane length, inner, descending); ties and NaN differ from point to point
+    "sort-ties": dict(p="sort", operands=[(8, _small_integers)], out=8, ip=[4, 2, 0]),
+    "sort-nan": dict(p="sort", operands=[(8, _with_nan)], out=8, ip=[8, 1, 0]),
+    "sort-nan-descending": dict(p="sort", operands=[(8, _with_nan)], out=8, ip=[8, 1, 1]),
+    "sort-lanes": dict(p="sort", operands=[(6, _normal)], out=6, ip=[3, 1, 0]),
+    "sort-zeros": dict(p="sort", operands=[(6, _conditions)], out=6, ip=[6, 1, 0]),
 }
 NEEDS = {"every operand": None, "not the first": "not first"}
 
