@@ -71,8 +71,10 @@ def pack_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
     gy = view(G, S, o)
     start = 0
     for j in range(ip.size):
-        gx = view(G, S, ip[j])
+        x = view(V, S, ip[j])       # its size: an adjoint buffer has no room for a constant
+        n = x.size
         if NEED[ip[j]]:
-            for i in range(gx.size):
+            gx = view(G, S, ip[j])
+            for i in range(n):
                 gx[i] += gy[start + i]
-        start += gx.size
+        start += n
