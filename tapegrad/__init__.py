@@ -18,6 +18,11 @@ from .eager.ops import (
     flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
     minimum, mul, ne, neg, permute, pow, prod, relu, reshape, sigmoid, sin, softmax, sqrt, square,
     squeeze, stack, sub, sum, t, tan, tanh, transpose, unsqueeze, where)
+from .eager.indexmaps import (
+    atleast_1d, atleast_2d, atleast_3d, broadcast_tensors, chunk, column_stack, diag, diagflat,
+    diagonal, dsplit, dstack, flip, fliplr, flipud, gather, hsplit, hstack, moveaxis, movedim,
+    repeat_interleave, roll, rot90, row_stack, split, swapaxes, swapdims, take, take_along_dim,
+    tensor_split, tile, tril, triu, vsplit, vstack)
 from .eager.tensor import Size, Tensor
 from .eager.ops import add
 
