@@ -23,6 +23,9 @@ from .eager.indexmaps import (
     diagonal, dsplit, dstack, flip, fliplr, flipud, gather, hsplit, hstack, moveaxis, movedim,
     repeat_interleave, roll, rot90, row_stack, split, swapaxes, swapdims, take, take_along_dim,
     tensor_split, tile, tril, triu, vsplit, vstack)
+from .eager.contraction import (
+    kron, torch_cross as cross, torch_einsum as einsum, torch_inner as inner,
+    torch_outer as outer, torch_outer as ger, torch_tensordot as tensordot, torch_vdot as vdot)
 from .eager.tensor import Size, Tensor
 from .eager.ops import add
 

@@ -14,6 +14,7 @@ package's front `tapegrad.autograd`):
     tensor      `Tensor` (state, flags, conversions, printing) and `record`
     ops         the operations; they attach the operators and methods to `Tensor`
     indexmaps   operations that move elements (flip, tril, diag, repeat, split, vstack...)
+    contraction einsum and the products lowered with it (tensordot, kron, outer...), cross
     inplace     in-place operations (`x += y`, `x[i] = v`), attached to `Tensor`
     numpy_api   numpy's dispatch (`np.sin(x)`), a registry filled by family modules
     flatten     the graph an output reaches as a flat tape (`linearize`, `tape_of`, `x.tape`)
@@ -27,8 +28,8 @@ any module of this layer runs this file first, which imports them all in this or
 is complete before anything can use it. Where a lower module must reach a higher one at run
 time, the higher one installs itself: anomaly mode sets `graph.on_record` and `core.sweep.checked`.
 """
-from . import dtypes, format, graph, views, tensor, ops, indexmaps, inplace
+from . import dtypes, format, graph, views, tensor, ops, indexmaps, contraction, inplace
 from . import numpy_api, flatten, autograd, anomaly, creation
 
-__all__ = ["dtypes", "format", "graph", "views", "tensor", "ops", "indexmaps", "inplace",
-           "numpy_api", "flatten", "autograd", "anomaly", "creation"]
+__all__ = ["dtypes", "format", "graph", "views", "tensor", "ops", "indexmaps", "contraction",
+           "inplace", "numpy_api", "flatten", "autograd", "anomaly", "creation"]
