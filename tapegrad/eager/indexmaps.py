@@ -249,7 +249,8 @@ def movedim(input, source, destination):
                            f"({list(dst)} dims)")
     for what, dims, given in (("source", src, source), ("destination", dst, destination)):
         if len(set(dims)) != len(dims):
-            raise RuntimeError(f"movedim: repeated dim in `{what}` ({list(np.atleast_1d(given))})")
+            raise RuntimeError(f"movedim: repeated dim in `{what}` "
+                               f"({[int(d) for d in np.atleast_1d(given)]})")
     order = [d for d in range(ndim) if d not in src]
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)
