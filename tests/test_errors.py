@@ -520,6 +520,16 @@ CASES = [
          code=_SAVED + "tg.load(tmp + '/t.npz', max_bytes='10')",
          raises="TypeError",
          message="max_bytes must be an int (the most bytes of arrays to read), got str '10'"),
+    # ---- numpy's shape functions and products on tensors ----
+    dict(what="numpy.pad with a mode tapegrad does not pad with",
+         code="np.pad(tg.ones(2, requires_grad=True), 1, 'mean')",
+         raises="NotImplementedError",
+         message="numpy.pad with mode 'mean' on Tensors: tapegrad pads with the modes "
+                 "'constant', 'edge', 'reflect', 'symmetric', 'wrap' (reflect_type 'even')"),
+    dict(what="out= to a numpy function on tensors (take, trace, outer, einsum)",
+         code="np.take(tg.ones(3, requires_grad=True), [0], out=np.zeros(1))",
+         raises="TypeError",
+         message="numpy.take on Tensors does not write into out=; use its result"),
 ]
 
 
