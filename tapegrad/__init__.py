@@ -24,6 +24,14 @@ from .eager.ops import (
     atan2, atanh, copysign, cosh, deg2rad, exp2, float_power, fmax, fmin, fmod, heaviside, hypot,
     log2, log10, logaddexp, logaddexp2, nan_to_num, negative, positive, rad2deg, reciprocal,
     remainder, sinc, sinh)
+from .eager.indexmaps import (
+    atleast_1d, atleast_2d, atleast_3d, broadcast_tensors, chunk, column_stack, diag, diagflat,
+    diagonal, dsplit, dstack, flip, fliplr, flipud, gather, hsplit, hstack, moveaxis, movedim,
+    repeat_interleave, roll, rot90, row_stack, split, swapaxes, swapdims, take, take_along_dim,
+    tensor_split, tile, tril, triu, vsplit, vstack)
+from .eager.contraction import (
+    kron, torch_cross as cross, torch_einsum as einsum, torch_inner as inner,
+    torch_outer as outer, torch_outer as ger, torch_tensordot as tensordot, torch_vdot as vdot)
 from .eager.tensor import Size, Tensor
 from .eager.ops import add
 

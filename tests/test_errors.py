@@ -598,6 +598,16 @@ CASES = [
          code="tg.var(tg.tensor([1, 2]))",
          raises="RuntimeError",
          message="std and var only support floating point and complex dtypes"),
+    # ---- numpy's shape functions and products on tensors ----
+    dict(what="numpy.pad with a mode tapegrad does not pad with",
+         code="np.pad(tg.ones(2, requires_grad=True), 1, 'mean')",
+         raises="NotImplementedError",
+         message="numpy.pad with mode 'mean' on Tensors: tapegrad pads with the modes "
+                 "'constant', 'edge', 'reflect', 'symmetric', 'wrap' (reflect_type 'even')"),
+    dict(what="out= to a numpy function on tensors (take, trace, outer, einsum)",
+         code="np.take(tg.ones(3, requires_grad=True), [0], out=np.zeros(1))",
+         raises="TypeError",
+         message="numpy.take on Tensors does not write into out=; use its result"),
 ]
 
 
