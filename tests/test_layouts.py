@@ -168,6 +168,16 @@ def _matmul(batch, m, k, n, sa, sb, a_const=0, b_const=0):
                 ip=(batch, m, k, n, sa, sb, a_const, b_const), constant=constant)
 
 
+def _matrices(batch, n, positive_definite):
+    """Values of `batch` n x n matrices per point: well-conditioned (diagonally dominated),
+    or symmetric positive definite (for cholesky)."""
+    def make(rng, size, dtype):
+        X = rng.standard_normal((POINTS, batch, n, n))
+        X = X @ np.swapaxes(X, -1, -2) if positive_definite else X
+        return (X + n * np.eye(n)).reshape(POINTS, size).T.astype(dtype)
+    return make
+
+
 SEGMENTS = [0, 2, 2, 1, 0, 2, 1]
 EXTREMES = [0, 0, 0, 1, 1, 2, 2, 2]           # segment 3 is empty
 # id -> (primitive, [(operand size, values)], output size, payload, c0, constant operands)
@@ -207,6 +217,14 @@ STRUCTURAL = {
     "pack-repeated": dict(p="pack", operands=[(2, _normal), (3, _normal)], out=7,
                           ip=[0, 1, 0]),
     "where": dict(p="where", operands=[(6, _conditions), (6, _normal), (6, _normal)], out=6),
+    "cholesky": dict(p="cholesky", operands=[(18, _matrices(2, 3, True))], out=18, ip=[2, 3]),
+    "solve": dict(p="solve", operands=[(18, _matrices(2, 3, False)), (12, _normal)], out=12,
+                  ip=[2, 3, 2, 9, 6]),
+    "solve-shared-a": dict(p="solve", operands=[(9, _matrices(1, 3, False)), (6, _normal)],
+                           out=6, ip=[2, 3, 1, 0, 3]),
+    "solve-shared-b": dict(p="solve", operands=[(18, _matrices(2, 3, False)), (9, _normal)],
+                           out=18, ip=[2, 3, 3, 9, 0]),
+    "slogdet": dict(p="slogdet", operands=[(18, _matrices(2, 3, False))], out=4, ip=[2, 3]),
 }
 NEEDS = {"every operand": None, "not the first": "not first"}
 
