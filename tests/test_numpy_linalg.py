@@ -12,6 +12,8 @@ cholesky, norm.
   inf/NaN under vmap; vmap(device="cuda") refused by name.
 * vmap (the batched interpreter, fuse=False) against a loop over points.
 """
+import warnings
+
 import autograd
 import autograd.numpy as anp
 import jax
@@ -303,6 +305,17 @@ def test_vmap_interpreter_matches_a_loop(case, transform):
     else:
         for j in range(2):
             np.testing.assert_allclose(got[j], np.array([g[j] for g in loop]), rtol=1e-10)
+
+
+def test_vmap_fuse_true_keeps_linalg_tapes_with_the_interpreter_without_a_warning():
+    f = VMAPPED["inv-det"]
+    rng = rng_for("vmap fused")
+    A, b = general(rng, 5), rng.standard_normal((5, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = tg.vmap(tg.grad(f), fuse=True)(A, b)
+    np.testing.assert_allclose(got, np.array([tg.grad(f)(A[p], b[p]) for p in range(5)]),
+                               rtol=1e-10)
 
 
 def test_vmap_at_a_singular_point_gives_nan_not_an_error():

@@ -104,13 +104,19 @@ def _eliminate(LU: Values, X: Values, n, k, D: Values):
     operations to X (n x k) too: LU becomes U above and on its diagonal (the multipliers below
     it), X becomes L^-1 P X. D[0] = the permutation's sign (+1 or -1). Rows are swapped by
     comparing each candidate row with the pivot's index, as the pivot differs from point to
-    point. A zero pivot column leaves the column as it is (U's diagonal holds the zero)."""
+    point. A zero pivot column leaves the column as it is (U's diagonal holds the zero).
+Magnitudes are taken by comparison, not abs(), so that the fused tier's symbolic replay stops
+at the first comparison (NotFusable) rather than failing inside abs()."""
     D[0] = 1.0
     for j in range(n):
-        best = abs(LU[j * n + j])
+        best = LU[j * n + j]
+        if best < 0.0:
+            best = -best
         pivot = 1.0 * j
         for r in range(j + 1, n):
-            size = abs(LU[r * n + j])
+            size = LU[r * n + j]
+            if size < 0.0:
+                size = -size
             if size > best:
                 best = size
                 pivot = 1.0 * r
