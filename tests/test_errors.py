@@ -608,6 +608,24 @@ CASES = [
          code="np.take(tg.ones(3, requires_grad=True), [0], out=np.zeros(1))",
          raises="TypeError",
          message="numpy.take on Tensors does not write into out=; use its result"),
+    # ---- np.linalg ----
+    dict(what="np.linalg.solve of a singular matrix",
+         code="tg.grad(lambda A: np.linalg.solve(A, np.ones(2)).sum())(np.ones((2, 2)))",
+         raises="LinAlgError",
+         message="Singular matrix"),
+    dict(what="A singular matrix at a replay of a traced solve",
+         code="g = tg.grad(lambda A: np.linalg.inv(A).sum()); g(np.eye(2)); g(np.ones((2, 2)))",
+         raises="LinAlgError",
+         message="Singular matrix"),
+    dict(what="np.linalg.cholesky of a matrix that is not positive definite",
+         code="tg.grad(lambda A: np.linalg.cholesky(A).sum())(-np.eye(2))",
+         raises="LinAlgError",
+         message="Matrix is not positive definite"),
+    dict(what="A matrix norm of singular values",
+         code="np.linalg.norm(tg.ones(2, 2, requires_grad=True), ord='nuc')",
+         raises="NotImplementedError",
+         message="np.linalg.norm(ord='nuc') of a matrix (its singular values) is not supported "
+                 "on tensors"),
 ]
 
 

@@ -483,12 +483,7 @@ def _loss(f, name):
     return lambda x: (_tensor_out(f(x)) * u).sum()
 
 
-_VMAP_WRONG = pytest.mark.xfail(strict=True, reason="known bug, not yet found: vmap's gradient of "
-                                "np.diff with a traced append differs from the per-point one")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_VMAP_WRONG) if n == "diff-n2-edges"
-                                  else n for n in FUSABLE + UNFUSABLE])
+@pytest.mark.parametrize("name", FUSABLE + UNFUSABLE)
 def test_vmap_interpreter_matches_one_gradient_per_point(name):
     loss = _loss(CASES[name], name)
     X = _batch(name)
