@@ -372,10 +372,19 @@ def index_key(key):
         return tuple(index_key(k) for k in key)
     if isinstance(key, Tensor):
         data = key._data
+        if state.tracing and key._node is not None and data.size:
+            _guard_key(key)
         return int(data) if data.ndim == 0 and data.dtype.kind in "iu" else data
     if isinstance(key, list):
         return np.asarray([k.item() if isinstance(k, Tensor) else k for k in key])
     return key
+
+
+def _guard_key(key):
+    """A key computed from traced values (`x[x > 0]`, `x[np.argsort(x)]`) selects by its values
+    at trace time, which the tape then holds as constants: a guard that a replay's key has the
+    same values, so a replay whose mask or indices differ traces again instead of reusing them."""
+    bool(amin(eq(key, key._data.copy())))        # True: a guard while tracing
 
 
 def basic_key(key):
