@@ -2,7 +2,7 @@
 
     python bench/cuda.py [--quick] [--json PATH] [--threads N] [--points B]
 
-Workloads (DESIGN.md's peer table), float64, B points (default 100,000):
+Workloads (the batched ones of bench/run.py), float64, B points (default 100,000):
 (a) Rosenbrock n=10:  f(x) = sum(100 (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2)
 (b) MLP 8-16-tanh:    f(x) = sum(W2 @ tanh(W1 @ x + b1)), weights closed over (constants)
 Columns, per batch (µs per call, and ns per point in the ratio lines):
@@ -90,7 +90,7 @@ def main():
     B = _points_from_argv(100_000)
     args = C.options(__doc__.splitlines()[0])
     import tapegrad as tg
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     if not _cuda.available():
         print(f"bench/cuda.py: skipped, no GPU to measure on: {_cuda.why_unavailable()}")
         return 0

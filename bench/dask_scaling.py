@@ -60,7 +60,7 @@ def _noop(i):
 
 def _time_block(shipment, block, repeat):
     """On a worker: the best time of the replay of one block and its output leaves."""
-    from tapegrad import _dask
+    from tapegrad.batch import dask as _dask
     times = []
     for _ in range(repeat + 1):             # the first run loads the interpreters
         t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def _time_block(shipment, block, repeat):
 
 
 def _shipment_of(arr):
-    from tapegrad import _dask
+    from tapegrad.batch import dask as _dask
     for task in dict(arr.__dask_graph__()).values():
         value = getattr(task, "value", None)
         if isinstance(value, _dask.Shipment):

@@ -1,4 +1,4 @@
-"""tanh of tapegrad._vecmath: ns per element in a vectorised loop and max ulp error per range.
+"""tanh of tapegrad.core.vecmath: ns per element in a vectorised loop and max ulp error per range.
 
     PYTHONPATH=$PWD python bench/vecmath_tanh.py [--baseline REV] [--points N]
 
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from tapegrad import _vecmath  # noqa: E402
+from tapegrad.core import vecmath as _vecmath  # noqa: E402
 import test_vecmath as T       # noqa: E402
 
 
@@ -39,7 +39,7 @@ def _baseline(rev):
         with open(os.path.join(pkg, name), "w") as f:
             f.write(src)
     sys.path.insert(0, tmp)
-    return importlib.import_module("tg_baseline._vecmath")
+    return importlib.import_module("tg_baseline.core.vecmath")
 
 
 def _timed_loop(fn):

@@ -6,31 +6,33 @@
     out.backward()          # x.grad == 4.5 everywhere, as in PyTorch's autograd tutorial
 """
 from . import autograd
-from ._creation import (
+from .eager.creation import (
     arange, as_tensor, bool_, default_dtype, double, empty, empty_like, eye, float, float16,
     float32, float64, from_numpy, full, full_like, half, int, int8, int16, int32, int64, linspace,
     long, manual_seed, ones, ones_like, rand, rand_like, randn, randn_like, tensor, uint8, zeros,
     zeros_like)
-from ._format import set_printoptions
-from ._graph import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from ._ops import (
+from .eager.format import set_printoptions
+from .eager.graph import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .eager.ops import (
     abs, amax, amin, broadcast_to, cat, clamp, clip, concatenate, cos, div, dot, eq, exp, expm1,
     flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
     minimum, mul, ne, neg, permute, pow, prod, relu, reshape, sigmoid, sin, softmax, sqrt, square,
     squeeze, stack, sub, sum, t, tan, tanh, transpose, unsqueeze, where)
-from ._tensor import Size, Tensor
-from ._ops import add
+from .eager.tensor import Size, Tensor
+from .eager.ops import add
 
 __version__ = "0.1.0"
 
 
 def is_tensor(obj):
     return isinstance(obj, Tensor)
-from ._trace import GuardError, Tape
-from ._display import GraphTape, tape_of
-from ._transforms import (
-    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace_function as trace, value_and_grad, vjp)
-from ._vmap import vmap
-from ._io import load
-from ._validate import TapeFormatError, validate_tape
-from ._anomaly import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
+from .transforms.tape import GuardError, Tape
+from .inspect.display import GraphTape
+from .eager.flatten import tape_of
+from .transforms.gradients import (
+    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+from .transforms.trace import trace_function as trace
+from .batch.vmap import vmap
+from .transforms.io import load
+from .core.validate import TapeFormatError, validate_tape
+from .eager.anomaly import detect_anomaly, is_anomaly_enabled, set_detect_anomaly

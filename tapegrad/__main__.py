@@ -141,9 +141,9 @@ def _cached(dispatcher):
 
 def _cache_lines(dispatcher):
     """Where the generated interpreters and numba's compiled code of them live."""
-    from tapegrad import _codegen
+    from tapegrad.core import cache
     numba_dir = getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)
-    return (f"compiled code is cached in {_codegen._cache_dir()} (the generated interpreters)\n"
+    return (f"compiled code is cached in {cache.cache_dir()} (the generated interpreters)\n"
             f"  and {numba_dir or 'nowhere: caching is impossible here'} (numba's cache of "
             "them);\n  set TAPEGRAD_CACHE_DIR and NUMBA_CACHE_DIR to move them\n")
 
@@ -186,7 +186,7 @@ def _time_batched(batched, X):
 
 
 def main(write=sys.stdout.write):
-    from tapegrad._interp import interpreters, reverse_first
+    from tapegrad.core.interp import interpreters, reverse_first
     flat = interpreters().forward
     write(f"tapegrad {tapegrad.__version__}: eager tensors, transforms and batched replay on "
           "one flat tape\n")

@@ -5,13 +5,15 @@
 
 `gradcheck` compares every derivative rule tapegrad runs (reverse mode, forward mode and the
 forward-over-reverse second-order sweep) with central differences of the eager forward values,
-in float64. It is how a new registry entry proves its rules right (see `_registry`).
+in float64. It is how a new primitive proves its rules right (see docs/design.md, "Adding a
+primitive").
 """
 import numpy as np
 
-from . import _ops, autograd
-from ._graph import no_grad
-from ._tensor import Tensor
+from . import autograd
+from .eager import ops
+from .eager.graph import no_grad
+from .eager.tensor import Tensor
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -187,7 +189,7 @@ def _gradcheck(f, inputs, eps, atol, rtol, check_forward, check_second_order, se
         w = rng.standard_normal(y.data.shape)
 
         def loss(tensors):
-            return _ops.sum(_ops.mul(_output(f(*tensors)), Tensor(w)))
+            return ops.sum(ops.mul(_output(f(*tensors)), Tensor(w)))
 
         leaves2 = make(base, True)
         L = loss(leaves2)

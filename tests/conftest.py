@@ -26,7 +26,7 @@ def rng_for(name):
 @pytest.fixture(scope="session")
 def interp():
     """The compiled interpreters (compiled on first use, then cached on disk)."""
-    from tapegrad._interp import interpreters
+    from tapegrad.core.interp import interpreters
     return interpreters()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tapegrad
-from tapegrad import _graph
+from tapegrad.eager import graph as _graph
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""`capture="call"` follows closed-over names rebound to new arrays (see `tapegrad._capture`).
+"""`capture="call"` follows closed-over names rebound to new arrays (see `tapegrad.transforms.capture`).
 
 Mutating a closed-over array in place was always seen; rebinding the name (`w = w - lr * g`,
 the usual update) was silently ignored: the tape kept the old array. Now a variable of the

@@ -1,6 +1,6 @@
 """The code cache recovers from damage: no damaged file breaks later processes.
 
-* A generated module (`_codegen._materialize`, `_gen_*_<hash>.py` in $TAPEGRAD_CACHE_DIR) is
+* A generated module (`core.cache.materialize`, `_gen_*_<hash>.py` in $TAPEGRAD_CACHE_DIR) is
   imported only when it holds exactly the code its name stands for: code appended to it never
   runs, and a garbled, truncated or emptied file is written again (RuntimeWarning).
 * A generated module whose bytecode cache is damaged is written again and imported.
@@ -38,7 +38,7 @@ def run(code, cache, timeout=600):
 
 _LOAD = '''
 import sys
-from tapegrad import _codegen
+from tapegrad.core import codegen as _codegen
 m = _codegen.load()
 print("loaded", m.__name__, callable(m.forward), callable(m.backward_tangent))
 '''
@@ -107,11 +107,11 @@ def test_damaged_bytecode_of_a_generated_module_is_recompiled(generated):
 
 
 def test_a_module_that_cannot_be_imported_names_the_directory(tmp_path, monkeypatch):
-    from tapegrad import _codegen
-    monkeypatch.setattr(_codegen, "_cache_dir", lambda: str(tmp_path))
+    from tapegrad.core import cache
+    monkeypatch.setattr(cache, "cache_dir", lambda: str(tmp_path))
     with pytest.warns(RuntimeWarning, match="could not be imported"):
         with pytest.raises(RuntimeError, match=f"delete the directory {tmp_path}"):
-            _codegen._materialize("_gen_never_imports", "raise ValueError('broken')\n")
+            cache.materialize("_gen_never_imports", "raise ValueError('broken')\n")
     assert "tapegrad._gen_never_imports" not in sys.modules
 
 
@@ -120,16 +120,16 @@ def test_a_module_that_cannot_be_imported_names_the_directory(tmp_path, monkeypa
 _CALL = {
     # a function of a generated module (materialized from source in the code cache)
     "generated": '''
-        from tapegrad import _codegen
-        m = _codegen._materialize("_gen_cache_probe",
-                                  "from tapegrad._jit import jit\\n\\n\\n@jit\\n"
+        from tapegrad.core import cache
+        m = cache.materialize("_gen_cache_probe",
+                                  "from tapegrad.core.jit import jit\\n\\n\\n@jit\\n"
                                   "def twice(x):\\n    return 2.0 * x + 1.0\\n")
         fn, expected = m.twice, 2.0 * 0.75 + 1.0
     ''',
     # a function of tapegrad's own njit modules
     "own": '''
         import math
-        from tapegrad import _vecmath
+        from tapegrad.core import vecmath as _vecmath
         fn, expected = _vecmath.exp, math.exp(0.75)
     ''',
 }

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _columns
-from tapegrad._registry import PRIMS
+from tapegrad.batch import columns as _columns
+from tapegrad.core.registry import PRIMS
 
 from conftest import rng_for
 from test_vmap import check

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _pytree
+from tapegrad.core import pytree as _pytree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -160,7 +160,7 @@ def case_every_elementwise_primitive():
 
 def case_registry_coverage():
     """The functions of these cases record every primitive of the registry (but `call`)."""
-    from tapegrad._registry import PRIMS
+    from tapegrad.core.registry import PRIMS
     x = np.array([0.3, -0.7, 1.1, 0.05])
     W = rng("coverage").standard_normal((4, 4))
     seen = {p.name for p in tg.trace(every_elementwise, x).prims}
@@ -320,27 +320,27 @@ def case_chunked_streaming():
 def case_chunks_sized_from_device_memory():
     """The default chunk comes from the free device memory (faked here: a few kilobytes)."""
     from numba import cuda
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     seen = []
-    real_evaluate = tg._vmap._evaluate
+    real_evaluate = tg.batch.vmap.evaluate
 
-    def spy(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse=False):
-        if backend == "cuda" and isinstance(index, slice):
+    def spy(traced, transform, tape, V, plan, batch, index, output, backend, fn):
+        if backend.name == "cuda" and isinstance(index, slice):
             seen.append(index.stop - index.start)
-        return real_evaluate(traced, kind, tape, V, plan, batch, index, Y, backend, fn, fuse)
+        return real_evaluate(traced, transform, tape, V, plan, batch, index, output, backend, fn)
 
     class Context:
         def get_memory_info(self):
             return (4_000, 80_000)
     real_context = cuda.current_context
     cuda.current_context = lambda *a: Context()
-    tg._vmap._evaluate = spy
+    tg.batch.vmap.evaluate = spy
     try:
         X = rng("memory").standard_normal((12, 5))
         check(tg.grad(rosenbrock), X)
     finally:
         cuda.current_context = real_context
-        tg._vmap._evaluate = real_evaluate
+        tg.batch.vmap.evaluate = real_evaluate
     assert len(seen) > 1 and max(seen) < 12, seen
     assert _cuda.MEMORY_FRACTION * 4_000 >= max(seen) * 8 * 40     # 40+ rows a point
 
@@ -361,7 +361,7 @@ def case_auto_selects_the_simulator():
     X = rng("auto").standard_normal((4, 3))
     got = tg.vmap(tg.grad(rosenbrock), device="auto")(X)
     assert_same(got, tg.vmap(tg.grad(rosenbrock))(X))
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     assert _cuda.available() and _cuda.why_unavailable() is None
 
 
@@ -427,7 +427,7 @@ def test_import_does_not_load_numba_cuda():
 @pytest.fixture
 def no_gpu(monkeypatch):
     """The CUDA backend as on a machine without a GPU, whatever this machine has."""
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     monkeypatch.setitem(_cuda._state, "reason", "no usable CUDA GPU: (test) no device")
 
 
@@ -453,7 +453,7 @@ def test_bad_device_name():
 def test_reasons_reported_by_the_probe(monkeypatch):
     """Without numba.cuda: install numba-cuda. Without a driver/GPU: the driver's words."""
     import numba
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     monkeypatch.delattr(numba, "cuda", raising=False)
     monkeypatch.setitem(sys.modules, "numba.cuda", None)     # `from numba import cuda` fails
     reason = _cuda._probe()
@@ -477,8 +477,8 @@ def test_generated_kernels_cover_the_registry():
     """The CUDA module is generated from the registry: one device function per elementwise
     rule, and the interpreters dispatch every opcode (no hand-kept list of ops)."""
     pytest.importorskip("numba.cuda")
-    from tapegrad import _codegen_cuda
-    from tapegrad._registry import PRIMS
+    from tapegrad.batch import codegen_cuda as _codegen_cuda
+    from tapegrad.core.registry import PRIMS
     source = _codegen_cuda.generate()
     for p in PRIMS:
         assert f"op == {p.opcode}:  # {p.name}" in source
@@ -497,7 +497,7 @@ import sys, types
 import numba.cuda.dispatcher as D
 D.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 from numba import cuda, float64, int64, uint8
-from tapegrad._codegen_cuda import load
+from tapegrad.batch.codegen_cuda import load
 m = load()
 A1, A2, A3, I1, I2 = float64[::1], float64[:, ::1], float64[:, :, ::1], int64[::1], int64[:, ::1]
 tape = (I2, A2, I1, I2)
@@ -569,7 +569,7 @@ def no_gpu_subprocess_env():
 @pytest.fixture
 def needs_gpu():
     """Skip without a real GPU (probed when a gpu test runs, not when the module loads)."""
-    from tapegrad import _cuda
+    from tapegrad.batch import cuda as _cuda
     if SIMULATOR or not _cuda.available():
         pytest.skip("needs a real CUDA GPU")
 

@@ -20,7 +20,7 @@ da = pytest.importorskip("dask.array")
 import dask  # noqa: E402
 
 import tapegrad as tg  # noqa: E402
-from tapegrad import _dask  # noqa: E402
+from tapegrad.batch import dask as _dask  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a LocalCluster's scheduler serves HTTP on port 8787 even without a dashboard: another cluster
@@ -45,8 +45,8 @@ def two_outputs(x, a):
 
 def same(a, b):
     """Bit-for-bit equality of two pytrees of arrays (dask leaves are computed)."""
-    la = tg._pytree.flatten(a)[0]
-    lb = tg._pytree.flatten(b)[0]
+    la = tg.core.pytree.flatten(a)[0]
+    lb = tg.core.pytree.flatten(b)[0]
     assert len(la) == len(lb)
     for x, y in zip(la, lb):
         x = x.compute() if isinstance(x, da.Array) else x
@@ -55,7 +55,7 @@ def same(a, b):
 
 
 def leaves(tree):
-    return tg._pytree.flatten(tree)[0]
+    return tg.core.pytree.flatten(tree)[0]
 
 
 @pytest.fixture
@@ -258,7 +258,7 @@ def test_shipment_pickles_small_and_without_code(X):
     assert len(data) < ship.nbytes + 4096
     strings = {arg for _, arg, _ in pickletools.genops(data) if isinstance(arg, str)}
     modules = {m for m in strings if "." in m}
-    assert all(m == "tapegrad._dask" or m.startswith("numpy.") for m in modules), modules
+    assert all(m == "tapegrad.batch.dask" or m.startswith("numpy.") for m in modules), modules
     assert not any("rosenbrock" in m for m in strings)
     back = pickle.loads(data)
     tape = back.tapes[0]
@@ -380,7 +380,7 @@ def _count_batched_loads(on):
     """On a worker (or, with in-process workers, here): count the loads of the batched
     interpreters from now on (`on`), or stop counting. `_interp.interpreters` imports
     `_codegen.load` when it loads a module, so the counter sees every load."""
-    from tapegrad import _codegen
+    from tapegrad.core import codegen as _codegen
     load = _codegen.load
     if on and not hasattr(load, "calls"):
         def counted(batched=False):
@@ -396,7 +396,7 @@ def _interpreter_state():
     """On a worker: its process, the batched interpreter module it holds, how often it loaded
     one since counting began, and what numba did for the tile driver (overloads, and how many
     were compiled here or loaded from numba's on-disk cache)."""
-    from tapegrad import _codegen, _interp
+    from tapegrad.core import codegen as _codegen, interp as _interp
     module = _interp._modules.get(True)
     generated = [m for m in sys.modules if m.startswith("tapegrad._gen_batched_")]
     state = dict(pid=os.getpid(), loads=getattr(_codegen.load, "calls", None),
@@ -433,7 +433,7 @@ def test_distributed_workers_load_and_compile_interpreters_once(client, rng):
     assert all(s["loads"] in (0, 1) for s in second.values()), second
     ran = [w for w, s in first.items() if "module" in s]
     assert ran, first
-    client_cache = tg._interp.interpreters(batched=True).run_tiles.stats.cache_path
+    client_cache = tg.core.interp.interpreters(batched=True).run_tiles.stats.cache_path
     for w in ran:
         s = first[w]
         assert s["pid"] == before[w]["pid"] == second[w]["pid"]

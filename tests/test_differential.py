@@ -18,20 +18,36 @@ minimum, amax, amin, where) are compared with PyTorch and JAX only, whose conven
 follows (relu'(0) = 0, ties share the gradient), and where PyTorch and JAX differ from each
 other the comparison follows PyTorch.
 
-In CI: `max_examples` 100 (TAPEGRAD_DIFF_EXAMPLES overrides it, e.g. 5000). With
+Layout parity (the last section): each program's gradients by eager backward, the flat replay
+(`grad`), `vmap(grad)` in the column layout and in the fused tier, second order (`hessian`
+against `vmap(hessian)`), float32 tapes, and on a small fixed sample the CUDA layout on the
+simulator (in a subprocess) must agree, per point of a small batch: bitwise where a tier runs
+the flat replay's arithmetic.
+
+In CI: `max_examples` 100 (TAPEGRAD_DIFF_EXAMPLES overrides it, e.g. 5000; the parity tests
+take a share of it). With
 TAPEGRAD_DIFF_SURVEY=path, mismatches are appended to that JSON-lines file instead of failing
 (to count them over a long run); every mismatch message carries the program as code.
 """
 import json
 import os
+import subprocess
 import sys
+import traceback
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 import tapegrad
+from tapegrad.batch import columns as _columns
+from tapegrad.batch import fuse as _fuse
+from tapegrad.core import pytree as _pytree
+from tapegrad.core.registry import PRIMS
 
+from test_fuse import tiers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = int(os.environ.get("TAPEGRAD_DIFF_EXAMPLES", 100))
 SURVEY = os.environ.get("TAPEGRAD_DIFF_SURVEY")
 
@@ -522,14 +538,24 @@ def _close(a, b, rtol, atol):
     return all(np.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True) for x, y in zip(a, b))
 
 
+def has_kinks(program):
+    """Whether the program has an operation that is not differentiable everywhere (KINKS)."""
+    return any(op[1] in KINKS if op[0] in ("unary", "binary", "reduce") else op[0] in KINKS
+               for op in program[1])
+
+
+def _in_domain(value, grads):
+    """Whether a value and its gradients are finite and moderate (the generator's domain)."""
+    return bool(np.isfinite(value) and all(np.isfinite(g).all() for g in grads)
+                and abs(value) < 1e8 and all(np.abs(g).max(initial=0) < 1e8 for g in grads))
+
+
 def compare(program):
     """Every path's gradients; returns the list of disagreements (empty when all agree)."""
     xs, weights = _weights(program)
     with np.errstate(all="ignore"):
         value, eager = grads_eager(program, xs, weights)
-    finite = np.isfinite(value) and all(np.isfinite(g).all() for g in eager) \
-        and abs(value) < 1e8 and all(np.abs(g).max(initial=0) < 1e8 for g in eager)
-    if not finite:
+    if not _in_domain(value, eager):
         return None                   # outside the generator's domain: discarded
     scale = 1.0 + max(float(np.abs(g).max(initial=0)) for g in eager)
     problems = []
@@ -541,8 +567,7 @@ def compare(program):
     for name, module in PEERS.items():
         results[name] = (grads_torch if name == "torch" else grads_jax)(module, program, xs,
                                                                          weights)
-    kinks = any(op[1] in KINKS if op[0] in ("unary", "binary", "reduce") else op[0] in KINKS
-                for op in program[1])
+    kinks = has_kinks(program)
     for name, (pvalue, grads) in results.items():
         same = np.isclose(pvalue, value, rtol=1e-9, atol=1e-9 * (1 + abs(value))) and \
             _close(grads, eager, 1e-7, 1e-9 * scale)
@@ -624,3 +649,324 @@ def test_torch_adapter_is_used():
     (k0, w0), (k1, w1) = weights                     # the input and exp(input), weighed
     assert (k0, k1) == (0, 1)
     np.testing.assert_allclose(grads[0], w0 + np.exp(xs[0]) * w1, rtol=1e-14)
+
+
+# ---- layout parity: every tier of the batched replay agrees with the flat one -----------------
+# The flat interpreters (`tg.grad`, `tg.hessian`) replay a tape point by point; `vmap` replays
+# it in the column layout (fuse=False), in one fused kernel per tape (fuse=True) or on the GPU
+# (device="cuda"). Every layout is generated from the same kernel bodies (`core.layouts`), so
+# each must give the flat replay's result at every point of the batch: bitwise where it runs
+# the same arithmetic (`same_arithmetic`), to rounding (`ROUNDING`) where it may not.
+
+PARITY = dict(max_examples=EXAMPLES, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                     HealthCheck.data_too_large])
+SECOND_ORDER_EXAMPLES = max(5, EXAMPLES // 2)
+# The fused tier compiles each tape (0.3-3 s): its sample is derandomized, so that a second run
+# finds the kernels in the code cache.
+FUSED_EXAMPLES = max(3, EXAMPLES // 10)
+FLOAT32_EXAMPLES = max(5, EXAMPLES // 5)
+CUDA_PROGRAMS = 8                            # the simulator: ~3 us per operation and thread
+# Where the tiers' arithmetic differs (sums reassociated, products rounded in another order,
+# BLAS's FMAs, libm against core.vecmath), results differ by rounding: measured, at most about
+# one ulp of the largest magnitude at a point; allowed, 256 ulps of it.
+ROUNDING = {np.dtype(np.float64): 256 * np.finfo(np.float64).eps,
+            np.dtype(np.float32): 256 * np.finfo(np.float32).eps}
+BRANCHING_KERNELS = {"segmax", "segmin", "where"}    # the fused tier refuses them (NotFusable)
+
+
+# Run by every parity test on top of its draws: between them, every structural primitive (the
+# draws reach matmul, prod or a pair difference in a few percent of programs only).
+PARITY_PROGRAMS = [
+    ([(2, 3), (3, 2)], [("matmul", 0, 1), ("unary", "tanh", 2)], 11),
+    ([(2, 3)], [("matmul_t", 0), ("reduce", "logsumexp", 1, 1, False)], 12),
+    ([(2, 3)], [("reduce", "amax", 0, 1, False), ("reduce", "prod", 0, 1, False),
+                ("binary", "add", 1, 2), ("reduce", "amin", 0, 0, False)], 13),
+    ([(3, 2), (3, 2)], [("where", 0, 0.0, 0, 1), ("cat", 0, 1, 1), ("stack", 0, 1, 0)], 14),
+    ([(4,)], [("index", 0, np.array([0, 1, 3])), ("index", 0, np.array([2, 2, 0])),
+              ("binary", "sub", 1, 2), ("index", 0, slice(1, 3))], 15),
+    ([(2, 3)], [("unary", "square", 0), ("reduce", "sum", 1, 1, False),
+                ("reduce", "mean", 0, 0, False)], 16),
+]
+
+
+def with_parity_programs(test):
+    """`test` runs PARITY_PROGRAMS as explicit examples (below @given)."""
+    for program in reversed(PARITY_PROGRAMS):
+        test = example(program=program)(test)
+    return test
+
+
+def parity_points(xs, seed, dtype=np.float64):
+    """The drawn inputs and three variants of them: perturbed; rounded to integers (ties for
+    amax, amin, maximum and minimum; values at `where`'s threshold 0); about half of the
+    entries zero (zero factors of prod). All arrays of `dtype`: a transform traces once per
+    signature of its arguments, and a numpy scalar would be another one."""
+    rng = np.random.default_rng(seed)
+    variants = [xs, [x + rng.uniform(-0.1, 0.1, np.shape(x)) for x in xs],
+                [np.round(x) for x in xs],
+                [np.where(rng.random(np.shape(x)) < 0.5, 0.0, x) for x in xs]]
+    return [[np.asarray(x, dtype) for x in point] for point in variants]
+
+
+def batched(points):
+    """Every input of every point, stacked along a leading batch axis (in_axes 0 for all)."""
+    return [np.stack([point[i] for point in points]) for i in range(len(points[0]))]
+
+
+def flat_replays(transform, points):
+    """`transform` at every point by the flat replay. Its first call traces the function and
+    returns what the eager forward (numpy's math: other roundings) computed, so it is made
+    first and set aside."""
+    transform(*points[0])
+    return [transform(*point) for point in points]
+
+
+def the_tape(vmapped):
+    """The one tape a vmapped function replayed (the programs have no guards)."""
+    (tape,) = [tape for tapes in vmapped._traced.cache.values() for tape in tapes]
+    return tape
+
+
+def same_arithmetic(tape):
+    """Whether the column layout replays the flat replay's arithmetic exactly: it kept every
+    entry as recorded (`_columns` may alias copies and windows, whose adjoints then add up in
+    another order, replay x * x as a square and fold a constant factor into a sum), and no entry
+    is a matmul (the flat layout calls BLAS, which sums in its own order, with FMAs)."""
+    cols = _columns.layout(tape)
+    return np.array_equal(cols.E, tape.E) and np.array_equal(cols.FC, tape.FC) and \
+        "matmul" not in {p.name for p in tape.prims}
+
+
+def assert_parity(got, want, exact, what):
+    """A tier's results `got` (leaves with the batch axis first) against the flat replays `want`
+    (one tree per point): bitwise when `exact`, else to ROUNDING of the largest magnitude of
+    the point's results."""
+    leaves, structure = _pytree.flatten(got)
+    for q, tree in enumerate(want):
+        expected, expected_structure = _pytree.flatten(tree)
+        assert structure == expected_structure, what
+        expected = [np.asarray(e) for e in expected]
+        scale = 1.0 + max(float(np.abs(e[np.isfinite(e)]).max(initial=0)) for e in expected)
+        for k, (batch, e) in enumerate(zip(leaves, expected)):
+            a = np.asarray(batch[q])
+            message = f"{what}: point {q}, result {k}"
+            assert a.shape == e.shape and a.dtype == e.dtype, (message, a.shape, e.shape,
+                                                               a.dtype, e.dtype)
+            if exact:
+                np.testing.assert_array_equal(a, e, err_msg=message)
+            else:
+                tol = ROUNDING[e.dtype]
+                np.testing.assert_allclose(a, e, rtol=tol, atol=tol * scale, equal_nan=True,
+                                           err_msg=message)
+
+
+def assert_identical(got, want, what):
+    """Two batched results, bitwise (the same tier computed both)."""
+    (a, sa), (b, sb) = _pytree.flatten(got), _pytree.flatten(want)
+    assert sa == sb, what
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y, err_msg=what)
+
+
+def _setup(program, dtype=np.float64):
+    """(f, points, argnums, weights) of a program, computing in `dtype`; None when its drawn
+    inputs are outside the generator's domain."""
+    xs, weights = _weights(program)
+    with np.errstate(all="ignore"):
+        value, eager = grads_eager(program, xs, weights)
+    if not _in_domain(value, eager):
+        return None
+    weights = [(k, w.astype(dtype)) for k, w in weights]
+
+    def f(*args):
+        return run(TG(), program, args, weights)
+    return f, parity_points(xs, program[2], dtype), tuple(range(len(xs))), weights
+
+
+@settings(**PARITY)
+@given(program=programs())
+@with_parity_programs
+def test_layout_parity(program):
+    """Per point, the gradient with respect to every input: eager backward and the flat replay
+    (`grad`) agree; vmap(grad) in the column layout gives the flat replay's."""
+    setup = _setup(program)
+    assume(setup is not None)
+    f, points, argnums, weights = setup
+    what = describe(program)
+    grad = tapegrad.grad(f, argnums=argnums)
+    vmapped = tapegrad.vmap(tapegrad.grad(f, argnums=argnums), fuse=False)
+    with np.errstate(all="ignore"):
+        flat = flat_replays(grad, points)
+        columns = vmapped(*batched(points))
+    assert_parity(columns, flat, same_arithmetic(the_tape(vmapped)), f"column layout\n{what}")
+    # eager: numpy's forward, its own roundings; where the program has a kink, a rounding can
+    # take the other side of it, so only the drawn point (kept off kinks by its draw)
+    for q, point in enumerate(points if not has_kinks(program) else points[:1]):
+        with np.errstate(all="ignore"):
+            value, eager = grads_eager(program, point, weights)
+        if _in_domain(value, eager):
+            scale = 1.0 + max(float(np.abs(g).max(initial=0)) for g in eager)
+            assert _close(eager, flat[q], 1e-10, 1e-12 * scale), f"eager, point {q}\n{what}"
+
+
+@settings(**dict(PARITY, max_examples=SECOND_ORDER_EXAMPLES))
+@given(program=programs())
+@with_parity_programs
+def test_layout_parity_second_order(program):
+    """hessian: the column layout's forward-over-reverse sweep gives the flat replay's."""
+    setup = _setup(program)
+    assume(setup is not None)
+    f, points, argnums, _ = setup
+    vmapped = tapegrad.vmap(tapegrad.hessian(f, argnums=argnums), fuse=False)
+    with np.errstate(all="ignore"):
+        flat = flat_replays(tapegrad.hessian(f, argnums=argnums), points)
+        columns = vmapped(*batched(points))
+    assert_parity(columns, flat, same_arithmetic(the_tape(vmapped)),
+                  f"column layout, hessian\n{describe(program)}")
+
+
+def _both_tiers(program, dtype):
+    """(tape, fused tier's states, flat replays, vmap(grad) with fuse=True, with fuse=False)
+    at the program's points, computing in `dtype`; None outside the generator's domain."""
+    setup = _setup(program, dtype)
+    if setup is None:
+        return None
+    f, points, argnums, _ = setup
+    vmapped = tapegrad.vmap(tapegrad.grad(f, argnums=argnums), fuse=True)
+    X = batched(points)
+    with np.errstate(all="ignore"):
+        flat = flat_replays(tapegrad.grad(f, argnums=argnums), points)
+        fused = vmapped(*X)
+        interpreted = tapegrad.vmap(tapegrad.grad(f, argnums=argnums), fuse=False)(*X)
+    return the_tape(vmapped), tiers(vmapped), flat, fused, interpreted
+
+
+@settings(**dict(PARITY, max_examples=FUSED_EXAMPLES, derandomize=True, database=None))
+@given(program=programs())
+@with_parity_programs
+def test_layout_parity_fused(program):
+    """vmap(grad, fuse=True): the fused kernel gives the flat replay's gradients to rounding (it
+    reassociates); a tape with a kernel that branches on values is refused and replayed by the
+    interpreter, whose results come back unchanged."""
+    tiers_ = _both_tiers(program, np.float64)
+    assume(tiers_ is not None)
+    tape, states, flat, fused, interpreted = tiers_
+    what = describe(program)
+    if BRANCHING_KERNELS & {p.name for p in tape.prims}:
+        assert states == [False], f"{states}: not refused\n{what}"
+        assert_identical(fused, interpreted, f"refused\n{what}")
+    else:
+        assert len(states) == 1 and isinstance(states[0], _fuse.Fused), f"{states}\n{what}"
+    assert_parity(fused, flat, False, f"fused tier\n{what}")
+
+
+@settings(**dict(PARITY, max_examples=FLOAT32_EXAMPLES))
+@given(program=programs())
+@with_parity_programs
+def test_layout_parity_float32(program):
+    """float32 tapes: the column layout gives the flat replay's gradients (bitwise where it runs
+    the same arithmetic: accumulators are float64 in both layouts); the fused tier refuses them
+    (it computes in float64) and the interpreter's results come back."""
+    tiers_ = _both_tiers(program, np.float32)
+    assume(tiers_ is not None)
+    tape, states, flat, got, interpreted = tiers_
+    what = describe(program)
+    assert states == [False], f"{states}: not refused\n{what}"
+    assert_identical(got, interpreted, f"float32, refused\n{what}")
+    assert_parity(got, flat, same_arithmetic(tape), f"float32\n{what}")
+
+
+# The CUDA layout runs on the simulator, in a subprocess (NUMBA_ENABLE_CUDASIM=1; this process
+# keeps the real CPU path and no CUDA state, as in test_cuda), on a small fixed sample.
+
+def cuda_sample(n=CUDA_PROGRAMS, draws=1000):
+    """(programs, primitives): n programs of PARITY_PROGRAMS and a derandomized draw, in the
+    generator's domain, chosen greedily to record the most primitives between them (structural
+    ones first, the smaller tape first)."""
+    candidates = []
+
+    def consider(program):
+        xs, weights = _weights(program)
+        with np.errstate(all="ignore"):
+            value, eager = grads_eager(program, xs, weights)
+        if _in_domain(value, eager):
+            tape = tapegrad.trace(lambda *args: run(TG(), program, args, weights), *xs)
+            candidates.append((program, {p.name for p in tape.prims}, tape.V0.size))
+
+    @settings(max_examples=draws, deadline=None, database=None, derandomize=True,
+              suppress_health_check=PARITY["suppress_health_check"])
+    @given(program=programs())
+    def collect(program):
+        consider(program)
+    collect()
+    for program in PARITY_PROGRAMS:         # the draws reach a few primitives rarely
+        consider(program)
+    elementwise = {p.name for p in PRIMS if p.elementwise}
+    chosen, seen = [], set()
+    for _ in range(min(n, len(candidates))):
+        best = max(candidates, key=lambda c: (len(c[1] - seen - elementwise),
+                                              len(c[1] - seen), -c[2]))
+        candidates.remove(best)
+        chosen.append(best[0])
+        seen |= best[1]
+    return chosen, seen
+
+
+def cuda_parity():
+    """In the simulator process: vmap(grad, device="cuda") against the flat replay on the
+    sample. (program as code, None or the traceback) per program, and the primitives seen."""
+    programs_, seen = cuda_sample()
+    results = []
+    for program in programs_:
+        what = describe(program)
+        try:
+            f, points, argnums, _ = _setup(program)        # the sample is in the domain
+            vmapped = tapegrad.vmap(tapegrad.grad(f, argnums=argnums), device="cuda")
+            with np.errstate(all="ignore"):
+                flat = flat_replays(tapegrad.grad(f, argnums=argnums), points)
+                got = vmapped(*batched(points))
+            # libm's math (the simulator; libdevice on a GPU) against core.vecmath, and the
+            # portable matmul against BLAS: rounding
+            assert_parity(got, flat, False, f"CUDA layout\n{what}")
+            results.append((what, None))
+        except Exception:        # noqa: BLE001 - reported by the test in the parent process
+            results.append((what, traceback.format_exc()))
+    return results, sorted(seen)
+
+
+def test_parity_programs_record_every_structural_primitive():
+    seen = set()
+    for program in PARITY_PROGRAMS:
+        xs, weights = _weights(program)
+        tape = tapegrad.trace(lambda *args: run(TG(), program, args, weights), *xs)
+        seen |= {p.name for p in tape.prims}
+    assert {p.name for p in PRIMS if p.structural} <= seen
+
+
+def test_layout_parity_on_the_cuda_simulator():
+    """The CUDA layout gives the flat replay's gradients on a sample that records most
+    primitives (the simulator runs the generated device code as Python)."""
+    pytest.importorskip("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get(
+                   "PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--cuda-simulator"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        pytest.fail(f"the simulator subprocess failed (exit {proc.returncode}):\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    report = json.loads(lines[-1])
+    assert len(report["results"]) == CUDA_PROGRAMS, report
+    failures = [f"{what}\n{error}" for what, error in report["results"] if error]
+    assert not failures, "\n\n".join(failures)
+    structural = {p.name for p in PRIMS if p.structural}
+    assert structural <= set(report["primitives"]), \
+        f"no program of the sample records {sorted(structural - set(report['primitives']))}"
+
+
+if __name__ == "__main__":
+    if "--cuda-simulator" in sys.argv:       # test_layout_parity_on_the_cuda_simulator's process
+        results, primitives = cuda_parity()
+        print(json.dumps({"results": results, "primitives": primitives}))

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import tapegrad as tg  # noqa: E402
-from tapegrad._display import GraphTape, TapeStats, brief  # noqa: E402
+from tapegrad.inspect.display import GraphTape, TapeStats, brief  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -416,7 +416,7 @@ def test_draw_traced_tape_with_gradients():
     assert "x\n(2,)\ngrad |g|=" + brief(np.linalg.norm([-51.0, 50.0])) in _node_texts(fig)
     # the output's incoming edges carry d(out)/d(out) = 1
     out_entry = len(tape) - 1
-    assert {brief(g) for (s, e), g in tape._edge_gradients(tape.adjoints()).items()
+    assert {brief(g) for (s, e), g in tape.display().edge_gradients(tape.adjoints()).items()
             if e == out_entry} == {"1"}
     # a given seed scales every edge
     fig = tape.draw(grads=True, seed=np.array(2.0))
@@ -430,7 +430,7 @@ def test_draw_on_given_axes_and_layers():
     tape = tg.trace(f, np.array([1.0, 2.0]), np.array([0.5, 0.25]))
     fig, ax = plt.subplots()
     assert tape.draw(ax=ax) is fig
-    from tapegrad._display import layout
+    from tapegrad.inspect.display import layout
     pos, edges = layout(tape)
     depth = {n: p[0] for n, p in pos.items()}
     for (s, e), points in edges.items():

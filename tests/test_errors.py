@@ -23,7 +23,7 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 START, END = "<!-- errors-table:start -->", "<!-- errors-table:end -->"
 
 _TRACE = "t = tg.trace(lambda x: x.exp().sum(), np.ones(2)); "
-_SAVED = _TRACE + "tg._io.save(t, tmp + '/t.npz'); "
+_SAVED = _TRACE + "t.save(tmp + '/t.npz'); "
 _EXP_X = "t = tg.trace(lambda x: (x.exp() * x).sum(), np.ones(3)); "
 _LOADED = ("tg.trace(lambda x: (x * x).sum(), np.ones((3, 2))).save(tmp + '/t.npz'); "
            "t = tg.load(tmp + '/t.npz'); ")
@@ -244,11 +244,11 @@ CASES = [
          raises="FileNotFoundError",
          message="[Errno 2] No such file or directory: '{tmp}/missing.npz'"),
     dict(what="Tape arrays with an out-of-range slot",
-         code=_TRACE + "a = tg._io.to_arrays(t); a['E'][0, 1] = 99; tg._io.from_arrays(a)",
+         code=_TRACE + "a = tg.transforms.io.to_arrays(t); a['E'][0, 1] = 99; tg.transforms.io.from_arrays(a)",
          raises="TapeFormatError",
          message="entry 0: operand slot 99 out of range [0, 3)"),
     dict(what="Sweeping tape arrays that were never validated",
-         code=_TRACE + "import types; tg._sweep.forward(types.SimpleNamespace(E=t.E, FC=t.FC, "
+         code=_TRACE + "import types; tg.core.sweep.forward(types.SimpleNamespace(E=t.E, FC=t.FC, "
               "IP=t.IP, S=t.S, NEED=t.NEED, calls=[]), t.V0.copy())",
          raises="TapeFormatError",
          message="refusing to sweep a SimpleNamespace that has not been validated: tapes built "
@@ -257,7 +257,7 @@ CASES = [
     dict(what="Saving a tape with a nested transform",
          code="inner = tg.grad(lambda x, a: (a * x ** 3).sum()); "
               "t = tg.trace(lambda a: inner(np.ones(3), a).sum(), np.ones(3)); "
-              "tg._io.save(t, tmp + '/t.npz')",
+              "tg.transforms.io.save(t, tmp + '/t.npz')",
          raises="TypeError",
          message="a tape with nested transforms holds Python code and cannot be saved"),
     # ---- CUDA on a machine without it ----
@@ -520,6 +520,12 @@ CASES = [
          code=_SAVED + "tg.load(tmp + '/t.npz', max_bytes='10')",
          raises="TypeError",
          message="max_bytes must be an int (the most bytes of arrays to read), got str '10'"),
+    dict(what="vmap of a function whose branches return outputs of other sizes",
+         code="tg.vmap(lambda x: x[:2] * 1.0 if x[0] > 0 else x[:3] * 1.0, fuse=False)("
+              "np.array([[1.0, 2, 3], [-1.0, 2, 3]]))",
+         raises="RuntimeError",
+         message="vmap: a branch changed the output's size (2 result values per point on the "
+                 "first tape traced, 3 on this branch's)"),
 ]
 
 
@@ -527,7 +533,7 @@ def _skip_reason(case):
     if "dask" in case["code"] and importlib.util.find_spec("dask") is None:
         return "dask is not installed"
     if case["what"].startswith("vmap(device='cuda')"):
-        from tapegrad import _cuda
+        from tapegrad.batch import cuda as _cuda
         if _cuda.available():
             return "runs only without a CUDA GPU (one is available here)"
     return None

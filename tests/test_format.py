@@ -1,4 +1,4 @@
-"""Tests for tapegrad._format: PyTorch-identical tensor reprs.
+"""Tests for tapegrad.eager.format: PyTorch-identical tensor reprs.
 
 The first half uses expected strings copied from real PyTorch 2.13 output
 (with ``torch.set_default_dtype(torch.float64)``, tapegrad's default, and
@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from tapegrad import _format
-from tapegrad._format import (
+from tapegrad.eager import format as _format
+from tapegrad.eager.format import (
     format_html,
     format_tensor,
     get_printoptions,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _fuse, _vmap
+from tapegrad.batch import fuse as _fuse
+from tapegrad.batch.plan import plans_of
 
 from conftest import rng_for
 from test_vmap import (assert_same, check, lj_configurations, lj_energy, lj_forces_by_hand,
@@ -22,7 +23,7 @@ def tiers(vmapped):
     states = []
     for tapes in vmapped._traced.cache.values():
         for tape in tapes:
-            states += [plan.get("fused") for plan in _vmap._PLANS.get(tape, {}).values()]
+            states += [plan.state.fused for plan in plans_of(tape)]
     return states
 
 
@@ -218,8 +219,8 @@ def test_source_is_straight_line_code_with_one_call_site_per_math_function():
     X = np.zeros((3, 8))
     vmapped(X)
     (tape,) = next(iter(vmapped._traced.cache.values()))
-    (plan,) = _vmap._PLANS[tape].values()
-    text = _fuse.source(tape, tape.V0, plan, "grad")
+    (plan,) = plans_of(tape)
+    text = _fuse.source(tape, tape.V0, plan)
     assert text.count("_vm.tanh(") == 1          # 16 hidden units, one loop
     assert "if " not in text.replace(" if ", "")  # no statement-level branches
 

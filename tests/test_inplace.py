@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import tapegrad
-from tapegrad import _graph
+from tapegrad.eager import graph as _graph
 
 
 @pytest.fixture(scope="module")
@@ -739,10 +739,10 @@ def test_version_property_matches_torch(torch):
 
 UNTOUCHED = """
 import numpy as np, tapegrad
-from tapegrad import _graph
+from tapegrad.eager import graph as _graph
 x = tapegrad.tensor([1., 2.], requires_grad=True)
 y = (x.exp() * x).sum()
-assert not _graph._written and not _graph._rebound
+assert not _graph.written_bases and not _graph.rebound_tensors
 assert y.grad_fn.inputs[0].grad_fn.versions is None
 y.backward()
 np.testing.assert_allclose(x.grad.numpy(), np.exp([1., 2.]) * (1 + np.array([1., 2.])))
@@ -763,7 +763,7 @@ def test_untouched_programs_pay_nothing():
 def test_registries_forget_dead_tensors():
     import gc
     gc.collect()
-    before = (len(_graph._written), len(_graph._rebound))    # other tests' live tensors
+    before = (len(_graph.written_bases), len(_graph.rebound_tensors))    # other tests' live tensors
     for _ in range(3):
         a = tapegrad.tensor([1., 2.])
         a.add_(1)
@@ -772,7 +772,7 @@ def test_registries_forget_dead_tensors():
         b += 1
         del a, b, x
     gc.collect()
-    assert len(_graph._written) <= before[0] and len(_graph._rebound) <= before[1]
+    assert len(_graph.written_bases) <= before[0] and len(_graph.rebound_tensors) <= before[1]
 
 
 def test_rebound_history_resolves_deep_chains():
@@ -805,7 +805,7 @@ def test_training_loop_updates_in_place_and_checks_only_what_it_must():
         with tapegrad.no_grad():
             w -= 0.01 * w.grad
         w.grad = None
-    assert _graph._written
+    assert _graph.written_bases
     y = w * w                          # saves w at its current version
     unrelated = tapegrad.tensor([0.0])
     unrelated.add_(1)                  # a write after recording, into other memory

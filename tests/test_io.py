@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tapegrad
-from tapegrad import GuardError, TapeFormatError, _io
+from tapegrad import GuardError, TapeFormatError
+from tapegrad.transforms import io as _io
 
 RNG = np.random.default_rng(11)
 X = RNG.random((3, 4))
@@ -71,7 +72,7 @@ CASES = {
 
 
 def _flat(tree):
-    leaves, _ = tapegrad._pytree.flatten(tree)
+    leaves, _ = tapegrad.core.pytree.flatten(tree)
     return [np.asarray(leaf) for leaf in leaves]
 
 

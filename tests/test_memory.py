@@ -200,7 +200,7 @@ def test_the_call_style_cache_keeps_neither_functions_nor_objects():
 
 
 def test_signature_cache_evicts_the_least_recently_used():
-    from tapegrad._transforms import SignatureCache
+    from tapegrad.transforms.traced import SignatureCache
     cache = SignatureCache(limit=3)
     for k in "abc":
         cache[k] = k
@@ -212,7 +212,7 @@ def test_signature_cache_evicts_the_least_recently_used():
 def test_fused_modules_beyond_the_bound_are_unimported(monkeypatch):
     """Each fused tape has a generated module; only the MAX_MODULES most recently used stay
     imported. A plan that holds an un-imported module's kernel keeps working."""
-    from tapegrad import _fuse
+    from tapegrad.batch import fuse as _fuse
     monkeypatch.setattr(_fuse, "MAX_MODULES", 2)
     X = np.linspace(0.0, 1.0, 12).reshape(4, 3)
     batched, names = [], []

@@ -13,15 +13,16 @@ import math
 import numpy as np
 import pytest
 
-from tapegrad import _codegen, _kernels
-from tapegrad._registry import BY_NAME, OPCODE, PRIMS, SAVES, Prim
+from tapegrad.core import codegen as _codegen
+from tapegrad.core.primitive import LAYOUTS, Prim
+from tapegrad.core.registry import BY_NAME, OPCODE, PRIMS, SAVES
 
 from conftest import rng_for
 
 ELEMENTWISE = [p for p in PRIMS if p.kind in ("unary", "binary")]
 KERNELS = [p for p in PRIMS if p.kind == "kernel"]
 INTERPRETERS = ("forward", "backward", "tangent", "backward_tangent")
-# The calling convention of _kernels (see its docstring): rule -> parameter names.
+# The calling convention of kernel rules (core.primitive.SIGNATURES): rule -> parameter names.
 CONVENTION = {
     "fwd": "V S a b c o ip c0 c1",
     "vjp": "V G S NEED a b c o ip c0 c1",
@@ -72,7 +73,7 @@ def test_elementwise_rules(p):
     """f/d/d2 have the arity of the kind, parse, and only read the names the loops define."""
     arity = {"unary": (1, 1), "binary": (2, 3)}[p.kind]
     assert (len(p.d), len(p.d2)) == arity
-    assert not p.kernel and callable(p.numpy)
+    assert not p.rules and callable(p.numpy)
     for expr in (p.f, *p.d, *p.d2):
         assert isinstance(expr, str) and expr.strip()
         names = _names(expr)
@@ -83,7 +84,7 @@ def test_elementwise_rules(p):
 
 
 def _convention(fn):
-    return " ".join(inspect.signature(fn.py_func).parameters)
+    return " ".join(inspect.signature(fn).parameters)
 
 
 def _rules(p):
@@ -94,27 +95,22 @@ def _rules(p):
 
 @pytest.mark.parametrize("p", KERNELS, ids=[p.name for p in KERNELS])
 def test_kernel_families(p):
-    """Every structural primitive has its njit kernels, in the calling convention, and a linear
-    one does not write the two the code generator derives."""
+    """Every structural primitive defines its rules, in the calling convention, named as the
+    generated code names them; a linear one does not write the two the code generator derives,
+    and a layout's override keeps the convention too."""
     assert not p.f and not p.d and not p.d2 and p.numpy is None
+    assert callable(p.check), f"{p.name} has no shape rule"
     if p.linear:
-        assert not hasattr(_kernels, f"{p.kernel}_jvp")
-        assert not hasattr(_kernels, f"{p.kernel}_vjp_jvp")
+        assert "jvp" not in p.rules and "vjp_jvp" not in p.rules
     for rule, params in _rules(p).items():
-        fn = getattr(_kernels, f"{p.kernel}_{rule}", None)
-        assert fn is not None, f"_kernels.{p.kernel}_{rule} is missing"
-        assert hasattr(fn, "py_func"), f"_kernels.{p.kernel}_{rule} is not an njit function"
-        assert len(_convention(fn).split()) == len(params.split()), (
-            f"_kernels.{p.kernel}_{rule}({_convention(fn)}) does not follow ({params})")
-
-
-def test_batched_kernel_families():
-    batched = pytest.importorskip("tapegrad._kernels_batched")
-    for p in KERNELS:
-        for rule, params in _rules(p).items():
-            fn = getattr(batched, f"{p.kernel}_{rule}", None)
-            assert fn is not None, f"_kernels_batched.{p.kernel}_{rule} is missing"
-            assert len(_convention(fn).split()) == len(params.split())
+        fn = p.rules.get(rule)
+        assert fn is not None, f"{p.name} has no {rule} rule"
+        assert fn.__name__ == f"{p.name}_{rule}"
+        assert _convention(fn) == params, f"{p.name}_{rule}({_convention(fn)}) is not ({params})"
+    for (rule, layout), fn in p.overrides.items():
+        assert layout in LAYOUTS
+        if rule in CONVENTION:
+            assert _convention(fn) == CONVENTION[rule], (p.name, rule, layout)
 
 
 # ---- the generated source -----------------------------------------------------------------
@@ -152,9 +148,10 @@ def test_generated_source_dispatches_every_opcode_once(name, source):
             assert f"{p.name}_{rule}" in functions, (name, p.name, rule)
     for p in KERNELS:
         for rule in _rules(p):
-            assert f"K.{p.kernel}_{rule}(" in source, (name, p.name, rule)
+            assert f"{p.name}_{rule}" in functions, (name, p.name, rule)
+            assert f"{p.name}_{rule}(" in source, (name, p.name, rule)
         if p.linear:    # the derived rules: the forward on tangents, the VJP on their adjoints
-            assert f"K.{p.kernel}_fwd(T[d]," in source and f"K.{p.kernel}_vjp(V, TG[d]," in source
+            assert f"{p.name}_fwd(T[d]," in source and f"{p.name}_vjp(V, TG[d]," in source
 
 
 # ---- the compiled forward agrees with the eager (numpy) forward ---------------------------

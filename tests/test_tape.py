@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _tape
-from tapegrad._tape import linearize
+from tapegrad.eager import flatten as _tape
+from tapegrad.eager.flatten import linearize
 
 
 def _tutorial(x, k=3.0):

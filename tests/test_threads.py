@@ -167,15 +167,15 @@ def test_in_place_version_checks_in_threads(inplace):
 def test_generated_modules_materialize_in_threads(tmp_path, monkeypatch):
     """Threads that write the same generated module at once each use their own temporary file
     (the fused tier once failed here: one thread renamed the other's file away)."""
-    from tapegrad import _codegen
-    monkeypatch.setattr(_codegen, "_cache_dir", lambda: str(tmp_path))
+    from tapegrad.core import cache
+    monkeypatch.setattr(cache, "cache_dir", lambda: str(tmp_path))
     barrier = threading.Barrier(8)
     errors = []
 
     def write(k):
         try:
             barrier.wait()
-            module = _codegen._materialize("_gen_thread_probe", "VALUE = 42\n")
+            module = cache.materialize("_gen_thread_probe", "VALUE = 42\n")
             assert module.VALUE == 42
         except BaseException as err:     # noqa: BLE001 - reported below
             errors.append(err)
@@ -218,7 +218,7 @@ else:
     for t in threads: t.start()
     for t in threads: t.join()
 import numba
-from tapegrad import _launch
+from tapegrad.batch import launch as _launch
 print(numba.threading_layer(), _launch._serialize, errors)
 sys.exit(1 if errors else 0)
 """
@@ -243,6 +243,6 @@ def test_eight_threads_share_a_vmap_under_the_workqueue_layer(fuse, dask):
 def test_thread_safe_layers_launch_concurrently():
     """Under tbb or omp (what numba picks when installed) launches do not take the lock."""
     import numba                  # (imported once tapegrad has: not by `import tapegrad`)
-    from tapegrad import _launch
+    from tapegrad.batch import launch as _launch
     tapegrad.vmap(tapegrad.grad(lambda x: (x * x).sum()), fuse=False)(np.ones((64, 3)))
     assert _launch._serialize is (numba.threading_layer() not in ("tbb", "omp"))

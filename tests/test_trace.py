@@ -1,6 +1,6 @@
 """Tracing and replay: the `Tape` object, what a tape may assume about the traced function.
 
-The rules under test (see `tapegrad._trace`):
+The rules under test (see `tapegrad.transforms.trace`):
   * array arguments and Python floats are inputs; ints, bools, strings, None and integer arrays
     are static, part of the cache key (a new value retraces);
   * functions written with plain numpy (`np.sin(x)`, `W @ x`, ...) record on the tape, and a
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tapegrad as tg
-from tapegrad import _transforms
+from tapegrad.transforms import traced as _transforms
 
 from conftest import rng_for
 
@@ -129,6 +129,22 @@ def test_tape_pickles():
     y = np.array([1.0, 2.0, -0.5])
     np.testing.assert_allclose(tape(y), rosenbrock(y))
     np.testing.assert_allclose(tape.gradient(y), fd_gradient(rosenbrock, y), rtol=1e-6)
+
+
+def test_a_tape_pickles_without_what_it_derived():
+    """What a process derives from a tape (per-thread buffers, the bound gradient sweeps, any
+    cache kept in `tape.derived`) stays behind: a tape pickles after any use, and its copy
+    derives its own."""
+    x = np.array([0.5, -1.2, 0.8])
+    g = tg.grad(rosenbrock)
+    for _ in range(2):
+        g(x)
+    (tape,), = g.traced.cache.values()
+    tape.derived["a cache of another module"] = lambda: None     # not picklable
+    assert any(key[0] == "gradient sweeps" for key in tape.derived if isinstance(key, tuple))
+    clone = pickle.loads(pickle.dumps(tape))
+    assert clone.derived == {}
+    np.testing.assert_allclose(clone.gradient(x), g(x), rtol=1e-14)
 
 
 def test_tape_is_shared_safely_by_threads():
@@ -511,3 +527,20 @@ def test_inner_transform_closing_over_an_outer_traced_value_raises():
         tg.grad(outer)(3.0)
     # passing the value as an argument is the supported form
     assert tg.grad(lambda a: tg.grad(lambda x, a: a * x ** 2)(1.0, a))(3.0) == 2.0
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: (x[x > 0] ** 2).sum(),                       # a boolean mask from the inputs
+    lambda x: (np.where(x > 0, x, 0.0)[x < 1.5] * x[x < 1.5]).sum(),
+], ids=["mask", "two masks"])
+def test_a_key_computed_from_the_inputs_is_guarded(f):
+    """A replay whose mask or indices differ from the trace's traces again (the tape holds the
+    trace's key as constants): never the gradient of the trace's selection."""
+    g = tg.grad(f)
+    points = [np.array([1.0, -1.0, 2.0]), np.array([-1.0, 3.0, 0.5]), np.array([0.5, 1.0, -2.0])]
+    for x in points:
+        fresh = tg.grad(f)(x)             # traced at x itself
+        np.testing.assert_array_equal(g(x), fresh)
+    X = np.stack(points)
+    np.testing.assert_array_equal(tg.vmap(g, fuse=False)(X),
+                                  np.stack([tg.grad(f)(x) for x in points]))

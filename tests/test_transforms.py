@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _pytree, _sweep
+from tapegrad.core import pytree as _pytree
+from tapegrad.core import sweep as _sweep
 
 from conftest import rng_for
 
@@ -523,24 +524,25 @@ def sweeps(monkeypatch):
             log[_name.replace("_entries", "")].append(rows)
             return _original(tape, V, *rest)
         monkeypatch.setattr(_sweep, name, counted)
-    original_pair = _sweep.gradient_sweeps
+    original_gradient = _sweep.Gradient
 
-    def counted_pair(tape, out, entries=None):  # grad's replay: a forward, then a reverse sweep
-        run = original_pair(tape, out, entries)
+    class CountedGradient:                      # grad's sweeps: a forward, then a reverse
+        def __init__(self, tape, out, entries=None):
+            self.sweeps = original_gradient(tape, out, entries)
 
-        def counted_run(V):
+        def forward(self, V):
             log["forward"].append(1)
-            G = run(V)
+            self.sweeps.forward(V)
+
+        def adjoints(self, V):
+            G = self.sweeps.adjoints(V)
             log["backward"].append(G.shape[0])
             return G
-        return counted_run
-    monkeypatch.setattr(_sweep, "gradient_sweeps", counted_pair)
-    original_adjoints = _sweep.scalar_adjoints
 
-    def counted_adjoints(tape, V, out):         # grad's reverse sweep (backward_first)
-        log["backward"].append(1)
-        return original_adjoints(tape, V, out)
-    monkeypatch.setattr(_sweep, "scalar_adjoints", counted_adjoints)
+        def run(self, V):
+            self.forward(V)
+            return self.adjoints(V)
+    monkeypatch.setattr(_sweep, "Gradient", CountedGradient)
     return log
 
 
@@ -677,6 +679,39 @@ def test_call_style_transforms_replay_per_function():
         np.testing.assert_allclose(tg.hvp(f, x, v), -np.sin(x) * v, rtol=1e-12)
     assert len(calls) == 5
     assert tg.jvp(np.sin, (1.0,), (1.0,))[1] == np.cos(1.0)   # not weakly referenceable: traced
+
+
+def test_a_call_flattens_its_arguments_once(monkeypatch):
+    """A call of a transform on a tree of arguments flattens them once, on its first call (which
+    traces) as on the next ones (which replay): the leaves and structure go everywhere after."""
+    seen = []
+    original = _pytree.flatten
+
+    def counted(tree):
+        if any(leaf is w for leaf in original(tree)[0]):
+            seen.append(1)
+        return original(tree)
+    monkeypatch.setattr(_pytree, "flatten", counted)
+    f = lambda p, x: np.sum(np.tanh(p["w"] * x) + p["b"]) ** 2
+    w, x = np.linspace(0.1, 0.5, 3), np.array([1.0, -2.0, 0.5])
+    p = {"w": w, "b": 0.5}
+    g, vg, jr, h = tg.grad(f), tg.value_and_grad(f), tg.jacrev(f), tg.hessian(f)
+
+    def inner(w):
+        return np.tanh(w) * x
+
+    def scalar(w):
+        return np.sum(np.tanh(w) * x)
+
+    calls = {"grad": lambda: g(p, x), "value_and_grad": lambda: vg(p, x),
+             "jacrev": lambda: jr(p, x), "hessian": lambda: h(p, x),
+             "vjp": lambda: tg.vjp(inner, w), "jvp": lambda: tg.jvp(inner, (w,), (x,)),
+             "hvp": lambda: tg.hvp(scalar, w, x)}
+    for name, call in calls.items():
+        for _ in range(3):
+            seen.clear()
+            call()
+            assert len(seen) == 1, f"{name} flattened its arguments {len(seen)} times"
 
 
 # ---- the API ------------------------------------------------------------------------------------

@@ -366,8 +366,8 @@ def test_main_prints_the_three_uses_in_order(main_run):
     assert "(1000000, 10)" in batched_part and ">>> np.allclose(G[7]" in batched_part
     assert re.search(r"timing at 1,000,000 points: [0-9.]+ (ms|s) per call, [0-9.]+ million "
                      r"points per second", batched_part)
-    from tapegrad import _codegen
-    assert f"compiled code is cached in {_codegen._cache_dir()} (" in out[:first]
+    from tapegrad.core import cache
+    assert f"compiled code is cached in {cache.cache_dir()} (" in out[:first]
 
 
 _CACHE_PROBE = """

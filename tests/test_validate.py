@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 import tapegrad
-from tapegrad import TapeFormatError, _io, _sweep
-from tapegrad._registry import OPCODE, PRIMS
-from tapegrad._trace import Tape
+from tapegrad import TapeFormatError
+from tapegrad.core import sweep as _sweep
+from tapegrad.transforms import io as _io
+from tapegrad.core.registry import OPCODE, PRIMS
+from tapegrad.transforms.tape import Tape
 
 
 def program(x, w):
@@ -80,8 +82,9 @@ def test_nested_transform_tapes_validate_in_process():
 
 
 def test_eager_tapes_are_valid_by_construction():
-    from tapegrad._display import GraphTape
-    from tapegrad._tape import FlatTape, linearize
+    from tapegrad.inspect.display import GraphTape
+    from tapegrad.core.flat import FlatTape
+    from tapegrad.eager.flatten import linearize
     x = tapegrad.tensor([1., 2.], requires_grad=True)
     y = (x * x).sum()
     flat = linearize((y,))
@@ -424,13 +427,11 @@ def test_sum_of_squares_segments_are_checked():
 
 
 def test_every_primitive_is_covered_by_a_shape_rule():
-    from tapegrad import _validate
-    import inspect
-    source = inspect.getsource(_validate._shape_rule)
+    """Every structural primitive's definition has a shape rule, which the validator runs."""
     for p in PRIMS:
         if p.kind in ("unary", "binary", "call"):
             continue
-        assert f'"{p.name}"' in source, p.name
+        assert callable(p.check), p.name
 
 
 # ---- cost ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The vectorisable math of the CPU interpreters (`tapegrad._vecmath`): accuracy in ulps against
+"""The vectorisable math of the CPU interpreters (`tapegrad.core.vecmath`): accuracy in ulps against
 an extended-precision reference, IEEE special values, float32, vectorisation, and its use by the
 code generator (CPU only: the CUDA source keeps the registry's `math` calls).
 
@@ -13,7 +13,8 @@ import numba
 import numpy as np
 import pytest
 
-from tapegrad import _codegen, _codegen_cuda, _vecmath
+from tapegrad.batch import codegen_cuda as _codegen_cuda
+from tapegrad.core import codegen as _codegen, vecmath as _vecmath
 
 NAMES = list(_vecmath.__all__)
 EXTENDED = np.finfo(np.longdouble).nmant >= 63
@@ -207,7 +208,7 @@ def test_tanh_one_path_one_division():
 
 def test_cpu_generator_calls_vecmath_and_cuda_keeps_math():
     """The registry's expressions say `math.exp(x)`, `_sigmoid(x)`: the CPU interpreters call
-    `_vecmath` for each function it has (_codegen._VECMATH), the CUDA ones keep the text."""
+    `core.vecmath` for each function it has (codegen._VECMATH), the CUDA ones keep the text."""
     cuda = _codegen_cuda.generate()
     assert set(_codegen._VECMATH.values()) == set(_vecmath.__all__)
     assert "_vm." not in cuda

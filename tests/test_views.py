@@ -122,9 +122,9 @@ def test_graphs_with_writes_into_views_are_released():
     lives on the tensor, not in the registry, so such graphs are garbage once dropped."""
     import gc
     import weakref
-    from tapegrad import _graph
+    from tapegrad.eager import graph as _graph
     gc.collect()
-    before = len(_graph._rebound)
+    before = len(_graph.rebound_tensors)
     refs = []
     for _ in range(5):
         x = tapegrad.ones(6, requires_grad=True)
@@ -136,7 +136,7 @@ def test_graphs_with_writes_into_views_are_released():
         del x, y
     gc.collect()
     assert all(r() is None for r in refs)
-    assert len(_graph._rebound) <= before
+    assert len(_graph.rebound_tensors) <= before
 
 
 def test_graph_of_a_saved_tensor_detached_in_place_still_displays():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _pytree
+from tapegrad.core import pytree as _pytree
 
 from conftest import rng_for
 
@@ -562,15 +562,73 @@ def test_an_empty_batch_of_a_nested_transform():
     assert tg.vmap(fn)(np.zeros((0, 3))).shape == (0, 3)
 
 
+@pytest.mark.parametrize("fuse", [False, True])
+def test_a_jvp_whose_tangents_have_no_values(fuse, monkeypatch):
+    """Primals of size 0 carry no tangent values: the output's tangent is zero at every point
+    (the driver, seeing no tangent columns, runs no tangent sweep: nothing wrote them). Fresh
+    float buffers are filled with NaN here, so that a result nobody wrote cannot pass as 0."""
+    empty = np.empty
+
+    def poisoned(*args, **kwargs):
+        a = empty(*args, **kwargs)
+        if a.dtype.kind == "f":
+            a.fill(np.nan)
+        return a
+    monkeypatch.setattr(np, "empty", poisoned)
+    f = functools.partial(tg.jvp, lambda x, y: tg.sum(x) + 2.0 * y[0])
+    X, T = np.zeros((5, 0)), np.zeros((5, 0))
+    Y = rng_for("jvp no tangents").standard_normal((5, 1))
+    value, tangent = tg.vmap(f, fuse=fuse)((X, Y), (T, np.zeros((5, 1))))
+    np.testing.assert_array_equal(value, 2.0 * Y[:, 0])
+    np.testing.assert_array_equal(tangent, np.zeros(5))
+    g = functools.partial(tg.jvp, lambda x: tg.sum(x) + 1.0)
+    np.testing.assert_array_equal(tg.vmap(g, fuse=fuse)((X,), (T,))[1], np.zeros(5))
+
+
+def test_vmap_of_a_vmapped_function():
+    """The outer vmap calls the inner one at each of its points; the inner replays its own
+    batch. (Taking the inner function's transform, or tracing through the inner replay, gave
+    wrong values without an error.)"""
+    X = rng_for("nested vmap").standard_normal((3, 4, 5))
+    g = tg.grad(smooth)
+    want = np.stack([np.stack([g(x) for x in row]) for row in X])
+    assert_same(tg.vmap(tg.vmap(g))(X), want, rtol=1e-12)
+    assert_same(tg.vmap(tg.vmap(lambda x: tg.sum(x * x)))(X), np.sum(X * X, axis=-1))
+    assert_same(tg.vmap(tg.vmap(g), in_axes=1)(X), np.swapaxes(want, 0, 1))
+
+
+def test_a_branch_whose_outputs_have_another_size_is_refused():
+    """The drivers write as many results per point as the plan of the tape they replay says,
+    unchecked: a branch whose outputs have another size than the first tape's must be refused
+    before it writes past the buffer made for the first (run apart: it wrote out of bounds)."""
+    code = ("import numpy as np, tapegrad as tg\n"
+            "def f(x):\n"
+            "    if x[0] > 0:\n"
+            "        return x[:2] * 1.0\n"
+            "    return x[:3] * 1.0\n"
+            "X = np.array([[1.0, 2, 3, 4], [-1.0, 5, 6, 7]] * 50)\n"
+            "for fuse in (False, True):\n"
+            "    try:\n"
+            "        tg.vmap(f, fuse=fuse)(X)\n"
+            "    except RuntimeError as err:\n"
+            "        print(err)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == [
+        "vmap: a branch changed the output's size (2 result values per point on the first "
+        "tape traced, 3 on this branch's)"] * 2, run.stdout + run.stderr[-3000:]
+
+
 @pytest.mark.parametrize("text, size", [("2048K\n", 2 << 20), ("1M", 1 << 20), ("512K", 512 << 10),
                                         ("garbage", 1 << 20), ("0K", 1 << 20), (None, 1 << 20)])
 def test_the_tile_budget_is_the_l2_size(tmp_path, text, size):
-    from tapegrad import _vmap
+    from tapegrad.batch import cpu
     path = tmp_path / "size"
     if text is not None:
         path.write_text(text)
-    assert _vmap._l2_bytes(str(path)) == size
-    assert _vmap._tile_for(1537, 0, 8) <= _vmap.MAX_TILE
+    assert cpu.l2_bytes(str(path)) == size
+    assert cpu.tile_for(1537, 0, 8) <= cpu.MAX_TILE
 
 
 # ---- errors --------------------------------------------------------------------------------------
@@ -738,12 +796,13 @@ def test_jvp_primals_and_tangents_of_different_structures():
 
 def test_the_driver_refuses_columns_that_do_not_match_the_plan():
     """The boundary check before the compiled driver (whatever built the batch)."""
-    from tapegrad import _vmap
-    plan = {"in_pos": np.arange(3), "tin_pos": np.arange(0)}
-    _vmap.check_rows(3, 0, plan)
+    from tapegrad.batch.plan import Plan
+    from tapegrad.transforms.spec import Schedule
+    plan = Plan(Schedule.VALUE, in_pos=np.arange(3), tin_pos=np.arange(0))
+    plan.check_rows(3, 0)
     with pytest.raises(ValueError, match="give 2 input and 0 tangent values per point; the "
                        "traced function takes 3 and 0"):
-        _vmap.check_rows(2, 0, plan)
+        plan.check_rows(2, 0)
 
 
 # ---- memory and progress -------------------------------------------------------------------------

@@ -1,0 +1,6 @@
+"""call: a nested function transform (`grad(f)` or `jacobian(f)` of a traced function) used inside
+a traced or eager computation. Its payload lists its operands; its rules are a Python object
+(`transforms.call.CallRule`) that the sweeps run between compiled segments, never compiled."""
+from ..primitive import Prim
+
+call = Prim(46, "call", "call", "CallBackward0", variadic=True)

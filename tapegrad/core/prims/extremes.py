@@ -1,0 +1,108 @@
+"""Segment maximum and minimum (`amax`, `max` over axes): ties share the gradient evenly, as in
+PyTorch's amax and JAX's max; NaN propagates."""
+import math
+
+from ..primitive import Values, helper, structural, temp, view
+from . import shapes
+
+segmax = structural(40, "segmax", "AmaxBackward0", shapes.segments, reads=(((0,), True),),
+                    scratch=lambda n_out: n_out)
+segmin = structural(41, "segmin", "AminBackward0", shapes.segments, reads=(((0,), True),),
+                    scratch=lambda n_out: n_out)
+
+
+@helper
+def _extreme(V: Values, S, a, o, ip, sign):
+    """y = sign * (segment maximum of sign * x): the maximum for sign 1, the minimum for -1."""
+    x = view(V, S, a)
+    y = view(V, S, o)
+    y[:] = -math.inf
+    for i in range(x.size):
+        s = ip[i]
+        v = sign * x[i]
+        if v > y[s] or v != v:
+            y[s] = v
+    for s in range(y.size):
+        y[s] = sign * y[s]
+
+
+@helper
+def _ties(V: Values, S, a, o, ip, count: Values):
+    """count[s]: the number of elements of segment s that attain its extreme."""
+    x = view(V, S, a)
+    y = view(V, S, o)
+    count[:] = 0.0
+    for i in range(x.size):
+        s = ip[i]
+        if x[i] == y[s]:
+            count[s] += 1.0
+
+
+@helper
+def _extreme_vjp(V: Values, G: Values, S, NEED, a, o, ip):
+    if NEED[a]:
+        count = temp(V, 0, S[o, 1])
+        _ties(V, S, a, o, ip, count)
+        x = view(V, S, a)
+        y = view(V, S, o)
+        gx = view(G, S, a)
+        gy = view(G, S, o)
+        for i in range(gx.size):
+            s = ip[i]
+            if x[i] == y[s]:
+                gx[i] += (1.0 / count[s]) * gy[s]
+
+
+@helper
+def _extreme_jvp(V: Values, T: Values, S, a, o, ip):
+    count = temp(V, 0, S[o, 1])
+    _ties(V, S, a, o, ip, count)
+    x = view(V, S, a)
+    y = view(V, S, o)
+    tx = view(T, S, a)
+    ty = view(T, S, o)
+    ty[:] = 0.0
+    for i in range(tx.size):
+        s = ip[i]
+        if x[i] == y[s]:
+            ty[s] += (1.0 / count[s]) * tx[i]
+
+
+@segmax.fwd
+def segmax_fwd(V, S, a, b, c, o, ip, c0, c1):
+    _extreme(V, S, a, o, ip, 1.0)
+
+
+@segmax.vjp
+def segmax_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    _extreme_vjp(V, G, S, NEED, a, o, ip)
+
+
+@segmax.jvp
+def segmax_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    _extreme_jvp(V, T, S, a, o, ip)
+
+
+@segmax.vjp_jvp
+def segmax_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    _extreme_vjp(V, TG, S, NEED, a, o, ip)       # piecewise linear: no curvature term
+
+
+@segmin.fwd
+def segmin_fwd(V, S, a, b, c, o, ip, c0, c1):
+    _extreme(V, S, a, o, ip, -1.0)
+
+
+@segmin.vjp
+def segmin_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+    _extreme_vjp(V, G, S, NEED, a, o, ip)
+
+
+@segmin.jvp
+def segmin_jvp(V, T, S, a, b, c, o, ip, c0, c1):
+    _extreme_jvp(V, T, S, a, o, ip)
+
+
+@segmin.vjp_jvp
+def segmin_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
+    _extreme_vjp(V, TG, S, NEED, a, o, ip)

@@ -1,0 +1,233 @@
+"""The four sweeps over a flat tape, split around nested-transform entries.
+
+A tape is swept by one call of a compiled interpreter, except where it holds `call` entries
+(a `grad(f)` used inside a traced or eager computation): there the sweep runs the compiled
+interpreter up to the entry, the entry's Python rule, and the interpreter again after it.
+`tape` is anything with E, FC, IP, S, NEED arrays and a `calls` list of (entry, rule).
+
+The sweeps are the validation boundary's gate (see `core.validate`): the interpreters do not
+check bounds, so a tape reaches them only when it is marked `validated`: tapes built in this
+process are marked where they are built (the eager layer's flat tapes and graphs, traced and
+loaded tapes), anything else must pass `core.validate.validate_tape` first (`Gradient` checks
+once, when it binds a tape). In anomaly mode (`checked`) the forward and reverse sweeps run one
+entry at a time and check every value they produce.
+
+`Gradient` is grad's hot path: a forward and a reverse sweep bound once per tape, whose reverse
+sweep (`backward_first`) assigns first writes instead of zeroing the adjoint buffer.
+"""
+import weakref
+
+import numpy as np
+
+from .interp import interpreters, reverse_first
+from .registry import PRIMS
+
+# The sweeps of anomaly mode while it is on: an object with forward(tape, V, interpreters) and
+# backward(tape, V, G, interpreters) that sweep one entry at a time and check every value
+# (installed by the eager layer's anomaly mode; the core knows nothing of it).
+checked = None
+
+
+def check(tape):
+    """Refuse a tape that has not passed the validator (one attribute test per sweep); every
+    path to a compiled interpreter (these sweeps, the vmap driver, Dask, CUDA) calls it."""
+    if getattr(tape, "validated", None) is True:
+        return
+    from .validate import TapeFormatError
+    raise TapeFormatError(
+        f"refusing to sweep a {type(tape).__name__} that has not been validated: tapes built "
+        "from arrays (not recorded or traced in this process) must pass "
+        "tapegrad.validate_tape(tape) (tapegrad.load does) before they are replayed")
+
+
+def forward(tape, V):
+    check(tape)
+    m, start = interpreters(), 0
+    if checked is not None:
+        return checked.forward(tape, V, m)
+    for e, rule in tape.calls:
+        m.forward(tape.E, tape.FC, tape.IP, tape.S, V, start, e)
+        rule.forward(tape, V, e)
+        start = e + 1
+    m.forward(tape.E, tape.FC, tape.IP, tape.S, V, start, len(tape.E))
+
+
+def forward_entries(tape, V, E, FC):
+    """The forward sweep over a subset of the tape's rows (E, FC), in order; no nested
+    transforms (see `Tape._gradient_entries`). Anomaly mode sweeps the whole tape."""
+    check(tape)
+    if checked is not None:
+        return forward(tape, V)
+    interpreters().forward(E, FC, tape.IP, tape.S, V, 0, len(E))
+
+
+class Gradient:
+    """grad's two sweeps over one tape, seeded with 1 at its scalar output slot `out`, bound
+    once (a traced `Tape` keeps them: `Tape.gradient_sweeps`).
+
+    * `forward(V)`: the forward sweep into V over `entries`, the rows (E, FC) whose values the
+      reverse sweep and the guards read (`Tape._gradient_entries`), or over every entry (None);
+    * `adjoints(V)`, after a forward sweep: the reverse sweep, returning the adjoints, shape
+      (1, tape.n_adjoint);
+    * `run(V)`: both, for a tape without guards to test in between (the caller's duty).
+
+    The reverse sweep is `backward_first`, which assigns the first write of each adjoint where
+    it can, so that the adjoint buffer is not zeroed first (`_first_writes`, found here once).
+    Every gradient of a traced tape takes it, the first call too, so that a process loads that
+    interpreter, not `backward` as well. Why the rest is bound once too (the seed, the
+    interpreters' compiled code for the argument types, `_compiled`): in a function over large
+    data each sweep evicts the caches, and the Python around the sweeps then runs cold, at
+    microseconds per operation, so a call does little more than the two interpreter calls. V must
+    be the tape's own value buffer (`Tape.load` returns it): the compiled code is called without
+    the dispatcher's checks. The tape is checked here, once; anomaly mode (tested at each call)
+    and nested transforms take the general sweeps, on a zeroed adjoint buffer.
+
+    It refers to the tape weakly: a tape keeps its `Gradient`, and a cycle between them would
+    leave every tape that a transform evicts to the cycle collector instead of freeing it.
+    """
+    __slots__ = ("forward", "adjoints", "run")
+
+    def __init__(self, tape, out, entries=None):
+        check(tape)
+        n, seed = tape.n_adjoint, tape.offsets[out] if tape.NEED[out] else None
+        tape_ref = weakref.ref(tape)
+
+        def general_forward(V):
+            if entries is None:
+                forward(tape_ref(), V)
+            else:
+                forward_entries(tape_ref(), V, *entries)
+
+        def general_adjoints(V):
+            G = np.zeros((1, n), V.dtype)
+            if seed is not None:
+                G[0, seed] = 1.0
+            backward(tape_ref(), V, G)
+            return G
+
+        def general_run(V):
+            general_forward(V)
+            return general_adjoints(V)
+
+        if tape.calls:
+            self.forward, self.adjoints, self.run = general_forward, general_adjoints, general_run
+            return
+        E, FC, IP, S, NEED = tape.E, tape.FC, tape.IP, tape.S, tape.NEED
+        some_E, some_FC = (E, FC) if entries is None else entries
+        n_all, n_some = len(E), len(some_E)
+        FIRST, ZERO = _first_writes(tape, out)
+        V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
+        fwd = _compiled(interpreters().forward, some_E, some_FC, IP, S, V_like, 0, n_some)
+        bwd = _compiled(reverse_first().backward_first, E, FC, IP, S, NEED, FIRST, ZERO, V_like,
+                        G_like, 0, n_all)
+
+        def forward_(V):
+            if checked is not None:
+                return general_forward(V)
+            fwd(some_E, some_FC, IP, S, V, 0, n_some)
+
+        def adjoints(V):
+            if checked is not None:
+                return general_adjoints(V)
+            G = np.empty((1, n), V.dtype)
+            if seed is not None:
+                G[0, seed] = 1.0
+            bwd(E, FC, IP, S, NEED, FIRST, ZERO, V, G, 0, n_all)
+            return G
+
+        def run(V):     # `adjoints` written out: a Python call less on the hot path
+            if checked is not None:
+                return general_run(V)
+            fwd(some_E, some_FC, IP, S, V, 0, n_some)
+            G = np.empty((1, n), V.dtype)
+            if seed is not None:
+                G[0, seed] = 1.0
+            bwd(E, FC, IP, S, NEED, FIRST, ZERO, V, G, 0, n_all)
+            return G
+
+        self.forward, self.adjoints, self.run = forward_, adjoints, run
+
+
+def _compiled(dispatcher, *args):
+    """The compiled code of numba `dispatcher` for the types of `args`, to be called with
+    arguments of exactly those types (nothing checks them: a caller's own arrays only). It
+    skips the dispatcher's resolution of the argument types, which costs about 30 ns more per
+    read-only array than per writable one, and the tape arrays are read-only (see
+    `core.validate`)."""
+    from numba import typeof
+    return dispatcher.compile(tuple(typeof(a) for a in args))
+
+
+def _first_writes(tape, out):
+    """(FIRST, ZERO) of `backward_first` for a reverse sweep seeded at slot `out`.
+
+    FIRST[e] has bit j set where entry e is the first of the sweep to write operand j's adjoint,
+    can assign it (`core.codegen.assigns_first`) and writes all of it (the operand is not broadcast
+    against the output; `total` writes all of its operand). ZERO: the [lo, hi) spans of the
+    adjoints that need one but get no such assignment (the inputs' adjoints, those written first
+    by other kernels or never written), merged where adjacent. The seeded slot counts as written
+    (the caller seeds it; it is a scalar) and is not zeroed."""
+    from .codegen import assigns_first
+    # Python lists: this runs on the first call of every gradient, where numpy's scalar
+    # indexing would cost more than the sweeps
+    E, NEED, sizes, offsets = tape.E.tolist(), tape.NEED.tolist(), tape.sizes, tape.offsets
+    first = [0] * len(E)
+    written = [False] * len(NEED)
+    assigned = [False] * len(NEED)
+    written[out] = assigned[out] = bool(NEED[out])
+    for e in range(len(E) - 1, -1, -1):          # the order of the reverse sweep
+        op, a, b, c, o, ip_start, ip_len, _ = E[e]
+        prim = PRIMS[op]
+        if not NEED[o]:
+            continue                               # the sweep skips it
+        operands = tape.IP[ip_start:ip_start + ip_len].tolist() if prim.variadic else (a, b, c)
+        for j, s in enumerate(operands):
+            if s < 0 or not NEED[s] or written[s]:
+                continue
+            written[s] = True
+            if j < 2 and assigns_first(prim) and (prim.kind != "binary" or sizes[s] == sizes[o]):
+                first[e] |= 1 << j
+                assigned[s] = True
+    spans = []
+    for s, need in enumerate(NEED):
+        if not need or assigned[s]:
+            continue
+        lo, hi = offsets[s], offsets[s] + sizes[s]
+        if spans and spans[-1][1] == lo:
+            spans[-1][1] = hi
+        else:
+            spans.append([lo, hi])
+    return np.array(first, np.int64), np.array(spans, np.int64).reshape(-1, 2)
+
+
+def backward(tape, V, G):
+    check(tape)
+    m, stop = interpreters(), len(tape.E)
+    if checked is not None:
+        return checked.backward(tape, V, G, m)
+    for e, rule in reversed(tape.calls):
+        m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, e + 1, stop)
+        if tape.NEED[tape.E[e, 4]]:      # like the compiled sweeps: no adjoint, nothing to do
+            rule.vjp(tape, V, G, e)
+        stop = e
+    m.backward(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, G, 0, stop)
+
+
+def tangent(tape, V, T):
+    check(tape)
+    m, start = interpreters(), 0
+    for e, rule in tape.calls:
+        m.tangent(tape.E, tape.FC, tape.IP, tape.S, V, T, start, e)
+        rule.jvp(tape, V, T, e)
+        start = e + 1
+    m.tangent(tape.E, tape.FC, tape.IP, tape.S, V, T, start, len(tape.E))
+
+
+def backward_tangent(tape, V, T, G, TG):
+    check(tape)
+    if tape.calls:
+        raise NotImplementedError(
+            "third-order derivatives: a nested transform inside hessian/hvp (or a second-order "
+            "transform of a gradient) is not supported")
+    interpreters().backward_tangent(tape.E, tape.FC, tape.IP, tape.S, tape.NEED, V, T, G, TG,
+                                    0, len(tape.E))
