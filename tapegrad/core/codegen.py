@@ -475,14 +475,19 @@ def load_first(interp):
     return cache.materialize(f"_gen_first_{cache.digest(source, cache.salt())}", source)
 
 
+class NoGPURule(NotImplementedError):
+    """A tape holds a primitive whose rules the GPU does not run (`cuda=False`): vmap with
+    device="cuda" says so, device="auto" replays the batch on the CPU instead."""
+
+
 def scratch_rows(prims, sizes_out):
     """Rows of per-point scratch a tape needs on the GPU: the most any of its entries'
     primitives declares (`prims[e]`, `sizes_out[e]` the size of its output). A primitive the
-    GPU cannot run (`cuda=False`) raises NotImplementedError naming it."""
+    GPU cannot run (`cuda=False`) raises NoGPURule naming it."""
     rows = 0
     for prim, n_out in zip(prims, sizes_out):
         if not prim.cuda:
-            raise NotImplementedError(f"vmap(device='cuda'): the {prim.name} primitive has no "
+            raise NoGPURule(f"vmap(device='cuda'): the {prim.name} primitive has no "
                                       "GPU implementation; use device='cpu'")
         if prim.scratch is not None:
             rows = max(rows, int(prim.scratch(int(n_out))))
