@@ -221,7 +221,8 @@ CASES = [
                  "np.array, np.asarray, np.stack or np.concatenate (numpy functions such as "
                  "np.sum([x, y]) take lists of them too); for a ufunc on a list (np.exp([x, y])) "
                  "build the array first, and to fill an array start from one made from the "
-                 "traced value (np.zeros_like(x)), not from np.zeros."),
+                 "traced value (np.zeros_like(x)), not from np.zeros. A plain array's methods "
+                 "convert their arguments too: for y.dot(x) write y @ x or np.dot(y, x)."),
     dict(what="A bitwise operator on traced integers",
          code="tg.grad(lambda x: (x.astype(int) & 1).sum() * x)(1.0)",
          raises="TypeError",

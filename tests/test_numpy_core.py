@@ -192,6 +192,13 @@ def test_numpy_constructors_under_other_names_refuse_a_traced_value():
         tg.grad(lambda x: np.exp([x, x]).sum())(1.0)
 
 
+def test_a_plain_array_s_method_on_a_traced_value_says_what_to_write():
+    y = np.arange(3.0)
+    with pytest.raises(ArrayConversionError, match=r"y.dot\(x\) write y @ x or np.dot\(y, x\)"):
+        tg.grad(lambda x: y.dot(x))(np.ones(3))
+    np.testing.assert_array_equal(tg.grad(lambda x: np.dot(y, x) + y @ x)(np.ones(3)), 2 * y)
+
+
 def test_a_ragged_list_raises_numpy_s_error():
     with pytest.raises(ValueError, match="inhomogeneous"):
         tg.grad(lambda x: np.array([x, [x, x]]).sum())(1.0)

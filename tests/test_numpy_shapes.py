@@ -317,8 +317,11 @@ def test_vmap_interpreter_matches_one_gradient_per_point(name):
 
 @pytest.mark.parametrize("name", ["roll-axes", "tril-3d", "pad-values", "vstack"])
 def test_vmap_fused_tier_matches_the_interpreter(name):
-    loss = _loss(name)
-    X = np.stack([_input(f"fused {name} {k}") for k in range(6)])
+    _check_fused(_loss(name), np.stack([_input(f"fused {name} {k}") for k in range(6)]))
+
+
+def _check_fused(loss, X):
+    """vmap(grad(loss), fuse=True) at X: fused, without a warning, and the interpreter's."""
     vmapped = tg.vmap(tg.grad(loss), fuse=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -405,3 +408,96 @@ def test_eager_errors_are_torchs(name):
     with pytest.raises(Exception) as ours:
         TORCH_ERRORS[name](tg, tg.tensor(x))
     assert str(ours.value) == str(theirs.value)
+
+
+# ---- np.full and np.full_like with a traced fill value ------------------------------------------
+# numpy converts the fill value to a plain array before anything dispatches, so while a function
+# transform traces both are wrapped (`eager.numpy_api.building`); each case is compared with the
+# same array made by multiplying with ones, a path that never meets np.full.
+
+FILLS = {   # name -> (f(np, x) for x of shape (3,), the fill of f, the filled shape)
+    "full-scalar": (lambda x: np.full((2, 3), x[0] * x[1]), lambda x: x[0] * x[1], (2, 3)),
+    "full-row": (lambda x: np.full((2, 3), np.sin(x)), np.sin, (2, 3)),
+    "full-column": (lambda x: np.full((3, 4), x[:, None]), lambda x: x[:, None], (3, 4)),
+    "full-list": (lambda x: np.full((2, 3), [x[0], 1.0, x[2] ** 2]),
+                  lambda x: np.array([x[0], 1.0, x[2] ** 2]), (2, 3)),
+    "full_like-plain": (lambda x: np.full_like(np.ones((2, 3)), x[1]), lambda x: x[1], (2, 3)),
+    "full_like-traced": (lambda x: np.full_like(np.stack([x, x]), x ** 2), lambda x: x ** 2,
+                         (2, 3)),
+    "full_like-shape": (lambda x: np.full_like(x, x[2], shape=(4, 3)), lambda x: x[2], (4, 3)),
+}
+
+
+def _fill_loss(name, by_ones=False):
+    f, fill, shape = FILLS[name]
+    u = rng_for(f"fill u {name}").standard_normal(shape)
+    made = (lambda x: fill(x) * np.ones(shape)) if by_ones else f
+    return lambda x: np.sum(np.sin(made(x)) * u)
+
+
+@pytest.mark.parametrize("name", list(FILLS))
+def test_full_with_a_traced_fill_replays_numpy_s_value(name):
+    f = FILLS[name][0]
+    tape = tg.trace(f, _input(f"fill {name}", (3,)))
+    x = _input(f"fill {name} again", (3,))
+    got = tape(x)
+    assert got.dtype == f(x).dtype
+    np.testing.assert_array_equal(got, f(x))
+
+
+@pytest.mark.parametrize("name", list(FILLS))
+def test_full_with_a_traced_fill_differentiates_as_a_broadcast(name):
+    loss, reference = _fill_loss(name), _fill_loss(name, by_ones=True)
+    x, t = _input(f"fill {name}", (3,)), _input(f"fill t {name}", (3,))
+
+    def derivatives(f):
+        value, grad = tg.value_and_grad(f)(x)
+        primal, tangent = tg.jvp(f, (x,), (t,))
+        return np.concatenate([np.ravel(a) for a in (value, grad, tg.hessian(f)(x), primal,
+                                                     tangent)])
+
+    np.testing.assert_allclose(derivatives(loss), derivatives(reference), rtol=1e-13, atol=1e-14)
+
+
+def test_full_and_full_like_dispatching_eagerly_pass_gradcheck():
+    x = _input("fill eager", (3,))
+    assert gradcheck(lambda a: np.full((2, 3), a * a, like=a), [x])
+    assert gradcheck(lambda a: np.full_like(a[None] * np.ones((2, 1)), np.sin(a)), [x])
+    assert gradcheck(lambda a: np.full_like(a, a[1], shape=(2, 3)), [x])
+
+
+@pytest.mark.parametrize("name", list(FILLS))
+def test_full_with_a_traced_fill_through_vmap(name):
+    loss = _fill_loss(name)
+    X = np.stack([_input(f"fill vmap {name} {k}", (3,)) for k in range(5)])
+    got = tg.vmap(tg.grad(loss), fuse=False)(X)
+    for k in range(len(X)):
+        np.testing.assert_allclose(got[k], tg.grad(loss)(X[k]), rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["full-row", "full_like-plain"])
+def test_full_with_a_traced_fill_fuses(name):
+    _check_fused(_fill_loss(name),
+                 np.stack([_input(f"fill fused {name} {k}", (3,)) for k in range(6)]))
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: np.full(3, x[0], dtype=int) * x,
+    lambda x: np.full_like(x, x[0], dtype=bool) * x,
+    lambda x: np.full(3, x[0], dtype=int, like=x) * x,
+    lambda x: np.astype(x, np.int32) * x,
+], ids=["full-int", "full_like-bool", "full-like-int", "astype-int"])
+def test_integer_fills_and_casts_replay_from_the_new_inputs(f):
+    tape = tg.trace(f, np.array([1.5, -2.7, 0.0]))
+    x = np.array([3.2, 0.9, -4.5])
+    np.testing.assert_array_equal(tape(x), f(x))
+    np.testing.assert_allclose(tg.grad(lambda x: np.sum(f(x)))(x), f(x) / x, rtol=1e-15)
+
+
+def test_full_outside_a_trace_is_numpy_s():
+    full, full_like = np.full, np.full_like
+    tg.grad(lambda x: np.full(2, x).sum() + np.full_like(x, x).sum())(1.0)
+    assert np.full is full and np.full_like is full_like
+    assert type(np.full(2, 1.5)) is np.ndarray and type(np.full_like([1], 2)) is np.ndarray
+    with pytest.raises(ValueError, match="could not broadcast input array from shape"):
+        tg.grad(lambda x: np.full((2, 2), x).sum())(np.ones(3))

@@ -37,7 +37,8 @@ _TRACED_TO_ARRAY = (
     "tape and drop its derivatives. Build arrays from traced values with np.array, np.asarray, "
     "np.stack or np.concatenate (numpy functions such as np.sum([x, y]) take lists of them "
     "too); for a ufunc on a list (np.exp([x, y])) build the array first, and to fill an array "
-    "start from one made from the traced value (np.zeros_like(x)), not from np.zeros.")
+    "start from one made from the traced value (np.zeros_like(x)), not from np.zeros. A plain "
+    "array's methods convert their arguments too: for y.dot(x) write y @ x or np.dot(y, x).")
 
 
 class ArrayConversionError(TypeError):

@@ -1,12 +1,14 @@
-"""Arrays built from traced values: `np.array([x, 2 * x])`, `np.asarray`, `np.r_`, `np.c_`, and
-numpy functions given lists of traced values (`np.mean([x, x + 2])`).
+"""Arrays built from traced values: `np.array([x, 2 * x])`, `np.asarray`, `np.r_`, `np.c_`,
+`np.full(shape, x)`, and numpy functions given lists of traced values (`np.mean([x, x + 2])`).
 
 numpy builds an array from a list without asking its elements anything but their values
 (`__array__`), and `np.array` always returns a plain ndarray: no dispatch hook can make it return
 a traced value. So while a function transform traces, and only then, `patched` replaces
 numpy's array constructors (`numpy.array`, `asarray`, `asanyarray`, the constructor `np.r_` and
-`np.c_` use) and the numpy functions of `LIST_ARGUMENTS` in numpy's namespace by wrappers that
-build a traced value when the argument holds one, and call numpy's own function otherwise
+`np.c_` use), `np.full` and `np.full_like` (numpy converts the fill value to a plain array
+before anything dispatches: `np.full` dispatches on `like=` only, `np.full_like` on the
+prototype only) and the numpy functions of `LIST_ARGUMENTS` in numpy's namespace by wrappers
+that build a traced value when the argument holds one, and call numpy's own function otherwise
 (numpy's result, unchanged). They are installed by the outermost trace of any thread and removed
 when the last one ends; a thread that is not tracing gets numpy's function. Code holding numpy's
 functions under other names (`from numpy import array`) reaches numpy's: the traced value
@@ -23,6 +25,7 @@ import numpy.lib._index_tricks_impl as _index_tricks
 from .. import ops
 from ..graph import state
 from ..tensor import Tensor
+from . import shapes
 
 # numpy functions whose first argument may be a list of traced values (numpy converts it with
 # asanyarray inside, out of dispatch's reach)
@@ -30,7 +33,8 @@ LIST_ARGUMENTS = ("sum", "mean", "prod", "max", "min", "amax", "amin", "std", "v
                   "median", "cumsum", "cumprod", "diff", "sort", "ravel", "reshape",
                   "transpose", "dot", "outer", "inner", "trace", "clip")
 
-_ORIGINAL = {"array": np.array, "asarray": np.asarray, "asanyarray": np.asanyarray}
+_ORIGINAL = {"array": np.array, "asarray": np.asarray, "asanyarray": np.asanyarray,
+             "full": np.full, "full_like": np.full_like}
 
 
 def holds_traced(obj):
@@ -91,6 +95,26 @@ def _converter(name):
     return convert
 
 
+def _traced_full(shape, fill_value, dtype=None, order="C", *, device=None, like=None):
+    """`np.full` while tracing: a traced fill value (or a list holding one) is recorded."""
+    if not (state.tracing and holds_traced(fill_value)):
+        return _ORIGINAL["full"](shape, fill_value, dtype, order, device=device, like=like)
+    return shapes.full(shape, _as_traced(fill_value), dtype, order)
+
+
+def _traced_full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *,
+                      device=None):
+    """`np.full_like` while tracing: a traced fill value (or a list holding one) is recorded,
+    whatever the prototype."""
+    if not (state.tracing and holds_traced(fill_value)):
+        return _ORIGINAL["full_like"](a, fill_value, dtype, order, subok, shape, device=device)
+    return shapes.full_like(a, _as_traced(fill_value), dtype, order, subok, shape)
+
+
+def _as_traced(obj):
+    return obj if isinstance(obj, Tensor) else build(obj)
+
+
 def _list_argument(function):
     def call(a, *args, **kwargs):
         if state.tracing and isinstance(a, (list, tuple)) and holds_traced(a):
@@ -109,6 +133,8 @@ def _replacements():
     table.append((_index_tricks, "array", _index_tricks.array, _traced_array))
     table += [(np, name, getattr(np, name), _list_argument(getattr(np, name)))
               for name in LIST_ARGUMENTS]
+    table.append((np, "full", _ORIGINAL["full"], _traced_full))
+    table.append((np, "full_like", _ORIGINAL["full_like"], _traced_full_like))
     return table
 
 

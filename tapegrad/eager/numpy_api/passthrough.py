@@ -13,9 +13,9 @@ constant holding the values of the trace. Three kinds:
   and loops like numpy's; a guard records the condition under which it stays the same (the
   positions of the extremes, the nonzero pattern, the input's values for argsort), and a replay
   whose inputs change it traces the function again.
-* Functions of the shape only (`zeros_like`, `ones_like`, `empty_like`, `full_like`) give
-  constants; `full_like` with a traced fill value broadcasts it. `allclose` and `array_equal`
-  give a Python bool, a guard as `if x > 0:` records.
+* Functions of the shape only (`zeros_like`, `ones_like`, `empty_like`) give constants
+  (`full_like`, which may fill with a traced value, is in `shapes`). `allclose` and
+  `array_equal` give a Python bool, a guard as `if x > 0:` records.
 """
 import numpy as np
 
@@ -23,7 +23,7 @@ from .. import ops
 from ...core.registry import BY_NAME
 from ..array import constant_like as _constant
 from ..graph import state
-from ..tensor import Tensor, record
+from ..tensor import record
 from .registry import implements, implements_ufunc
 
 _ZERO = "gradient 0 (autograd, PyTorch, JAX)"
@@ -298,17 +298,6 @@ def _like(npfn):
 
 for _function in (np.zeros_like, np.ones_like, np.empty_like):
     implements(_function, differentiable=False, notes="a constant")(_like(_function))
-
-
-@implements(np.full_like, notes="a constant, or the traced fill value broadcast")
-def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *, device=None):
-    x = ops.as_tensor(a)
-    if not isinstance(fill_value, Tensor):
-        return _constant(x, np.full_like(x._data, fill_value, dtype=dtype, shape=shape))
-    shape = x._data.shape if shape is None else shape
-    dtype = np.dtype(x._data.dtype if dtype is None else dtype)
-    filled = ops.astype(fill_value, dtype) if dtype.kind == "f" else fill_value
-    return ops.clone(ops.broadcast_to(filled, shape, name="ExpandBackward0"))
 
 
 def _no_out(name, out, where=None):

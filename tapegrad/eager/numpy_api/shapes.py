@@ -10,7 +10,7 @@ operand; writing into them in place does not write into the operand).
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import indexmaps, ops
+from .. import array, indexmaps, ops
 from ..indexmaps import assembled, filled, moved, over, pieces, summed_diagonal
 from ..tensor import Tensor, constant
 from .registry import implements
@@ -371,22 +371,39 @@ def _as_pairs(values, ndim):
 
 # ---- filled and spaced arrays ------------------------------------------------------------------
 
-@implements(np.full, notes="dispatched when `like=` is a tensor (numpy converts a traced "
-                           "fill_value to an array before anything can dispatch otherwise)")
+@implements(np.full, notes="a traced fill value (scalar or broadcastable) is broadcast: numpy "
+                           "converts it before anything dispatches, so a trace wraps np.full; "
+                           "eager tensors dispatch with `like=` a tensor")
 def full(shape, fill_value, dtype=None, order="C", *, device=None, like=None):
     fill = ops.as_tensor(fill_value)
-    value = np.full(shape, fill._data, dtype, order)
-    if not ops._recording(fill) or value.dtype.kind != "f":
-        return constant(value)
+    return _filled(fill, np.full(shape, fill._data, dtype, order), like)
+
+
+@implements(np.full_like, notes="a constant, or the traced fill value broadcast (whatever the "
+                                "prototype: a trace wraps np.full_like)")
+def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *, device=None):
+    fill = ops.as_tensor(fill_value)
+    prototype = ops.as_tensor(a)
+    value = np.full_like(prototype._data, fill._data, dtype, order, subok, shape)
+    return _filled(fill, value, prototype)
+
+
+def _filled(fill, value, like):
+    """numpy's `value` of np.full / np.full_like as a traced value: `fill` broadcast (its
+    gradient the sum of the seed over the filled positions) and cast to `value`'s dtype as
+    `x.astype` casts (an integer or bool result is recorded too, so that a replay fills with
+    its own value), or a constant of `like`'s flavour (`fill`'s when `like` is not a tensor)
+    when `fill` is not recorded."""
+    if not ops._recording(fill):
+        return array.constant_like(like if isinstance(like, Tensor) else fill, value)
     out = ops.broadcast_to(fill, value.shape, name="ExpandBackward0")
-    if out is fill:
-        out = ops.clone(fill)
-    return ops.astype(out, value.dtype)
+    return array.astype(out, value.dtype, copy=out is fill)
 
 
-@implements(np.astype)
+@implements(np.astype, notes="to an integer or bool dtype recorded without derivative, so that "
+                             "a replay casts its own values")
 def astype(x, dtype, /, *, copy=True, device=None):
-    return ops.astype(ops.as_tensor(x), np.dtype(dtype))
+    return array.astype(ops.as_tensor(x), dtype, copy)
 
 
 @implements(np.linspace, notes="traced start and stop; replay follows numpy's formula "
