@@ -33,7 +33,7 @@ from .cpu import CPU
 from .plan import plan_for
 from .points import Batch, check_in_axes, check_tangents, is_axis, jvp_arguments
 from ..core import pytree
-from ..core.codegen import NoGPURule
+from ..core.primitive import NoGPURule
 from ..transforms.gradients import jvp
 from ..transforms.spec import Schedule, Transform
 from ..transforms.traced import Traced

@@ -28,7 +28,7 @@ import warnings
 from . import cache
 from . import layouts
 from . import vecmath
-from .primitive import SIGNATURES
+from .primitive import SIGNATURES, NoGPURule
 from .registry import PRIMS
 
 _HEADER = '''\
@@ -473,11 +473,6 @@ def load_first(interp):
     short = [module.__name__.rsplit(".")[-1] for module in (interp, interp._vm)]
     source = generate_first(*short)
     return cache.materialize(f"_gen_first_{cache.digest(source, cache.salt())}", source)
-
-
-class NoGPURule(NotImplementedError):
-    """A tape holds a primitive whose rules the GPU does not run (`cuda=False`): vmap with
-    device="cuda" says so, device="auto" replays the batch on the CPU instead."""
 
 
 def scratch_rows(prims, sizes_out):

@@ -39,6 +39,11 @@ SIGNATURES = {
 }
 
 
+class NoGPURule(NotImplementedError):
+    """A tape holds a primitive whose rules the GPU does not run (`cuda=False`): vmap with
+    device="cuda" says so, device="auto" replays the batch on the CPU instead."""
+
+
 @dataclass(frozen=True, eq=False)
 class Prim:
     """A primitive. Fields not set by a kind's constructor keep their defaults."""
