@@ -14,10 +14,24 @@ from .eager.creation import (
 from .eager.format import set_printoptions
 from .eager.graph import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .eager.ops import (
-    abs, amax, amin, broadcast_to, cat, clamp, clip, concatenate, cos, div, dot, eq, exp, expm1,
-    flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max, maximum, mean, min,
-    minimum, mul, ne, neg, permute, pow, prod, relu, reshape, sigmoid, sin, softmax, sqrt, square,
-    squeeze, stack, sub, sum, t, tan, tanh, transpose, unsqueeze, where)
+    abs, amax, amin, broadcast_to, cat, clamp, clip, concatenate, cos, cumprod, cumsum, diff, div,
+    dot, eq, exp, expm1, flatten, ge, gt, le, log, log1p, log_softmax, logsumexp, lt, matmul, max,
+    maximum, mean, median, min, minimum, mul, ne, neg, permute, pow, prod, quantile, relu, reshape,
+    sigmoid, sin, softmax, sort, sqrt, square, squeeze, stack, std, sub, sum, t, tan, tanh,
+    transpose, unsqueeze, var, where)
+from .eager.ops import (
+    acos, acosh, arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, asin, asinh, atan,
+    atan2, atanh, copysign, cosh, deg2rad, exp2, float_power, fmax, fmin, fmod, heaviside, hypot,
+    log2, log10, logaddexp, logaddexp2, nan_to_num, negative, positive, rad2deg, reciprocal,
+    remainder, sinc, sinh)
+from .eager.indexmaps import (
+    atleast_1d, atleast_2d, atleast_3d, broadcast_tensors, chunk, column_stack, diag, diagflat,
+    diagonal, dsplit, dstack, flip, fliplr, flipud, gather, hsplit, hstack, moveaxis, movedim,
+    repeat_interleave, roll, rot90, row_stack, split, swapaxes, swapdims, take, take_along_dim,
+    tensor_split, tile, tril, triu, vsplit, vstack)
+from .eager.contraction import (
+    kron, torch_cross as cross, torch_einsum as einsum, torch_inner as inner,
+    torch_outer as outer, torch_outer as ger, torch_tensordot as tensordot, torch_vdot as vdot)
 from .eager.tensor import Size, Tensor
 from .eager.ops import add
 

@@ -88,6 +88,24 @@ def every_elementwise(x):
     return tg.sum(y)
 
 
+def numpy_elementwise(x):
+    """The elementwise primitives numpy code reaches (checked by case_registry_coverage)."""
+    y = np.arcsin(x) + np.arccos(x) + np.arctan(x) + np.arcsinh(x) + np.arctanh(0.5 * x)
+    y = y + np.arccosh(x + 2.0) + np.sinh(x) + np.cosh(x) + np.log2(x + 2.0) + np.log10(x + 2.0)
+    y = y + np.arctan2(x, 0.5 - x) + np.hypot(x, 0.5) + np.logaddexp(x, -x) + np.sinc(x)
+    y = y + np.logaddexp2(x, 0.3) + np.fmax(x, 0.1) * np.fmin(x, -0.2) + np.copysign(x, 0.2 - x)
+    y = y + np.fmod(3.0 * x, 0.7) + np.remainder(3.0 * x, 0.7) + np.heaviside(x, 0.5) * x
+    y = y + x * (np.floor(3.0 * x) + np.ceil(3.0 * x) + np.rint(3.0 * x) + np.trunc(3.0 * x))
+    y = y + x * np.floor_divide(3.0 * x, 0.7) + np.nan_to_num(x * x)
+    return np.sum(y)
+
+
+def scans(x):
+    """cumsum, cumprod and sort."""
+    s = np.sort(np.sin(3.0 * x))
+    return np.sum(np.cumsum(x * x) * s) + np.sum(np.cumprod(1.0 + 0.5 * x))
+
+
 def structural(x, W):
     """gather, gather_diff, window, segsum, segsumsq, total, segmax, segmin, segprod, matmul,
     pack, where."""
@@ -156,16 +174,30 @@ def case_every_elementwise_primitive():
     X[0] = [0.05, 0.25, -0.3, 0.6]         # the eq / ne branches of `where`
     check(tg.grad(every_elementwise), X, rtol=1e-11)
     check(tg.hessian(every_elementwise), X[:3], rtol=1e-10, atol=1e-10)
+    X[0] = [0.05, 0.27, -0.3, 0.61]        # away from the jumps of floor, fmod and friends
+    check(tg.grad(numpy_elementwise), X, rtol=1e-11)
+    check(tg.hessian(numpy_elementwise), X[:3], rtol=1e-10, atol=1e-10)
+
+
+def case_scans():
+    X = rng("scans").uniform(-0.9, 0.9, (5, 4))
+    X[0] = [0.2, 0.2, -0.4, 0.6]           # a tie in the sort
+    check(tg.grad(scans), X, rtol=1e-11)
+    check(tg.hessian(scans), X[:3], rtol=1e-10, atol=1e-10)
 
 
 def case_registry_coverage():
-    """The functions of these cases record every primitive of the registry (but `call`)."""
+    """The functions of these cases record every primitive of the registry but `call` and those
+    the GPU does not run (`cuda=False`: vmap with device="cuda" refuses them)."""
     from tapegrad.core.registry import PRIMS
-    x = np.array([0.3, -0.7, 1.1, 0.05])
+    x = np.array([0.3, -0.7, 0.9, 0.05])
     W = rng("coverage").standard_normal((4, 4))
     seen = {p.name for p in tg.trace(every_elementwise, x).prims}
+    seen |= {p.name for p in tg.trace(numpy_elementwise, x).prims}
+    seen |= {p.name for p in tg.trace(scans, x).prims}
     seen |= {p.name for p in tg.trace(structural, x, W).prims}
-    missing = sorted(p.name for p in PRIMS if p.name not in seen and p.kind != "call")
+    missing = sorted(p.name for p in PRIMS
+                     if p.name not in seen and p.kind != "call" and p.cuda)
     assert not missing, f"primitives no CUDA case records: {missing}"
 
 
@@ -343,6 +375,22 @@ def case_chunks_sized_from_device_memory():
         tg.batch.vmap.evaluate = real_evaluate
     assert len(seen) > 1 and max(seen) < 12, seen
     assert _cuda.MEMORY_FRACTION * 4_000 >= max(seen) * 8 * 40     # 40+ rows a point
+
+
+def case_cpu_only_primitives():
+    """np.linalg's primitives have no GPU rules: device="cuda" says so, device="auto" (the GPU
+    where it runs the tape) replays on the CPU, with the CPU's result."""
+    def f(x):
+        A = np.outer(x, x) + np.eye(3) * 2.0
+        return np.linalg.slogdet(A)[1] + np.sum(np.linalg.solve(A, x))
+    from numba import cuda
+    X = rng("cpu only").standard_normal((4, 3))
+    with pytest.raises(NotImplementedError, match="slogdet primitive has no GPU"):
+        tg.vmap(tg.grad(f), device="cuda")(X)
+    got = tg.vmap(tg.grad(f), device="auto")(X)
+    assert_same(got, tg.vmap(tg.grad(f))(X), rtol=0, atol=0)
+    with pytest.raises(NotImplementedError, match="no GPU"):      # device arrays stay an error
+        tg.vmap(tg.grad(f), device="auto")(cuda.to_device(X))
 
 
 def case_in_axes_one():

@@ -524,3 +524,16 @@ def test_bench_quick(tmp_path):
     for p in predicted.values():
         low, high = p["points_per_s"]
         assert 0 < low <= high and 0 < p["efficiency"][0] <= p["efficiency"][1] <= 1
+
+
+def test_promoted_float32_gradients_keep_the_argument_dtype():
+    """A float32 argument promoted by float64 constants: a lazy value_and_grad declares and
+    computes the numpy result's dtypes (value float64, gradient float32)."""
+    X = np.random.default_rng(3).standard_normal((6, 3)).astype(np.float32)
+    f = tg.value_and_grad(lambda x: np.sum(np.tanh(x * np.array([1.0, -2.0, 0.5]))))
+    lazy = tg.vmap(f)(da.from_array(X, chunks=(2, 3)))
+    want = tg.vmap(f)(X)
+    assert [a.dtype for a in lazy] == [a.dtype for a in want] == [np.float64, np.float32]
+    for a, b in zip(dask.compute(*lazy), want):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-6)

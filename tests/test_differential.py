@@ -100,6 +100,29 @@ class TG:
     def stack(self, xs, dim):
         return self.m.stack(xs, dim)
 
+    def const_like(self, a, x):
+        """A constant in x's dtype (a float32 program stays float32)."""
+        return self.const(np.asarray(a, x.dtype))
+
+    linalg_module = np.linalg       # numpy code: tapegrad records np.linalg and np.cumsum
+
+    def scan(self, kind, x, dim):
+        return getattr(np, kind)(x, axis=dim)
+
+    def sort(self, x, dim):
+        return np.sort(x, axis=dim)
+
+    def linalg(self, kind, x):
+        """cholesky, solve or slogdet of the positive definite A = x x^T + m I (x: (..., m, n))."""
+        nd, m = x.ndim, x.shape[-2]
+        A = self.matmul(x, self.permute(x, tuple(range(nd - 2)) + (nd - 1, nd - 2))) \
+            + self.const_like(m * np.eye(m), x)
+        if kind == "solve":
+            return self.linalg_module.solve(A, x)
+        if kind == "slogdet":
+            return self.linalg_module.slogdet(A)[1]
+        return self.linalg_module.cholesky(A)
+
 
 class Torch(TG):
     name = "torch"
@@ -122,6 +145,19 @@ class Torch(TG):
 
     def softmax(self, kind, x, dim):
         return getattr(self.m, kind)(x, dim)
+
+    def const_like(self, a, x):
+        return self.const(a)
+
+    @property
+    def linalg_module(self):
+        return self.m.linalg
+
+    def scan(self, kind, x, dim):
+        return getattr(self.m, kind)(x, dim)
+
+    def sort(self, x, dim):
+        return self.m.sort(x, dim).values
 
     def index(self, x, key):
         return x[tuple(self.m.as_tensor(k) if isinstance(k, np.ndarray) else k for k in key)] \
@@ -178,6 +214,16 @@ class Jax(TG):
     def stack(self, xs, dim):
         return self.m.stack(xs, dim)
 
+    @property
+    def linalg_module(self):
+        return self.m.linalg
+
+    def scan(self, kind, x, dim):
+        return getattr(self.m, kind)(x, axis=dim)
+
+    def sort(self, x, dim):
+        return self.m.sort(x, axis=dim)
+
 
 # ---- operations -------------------------------------------------------------------------------
 # Each is a function of the library and its operand values; KINKS lists those that are not
@@ -219,6 +265,8 @@ BINARY = {
 }
 REDUCTIONS = ["sum", "mean", "prod", "amax", "amin", "logsumexp"]
 SOFTMAXES = ["softmax", "log_softmax"]
+SCANS = ["cumsum", "cumprod"]
+LINALG = ["cholesky", "solve", "slogdet"]       # of x x^T + m I: positive definite
 KINKS = {"abs", "relu", "clamp", "maximum", "minimum", "amax", "amin", "where"}
 
 
@@ -250,7 +298,7 @@ def programs(draw):
     for _ in range(draw(st.integers(1, 8))):
         kind = draw(st.sampled_from(["unary"] * 4 + ["binary"] * 3 + [
             "reduce", "reduce", "softmax", "matmul", "index", "where", "reshape", "permute",
-            "unsqueeze", "squeeze", "cat", "stack"]))
+            "unsqueeze", "squeeze", "cat", "stack", "scan", "linalg"]))
         i = draw(st.integers(0, len(pool) - 1))
         x = pool[i]
         op, out = None, None
@@ -310,6 +358,13 @@ def programs(draw):
             out = _broadcast(x, pool[j], pool[k])
             if out is not None:
                 op = ("where", i, draw(st.sampled_from([-0.3, 0.0, 0.4])), j, k)
+        elif kind == "scan" and len(x):
+            dim = draw(st.integers(-len(x), len(x) - 1))
+            op, out = ("scan", draw(st.sampled_from(SCANS)), i, dim), x
+        elif kind == "linalg" and len(x) >= 2:
+            name = draw(st.sampled_from(LINALG))
+            out = {"cholesky": x[:-1] + (x[-2],), "solve": x, "slogdet": x[:-2]}[name]
+            op = ("linalg", name, i)
         elif kind == "reshape":
             op, out = ("reshape", i, (-1,)), (int(np.prod(x)),)
         elif kind == "permute" and len(x) >= 2:
@@ -362,6 +417,12 @@ def _apply(L, op, values):
         return L.index(values[op[1]], op[2])
     if kind == "where":
         return L.where(values[op[1]] > op[2], values[op[3]], values[op[4]])
+    if kind == "scan":
+        return L.scan(op[1], values[op[2]], op[3])
+    if kind == "sort":
+        return L.sort(values[op[1]], op[2])
+    if kind == "linalg":
+        return L.linalg(op[1], values[op[2]])
     if kind == "reshape":
         return L.reshape(values[op[1]], op[2])
     if kind == "permute":
@@ -613,12 +674,12 @@ def test_generator_reaches_every_operation():
     def collect(program):
         for op in program[1]:
             seen.add(op[0])
-            if op[0] in ("unary", "binary", "reduce", "softmax"):
+            if op[0] in ("unary", "binary", "reduce", "softmax", "scan", "linalg"):
                 seen.add(op[1])
     collect()
     expected = {"unary", "binary", "reduce", "softmax", "index", "where", "reshape", "permute",
-                "unsqueeze", "squeeze", "cat", "stack"} | set(UNARY) | set(BINARY) \
-        | set(REDUCTIONS) | set(SOFTMAXES)
+                "unsqueeze", "squeeze", "cat", "stack", "scan", "linalg"} | set(UNARY) \
+        | set(BINARY) | set(REDUCTIONS) | set(SOFTMAXES) | set(SCANS) | set(LINALG)
     assert expected <= seen, expected - seen
     assert "matmul" in seen or "matmul_t" in seen
 
@@ -672,7 +733,8 @@ CUDA_PROGRAMS = 8                            # the simulator: ~3 us per operatio
 # one ulp of the largest magnitude at a point; allowed, 256 ulps of it.
 ROUNDING = {np.dtype(np.float64): 256 * np.finfo(np.float64).eps,
             np.dtype(np.float32): 256 * np.finfo(np.float32).eps}
-BRANCHING_KERNELS = {"segmax", "segmin", "where"}    # the fused tier refuses them (NotFusable)
+# the fused tier refuses them (NotFusable: their kernels branch on values)
+BRANCHING_KERNELS = {"segmax", "segmin", "where", "sort", "cholesky", "solve", "slogdet"}
 
 
 # Run by every parity test on top of its draws: between them, every structural primitive (the
@@ -687,6 +749,9 @@ PARITY_PROGRAMS = [
               ("binary", "sub", 1, 2), ("index", 0, slice(1, 3))], 15),
     ([(2, 3)], [("unary", "square", 0), ("reduce", "sum", 1, 1, False),
                 ("reduce", "mean", 0, 0, False)], 16),
+    ([(2, 3)], [("scan", "cumsum", 0, 1), ("scan", "cumprod", 1, 0), ("sort", 2, -1)], 17),
+    ([(2, 3, 2)], [("linalg", "cholesky", 0), ("linalg", "solve", 1),
+                   ("linalg", "slogdet", 0)], 18),
 ]
 
 
@@ -892,6 +957,8 @@ def cuda_sample(n=CUDA_PROGRAMS, draws=1000):
             value, eager = grads_eager(program, xs, weights)
         if _in_domain(value, eager):
             tape = tapegrad.trace(lambda *args: run(TG(), program, args, weights), *xs)
+            if not all(p.cuda for p in tape.prims):     # linalg: vmap(device="cuda") refuses
+                return
             candidates.append((program, {p.name for p in tape.prims}, tape.V0.size))
 
     @settings(max_examples=draws, deadline=None, database=None, derandomize=True,
@@ -961,7 +1028,7 @@ def test_layout_parity_on_the_cuda_simulator():
     assert len(report["results"]) == CUDA_PROGRAMS, report
     failures = [f"{what}\n{error}" for what, error in report["results"] if error]
     assert not failures, "\n\n".join(failures)
-    structural = {p.name for p in PRIMS if p.structural}
+    structural = {p.name for p in PRIMS if p.structural and p.cuda}
     assert structural <= set(report["primitives"]), \
         f"no program of the sample records {sorted(structural - set(report['primitives']))}"
 

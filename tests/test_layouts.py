@@ -168,6 +168,16 @@ def _matmul(batch, m, k, n, sa, sb, a_const=0, b_const=0):
                 ip=(batch, m, k, n, sa, sb, a_const, b_const), constant=constant)
 
 
+def _matrices(batch, n, positive_definite):
+    """Values of `batch` n x n matrices per point: well-conditioned (diagonally dominated),
+    or symmetric positive definite (for cholesky)."""
+    def make(rng, size, dtype):
+        X = rng.standard_normal((POINTS, batch, n, n))
+        X = X @ np.swapaxes(X, -1, -2) if positive_definite else X
+        return (X + n * np.eye(n)).reshape(POINTS, size).T.astype(dtype)
+    return make
+
+
 SEGMENTS = [0, 2, 2, 1, 0, 2, 1]
 EXTREMES = [0, 0, 0, 1, 1, 2, 2, 2]           # segment 3 is empty
 # id -> (primitive, [(operand size, values)], output size, payload, c0, constant operands)
@@ -207,6 +217,28 @@ STRUCTURAL = {
     "pack-repeated": dict(p="pack", operands=[(2, _normal), (3, _normal)], out=7,
                           ip=[0, 1, 0]),
     "where": dict(p="where", operands=[(6, _conditions), (6, _normal), (6, _normal)], out=6),
+    # scans of a (2, 3) array along each axis: each value's predecessor, or -1
+    "cumsum-axis0": dict(p="cumsum", operands=[(6, _normal)], out=6, ip=[-1, -1, -1, 0, 1, 2]),
+    "cumsum-axis1": dict(p="cumsum", operands=[(6, _normal)], out=6, ip=[-1, 0, 1, -1, 3, 4]),
+    "cumprod": dict(p="cumprod", operands=[(6, _normal)], out=6, ip=[-1, 0, 1, -1, 3, 4]),
+    "cumprod-zeros": dict(p="cumprod", operands=[(6, _zero_factors)], out=6,
+                          ip=[-1, 0, 1, -1, 3, 4]),
+    "cumprod-zeros-axis0": dict(p="cumprod", operands=[(6, _zero_factors)], out=6,
+                                ip=[-1, -1, 0, 1, 2, 3]),
+    # sorts: (lane length, inner, descending); ties and NaN differ from point to point
+    "sort-ties": dict(p="sort", operands=[(8, _small_integers)], out=8, ip=[4, 2, 0]),
+    "sort-nan": dict(p="sort", operands=[(8, _with_nan)], out=8, ip=[8, 1, 0]),
+    "sort-nan-descending": dict(p="sort", operands=[(8, _with_nan)], out=8, ip=[8, 1, 1]),
+    "sort-lanes": dict(p="sort", operands=[(6, _normal)], out=6, ip=[3, 1, 0]),
+    "sort-zeros": dict(p="sort", operands=[(6, _conditions)], out=6, ip=[6, 1, 0]),
+    "cholesky": dict(p="cholesky", operands=[(18, _matrices(2, 3, True))], out=18, ip=[2, 3]),
+    "solve": dict(p="solve", operands=[(18, _matrices(2, 3, False)), (12, _normal)], out=12,
+                  ip=[2, 3, 2, 9, 6]),
+    "solve-shared-a": dict(p="solve", operands=[(9, _matrices(1, 3, False)), (6, _normal)],
+                           out=6, ip=[2, 3, 1, 0, 3]),
+    "solve-shared-b": dict(p="solve", operands=[(18, _matrices(2, 3, False)), (9, _normal)],
+                           out=18, ip=[2, 3, 3, 9, 0]),
+    "slogdet": dict(p="slogdet", operands=[(18, _matrices(2, 3, False))], out=4, ip=[2, 3]),
 }
 NEEDS = {"every operand": None, "not the first": "not first"}
 
@@ -221,10 +253,17 @@ def _need(operands, pattern):
     return None if pattern is None else set(range(1, len(operands)))
 
 
+# The linear-algebra kernels carry per-point scalars (pivots, sums) that the column layout keeps
+# in float64 rows and the flat layout in registers of the operands' type: in float32 the two
+# differ by an ulp, so their parity is checked in float64 only.
+FLOAT64_ONLY = {"cholesky", "solve", "slogdet"}
+
+
 def _structural_params():
     for case, spec in STRUCTURAL.items():
         for dtype, name in zip(DTYPES, ("f64", "f32")):
-            yield pytest.param(case, dtype, id=f"{case}-{name}")
+            if dtype is np.float64 or spec["p"] not in FLOAT64_ONLY:
+                yield pytest.param(case, dtype, id=f"{case}-{name}")
 
 
 @pytest.mark.parametrize("need", list(NEEDS.values()), ids=list(NEEDS))

@@ -30,7 +30,7 @@ def _needs(path):
 def test_there_are_notebooks():
     names = [p.name for p in NOTEBOOKS]
     for expected in ("01_autograd_basics.ipynb", "02_decorated_gradients.ipynb",
-                     "03_batched_evaluation.ipynb"):
+                     "03_batched_evaluation.ipynb", "04_gaussian_process.ipynb"):
         assert expected in names
 
 

@@ -23,10 +23,11 @@ def test_every_module_of_the_package_is_loaded():
 def test_a_function_registered_twice_is_refused_naming_both():
     with pytest.raises(ValueError, match=r"numpy\.sum is implemented twice: by "
                                          r"tapegrad\.eager\.ops\.sum and by .*\.again"):
-        @implements(np.cumsum, np.sum)
+        @implements(np.histogram_bin_edges, np.sum)
         def again(a):
             return a
-    assert implementation(np.cumsum) is None        # nothing of a refused call is registered
+    # nothing of a refused call is registered
+    assert implementation(np.histogram_bin_edges) is None
     assert implementation(np.sum) is tg.eager.ops.sum
 
 
@@ -37,10 +38,11 @@ def test_a_ufunc_registered_twice_is_refused():
 
 def test_functions_and_ufuncs_register_with_their_own_decorator():
     with pytest.raises(TypeError, match="implements_ufunc"):
-        implements(np.arctan)
+        implements(np.spacing)
     with pytest.raises(TypeError, match="with implements"):
-        implements_ufunc(np.cumsum)
-    assert implementation(np.arctan) is None and implementation(np.cumsum) is None
+        implements_ufunc(np.histogram_bin_edges)
+    assert implementation(np.spacing) is None
+    assert implementation(np.histogram_bin_edges) is None
 
 
 def test_aliases_register_once():
@@ -59,7 +61,8 @@ def test_numpy_calls_reach_the_implementations():
 
 
 def test_an_unsupported_function_still_raises_typeerror():
-    with pytest.raises(TypeError, match="tapegrad does not support numpy.cumsum on Tensors"):
-        np.cumsum(tg.ones(2))
+    with pytest.raises(TypeError,
+                       match="tapegrad does not support numpy.histogram_bin_edges on Tensors"):
+        np.histogram_bin_edges(tg.ones(2))
     with pytest.raises(TypeError, match=r"numpy.add.reduce on Tensors"):
         np.add.reduce(tg.ones(2))

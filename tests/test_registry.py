@@ -212,6 +212,22 @@ UNARY_CASES = [
     ("clip", -0.5, 0.5, (-2, 2)),
     ("clip", -inf, 0.2, (-2, 2)),
     ("clip", 1.0, 0.0, (-2, 2)),     # lo > hi: hi everywhere (PyTorch)
+    ("floor", 0.0, 0.0, (-5, 5)),
+    ("ceil", 0.0, 0.0, (-5, 5)),
+    ("trunc", 0.0, 0.0, (-5, 5)),
+    ("rint", 0.0, 0.0, (-5, 5)),
+    ("arcsin", 0.0, 0.0, (-1, 1)),
+    ("arccos", 0.0, 0.0, (-1, 1)),
+    ("arctan", 0.0, 0.0, (-10, 10)),
+    ("arcsinh", 0.0, 0.0, (-10, 10)),
+    ("arccosh", 0.0, 0.0, (1, 10)),
+    ("arctanh", 0.0, 0.0, (-1, 1)),
+    ("sinh", 0.0, 0.0, (-10, 10)),
+    ("cosh", 0.0, 0.0, (-10, 10)),
+    ("log2", 0.0, 0.0, (1e-3, 1e3)),
+    ("log10", 0.0, 0.0, (1e-3, 1e3)),
+    ("sinc", 0.0, 0.0, (-0.5, 0.5)),   # float32: numpy rounds pi x; small x keeps it in 2 ulp
+    ("nan_to_num", 7.0, -7.0, (-5, 5)),
 ]
 BINARY_CASES = [
     ("add", (-5, 5), (-5, 5)),
@@ -227,6 +243,17 @@ BINARY_CASES = [
     ("le", "ints", "ints"),
     ("eq", "ints", "ints"),
     ("ne", "ints", "ints"),
+    ("floor_divide", (-5, 5), (0.1, 5)),
+    ("arctan2", (-5, 5), (-5, 5)),
+    ("hypot", (-5, 5), (-5, 5)),
+    ("logaddexp", (-30, 30), (-30, 30)),
+    ("logaddexp2", (-30, 30), (-30, 30)),
+    ("fmax", "ints", "ints"),
+    ("fmin", "ints", "ints"),
+    ("remainder", (-5, 5), (-5, 5)),
+    ("fmod", (-5, 5), (-5, 5)),
+    ("copysign", (-5, 5), (-5, 5)),
+    ("heaviside", "ints", (-5, 5)),
 ]
 
 
@@ -293,6 +320,9 @@ SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, inf, -inf, np.nan, 1e300, -1e300, 5e-3
     ("expm1", 0, 0), ("tanh", 0, 0), ("sigmoid", 0, 0), ("clip", -0.5, 0.5),
     ("clip", -inf, inf), ("clip", 1.0, 0.0), ("add_const", 1.0, 0), ("mul_const", 2.0, 0),
     ("square", 2.0, 0), ("cube", 3.0, 0), ("pow_const", 0.0, 0),
+    ("arcsin", 0, 0), ("arccos", 0, 0), ("arctan", 0, 0), ("arcsinh", 0, 0), ("arccosh", 0, 0),
+    ("arctanh", 0, 0), ("sinh", 0, 0), ("cosh", 0, 0), ("log2", 0, 0), ("log10", 0, 0),
+    ("sinc", 0, 0), ("nan_to_num", 7.0, -7.0),
 ])
 def test_unary_special_values(interp, name, c0, c1):
     """Infinities, NaN (passes through relu and clip), signed zeros, extremes."""
@@ -314,7 +344,9 @@ def _assert_same_specials(actual, expected, what):
     np.testing.assert_array_max_ulp(actual[finite], expected[finite], maxulp=2)
 
 
-@pytest.mark.parametrize("name", ["maximum", "minimum", "add", "mul", "sub"])
+@pytest.mark.parametrize("name", ["maximum", "minimum", "add", "mul", "sub", "arctan2", "hypot",
+                                  "logaddexp", "logaddexp2", "fmax", "fmin", "remainder", "fmod",
+                                  "copysign", "heaviside"])
 def test_binary_special_values(interp, name):
     p = BY_NAME[name]
     a, b = np.meshgrid(SPECIAL, SPECIAL)

@@ -15,6 +15,7 @@ import pytest
 
 from tapegrad.batch import codegen_cuda as _codegen_cuda
 from tapegrad.core import codegen as _codegen, vecmath as _vecmath
+from tapegrad.core.registry import PRIMS
 
 NAMES = list(_vecmath.__all__)
 EXTENDED = np.finfo(np.longdouble).nmant >= 63
@@ -207,14 +208,15 @@ def test_tanh_one_path_one_division():
 
 
 def test_cpu_generator_calls_vecmath_and_cuda_keeps_math():
-    """The registry's expressions say `math.exp(x)`, `_sigmoid(x)`: the CPU interpreters call
-    `core.vecmath` for each function it has (codegen._VECMATH), the CUDA ones keep the text."""
+    """The registry's elementwise expressions say `math.exp(x)`, `_sigmoid(x)`: the CPU
+    interpreters call `core.vecmath` for each function it has (codegen._VECMATH), the CUDA ones
+    keep the text. (Structural kernels keep libm's math, as numpy's linalg does: slogdet's log.)"""
     cuda = _codegen_cuda.generate()
     assert set(_codegen._VECMATH.values()) == set(_vecmath.__all__)
     assert "_vm." not in cuda
-    for batched in (False, True):
-        # the header keeps its `_sigmoid` (shared with CUDA): look at the rules after it
-        rules = _codegen.generate(batched).split("import _vecmath as _vm\n", 1)[1]
+    for layout in ("flat", "column"):
+        rules = "".join(code for p in PRIMS if p.elementwise
+                        for code in _codegen.elementwise_rules(p, layout))
         for call, name in _codegen._VECMATH.items():
             assert f"_vm.{name}(" in rules
             assert re.search(rf"(?<![\w.]){re.escape(call)}\(", rules) is None

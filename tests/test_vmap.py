@@ -363,6 +363,35 @@ def test_float32_stays_float32(transform):
     check(fn, X.astype(np.float32), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("transform", ["value", "grad", "value_and_grad", "jacrev", "jacfwd",
+                                       "hessian"])
+def test_promoted_float32_arguments_get_the_unbatched_dtypes(transform):
+    """float64 constants promote a float32 argument's tape to float64: the value is float64 (numpy's
+    promotion), a gradient and a Hessian's rows are in the argument's dtype, as the unbatched
+    transform gives them (JAX's rule), point by point."""
+    weights = np.array([1.0, -2.0, 0.5])
+
+    def f(x, y):
+        return np.tanh(x * weights) * y[0] + np.sum(y * y)
+
+    def scalar(x, y):
+        return np.sum(f(x, y) ** 2)
+    fn = {"value": f, "grad": tg.grad(scalar, argnums=(0, 1)),
+          "value_and_grad": tg.value_and_grad(scalar, argnums=(0, 1)),
+          "jacrev": tg.jacrev(f, argnums=(0, 1)), "jacfwd": tg.jacfwd(f, argnums=(0, 1)),
+          "hessian": tg.hessian(scalar, argnums=(0, 1))}[transform]
+    rng = rng_for(f"promoted {transform}")
+    X = rng.standard_normal((5, 3)).astype(np.float32)
+    Y = rng.standard_normal((5, 2))                      # float64
+    got = _pytree.flatten(tg.vmap(fn)(X, Y))[0]
+    for q in range(len(X)):
+        want = _pytree.flatten(fn(X[q], Y[q]))[0]
+        assert [a.dtype for a in got] == [np.asarray(b).dtype for b in want]
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a[q], b, rtol=1e-6 if a.dtype == np.float32 else 1e-12)
+    assert any(a.dtype == np.float32 for a in got) or transform in ("value", "jacrev", "jacfwd")
+
+
 # ---- array programs ------------------------------------------------------------------------------
 
 def mlp_weights(rng):

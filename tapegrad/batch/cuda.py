@@ -280,12 +280,12 @@ class CUDA:
         cuda, m = _cuda(), _module()
         B = output.shape[0]
         out = []
-        for rows in plan.results.rows:
-            shape = (B,) + rows.shape
+        for j, rows in enumerate(plan.results.rows):
+            shape, dtype = (B,) + rows.shape, plan.results.dtype(j, output.dtype)
             if rows.size == 0 or B == 0:
-                out.append(cuda.device_array(shape, output.dtype))
+                out.append(cuda.device_array(shape, dtype))
                 continue
-            dst = cuda.device_array((B, rows.size), output.dtype)
+            dst = cuda.device_array((B, rows.size), dtype)        # the gather casts
             rowmap = cuda.to_device(np.ascontiguousarray(rows.reshape(-1)))
             _launch(m.gather_results, B, output.dev, rowmap, dst, B)
             out.append(dst.reshape(shape))

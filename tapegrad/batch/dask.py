@@ -357,7 +357,7 @@ class Blocks:
         import dask
         import dask.array as da
         from dask.base import tokenize
-        shipment, out_structure = _shipment(tapes, traced, transform, self, chunk_size)
+        shipment, out_structure, dtypes = _shipment(tapes, traced, transform, self, chunk_size)
         token = tokenize(*shipment.arrays())
         ship = dask.delayed(shipment, name=f"tapegrad-tapes-{token}", pure=True, traverse=False)
         inputs = [self.arrays[k] for k in self.mapped]
@@ -377,7 +377,9 @@ class Blocks:
                 new_axes=dict(zip(axes, index.shape)), concatenate=True, dtype=shipment.dtype,
                 meta=np.empty((0,) * (1 + index.ndim), shipment.dtype),
                 name=f"tapegrad-out{j}-{graph_token}"))
-        return pytree.unflatten(out_structure, outs)
+        return pytree.unflatten(out_structure, [
+            out.astype(dtype) if dtype is not None else out
+            for out, dtype in zip(outs, dtypes)])
 
 
 def _compute_unmapped(leaves, axes):
@@ -455,4 +457,4 @@ def _shipment(tapes, traced, transform, blocks, chunk_size):
     chunk_size = default_chunk(first) if chunk_size is None else chunk_size
     shipment = Shipment(shipped, blocks.proxy.batched, len(blocks.proxy.leaves), first.n_results,
                         tapes[0].dtype, chunk_size, first.results.rows)
-    return shipment, first.results.structure
+    return shipment, first.results.structure, first.results.dtypes

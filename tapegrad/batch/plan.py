@@ -145,13 +145,19 @@ class Results:
     leaf's per-point shape and holds, for each element, its column of Y; `structure` is the
     outputs' tree. The backends arrange their results with it (the CPU and Dask `take` from
     Y, CUDA gathers on the device), and a point evaluated by the function itself is put in
-    the row order with `flat`."""
-    __slots__ = ("structure", "rows", "spans", "width")
+    the row order with `flat`. `dtypes[j]`: leaf j's dtype where it is not the replay's (a
+    gradient is in its argument's dtype, as the unbatched transforms give it), else None."""
+    __slots__ = ("structure", "rows", "spans", "width", "dtypes")
 
-    def __init__(self, structure, rows, width):
+    def __init__(self, structure, rows, width, dtypes=None):
         self.structure, self.width = structure, width
         self.rows = [read_only(np.asarray(r, np.int64), owned=True) for r in rows]
         self.spans = [_span(r) for r in self.rows]
+        self.dtypes = list(dtypes) if dtypes is not None else [None] * len(self.rows)
+
+    def dtype(self, j, replay_dtype):
+        """Output leaf j's dtype when the replay computes in `replay_dtype`."""
+        return np.dtype(self.dtypes[j] or replay_dtype)
 
     def take(self, Y):
         """The outputs from Y (points, width), batch axis first: a leaf whose elements are
@@ -162,11 +168,12 @@ class Results:
     def leaf(self, Y, j):
         """Output leaf j from Y (points, width), batch axis first."""
         shape = (Y.shape[0],) + self.rows[j].shape
-        span = self.spans[j]
+        span, dtype = self.spans[j], self.dtype(j, Y.dtype)
         if span is None:
-            return Y[:, self.rows[j].reshape(-1)].reshape(shape)
+            return Y[:, self.rows[j].reshape(-1)].astype(dtype, copy=False).reshape(shape)
         block = Y[:, span[0]:span[1]]
-        return (block if span[1] - span[0] == Y.shape[1] else block.copy()).reshape(shape)
+        whole = span[1] - span[0] == Y.shape[1] and dtype == Y.dtype
+        return (block if whole else block.astype(dtype)).reshape(shape)
 
     def flat(self, result):
         """One point's outputs (as the transform returns them) as its row of results."""
@@ -292,6 +299,15 @@ def _results(tape, plan, wrt_slots, per_argument):
     schedule = plan.schedule
     Y = np.arange(plan.n_results, dtype=np.int64)
     row = 0
+    # a gradient (and a Hessian's row, the gradient of a gradient) is in its argument's dtype,
+    # where float64 constants promoted the tape (blocks by id: they are alive until flattened)
+    input_dtype = dict(zip(tape.input_slots, tape.input_dtypes))
+    cast = {}
+
+    def in_dtype_of(slot, block):
+        if input_dtype.get(slot, tape.dtype) != tape.dtype:
+            cast[id(block)] = input_dtype[slot]
+        return block
 
     def take(n, shape=None):
         nonlocal row
@@ -309,7 +325,8 @@ def _results(tape, plan, wrt_slots, per_argument):
         m, n = len(plan.seeds), len(plan.read_g)
         parts.append(_jacobian(take(m * n, (m, n)), tape, wrt_slots, per_argument))
     elif schedule.reads_gradient:
-        parts.append(per_argument(per_slot(wrt_slots)))
+        parts.append(per_argument([in_dtype_of(s, block)
+                                   for s, block in zip(wrt_slots, per_slot(wrt_slots))]))
     if schedule.reads_tangents and schedule.directions is Directions.UNIT:
         n, m = len(plan.dir_pos), len(plan.read_t)                     # (direction, output)
         parts.append(_jacobian(take(n * m, (n, m)).T, tape, wrt_slots, per_argument))
@@ -317,10 +334,10 @@ def _results(tape, plan, wrt_slots, per_argument):
         parts.append(pytree.unflatten(tape.out_structure, per_slot(tape.output_slots)))
     if schedule.second_order:                           # (direction, gradient element) rows
         n = len(plan.dir_pos)
-        parts.append(_hessian(take(n * n, (n, n)), tape, wrt_slots, per_argument))
+        parts.append(_hessian(take(n * n, (n, n)), tape, wrt_slots, per_argument, in_dtype_of))
     tree = parts[0] if len(parts) == 1 else tuple(parts)
     leaves, structure = pytree.flatten(tree)
-    return Results(structure, leaves, plan.n_results)
+    return Results(structure, leaves, plan.n_results, [cast.get(id(leaf)) for leaf in leaves])
 
 
 def _jacobian(J, tape, wrt_slots, per_argument):
@@ -337,14 +354,15 @@ def _jacobian(J, tape, wrt_slots, per_argument):
     return pytree.unflatten(tape.out_structure, per_output)
 
 
-def _hessian(H, tape, wrt_slots, per_argument):
-    """H (inputs, inputs) as the unbatched hessian arranges it: arguments of arguments."""
+def _hessian(H, tape, wrt_slots, per_argument, in_dtype_of):
+    """H (inputs, inputs) as the unbatched hessian arranges it: arguments of arguments, a row
+    in its argument's dtype (`in_dtype_of`)."""
     blocks, r = [], 0
     for si in wrt_slots:
         row_blocks, c = [], 0
         for sj in wrt_slots:
-            row_blocks.append(H[r:r + tape.sizes[si], c:c + tape.sizes[sj]]
-                              .reshape(tape.shapes[si] + tape.shapes[sj]))
+            row_blocks.append(in_dtype_of(si, H[r:r + tape.sizes[si], c:c + tape.sizes[sj]]
+                                          .reshape(tape.shapes[si] + tape.shapes[sj])))
             c += tape.sizes[sj]
         blocks.append(per_argument(row_blocks))
         r += tape.sizes[si]

@@ -33,6 +33,7 @@ from .cpu import CPU
 from .plan import plan_for
 from .points import Batch, check_in_axes, check_tangents, is_axis, jvp_arguments
 from ..core import pytree
+from ..core.primitive import NoGPURule
 from ..transforms.gradients import jvp
 from ..transforms.spec import Schedule, Transform
 from ..transforms.traced import Traced
@@ -81,8 +82,9 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
     `progress=True` shows a progress bar (tqdm) over chunks. Every option is checked here, and
     the arguments' shapes at each call (a jvp's tangents must have its primals' shapes at each
     point), before anything reaches compiled code. Points of size 0 and empty batches give empty
-    results of the per-point shapes, as in JAX. `device`: "cpu"; "cuda" and "auto" select the GPU
-    backend where it exists.
+    results of the per-point shapes, as in JAX. `device`: "cpu"; "cuda" (the GPU, or an error
+    saying why not); "auto" (the GPU where there is one and it runs the tape: a tape with a
+    primitive the GPU does not run, such as np.linalg's, replays on the CPU).
 
     `fuse` (CPU): whether the tape of a value, grad, value_and_grad, jacrev or jacfwd is
     compiled into one loop body per point (`fuse`), several times faster than the interpreter
@@ -122,6 +124,17 @@ def vmap(fn, in_axes=0, out_axes=0, *, chunk_size=None, progress=False, device="
             return _loop(fn, backend.batch(args, in_axes))
         if dask.has_dask_leaf(args):     # a lazy result, replayed on the workers
             return _lazy(traced, transform, args, in_axes, fn, chunk_size, backend)
+        try:
+            return call(backend, args)
+        except NoGPURule:
+            # "auto" means the GPU where it can run the tape: a primitive without GPU rules
+            # (linalg) sends host arguments to the CPU; device arrays stay an error
+            if device != "auto" or backend.name != "cuda" or \
+                    any(map(cuda.is_device_array, pytree.flatten(tuple(args))[0])):
+                raise
+            return call(CPU(fuse if transform.capture == "trace" else False), args)
+
+    def call(backend, args):
         if schedule.given_tangents:
             primals, tangents = jvp_arguments(args)
             batch = backend.batch((primals, tangents), in_axes)

@@ -28,7 +28,7 @@ import warnings
 from . import cache
 from . import layouts
 from . import vecmath
-from .primitive import SIGNATURES
+from .primitive import SIGNATURES, NoGPURule
 from .registry import PRIMS
 
 _HEADER = '''\
@@ -476,10 +476,14 @@ def load_first(interp):
 
 
 def scratch_rows(prims, sizes_out):
-    """Rows of per-point scratch a tape needs: the most any of its entries' primitives declares
-    (`prims[e]`, `sizes_out[e]` the size of its output)."""
+    """Rows of per-point scratch a tape needs on the GPU: the most any of its entries'
+    primitives declares (`prims[e]`, `sizes_out[e]` the size of its output). A primitive the
+    GPU cannot run (`cuda=False`) raises NoGPURule naming it."""
     rows = 0
     for prim, n_out in zip(prims, sizes_out):
+        if not prim.cuda:
+            raise NoGPURule(f"vmap(device='cuda'): the {prim.name} primitive has no "
+                                      "GPU implementation; use device='cpu'")
         if prim.scratch is not None:
             rows = max(rows, int(prim.scratch(int(n_out))))
     return rows

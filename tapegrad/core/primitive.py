@@ -39,6 +39,11 @@ SIGNATURES = {
 }
 
 
+class NoGPURule(NotImplementedError):
+    """A tape holds a primitive whose rules the GPU does not run (`cuda=False`): vmap with
+    device="cuda" says so, device="auto" replays the batch on the CPU instead."""
+
+
 @dataclass(frozen=True, eq=False)
 class Prim:
     """A primitive. Fields not set by a kind's constructor keep their defaults."""
@@ -60,6 +65,7 @@ class Prim:
     reads: tuple = None            # per operand: (operands its VJP reads, reads the output?)
     check: object = None           # shape rule: check(ip, n_out, operand sizes) -> error or None
     scratch: object = None         # per-point scratch rows: scratch(n_out) (None: none)
+    cuda: bool = True              # its portable rules run on the GPU (False: vmap refuses)
     rules: dict = field(default_factory=dict)        # rule -> kernel body (portable)
     overrides: dict = field(default_factory=dict)    # (rule, layout) -> kernel body
     doc: str = ""
@@ -135,11 +141,13 @@ def compare(opcode, name, expr, numpy):
 
 
 def structural(opcode, name, grad_fn, check, arity=1, reads=None, variadic=False, linear=False,
-               scratch=None, doc=""):
-    """A structural primitive; attach its kernel bodies with the `fwd`, `vjp`, ... decorators."""
+               scratch=None, cuda=True, doc=""):
+    """A structural primitive; attach its kernel bodies with the `fwd`, `vjp`, ... decorators.
+    `cuda=False`: the GPU cannot run its rules (their scratch grows faster than the output's
+    size, which is all `scratch` is told), so vmap(device="cuda") refuses tapes holding it."""
     return Prim(opcode, name, "kernel", grad_fn, reads is not None, arity=arity,
                 variadic=variadic, linear=linear, reads=reads, check=check, scratch=scratch,
-                doc=doc)
+                cuda=cuda, doc=doc)
 
 
 # ---- the kernel language (see `core.layouts` for its rules) ------------------------------------

@@ -13,7 +13,10 @@ package's front `tapegrad.autograd`):
     views       which tensors share memory, and a view's grad_fn after its base changed
     tensor      `Tensor` (state, flags, conversions, printing) and `record`
     ops         the operations; they attach the operators and methods to `Tensor`
+    indexmaps   operations that move elements (flip, tril, diag, repeat, split, vstack...)
+    contraction einsum and the products lowered with it (tensordot, kron, outer...), cross
     inplace     in-place operations (`x += y`, `x[i] = v`), attached to `Tensor`
+    array       `Array`, the numpy-flavoured tensor of functions traced from numpy values
     numpy_api   numpy's dispatch (`np.sin(x)`), a registry filled by family modules
     flatten     the graph an output reaches as a flat tape (`linearize`, `tape_of`, `x.tape`)
     autograd    backward and grad (`x.backward()`); `tapegrad.autograd` re-exports them
@@ -26,8 +29,8 @@ any module of this layer runs this file first, which imports them all in this or
 is complete before anything can use it. Where a lower module must reach a higher one at run
 time, the higher one installs itself: anomaly mode sets `graph.on_record` and `core.sweep.checked`.
 """
-from . import dtypes, format, graph, views, tensor, ops, inplace, numpy_api, flatten, autograd
-from . import anomaly, creation
+from . import dtypes, format, graph, views, tensor, ops, indexmaps, contraction, inplace, array
+from . import numpy_api, flatten, autograd, anomaly, creation
 
-__all__ = ["dtypes", "format", "graph", "views", "tensor", "ops", "inplace", "numpy_api",
-           "flatten", "autograd", "anomaly", "creation"]
+__all__ = ["dtypes", "format", "graph", "views", "tensor", "ops", "indexmaps", "contraction",
+           "inplace", "array", "numpy_api", "flatten", "autograd", "anomaly", "creation"]

@@ -8,6 +8,9 @@ same text.
 """
 COMPLEX = ("complex numbers are not supported by tapegrad's autograd: a complex tensor cannot "
            "require grad (differentiate the real and imaginary parts as two real tensors)")
+COMPLEX_VALUE = ("complex numbers are not supported: {what} would make a complex value, and "
+                 "tapegrad differentiates real floating-point values only (carry the real and "
+                 "imaginary parts as two real arrays)")
 _FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
 # numpy's type characters of the dtypes a tensor may hold (PyTorch's list below)
 _SUPPORTED = "?bhilqpBHILQPefdFD"

@@ -27,11 +27,13 @@ _NO_PAYLOAD = read_only(np.zeros(0, np.int64), owned=True)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
-def reachable(outputs):
-    """The nodes the output tensors reach, in recording order."""
-    seen = set()             # nodes and tensors hash by identity (Tensor's == is elementwise,
-    #                          but distinct live objects never have equal identity hashes)
-    stack = [t._node for t in outputs if t._node is not None]
+def reachable(outputs, boundary=()):
+    """The nodes the output tensors reach, in recording order, short of the nodes of the
+    `boundary` tensors (see `linearize`)."""
+    # nodes and tensors hash by identity (Tensor's == is elementwise, but distinct live objects
+    # never have equal identity hashes)
+    seen = {t._node for t in boundary} if boundary else set()
+    stack = [t._node for t in outputs if t._node is not None and t._node not in seen]
     rebound = graph.rebound_tensors
     while stack:
         node = stack.pop()
@@ -40,14 +42,18 @@ def reachable(outputs):
             n = t._node
             if n is not None and n not in seen:
                 stack.append(n)        # a node reached twice before it is popped: walked twice
+    if boundary:
+        seen.difference_update(t._node for t in boundary)
     return sorted(seen, key=_SEQ)
 
 
 _SEQ = operator.attrgetter("seq")
 
 
-def linearize(outputs, extra_leaves=()):
+def linearize(outputs, extra_leaves=(), boundary=()):
     """Flatten the graph behind `outputs` into a FlatTape; `extra_leaves` get slots even if unused.
+    `boundary`: computed tensors that are leaves of this tape (the walk stops at them), the
+    values of an enclosing computation that a nested trace takes as inputs.
 
     This runs at every eager `backward()`, and an eager loop records the same graph again and
     again, on new tensors. So the walk over the graph does only what differs between two such
@@ -55,7 +61,7 @@ def linearize(outputs, extra_leaves=()):
     gathers the values, constants and payloads; the integer arrays (E, S, NEED), which depend on
     the graph's structure alone, are built from the walk's `key` once and then looked up
     (`Structure`). The walk is written out for few Python operations per node."""
-    nodes = reachable(outputs)
+    nodes = reachable(outputs, boundary)
     rebound = graph.rebound_tensors
     slots, values, leaves, key, consts, payloads, calls = {}, [], [], [], [], [], []
     for t in extra_leaves:
@@ -65,6 +71,13 @@ def linearize(outputs, extra_leaves=()):
             v = t._data
             values.append(v)
             key.append((v.size, v.dtype, t._requires_grad))
+    for t in boundary:              # keyed by node, as the operands that refer to them look up
+        if t._node not in slots:
+            slots[t._node] = len(values)
+            leaves.append((len(values), t))
+            v = t._data
+            values.append(v)
+            key.append((v.size, v.dtype, True))
     e = 0
     for node in nodes:
         inputs = node.inputs if rebound else node._inputs

@@ -13,8 +13,10 @@ dispatch to them through `eager.numpy_api`.
 import builtins
 import collections
 import math
+import warnings
 
 import numpy as np
+from numpy.lib import _function_base_impl as numpy_function_base
 
 from . import graph, views
 from .dtypes import torch_type
@@ -234,6 +236,112 @@ def eq(a, b): return _binary(P["eq"], a, b)
 def ne(a, b): return _binary(P["ne"], a, b)
 
 
+# ---- more elementwise functions (PyTorch's names, and numpy's where they differ) -------------
+
+def arcsin(x): return _unary(P["arcsin"], x)
+def arccos(x): return _unary(P["arccos"], x)
+def arctan(x): return _unary(P["arctan"], x)
+def arcsinh(x): return _unary(P["arcsinh"], x)
+def arccosh(x): return _unary(P["arccosh"], x)
+def arctanh(x): return _unary(P["arctanh"], x)
+def sinh(x): return _unary(P["sinh"], x)
+def cosh(x): return _unary(P["cosh"], x)
+def log2(x): return _unary(P["log2"], x)
+def log10(x): return _unary(P["log10"], x)
+def sinc(x): return _unary(P["sinc"], x)
+def arctan2(a, b): return _binary(P["arctan2"], a, b)
+def hypot(a, b): return _binary(P["hypot"], a, b)
+def logaddexp(a, b): return _binary(P["logaddexp"], a, b)
+def logaddexp2(a, b): return _binary(P["logaddexp2"], a, b)
+def heaviside(a, b): return _binary(P["heaviside"], a, b)
+
+
+asin, acos, atan, asinh, acosh, atanh, atan2 = (
+    arcsin, arccos, arctan, arcsinh, arccosh, arctanh, arctan2)
+
+
+def fmax(a, b):
+    """The maximum, ignoring a NaN operand; at a tie each operand gets half of the gradient
+    (autograd's convention and `maximum`'s; PyTorch gives it all to `a`)."""
+    return _binary(P["fmax"], a, b)
+
+
+def fmin(a, b):
+    """The minimum, ignoring a NaN operand; ties share the gradient as in `fmax`."""
+    return _binary(P["fmin"], a, b)
+
+
+def remainder(a, b):
+    """a - b * floor(a / b), of b's sign (`a % b`: Python's, numpy's and, for floats, PyTorch's
+    remainder, except that a zero result takes b's sign where PyTorch keeps a's). The gradient
+    in b is minus the exact integer quotient, as PyTorch's."""
+    return _binary(P["remainder"], a, b, "RemainderBackward0" if _is_number(b) else None)
+
+
+def fmod(a, b):
+    """C's fmod, a - b * trunc(a / b), of a's sign. The gradient in b is minus the exact
+    integer quotient (PyTorch's uses trunc(a / b) as rounded: one off where that rounds to an
+    integer)."""
+    return _binary(P["fmod"], a, b, "FmodBackward0" if _is_number(b) else None)
+
+
+def copysign(a, b):
+    """|a| with b's sign; the gradient in a is sign(a) sign(b) (0 at a = 0), none in b."""
+    return _binary(P["copysign"], a, b, "CopysignBackward1" if _is_number(b) else None)
+
+
+def exp2(x):
+    """2 ** x: numpy's exp2 value, recorded as the power c0 ** x with c0 = 2."""
+    x = as_tensor(x)
+    return record(P["rpow_const"], (x,), np.exp2(x._data), c0=2.0, name="Exp2Backward0")
+
+
+def reciprocal(x):
+    """1 / x; a float64 result for integer tensors, as the other floating functions give
+    (PyTorch: its default dtype)."""
+    x = as_tensor(x)
+    data = x._data
+    value = np.reciprocal(data) if data.dtype.kind == "f" else 1.0 / data
+    return record(P["rdiv_const"], (x,), value, c0=1.0, name="ReciprocalBackward0")
+
+
+def deg2rad(x):
+    """x * (pi / 180), the product numpy computes."""
+    return _scaled(x, np.pi / 180.0, np.deg2rad, "Deg2RadBackward0")
+
+
+def rad2deg(x):
+    """x * (180 / pi), the product numpy computes."""
+    return _scaled(x, 180.0 / np.pi, np.rad2deg, "Rad2DegBackward0")
+
+
+def _scaled(x, factor, numpy_fn, name):
+    x = as_tensor(x)
+    return record(P["mul_const"], (x,), numpy_fn(x._data), c0=factor, name=name)
+
+
+def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
+    """NaN, +inf and -inf replaced by `nan`, `posinf` and `neginf` (by default 0 and the
+    largest finite values of the dtype). The gradient is 1 where x is finite and 0 where a
+    value was replaced (PyTorch, autograd and JAX)."""
+    x = as_tensor(x)
+    data = x._data
+    if data.dtype.kind != "f":
+        return record(P["copy"], (x,), data.copy(), name="NanToNumBackward0")
+    info = np.finfo(data.dtype)
+    hi = float(data.dtype.type(info.max if posinf is None else posinf))
+    lo = float(data.dtype.type(info.min if neginf is None else neginf))
+    infinities = record(P["nan_to_num"], (x,), np.nan_to_num(data, nan=0.0, posinf=hi, neginf=lo),
+                        c0=hi, c1=lo, name="NanToNumBackward0")
+    if nan == 0.0 and math.copysign(1.0, nan) > 0:
+        return infinities
+    # another value for NaN: selected where x != x (a comparison, recomputed in a replay)
+    out = where(ne(x, x), nan, infinities)
+    if out._node is not None:
+        out._node._name = "NanToNumBackward0"
+    return out
+
+
 def clip(x, min=None, max=None):
     """Clamp to [min, max]; the gradient flows where min <= x <= max (PyTorch's clamp)."""
     if min is None and max is None:
@@ -384,7 +492,7 @@ def _guard_key(key):
     """A key computed from traced values (`x[x > 0]`, `x[np.argsort(x)]`) selects by its values
     at trace time, which the tape then holds as constants: a guard that a replay's key has the
     same values, so a replay whose mask or indices differ traces again instead of reusing them."""
-    bool(amin(eq(key, key._data.copy())))        # True: a guard while tracing
+    amin(eq(key, key._data.copy()))._guarded(True)
 
 
 def basic_key(key):
@@ -661,6 +769,376 @@ def log_softmax(x, dim=None, *, axis=None):
     return out
 
 
+# ---- scans, sorting and statistics -----------------------------------------------------------
+# The lowerings numpy's functions share with PyTorch's: scans and sorts record one entry along
+# an axis (`cumsum`, `cumprod`, `sort`); order statistics gather ranks of a sort; the spread of
+# values is the mean, the deviations and their sum of squares.
+
+def _lane_shape(shape, axis):
+    """(L, inner): the length of `axis` and the distance between its values in the flat layout."""
+    if not shape:
+        return 1, 1
+    axis %= len(shape)
+    return shape[axis], math.prod(shape[axis + 1:])
+
+
+def _predecessors(shape, axis):
+    """Each element's predecessor along `axis` (its flat index), -1 at the axis's start."""
+    positions = _positions(shape).ravel()
+    L, inner = _lane_shape(shape, axis)
+    if not positions.size:
+        return positions
+    return np.where((positions // inner) % L == 0, -1, positions - inner)
+
+
+def scan(prim, x, axis, value, name):
+    """Record the running sum or product `prim` of x along `axis`, whose value numpy computed."""
+    if not _recording(x):
+        return Tensor(np.asarray(value))
+    return record(prim, (x,), value, _predecessors(x._data.shape, axis), name=name)
+
+
+def _running(prim, npfn, x, dim, dtype, name):
+    x = as_tensor(x)
+    data = x._data
+    (d,) = _dims(dim, None, data.ndim)
+    value = npfn(data.reshape(-1) if data.ndim == 0 else data, axis=d, dtype=dtype)
+    return scan(prim, x, d, value.reshape(data.shape), name)
+
+
+def cumsum(x, dim, *, dtype=None):
+    """Running sums along `dim` (PyTorch's cumsum: integers and bools accumulate in int64)."""
+    return _running(P["cumsum"], np.cumsum, x, dim, dtype, "CumsumBackward0")
+
+
+def cumprod(x, dim, *, dtype=None):
+    """Running products along `dim`; the gradient is exact at zero factors."""
+    return _running(P["cumprod"], np.cumprod, x, dim, dtype, "CumprodBackward0")
+
+
+def stable_order(data, axis, descending=False):
+    """The indices that sort `data` along `axis` stably (equal values keep their order), NaN as
+    the greatest value: last ascending, first descending (the `sort` primitive's order)."""
+    if data.ndim == 0:
+        return np.zeros((), np.int64)
+    if not descending:
+        return np.argsort(data, axis=axis, kind="stable").astype(np.int64)
+    reversed_order = np.argsort(np.flip(data, axis), axis=axis, kind="stable")
+    return (data.shape[axis] - 1 - np.flip(reversed_order, axis)).astype(np.int64)
+
+
+def sort_along(x, axis, descending, value, name="SortBackward0"):
+    """Record the sort of x along `axis` (see `core.prims.sort`), whose value is `value`."""
+    if not _recording(x):
+        return Tensor(np.asarray(value))
+    L, inner = _lane_shape(x._data.shape, axis)
+    payload = np.array([builtins.max(L, 1), builtins.max(inner, 1), int(bool(descending))],
+                       np.int64)
+    return record(P["sort"], (x,), value, payload, name=name)
+
+
+def sorted_along(x, axis):
+    """x sorted along `axis` (stable, NaN last), recorded."""
+    data = x._data
+    value = np.sort(data, axis=axis, kind="stable") if data.ndim else data.copy()
+    return sort_along(x, axis, False, value)
+
+
+sort_return = collections.namedtuple("sort", ["values", "indices"])
+
+
+def sort(x, dim=-1, descending=False, stable=False):
+    """PyTorch's sort: (values, indices) along `dim`. Always stable; NaN is the greatest value
+    (last ascending, first descending); each value's gradient goes back to its index."""
+    x = as_tensor(x)
+    data = x._data
+    (d,) = _dims(dim, None, data.ndim)
+    indices = stable_order(data, d, descending)
+    value = np.take_along_axis(data, indices, axis=d) if data.ndim else data.copy()
+    values = sort_along(x, d, descending, value, "SortBackward1" if stable else "SortBackward0")
+    return sort_return(values, Tensor(indices))
+
+
+def lanes_last(x, axes):
+    """x with the axes `axes` (a sorted tuple; None: all) moved to the end and merged into one."""
+    shape = x._data.shape
+    axes = tuple(range(len(shape))) if axes is None else tuple(axes)
+    kept = [d for d in range(len(shape)) if d not in axes]
+    if kept + list(axes) != list(range(len(shape))):
+        x = permute(x, kept + list(axes), name=_HIDDEN)
+    merged = tuple(shape[d] for d in kept) + (math.prod(shape[d] for d in axes),)
+    return reshape(x, merged, name=_HIDDEN)
+
+
+def nan_propagated(s, result):
+    """`result` (order statistics of the lanes of `s`, sorted along its last axis, NaN last),
+    NaN where a lane holds a NaN: numpy's and PyTorch's rule for medians and quantiles."""
+    if s._data.dtype.kind != "f":
+        return result
+    n = s._data.shape[-1]
+    lanes = result._data.ndim == s._data.ndim            # result keeps a last axis of its own
+    last = getitem(s, (Ellipsis, slice(n - 1, n) if lanes else n - 1))
+    return where(ne(last, last), last, result)
+
+
+def median_of_lanes(x):
+    """The median of each lane (last axis) of x as numpy takes it: the mean of the middle one or
+    two values of the sorted lane, NaN if the lane holds one."""
+    n = x._data.shape[-1]
+    if n == 0:                      # numpy's NaN of an empty slice, constant
+        with np.errstate(invalid="ignore"):
+            return add(sum(x, -1), math.nan)
+    s = sorted_along(x, -1)
+    h = n // 2
+    middle = getitem(s, (Ellipsis, slice(h, h + 1) if n % 2 else slice(h - 1, h + 1)))
+    return nan_propagated(s, mean(middle, -1))
+
+
+def quantile_positions(n, q, method):
+    """numpy's (previous, next, gamma) of the quantiles q (an array) of n sorted values by
+    `method`; gamma is None where numpy takes the values at `previous` without interpolating.
+    The positions depend on n and q alone, never on the values."""
+    base = numpy_function_base            # numpy's own tables: its values bit for bit
+    props = base._QuantileMethods[method]
+    virtual = np.asanyarray(props["get_virtual_index"](n, q))
+    if props["fix_gamma"] is None or (method == "linear" and virtual.dtype.kind in "iu"):
+        return virtual.astype(np.intp), None, None
+    previous, following = base._get_indexes(np.empty(0), virtual, n)
+    return previous, following, base._get_gamma(virtual, previous, props)
+
+
+def quantiles_of_lanes(x, q, method, weak):
+    """The quantiles q (a 1-d array) of each lane (last axis) of x, interpolated as numpy's
+    `_lerp` does; shape x.shape[:-1] + (q.size,). `weak`: q was a Python number (its gamma
+    keeps the dtype of x, as in numpy)."""
+    n = x._data.shape[-1]
+    s = sorted_along(x, -1)
+    previous, following, gamma = quantile_positions(n, q, method)
+    lower = getitem(s, (Ellipsis, previous))
+    if gamma is None:
+        return nan_propagated(s, lower)
+    upper = getitem(s, (Ellipsis, following))
+    step = sub(upper, lower)
+    weight = float(gamma[0]) if weak else gamma
+    above = gamma >= 0.5
+    result = None
+    if not above.all():
+        result = add(lower, mul(step, weight))
+    if above.any():
+        high = sub(upper, mul(step, 1 - weight))
+        result = high if result is None else where(above, high, result)
+    return nan_propagated(s, result)
+
+
+def _float_only(x, what):
+    if x._data.dtype.kind != "f":
+        raise RuntimeError(f"{what} only support floating point and complex dtypes")
+
+
+median_return = collections.namedtuple("median", ["values", "indices"])
+
+
+def median(x, dim=None, keepdim=False):
+    """PyTorch's median: the lower of the two middle values (NaN if there is one). Without
+    `dim`, of all values, the gradient shared by the values equal to it; with `dim`, (values,
+    indices) along it, the gradient going to the index (the stable order's middle one, or the
+    first NaN)."""
+    x = as_tensor(x)
+    if dim is None:
+        return _median_of_all(x)
+    data = x._data
+    (d,) = _dims(dim, None, data.ndim)
+    if data.ndim == 0:
+        values, indices = median(reshape(x, 1, name=_HIDDEN), 0)
+        return median_return(values, indices)
+    n = data.shape[d]
+    if n == 0:
+        raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
+    k = (n - 1) // 2
+    missing = np.isnan(data).sum(axis=d, keepdims=True) if data.dtype.kind == "f" else 0
+    rank = np.broadcast_to(np.where(missing > 0, n - missing, k), reduced_shape(data.shape,
+                                                                                 (d,), True))
+    indices = np.take_along_axis(stable_order(data, d), rank, axis=d)
+    s = sorted_along(x, d)
+    key = [slice(None)] * data.ndim
+    key[d] = slice(k, k + 1)
+    last = [slice(None)] * data.ndim
+    last[d] = slice(n - 1, n)
+    values = getitem(s, tuple(key))
+    if data.dtype.kind == "f":
+        top = getitem(s, tuple(last))
+        values = where(ne(top, top), top, values)
+    if not keepdim:
+        values = reshape(values, np.squeeze(values._data, d).shape)
+        indices = np.squeeze(indices, d)
+    if values._node is not None:
+        values._node._name = "MedianBackward1"
+    return median_return(values, Tensor(np.asarray(indices, np.int64)))
+
+
+def _median_of_all(x):
+    flat = reshape(x, -1, name=_HIDDEN)
+    n = flat._data.size
+    if n == 0:
+        out = add(sum(flat), math.nan)
+    else:
+        s = sorted_along(flat, 0)
+        middle = getitem(s, (n - 1) // 2)
+        # the values equal to the median share its gradient (PyTorch's rule)
+        below = where(le(flat, middle), flat, -math.inf)
+        out = nan_propagated(s, amax(below))
+    if out._node is not None:
+        out._node._name = "MedianBackward0"
+    return out
+
+
+def variance(x, dims, ddof, keepdim, value, name="VarBackward0"):
+    """The variance of x over `dims` (None: all), whose value numpy computed: the sum of squared
+    deviations from the mean, divided by max(n - ddof, 0) (numpy's order of operations)."""
+    x = as_tensor(x)
+    if not _recording(x):
+        return Tensor(np.asarray(value))
+    deviation = sub(x, mean(x, dims, keepdim=True))
+    d = deviation._data
+    squares = _reduce(P["segsumsq"], deviation, dims, keepdim,
+                      np.add.reduce(d * d, axis=dims, keepdims=keepdim), 1.0, (_HIDDEN, _HIDDEN))
+    count = reduction_count(x._data.shape, dims)
+    return record(P["div_const"], (squares,), value, c0=float(builtins.max(count - ddof, 0)),
+                  name=name)
+
+
+def reduction_count(shape, dims):
+    """The number of values each reduction over `dims` (None: all) of `shape` takes."""
+    return math.prod(shape) if dims is None else math.prod(shape[d] for d in dims)
+
+
+def _spread_arguments(x, dim, unbiased, correction, what):
+    """(x, dims, ddof) of PyTorch's var/std arguments, warning as PyTorch does when the degrees
+    of freedom are not positive."""
+    x = as_tensor(x)
+    _float_only(x, "std and var")
+    if isinstance(dim, bool):               # var(x, unbiased)
+        dim, unbiased = None, dim
+    dims = None if dim is None else _dims(dim, None, x._data.ndim)
+    if correction is not None and unbiased is not None:
+        raise TypeError(f"{what}() received an invalid combination of arguments: unbiased and "
+                        "correction")
+    ddof = correction if correction is not None else (0 if unbiased is False else 1)
+    if reduction_count(x._data.shape, dims) - ddof <= 0:
+        warnings.warn(f"{what}(): degrees of freedom is <= 0. Correction should be strictly less "
+                      "than the reduction factor (input numel divided by output numel).",
+                      UserWarning, stacklevel=3)
+    return x, dims, ddof
+
+
+def _numpy_variance(x, dims, ddof, keepdim):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.var(x._data, axis=dims, ddof=ddof, keepdims=keepdim)
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """PyTorch's var: unbiased (correction 1) by default; `var(x, False)` and `correction=`."""
+    x, dims, ddof = _spread_arguments(x, dim, unbiased, correction, "var")
+    return variance(x, dims, ddof, keepdim, _numpy_variance(x, dims, ddof, keepdim))
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """PyTorch's std: sqrt(var), whose gradient is zero where the deviation is zero (PyTorch
+    masks the division by a zero result)."""
+    x, dims, ddof = _spread_arguments(x, dim, unbiased, correction, "std")
+    v = variance(x, dims, ddof, keepdim, _numpy_variance(x, dims, ddof, keepdim), _HIDDEN)
+    positive = gt(v, 0.0)
+    out = where(positive, sqrt(where(positive, v, 1.0)), mul(v, 0.0))
+    if out._node is not None:
+        out._node._name = "StdBackward0"
+    return out
+
+
+def differences(x, n, axis, name="SubBackward0"):
+    """The n-th differences of x along `axis`, one `gather_diff` entry per order, each numpy's
+    x[1:] - x[:-1]."""
+    for _ in range(n):
+        shape = x._data.shape
+        value = np.diff(x._data, axis=axis)
+        if not _recording(x):
+            x = Tensor(value)
+            continue
+        positions = _positions(shape)
+        L = shape[axis]
+        upper = np.take(positions, np.arange(1, L), axis=axis)
+        lower = np.take(positions, np.arange(0, builtins.max(L - 1, 0)), axis=axis)
+        x = record(P["gather_diff"], (x,), value, np.concatenate([upper.ravel(), lower.ravel()]),
+                   name=name)
+    return x
+
+
+def diff(x, n=1, dim=-1, prepend=None, append=None):
+    """PyTorch's diff: n-th forward differences along `dim`, after concatenating `prepend` and
+    `append` (tensors of x's dimension)."""
+    x = as_tensor(x)
+    if x._data.ndim == 0:
+        raise RuntimeError("diff expects input to be at least one-dimensional")
+    if n < 0:
+        raise RuntimeError(f"order must be non-negative but got {n}")
+    (d,) = _dims(dim, None, x._data.ndim)
+    parts = [as_tensor(p) for p in (prepend, x, append) if p is not None]
+    if builtins.any(p._data.ndim != x._data.ndim for p in parts):
+        raise RuntimeError("diff expects prepend or append to be the same dimension as input")
+    if len(parts) > 1:
+        x = cat(parts, d)
+    return differences(x, n, d)
+
+
+_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
+
+
+def quantile(x, q, dim=None, keepdim=False, *, interpolation="linear"):
+    """PyTorch's quantile: q a number or a 1-d tensor in [0, 1], of all values or along `dim`;
+    the result has q's dimension first. The interpolations are numpy's methods of those names,
+    computed as numpy does (PyTorch's kernel may round the last bit otherwise)."""
+    x = as_tensor(x)
+    if x._data.dtype.kind != "f":
+        raise RuntimeError("quantile() input tensor must be either float or double dtype")
+    if isinstance(q, Tensor) and _tracked(q):
+        raise NotImplementedError("quantile(): q must be a constant (its gradient is not "
+                                  "supported)")
+    qs = np.asarray(q._data if isinstance(q, Tensor) else q, np.float64)
+    if qs.ndim > 1:
+        raise RuntimeError("quantile() q must be a scalar or 1D tensor")
+    if x._data.size == 0:
+        raise RuntimeError("quantile() input tensor must be non-empty")
+    if ((qs < 0) | (qs > 1)).any():
+        raise RuntimeError("quantile() q values must be in the range [0, 1]" if qs.ndim else
+                           f"quantile() q must be in the range [0, 1] but got {float(qs):g}")
+    if interpolation not in _INTERPOLATIONS:
+        raise RuntimeError("quantile() interpolation must be one of linear, lower, higher, "
+                           f"midpoint or nearest, but got {interpolation}")
+    dims = None if dim is None else _dims(dim, None, x._data.ndim)
+    lanes = lanes_last(x, dims)
+    out = quantiles_of_lanes(lanes, qs.reshape(-1).astype(x._data.dtype), interpolation,
+                             weak=False)
+    shape = reduced_shape(x._data.shape, dims, keepdim)
+    out = reshape(moved_first(out), qs.shape + shape, name="SqueezeBackward4")
+    return out
+
+
+def moved_first(x):
+    """x with its last axis moved first."""
+    ndim = x._data.ndim
+    if ndim < 2:
+        return x
+    return permute(x, (ndim - 1,) + tuple(range(ndim - 1)), name=_HIDDEN)
+
+
+def reduced_shape(shape, dims, keepdim):
+    """The shape of a reduction of `shape` over `dims` (None: all)."""
+    dims = range(len(shape)) if dims is None else dims
+    if keepdim:
+        return tuple(1 if d in dims else s for d, s in enumerate(shape))
+    return tuple(s for d, s in enumerate(shape) if d not in dims)
+
+
 # ---- matmul ----------------------------------------------------------------------------------
 
 def matmul(a, b):
@@ -780,7 +1258,8 @@ _METHODS = dict(
     log_softmax=log_softmax, clamp=clip, clip=clip, reshape=reshape, view=view, flatten=flatten,
     squeeze=squeeze, unsqueeze=unsqueeze, permute=permute, transpose=transpose, t=t,
     matmul=matmul, dot=dot, pow=pow, maximum=maximum, minimum=minimum, add=add, sub=sub,
-    mul=mul, div=div, clone=clone, to=_to, float=_float, double=_double,
+    mul=mul, div=div, clone=clone, to=_to, float=_float, double=_double, cumsum=cumsum,
+    cumprod=cumprod, sort=sort, var=var, std=std, median=median, diff=diff, quantile=quantile,
     T=property(_reversed_axes), mT=property(_last_two_swapped),
 )
 # Operators call the op itself (one call less per operation than a method calling it).
@@ -790,6 +1269,36 @@ _METHODS.update(
     __add__=add, __sub__=sub, __mul__=mul, __truediv__=div, __pow__=pow, __matmul__=matmul,
     __neg__=neg, __abs__=abs, __gt__=gt, __ge__=ge, __lt__=lt, __le__=le, __eq__=eq, __ne__=ne,
     __getitem__=getitem,
+)
+
+
+def positive(x):
+    """+x: x itself (PyTorch's positive returns its operand)."""
+    return as_tensor(x)
+
+
+def float_power(a, b):
+    """a ** b computed in float64 (PyTorch's and numpy's float_power)."""
+    return pow(*(v if _is_number(v) else astype(as_tensor(v), np.dtype(np.float64))
+                 for v in (a, b)))
+
+
+negative = neg
+
+
+def _rmod(x, other): return remainder(other, x)
+
+
+# The elementwise functions above as methods (`x.sinh()`, `x.atan2(y)`), and `%`.
+_METHODS.update(
+    arcsin=arcsin, asin=arcsin, arccos=arccos, acos=arccos, arctan=arctan, atan=arctan,
+    arcsinh=arcsinh, asinh=arcsinh, arccosh=arccosh, acosh=arccosh, arctanh=arctanh,
+    atanh=arctanh, arctan2=arctan2, atan2=arctan2, sinh=sinh, cosh=cosh, log2=log2,
+    log10=log10, exp2=exp2, reciprocal=reciprocal, sinc=sinc, deg2rad=deg2rad,
+    rad2deg=rad2deg, nan_to_num=nan_to_num, fmax=fmax, fmin=fmin,
+    remainder=remainder, fmod=fmod, copysign=copysign, heaviside=heaviside, hypot=hypot,
+    logaddexp=logaddexp, logaddexp2=logaddexp2, negative=neg, positive=positive,
+    float_power=float_power, __mod__=remainder, __rmod__=_rmod,
 )
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)

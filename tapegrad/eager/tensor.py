@@ -32,6 +32,19 @@ _NON_LEAF_GRAD = (
 _NEEDS_GRAD_NUMPY = ("Can't call numpy() on Tensor that requires grad. "
                      "Use tensor.detach().numpy() instead.")
 
+_TRACED_TO_ARRAY = (
+    "numpy tried to convert a traced value to a plain array, which would freeze it into the "
+    "tape and drop its derivatives. Build arrays from traced values with np.array, np.asarray, "
+    "np.stack or np.concatenate (numpy functions such as np.sum([x, y]) take lists of them "
+    "too); for a ufunc on a list (np.exp([x, y])) build the array first, and to fill an array "
+    "start from one made from the traced value (np.zeros_like(x)), not from np.zeros. A plain "
+    "array's methods convert their arguments too: for y.dot(x) write y @ x or np.dot(y, x).")
+
+
+class ArrayConversionError(TypeError):
+    """numpy asked a traced value for a plain array (`np.exp([x, y])`, `a[0] = x` into a numpy
+    array): refused, since the array would be a constant of the tape."""
+
 
 class Size(tuple):
     """A tensor's shape: a tuple that prints like `torch.Size`."""
@@ -54,15 +67,34 @@ def constant(value):
     return out
 
 
+def flavour(inputs):
+    """The class of an operation's result: that of its first operand of another flavour than
+    `Tensor` (an `eager.array.Array`, numpy's semantics, where a function traced from numpy
+    values meets PyTorch-style tensors), else `Tensor`. A class says its flavour in `_flavour`
+    (a traced argument is its flavour's subclass)."""
+    for t in inputs:
+        cls = t._flavour
+        if cls is not Tensor:
+            return cls
+    return Tensor
+
+
 def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
     """Wrap `value`, the result of `prim` on `inputs`, appending a node when it must be recorded.
 
     A node is recorded when grad mode is on and an operand requires grad (or, while a function
     transform traces, carries a node: comparisons feeding guards and `where` are replayed too).
+    The result is a `Tensor` when every operand is one (the eager hot path tests each operand's
+    class once), else of the operands' `flavour`.
     """
     if value.__class__ is not np.ndarray:
         value = np.asarray(value)   # numpy gives scalars, not 0-d arrays, for 0-d operands
-    out = Tensor.__new__(Tensor)
+    cls = Tensor
+    for t in inputs:                # the result's flavour (`flavour`): one class test each
+        if t.__class__ is not Tensor:
+            cls = flavour(inputs)
+            break
+    out = Tensor.__new__(cls)
     out._data = value
     out._grad = None
     out._requires_grad = False
@@ -277,7 +309,11 @@ class Tensor:
     def __bool__(self):
         if self._data.size != 1:
             raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
-        outcome = bool(self._data.reshape(()).item())
+        return self._guarded(bool(self._data.reshape(()).item()))
+
+    def _guarded(self, outcome):
+        """`outcome`, a Python bool taken from this tensor's value; while a function transform
+        traces a computed value, recorded as a guard (a replay whose outcome differs retraces)."""
         if state.tracing and self._node is not None:
             state.guards.append((self, outcome))
         return outcome
@@ -289,7 +325,9 @@ class Tensor:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
-        if self._requires_grad or (state.tracing and self._node is not None):
+        if state.tracing and (self._requires_grad or self._node is not None):
+            raise ArrayConversionError(_TRACED_TO_ARRAY)
+        if self._requires_grad:
             raise RuntimeError(_NEEDS_GRAD_NUMPY)
         return self._data if dtype is None else self._data.astype(dtype)
 
@@ -316,5 +354,8 @@ class Tensor:
 
     def __pos__(self):
         return self
+
+
+Tensor._flavour = Tensor       # see `flavour`
 
 

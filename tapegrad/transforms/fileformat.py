@@ -117,6 +117,9 @@ def _file_arrays(tape):
     """The arrays of the file format for `tape`, the tape's own arrays among them."""
     if tape.calls:
         raise TypeError("a tape with nested transforms holds Python code and cannot be saved")
+    if tape.implicit_slots:
+        raise TypeError("a tape that closes over values of an enclosing computation cannot be "
+                        "saved: those values are inputs it takes from that computation")
     ndim = np.array([len(s) for s in tape.shapes], np.int64)
     dims = np.array([d for s in tape.shapes for d in s], np.int64)
     return dict(format=np.array(FORMAT), version=np.array(VERSION, np.int64),

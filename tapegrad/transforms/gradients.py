@@ -23,10 +23,11 @@ import numpy as np
 from .nested import record_call
 from .signature import arguments, count_leaves
 from .spec import Schedule, Transform
-from .tape import directions
+from .tape import GuardError, directions
 from .traced import (MAX_SIGNATURES, MAX_TAPES_PER_SIGNATURE, Traced, call_traced, drop_oldest,
                      is_traced_call)
 from ..core import pytree
+from ..eager.graph import state
 
 
 # ---- grad and value_and_grad -----------------------------------------------------------------
@@ -67,7 +68,10 @@ class PlainGradient:
         if self.refresh is not None and not self.refresh(tape):
             return None               # stale: the general path retraces
         V = tape.load(args, True) if self.refresh is not None else self._load(args)
-        G = (self.sweeps[want_value] or self._bind(want_value))(V)
+        try:
+            G = (self.sweeps[want_value] or self._bind(want_value))(V)
+        except GuardError:          # a nested transform's closure took another branch
+            return None
         if G is None:
             return None
         G = G[0]
@@ -117,7 +121,8 @@ def _gradient_call(f, argnums, single, has_aux, traced):
     plain = {}
 
     def call(args, kwargs, want_value):
-        key = None if kwargs or has_aux else _array_key(args)
+        # inside an enclosing trace, no cached replay: f may close over that trace's values
+        key = None if kwargs or has_aux or state.tracing else _array_key(args)
         if key is not None:
             for replay in plain.get(key, ()):
                 result = replay(args, want_value)
@@ -130,6 +135,11 @@ def _gradient_call(f, argnums, single, has_aux, traced):
             grads = record_call(f, leaves, structure, argnums, single, "grad")
             return (f(*args, **kwargs) if want_value else None), grads
         tape, V = traced.replay_flat(leaves, structure)
+        if tape.implicit_slots:          # f closes over values an enclosing computation records
+            if has_aux:
+                raise NotImplementedError("has_aux inside a traced computation")
+            grads = record_call(f, leaves, structure, argnums, single, "grad", tape)
+            return (f(*args, **kwargs) if want_value else None), grads
         out_slots, aux = _split_aux(tape, V, has_aux)
         if len(out_slots) != 1 or tape.sizes[out_slots[0]] != 1:
             shapes = [tape.shapes[s] for s in out_slots]
@@ -162,7 +172,7 @@ def value_and_grad(f, argnums=0, has_aux=False, capture="trace"):
     follows a variable, global or attribute rebound to a new array (`transforms.capture`).
     Keyword arguments are passed to `f` and traced, never differentiated."""
     argnums, single = _normalize_argnums(argnums)
-    traced = Traced(f, argnums, capture, "value_and_grad")
+    traced = Traced(f, argnums, capture, "value_and_grad", nests=True)
     call = _gradient_call(f, argnums, single, has_aux, traced)
 
     @_wraps(f, "value_and_grad")
@@ -274,7 +284,7 @@ def jvp(f, primals, tangents):
 
 def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
     argnums_t, single = _normalize_argnums(argnums)
-    traced = Traced(f, argnums_t, capture, f"jac{mode}")
+    traced = Traced(f, argnums_t, capture, f"jac{mode}", nests=True)
 
     def jac_f(*args, **kwargs):
         leaves, structure = pytree.flatten(arguments(args, kwargs))
@@ -283,6 +293,10 @@ def _jacobian(f, argnums, mode, has_aux=False, capture="trace"):
                 raise NotImplementedError("has_aux inside a traced computation")
             return record_call(f, leaves, structure, argnums_t, single, "jac")
         tape, V = traced.replay_flat(leaves, structure)
+        if tape.implicit_slots:          # f closes over values an enclosing computation records
+            if has_aux:
+                raise NotImplementedError("has_aux inside a traced computation")
+            return record_call(f, leaves, structure, argnums_t, single, "jac", tape)
         traced.check_differentiable(leaves, structure)
         wrt, groups = _wrt_groups(traced, tape, leaves, structure)
         in_slots = [s for i in wrt for s in groups[i][1]]

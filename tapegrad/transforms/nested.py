@@ -1,5 +1,6 @@
 """Transforms inside a recorded computation: `grad(f)` or `jacobian(f)` called on tensors that an
-enclosing trace (or eager graph) records.
+enclosing trace (or eager graph) records, or of a function that closes over such values
+(`grad(lambda x: x * grad(lambda y: x * y)(2.0))`).
 
 The inner transform becomes one entry of the enclosing tape (primitive `call`), whose rule is a
 `CallRule`: its value is the inner gradient or Jacobian, from the inner function's own tape, and
@@ -7,11 +8,19 @@ its VJP and JVP are second derivatives of the inner function (forward-over-rever
 that tape). So `grad(grad(f))` and a gradient inside a loss differentiate, and the enclosing
 sweeps (`core.sweep`) call the rule where the entry sits. The inner function is a `Traced`: a
 branch change inside it retraces it, not the enclosing function.
+
+Closures, as JAX's nested traces treat them: the enclosing values that the inner function uses
+without receiving them as arguments are implicit inputs of its tape (`trace`'s closures) and
+operands of the entry after the explicit ones. They are not differentiated in the inner
+gradient (they are not among its arguments), but the entry's VJP and JVP reach them through
+the same forward-over-reverse sweeps. Such a tape is bound to the entry (the inner function
+cannot be traced again without the enclosing values), so a branch change inside it retraces
+the enclosing function (`GuardError`).
 """
 import numpy as np
 
 from .signature import is_dynamic
-from .tape import columns, directions
+from .tape import GuardError, columns, directions
 from .traced import Traced
 from ..core import pytree
 from ..core.registry import BY_NAME
@@ -31,20 +40,56 @@ class CallRule:
     def __init__(self, f, leaves, structure, argnums):
         """`leaves`, `structure`: the inner call's arguments, flattened (`signature.arguments`),
         with plain values; `argnums`: the differentiated positional arguments."""
-        self.traced = Traced(f, None)   # every inner input differentiated: the outer needs them
+        # every inner input differentiated: the outer needs them; closures are implicit inputs
+        self.traced = Traced(f, None, nests=True, closures=True)
         # the inputs are the floating-point leaves of the positional and keyword arguments
         self.leaves, self.structure = leaves, structure
+        self.n_explicit = sum(1 for leaf in leaves if is_dynamic(leaf))
         n_args = len(structure[1]) - 1
         self.argnums = tuple(i % n_args for i in argnums)
-        self.shapes = None          # the shapes of the inputs (set by `record_call`)
+        self.shapes = None          # the shapes of the operands (set by `record_call`)
+        self.tape = None            # the inner tape when it closes over enclosing values
+
+    def bind(self, values, tape=None):
+        """The inner tape at the explicit inputs `values` (`tape`, when the caller traced it
+        already); a tape that closes over enclosing values is kept: it is the one this entry
+        replays, its closure being this entry's operands after the explicit ones."""
+        if tape is None:
+            tape = self.inner(values)[0]
+        if tape.implicit_slots:
+            self.tape = tape
+        return tape
 
     def inner(self, values):
-        """The inner tape, its values at the inner inputs `values`, and the wrt slots."""
-        it = iter(values)
+        """The inner tape, its values at the operands' values `values` (explicit inputs, then
+        the implicit ones of a closure), and the wrt slots."""
+        it = iter(values[:self.n_explicit])
         leaves = [next(it) if is_dynamic(leaf) else leaf for leaf in self.leaves]
-        tape, V = self.traced.replay_flat(leaves, self.structure)
+        if self.tape is None:
+            tape, V = self.traced.replay_flat(leaves, self.structure)
+        else:
+            tape, V = self.tape, self._replay_closure(values)
         groups = self.traced.input_groups(tape, leaves, self.structure)
         return tape, V, [s for i in self.argnums for s in groups[i][1]]
+
+    def _replay_closure(self, values):
+        """The forward sweep of the closure tape at `values`. Its branches may depend on the
+        enclosing values, which the inner function cannot be traced again for: a guard that
+        fails raises GuardError, and the enclosing function is traced again."""
+        tape = self.tape
+        V = tape.load(values[:self.n_explicit])
+        for s, value in zip(tape.implicit_slots, values[self.n_explicit:]):
+            V[tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = np.ravel(value)
+        tape._forward(V)
+        if not tape.guards_hold(V):
+            raise GuardError("a nested transform closing over enclosing values takes another "
+                             "branch")
+        return V
+
+    @staticmethod
+    def operand_slots(tape):
+        """The inner slots of the entry's operands: the inputs, then the implicit inputs."""
+        return list(tape.input_slots) + list(tape.implicit_slots)
 
     @staticmethod
     def layout(tape, wrt):
@@ -97,7 +142,7 @@ class CallRule:
         slots, out, values = self._inputs(outer, V, e)
         tape, Vi, wrt = self.inner(values)
         cotangent = G[:, outer.S[out, 0]:outer.S[out, 0] + outer.S[out, 1]]
-        wrt_cols, in_cols = columns(tape, wrt), columns(tape, tape.input_slots)
+        wrt_cols, in_cols = columns(tape, wrt), columns(tape, self.operand_slots(tape))
         outer_cols = columns(outer, slots, outer.S)
         need = np.repeat(outer.NEED[slots].astype(bool), outer.S[slots, 1])
         for i, row in enumerate(self.layout(tape, wrt)):
@@ -115,7 +160,7 @@ class CallRule:
         slots, out, values = self._inputs(outer, V, e)
         tape, Vi, wrt = self.inner(values)
         Ti = np.zeros((T.shape[0], Vi.size), Vi.dtype)
-        Ti[:, columns(tape, tape.input_slots)] = T[:, columns(outer, slots, outer.S)]
+        Ti[:, columns(tape, self.operand_slots(tape))] = T[:, columns(outer, slots, outer.S)]
         out_tangent = np.empty((T.shape[0], outer.S[out, 1]), T.dtype)
         wrt_cols = columns(tape, wrt)
         for row, TG in zip(self.layout(tape, wrt), self._hessian_products(tape, Vi, Ti)):
@@ -123,15 +168,20 @@ class CallRule:
         T[:, outer.S[out, 0]:outer.S[out, 0] + outer.S[out, 1]] = out_tangent
 
 
-def record_call(f, leaves, structure, argnums, single, kind):
+def record_call(f, leaves, structure, argnums, single, kind, tape=None):
     """Record `kind`(f) (kind "grad" or "jac") at the call whose arguments flatten to `leaves`,
-    `structure` (some of them tensors that the enclosing computation records) as one entry of
-    the enclosing graph; returns the gradients (or Jacobian) arranged as the transform returns
-    them, as tensors computed from that entry."""
+    `structure` (some of them tensors that the enclosing computation records, or `f` closing
+    over such values: `tape`, its tape at this call, traced already) as one entry of the
+    enclosing graph; returns the gradients (or Jacobian) arranged as the transform returns
+    them, as tensors computed from that entry. The entry's operands are the call's inputs, then
+    the enclosing values `f` closes over (its tape's implicit inputs)."""
     inputs = [ops.as_tensor(leaf) for leaf in leaves if is_dynamic(leaf)]
     plain = [leaf.data if isinstance(leaf, Tensor) else leaf for leaf in leaves]
     Traced(f, argnums).check_differentiable(plain, structure)
     rule = CallRule(f, plain, structure, argnums)
+    tape = rule.bind([t.data for t in inputs], tape)
+    inputs += tape.closure
+    tape.closure = ()           # the tape outlives this call: it keeps no enclosing value
     rule.shapes = [t.data.shape for t in inputs]
     value = rule.evaluate([t.data for t in inputs])
     tape, _, wrt = rule.inner([t.data for t in inputs])

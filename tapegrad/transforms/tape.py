@@ -55,7 +55,7 @@ class Tape(DisplayMethods):
     # what a pickle holds; everything else is derived from it (`_derive`)
     _STATE = ("E", "FC", "IP", "S", "NEED", "V0", "offsets", "sizes", "shapes", "input_slots",
               "output_slots", "out_structure", "calls", "guards", "constants", "signature",
-              "n_adjoint", "validated")
+              "n_adjoint", "validated", "implicit_slots")
 
     def __init__(self, flat, input_slots, output_slots, out_structure, guards, constants,
                  signature=None):
@@ -68,6 +68,10 @@ class Tape(DisplayMethods):
         self.output_slots = output_slots        # one per output leaf
         self.out_structure = out_structure
         self.calls = flat.calls                 # nested transforms, see core.sweep
+        # a nested function's closure over enclosing values: the slots of its implicit inputs
+        # (`trace`), loaded by the entry that replays it (`transforms.nested`)
+        self.implicit_slots = ()
+        self.closure = ()                       # the enclosing values at the trace (transient)
         self.guards = guards                    # [(slot, outcome)]
         self.constants = constants              # [(slot, array)] re-read with capture="call"
         self.signature = signature              # (structure, leaf signatures) of the arguments
@@ -95,6 +99,7 @@ class Tape(DisplayMethods):
 
     def __setstate__(self, state):
         """Unpickled arrays are writable: made read-only again, as validated."""
+        self.implicit_slots, self.closure = (), ()
         self.__dict__.update(state)
         for name in ("E", "FC", "IP", "S", "NEED", "V0"):
             setattr(self, name, read_only(getattr(self, name), owned=True))

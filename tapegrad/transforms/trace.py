@@ -21,8 +21,9 @@ Rules of replay (they decide what a tape may assume about `f`):
   argument behave as on any computed value).
 * Keyword arguments are traced like positional ones (arrays and floats are inputs), but they are
   never differentiated.
-* A function transformed inside a traced function must receive the enclosing function's traced
-  values as arguments: closing over them raises (the inner tape would freeze them).
+* A function transformed inside a traced function may close over the enclosing function's
+  traced values (`grad(lambda x: x * grad(lambda y: x * y)(2.0))`): they become implicit
+  inputs of its tape, and the enclosing tape differentiates through them (`trace`'s closures).
 """
 import numpy as np
 
@@ -32,7 +33,10 @@ from ..core import pytree
 from ..core.registry import PRIMS
 from ..core.flat import compact_adjoints
 from ..eager.flatten import linearize
+from ..eager import graph
 from ..eager.graph import state
+from ..eager.array import Array
+from ..eager.numpy_api import building
 from ..eager.tensor import Tensor
 
 _DIFFERENTIABLE = [p.differentiable for p in PRIMS]
@@ -40,10 +44,13 @@ _VARIADIC = [p.variadic for p in PRIMS]
 
 
 class tracing:
-    """Context in which every operation on a traced tensor is recorded and guards collected."""
+    """Context in which every operation on a traced tensor is recorded and guards collected,
+    and numpy's array constructors build traced values (`eager.numpy_api.building`)."""
 
     def __enter__(self):
         self._saved = (state.grad_enabled, state.guards)
+        self._numpy = building.patched()
+        self._numpy.__enter__()
         state.grad_enabled = True
         state.tracing += 1
         state.guards = []
@@ -52,6 +59,7 @@ class tracing:
     def __exit__(self, *exc):
         state.tracing -= 1
         state.grad_enabled, state.guards = self._saved
+        self._numpy.__exit__(*exc)
 
 
 class _Input(Tensor):
@@ -67,11 +75,24 @@ class _Input(Tensor):
                 "they become guards).")
         Tensor._concrete(self, what)
 
-    def __bool__(self):
-        outcome = Tensor.__bool__(self)
+    def _guarded(self, outcome):
         if state.tracing:
             state.guards.append((self, outcome))
         return outcome
+
+
+class _ArrayInput(_Input, Array):
+    """A traced argument given as a numpy array or a Python number: numpy's semantics
+    (`eager.array`)."""
+    __slots__ = ()
+
+
+def _input(leaf):
+    """The traced argument for an input leaf: a Tensor for tensors (PyTorch's semantics), an
+    Array for numpy arrays and numbers (numpy's)."""
+    if isinstance(leaf, Tensor):
+        return _Input(np.array(leaf.data))
+    return _ArrayInput(np.array(leaf))
 
 
 def _output_tensor(leaf, dtype):
@@ -86,14 +107,24 @@ def _output_tensor(leaf, dtype):
                     "are arrays, numbers, or tuples/lists/dicts of them")
 
 
-def trace(f, leaves, structure, argnums=None):
+def trace(f, leaves, structure, argnums=None, closures=False):
     """Trace `f` at the call whose arguments (`signature.arguments`: the positional ones, then
     the keyword ones) flatten to `leaves` and `structure`, onto a Tape.
 
     `argnums` (a tuple of non-negative ints) selects the positional arguments to differentiate;
     None differentiates every floating-point input. Returns (tape, per-input flags of
     differentiation).
+
+    Closures: with `closures`, or while an enclosing function transform traces, the values of
+    enclosing computations that `f` uses (an enclosing function's traced values, tensors that
+    require grad) are implicit inputs of the tape, as in JAX's nested traces: their slots are
+    `tape.implicit_slots` (differentiable, so that second-order sweeps reach them), the values
+    themselves, at this trace, `tape.closure`, for the nested transform to take as operands
+    of its entry in the enclosing recording (`transforms.nested`). Otherwise they are constants
+    of the tape, and a value traced by a transform that has finished raises.
     """
+    closures = closures or state.tracing > 0          # asked before our own tracing starts
+    since = next(graph._sequence)                       # nodes recorded from here on are f's
     leaf_signatures = (structure, tuple(map(signature.leaf_signature, leaves)))
     arg_of_leaf = [i for i, arg in enumerate(structure[1])
                    for _ in range(signature.count_leaves(arg))]
@@ -103,7 +134,7 @@ def trace(f, leaves, structure, argnums=None):
             if not signature.is_dynamic(leaf):
                 traced_leaves.append(leaf)
                 continue
-            t = _Input(np.array(leaf.data if isinstance(leaf, Tensor) else leaf))
+            t = _input(leaf)
             t._requires_grad = True          # recorded, whether differentiated or not
             inputs.append(t)
             traced_leaves.append(t)
@@ -115,34 +146,74 @@ def trace(f, leaves, structure, argnums=None):
     dtypes = {t.data.dtype for t in inputs}
     dtype = np.float32 if dtypes == {np.dtype(np.float32)} else np.float64
     outputs = [_output_tensor(o, dtype) for o in out_leaves]
-    guard_tensors = [g for g, _ in guard_list]
-    flat = linearize(outputs + guard_tensors,
-                     extra_leaves=inputs + [o for o in outputs if o._node is None])
+    roots = outputs + [g for g, _ in guard_list]
+    closure = _closure(roots, inputs, since) if closures else []
+    flat = linearize(roots, extra_leaves=inputs + [o for o in outputs if o._node is None]
+                     + [t for t in closure if t._node is None],
+                     boundary=[t for t in closure if t._node is not None])
     input_ids = {id(t) for t in inputs}
-    for s, t in flat.leaves:
-        if isinstance(t, _Input) and id(t) not in input_ids:
-            raise NotImplementedError(
-                f"{getattr(f, '__name__', 'the function')} closes over a value traced by an "
-                "enclosing function transform; the inner tape would freeze it. Pass it as an "
-                "argument instead, e.g. grad(lambda x, a: ...)(x, a) rather than "
-                "grad(lambda x: ... a ...)(x)")
+    if not closures:
+        _refuse_leaked(f, flat, input_ids)
     input_slots = [flat.slot_of(t) for t in inputs]
     need = np.zeros(len(flat.S), np.int64)
     for k, s in enumerate(input_slots):
         need[s] = diff[k]
+    for t in closure:
+        need[flat.slot_of(t)] = 1
     for row, payload in _rows_with_operands(flat):
         op, out_slot = row[0], row[4]
         if _DIFFERENTIABLE[op] and any(need[s] for s in payload):
             need[out_slot] = 1
     flat, n_adjoint = compact_adjoints(flat, need)
     input_slots = [flat.slot_of(t) for t in inputs]
-    constants = [(s, t.data) for s, t in flat.leaves if id(t) not in input_ids]
+    taken = input_ids | {id(t) for t in closure}
+    constants = [(s, t.data) for s, t in flat.leaves if id(t) not in taken]
     guard_slots = [(flat.slot_of(g), outcome) for g, outcome in guard_list]
     tape = Tape(flat, input_slots, [flat.slot_of(o) for o in outputs], out_structure,
                 guard_slots, constants, leaf_signatures)
     tape.n_adjoint = n_adjoint
+    tape.implicit_slots = [flat.slot_of(t) for t in closure]
+    tape.closure = closure
     tape.validated = True        # recorded in this process: valid by construction
     return tape, diff
+
+
+def _closure(roots, inputs, since):
+    """The values of enclosing computations that the graph recorded since sequence number
+    `since` (behind `roots`) uses: leaves that require grad other than `inputs`, and values
+    recorded before `since`; in the order first met."""
+    input_ids = {id(t) for t in inputs}
+    found, seen, stack = {}, set(), []
+
+    def visit(t):
+        node = t._node
+        if node is None:
+            if t._requires_grad and id(t) not in input_ids:
+                found.setdefault(id(t), t)
+        elif node.seq < since:
+            found.setdefault(id(node), t)
+        elif node not in seen:
+            seen.add(node)
+            stack.append(node)
+
+    for t in roots:
+        visit(t)
+    while stack:
+        for t in stack.pop().inputs:
+            visit(t)
+    return list(found.values())
+
+
+def _refuse_leaked(f, flat, input_ids):
+    """Raise for a value traced by a function transform that has finished (kept beyond its
+    trace and used by `f`): its value is that of a finished trace."""
+    for s, t in flat.leaves:
+        if isinstance(t, _Input) and id(t) not in input_ids:
+            raise TypeError(
+                f"{getattr(f, '__name__', 'the function')} uses a value traced by a function "
+                "transform that has finished (kept beyond the traced call, e.g. in a global or "
+                "a list); it holds the values of that trace only. Pass it as an argument, or "
+                "use it inside the transformed function")
 
 
 def _rows_with_operands(flat):

@@ -11,6 +11,8 @@ import collections
 import types
 import weakref
 
+import numpy as np
+
 from .capture import Sources
 from .signature import arguments, count_leaves, is_dynamic, leaf_signature
 from .tape import GuardError
@@ -18,6 +20,10 @@ from .trace import trace
 from ..core import pytree
 from ..eager.graph import state
 from ..eager.tensor import Tensor
+
+COMPLEX_INPUT = ("{name} of a complex input (argument {i}, {dtype}): complex numbers are not "
+                 "supported; tapegrad differentiates real floating point values only (pass the "
+                 "real and imaginary parts as two real arrays)")
 
 MAX_TAPES_PER_SIGNATURE = 8
 MAX_SIGNATURES = 256
@@ -62,7 +68,12 @@ class Traced:
     used signatures (`SignatureCache`). With `weak`, the function is referenced weakly (a
     `Traced` kept in a cache keyed by the function must not keep it alive)."""
 
-    def __init__(self, f, argnums, capture="trace", name="transform", weak=False):
+    def __init__(self, f, argnums, capture="trace", name="transform", weak=False, nests=False,
+                 closures=False):
+        """`nests`: the transform records itself as an entry of an enclosing computation
+        (`transforms.nested`), so `f` may close over that computation's values (a tape whose
+        `implicit_slots` take them); `closures`: take them even outside an enclosing trace (the
+        nested entry of an eager computation: `trace`'s closures)."""
         if capture not in ("trace", "call"):
             raise ValueError("capture must be 'trace' (closed-over arrays are constants) or "
                              "'call' (re-read at every call)")
@@ -71,6 +82,7 @@ class Traced:
         self.argnums = argnums
         self.refresh = capture == "call"
         self.name = name
+        self.nests, self.closures = nests, closures
         self.cache = SignatureCache()
         # capture="call": where each tape's constants come from, to follow rebound names
         self.sources = weakref.WeakKeyDictionary()     # tape -> Sources
@@ -96,7 +108,8 @@ class Traced:
                 "detach() eager tensors to use their values")
         key = (structure, tuple(map(leaf_signature, leaves)))
         inputs = [leaf for leaf in leaves if is_dynamic(leaf)]
-        tapes = self.cache.get(key)
+        # inside an enclosing trace, f is traced afresh: what it closes over is that trace's
+        tapes = None if state.tracing else self.cache.get(key)
         if tapes:
             for tape in list(tapes):
                 if self.refresh and not self.follow(tape):
@@ -109,10 +122,21 @@ class Traced:
                     continue
                 if tape.guards_hold(V):
                     return tape, V
-        else:
-            tapes = self.cache[key] = []
         self.check_differentiable(leaves, structure)
-        tape, _ = trace(self.f, leaves, structure, self.wrt(len(structure[1]) - 1))
+        tape, _ = trace(self.f, leaves, structure, self.wrt(len(structure[1]) - 1), self.closures)
+        if tape.implicit_slots:
+            if not self.nests:
+                raise NotImplementedError(
+                    "a function that closes over values an enclosing computation records "
+                    "(traced by a function transform, or tensors that require grad) can be "
+                    "transformed by grad, value_and_grad, jacrev, jacfwd and jacobian only; "
+                    "pass those values as arguments to other transforms (vmap, vjp, jvp, "
+                    "hessian ...)")
+            return tape, tape.load(inputs)      # not cached: its closure is this call's
+        if tapes is None:
+            tapes = self.cache.get(key)
+            if tapes is None:
+                tapes = self.cache[key] = []
         if self.refresh:
             self.sources[tape] = Sources.of(self.f, tape, self.name)
         tapes.append(tape)
@@ -153,7 +177,10 @@ class Traced:
             i %= n_args
             for leaf in leaves[starts[i]:starts[i + 1]]:
                 if not is_dynamic(leaf):
-                    dtype = getattr(getattr(leaf, "data", leaf), "dtype", type(leaf).__name__)
+                    value = leaf.data if isinstance(leaf, Tensor) else leaf
+                    dtype = getattr(value, "dtype", type(leaf).__name__)
+                    if np.iscomplexobj(value):
+                        raise TypeError(COMPLEX_INPUT.format(name=self.name, i=i, dtype=dtype))
                     raise TypeError(f"grad requires real-valued (floating point) inputs, but "
                                     f"argument {i} has an input of type {dtype}; pass floats or "
                                     "mark the argument static by not differentiating it")

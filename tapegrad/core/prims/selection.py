@@ -71,8 +71,9 @@ def pack_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
     gy = view(G, S, o)
     start = 0
     for j in range(ip.size):
-        gx = view(G, S, ip[j])
-        if NEED[ip[j]]:
-            for i in range(gx.size):
+        n = S[ip[j], 1]         # from the slot table: an operand without adjoint (a constant)
+        if NEED[ip[j]]:         # may lie beyond the adjoint buffer, where its view is empty
+            gx = view(G, S, ip[j])
+            for i in range(n):
                 gx[i] += gy[start + i]
-        start += gx.size
+        start += n

@@ -94,7 +94,10 @@ def array_function(tensor, func, types, args, kwargs):
     """`Tensor.__array_function__`: a registered function goes to its implementation."""
     fn = _FUNCTIONS.get(func)
     if fn is None:
-        raise TypeError(f"tapegrad does not support numpy.{func.__name__} on Tensors; "
+        module = getattr(func, "__module__", None) or "numpy"     # numpy.linalg.eig, not eig
+        where = module if module.startswith("numpy.") and not module.startswith("numpy._") \
+            else "numpy"
+        raise TypeError(f"tapegrad does not support {where}.{func.__name__} on Tensors; "
                         "use a tapegrad operation")
     return fn(*args, **kwargs)
 
