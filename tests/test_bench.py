@@ -34,3 +34,29 @@ def test_transforms_quick(tmp_path):
     assert data["results"]["Rosenbrock n=1000"]["tapegrad"] > 0
     assert data["results"]["logistic regression 10000x100"]["tapegrad"] > 0
     assert data["imports"]["tapegrad"] > 0
+
+
+def run_faw(tmp_path, *options):
+    out = tmp_path / "faw.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "faw.py"), "--quick",
+                           "--json", str(out), *options], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_faw_quick(tmp_path):
+    """The FAW graph through tapegrad (value_and_grad and vmap) and the hand-written
+    interpreter: verified against each other (faw.py raises otherwise), timed, ratios printed."""
+    stdout, data = run_faw(tmp_path, "--n", "200", "--batch", "8", "--columns", "hand numba",
+                           "tapegrad", "tapegrad vmap")
+    assert "ratio N=200 tapegrad/hand" in stdout
+    notes = data["results"]["200"]["notes"]
+    assert notes["tape entries"] > 200
+    assert data["results"]["200"]["us"]["tapegrad vmap"] > 0
+
+
+def test_faw_load_quick(tmp_path):
+    stdout, data = run_faw(tmp_path, "--load")
+    assert "busy/alone" in stdout
+    assert data["results"]["busy_us"]["fused B=1,000"] > 0
