@@ -28,6 +28,7 @@ import numpy as np
 
 from . import columns
 from . import fuse
+from . import threads
 from .launch import launch
 from .points import Batch
 from ..core import sweep
@@ -65,12 +66,6 @@ def default_chunk(plan):
     return max(1024, CHUNK_BYTES // (8 * max(1, plan.n_results + plan.n_inputs)))
 
 
-def threads():
-    """numba's thread count (numba is imported here, not by `import tapegrad`)."""
-    import numba
-    return numba.get_num_threads()
-
-
 class CPU:
     """The CPU backend (see the module); `fuse`: "auto", True or False."""
     name = "cpu"
@@ -94,7 +89,7 @@ class CPU:
         n = index.stop - index.start if isinstance(index, slice) else index.size
         kernel = self.fused(tape, V, plan) if self.fuse_mode and n else None
         if kernel is not None:
-            return replay_fused(kernel, plan, batch, index, Y, tape.dtype, n)
+            return replay_fused(kernel, plan, batch, index, Y, tape.dtype, n, len(tape.E))
         return interpret(tape, V, plan, batch, index, Y, n)
 
     def arrange(self, Y, plan):
@@ -119,12 +114,19 @@ class CPU:
         return decision if isinstance(decision, fuse.Fused) else None
 
 
-def replay_fused(kernel, plan, batch, index, Y, dtype, n):
-    """The fused kernel on the points `index`."""
+def work(n, entries, plan):
+    """Entry-points a replay of `entries` entries does at `n` points: the forward sweep and
+    one sweep per seed and per direction (a second-order plan: per direction, one more)."""
+    return n * entries * (1 + len(plan.seeds) + plan.n_directions * (1 + plan.second))
+
+
+def replay_fused(kernel, plan, batch, index, Y, dtype, n, entries):
+    """The fused kernel on the points `index` (of a tape of `entries` entries)."""
     X = batch.rows(plan.x_leaves, index, dtype)
     ok = np.empty(n, np.bool_)
     out = Y[index] if isinstance(index, slice) else np.empty((n, Y.shape[1]), dtype)
-    kernel(X, out, ok)
+    with threads.limited(threads.for_work(work(n, entries, plan))):
+        kernel(X, out, ok)
     if not isinstance(index, slice):
         Y[index[ok]] = out[ok]
     return ok
@@ -144,12 +146,14 @@ def interpret(tape, V, plan, batch, index, Y, n):
     pos = column_positions(cols, tape, plan)
     V = cols.values(V)
     tile = tile_for(V.size, plan.n_directions, V.itemsize)
-    launch(interpreters(batched=True).run_tiles,
-           cols.E, cols.FC, cols.IP, cols.S, cols.NEED, V, pos["in_pos"], X, pos["guard_pos"],
-           pos["guard_val"], ok, pos["seeds"], pos["dir_pos"], pos["tin_pos"], XT,
-           plan.second, pos["read_v"], pos["read_g"], pos["read_t"], pos["read_tg"], out, tile,
-           max(1, min(threads(), -(-n // tile))),
-           cols.need_spans if plan.second else cols.leaf_spans)
+    workers = threads.for_work(work(n, len(cols.E), plan))
+    with threads.limited(workers):
+        launch(interpreters(batched=True).run_tiles,
+               cols.E, cols.FC, cols.IP, cols.S, cols.NEED, V, pos["in_pos"], X,
+               pos["guard_pos"], pos["guard_val"], ok, pos["seeds"], pos["dir_pos"],
+               pos["tin_pos"], XT, plan.second, pos["read_v"], pos["read_g"], pos["read_t"],
+               pos["read_tg"], out, tile, max(1, min(workers, -(-n // tile))),
+               cols.need_spans if plan.second else cols.leaf_spans)
     if plan.schedule.given_tangents and not XT.shape[1]:
         # tangents without values (every primal of size 0): the driver, which takes the
         # number of directions from XT's columns, runs no tangent sweep; they are zero
