@@ -4,6 +4,9 @@
   imported only when it holds exactly the code its name stands for: code appended to it never
   runs, and a garbled, truncated or emptied file is written again (RuntimeWarning).
 * A generated module whose bytecode cache is damaged is written again and imported.
+* A later process imports a generated module without making its source again: a memo file
+  (`_memo_<kind>_<digest of the generator's inputs>`) names it; a memo that is damaged or names
+  a module whose file does not hash to its name makes the source again.
 * numba's cache files (`.nbi` index, `.nbc` data) of generated modules and of tapegrad's own
   njit modules that cannot be read back are cleared and the function compiled again
   (RuntimeWarning); where that is impossible, the message names the directory to clear.
@@ -90,6 +93,61 @@ def test_damaged_generated_modules_are_written_again(generated, damage):
         assert fh.read() == original
     code, out = run(_LOAD, generated)            # recovered for good: no warning any more
     assert code == 0 and "Warning" not in out, out
+
+
+_LOAD_WITHOUT_GENERATING = '''
+from tapegrad.core import codegen as _codegen
+def refuse(*args):
+    raise AssertionError("the source was made again")
+_codegen.generate = _codegen.generate_first = refuse
+m = _codegen.load()
+print("loaded", m.__name__, callable(m.forward))
+'''
+
+
+def _memo(cache):
+    files = glob.glob(str(cache / "tapegrad" / "_memo_interp_*"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_a_later_process_imports_without_making_the_source(generated):
+    with open(_memo(generated), "rb") as fh:
+        assert fh.read().decode() == os.path.basename(_interp_file(generated))[:-3]
+    code, out = run(_LOAD_WITHOUT_GENERATING, generated)
+    assert code == 0 and "loaded tapegrad._gen_interp_" in out and "Warning" not in out, out
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another name", "a missing module", "empty"])
+def test_a_damaged_memo_makes_the_source_again(generated, damage):
+    memo = _memo(generated)
+    with open(memo, "rb") as fh:
+        name = fh.read()
+    with open(memo, "wb") as fh:
+        fh.write({"garbage": b"\x00\xff../../etc/passwd", "empty": b"",
+                  "another name": b"_gen_interp_0123456789abcdef",
+                  "a missing module": name}[damage])
+    if damage == "a missing module":
+        os.remove(_interp_file(generated))
+    code, out = run(_LOAD_WITHOUT_GENERATING, generated)
+    assert code != 0 and "the source was made again" in out, out
+    code, out = run(_LOAD, generated)
+    assert code == 0 and "loaded tapegrad._gen_interp_" in out and "True True" in out, out
+    with open(memo, "rb") as fh:
+        assert fh.read() == name                 # remembered again
+    code, out = run(_LOAD_WITHOUT_GENERATING, generated)
+    assert code == 0 and "loaded" in out and "Warning" not in out, out
+
+
+def test_a_module_edited_behind_its_memo_is_made_again(generated):
+    """The memo names a module; the module's file is trusted only if it hashes to its name."""
+    path = _interp_file(generated)
+    with open(path, "a") as fh:
+        fh.write("\nraise SystemExit('edited code ran')\n")
+    code, out = run(_LOAD_WITHOUT_GENERATING, generated)
+    assert code != 0 and "the source was made again" in out and "edited code ran" not in out, out
+    code, out = run(_LOAD, generated)
+    assert code == 0 and "loaded" in out and "edited code ran" not in out, out
 
 
 def test_damaged_bytecode_of_a_generated_module_is_recompiled(generated):

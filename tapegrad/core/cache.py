@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -122,6 +123,35 @@ def _import(modname, path):
     except BaseException:
         del sys.modules[modname]
         raise
+    return module
+
+
+def generated(prefix, key, make_source):
+    """The module `tapegrad._gen_<prefix>_<hash of its source>` whose source `make_source()`
+    returns, without calling it when an earlier process did for the same `key`.
+
+    Making a generated module's source (compiling every primitive's rules from the kernel
+    language) takes longer than importing it from numba's cache, so the source is made once per
+    `key`, a digest of everything it is made from: a memo file `_memo_<prefix>_<key>` names
+    the module. The named file is trusted only when its content hashes to its name (the check
+    `materialize` makes by comparing with the source); otherwise the source is made again."""
+    directory = cache_dir()
+    memo = os.path.join(directory, f"_memo_{prefix}_{key}")
+    remembered = _read(memo)
+    if remembered is not None:
+        name = remembered.decode("ascii", "replace").strip()
+        if re.fullmatch(rf"_gen_{re.escape(prefix)}_[0-9a-f]{{16}}", name):
+            found = _read(os.path.join(directory, f"{name}.py"))
+            try:
+                source = None if found is None else found.decode("utf-8")
+            except UnicodeDecodeError:
+                source = None
+            if source is not None and f"_gen_{prefix}_{digest(source, salt())}" == name:
+                return materialize(name, source)
+    source = make_source()
+    name = f"_gen_{prefix}_{digest(source, salt())}"
+    module = materialize(name, source)
+    _write(memo, name.encode("ascii"))
     return module
 
 

@@ -21,9 +21,15 @@ runs the entries start..stop-1, so that the sweeps can stop at nested-transform 
 The column-layout module (`load(batched=True)`) has the same four over (rows, tile) buffers and
 the tile driver `run_tiles`; `load_first` the reverse sweep that assigns first writes.
 """
+import glob
+import hashlib
+import os
 import re
+import sys
 import textwrap
 import warnings
+
+import numpy as np
 
 from . import cache
 from . import layouts
@@ -462,17 +468,38 @@ def _vecmath_copy():
 
 def load(batched=False):
     """Import the generated interpreter module (and its copy of `core.vecmath`), writing them
-    first if this version is new."""
-    source = generate(batched, _vecmath_copy())
+    first if this version is new (its source is made once per version of the generator's
+    inputs: `cache.generated`)."""
+    vecmath_module = _vecmath_copy()
     prefix = "batched" if batched else "interp"
-    return cache.materialize(f"_gen_{prefix}_{cache.digest(source, cache.salt())}", source)
+    return cache.generated(prefix, inputs_digest(prefix, vecmath_module),
+                           lambda: generate(batched, vecmath_module))
 
 
 def load_first(interp):
     """Import the module of `backward_first` for the loaded flat interpreter module `interp`."""
     short = [module.__name__.rsplit(".")[-1] for module in (interp, interp._vm)]
-    source = generate_first(*short)
-    return cache.materialize(f"_gen_first_{cache.digest(source, cache.salt())}", source)
+    return cache.generated("first", inputs_digest("first", *short),
+                           lambda: generate_first(*short))
+
+
+_SOURCES_DIGEST = []
+
+
+def inputs_digest(*parts):
+    """A digest of everything the generated interpreters' sources are made from: the source
+    files of `tapegrad.core` (the primitives' definitions, the kernel language, this
+    generator), the versions of Python and numpy, and `parts`."""
+    if not _SOURCES_DIGEST:
+        h = hashlib.sha256()
+        root = os.path.dirname(os.path.abspath(__file__))
+        for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
+            h.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as fh:
+                h.update(fh.read() + b"\0")
+        h.update(f"{sys.version}\0{np.__version__}".encode())
+        _SOURCES_DIGEST.append(h.hexdigest())
+    return cache.digest(_SOURCES_DIGEST[0], *parts)
 
 
 def scratch_rows(prims, sizes_out):
