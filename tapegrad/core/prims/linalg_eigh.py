@@ -23,9 +23,10 @@ derivative does not exist there) the result is inf or NaN, as JAX's. Second deri
 repeated eigenvalue are inf or NaN.
 
 Layouts: the flat layout's forward calls LAPACK's syevd as numpy does (the same routine and
-arguments: numpy's values and eigenvectors' signs exactly) and raises numpy's LinAlgError if
-it does not converge; the column layout calls it at each point of the tile (NaN where it does
-not converge). The portable forward (cyclic Jacobi rotations, then sorted) is the GPU's and
+arguments: numpy's values and eigenvectors' signs exactly) and raises numpy's LinAlgError
+where it does not converge or gives NaN (numpy's LAPACK fails on a NaN that scipy's, which
+numba calls, passes through); the column layout calls it at each point of the tile (NaN where
+it does not converge). The portable forward (cyclic Jacobi rotations, then sorted) is the GPU's and
 the fused tier's, which do not run this primitive (`cuda=False`; the fused tier stops at its
 first comparison); its eigenvectors' signs are not LAPACK's. The derivatives are portable.
 """
@@ -272,8 +273,9 @@ def eigh_fwd_lapack(V, S, a, b, c, o, ip, c0, c1):
     A = view(V, S, a)
     Y = view(V, S, o)
     for q in range(ip[0]):
-        if n > 0 and _syevd(A[q * nn:(q + 1) * nn], Y[q * (n + nn):(q + 1) * (n + nn)], n,
-                            ip[2], ip[3]) != 0:
+        Yq = Y[q * (n + nn):(q + 1) * (n + nn)]
+        if n > 0 and (_syevd(A[q * nn:(q + 1) * nn], Yq, n, ip[2], ip[3]) != 0
+                      or not np.isfinite(Yq).all()):
             raise np.linalg.LinAlgError("Eigenvalues did not converge")
 
 

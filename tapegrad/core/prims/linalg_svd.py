@@ -23,8 +23,9 @@ a zero one, they are inf or NaN. Likewise the terms divided by s keep their zero
 vectors of a zero singular value that nothing reads (pinv's discarded ones) add nothing.
 
 Layouts: the flat layout's forward calls LAPACK's gesdd as numpy does (numpy's values and
-signs exactly) and raises numpy's LinAlgError("SVD did not converge") where it fails; the
-column layout calls it at each point of the tile (NaN where it fails). The portable forward
+signs exactly) and raises numpy's LinAlgError("SVD did not converge") where it fails or gives
+NaN (as numpy's LAPACK fails on a NaN); the column layout calls it at each point of the tile
+(NaN where it fails). The portable forward
 (one-sided Jacobi rotations, then sorted) is the GPU's and the fused tier's, which do not run
 this primitive (`cuda=False`; the fused tier stops at its first comparison); its vectors'
 signs are not LAPACK's. The derivatives are portable.
@@ -434,8 +435,9 @@ def svd_fwd_lapack(V, S, a, b, c, o, ip, c0, c1):
     A = view(V, S, a)
     Y = view(V, S, o)
     for q in range(ip[0]):
-        if size > 0 and _gesdd(A[q * m * n:(q + 1) * m * n], Y[q * size:(q + 1) * size], m, n,
-                               ip[3]) != 0:
+        Yq = Y[q * size:(q + 1) * size]
+        if size > 0 and (_gesdd(A[q * m * n:(q + 1) * m * n], Yq, m, n, ip[3]) != 0
+                         or not np.isfinite(Yq).all()):
             raise np.linalg.LinAlgError("SVD did not converge")
 
 
