@@ -622,11 +622,36 @@ CASES = [
          code="tg.grad(lambda A: np.linalg.cholesky(A).sum())(-np.eye(2))",
          raises="LinAlgError",
          message="Matrix is not positive definite"),
-    dict(what="A matrix norm of singular values",
-         code="np.linalg.norm(tg.ones(2, 2, requires_grad=True), ord='nuc')",
+    dict(what="A matrix at a replay of a traced eigh or eigvalsh where LAPACK does not converge",
+         code="g = tg.grad(lambda A: np.linalg.eigvalsh(A).sum()); g(np.eye(2)); "
+              "g(np.full((2, 2), np.nan))",
+         raises="LinAlgError",
+         message="Eigenvalues did not converge"),
+    dict(what="A matrix at a replay of a traced svd where LAPACK does not converge",
+         code="g = tg.grad(lambda A: np.linalg.norm(A, 2)); g(np.eye(2)); "
+              "g(np.full((2, 2), np.nan))",
+         raises="LinAlgError",
+         message="SVD did not converge"),
+    dict(what="The derivative of np.linalg.svd(full_matrices=True) of a non-square matrix",
+         code="np.linalg.svd(tg.ones(3, 2, requires_grad=True))",
          raises="NotImplementedError",
-         message="np.linalg.norm(ord='nuc') of a matrix (its singular values) is not supported "
-                 "on tensors"),
+         message="np.linalg.svd(full_matrices=True) of a 3 x 2 matrix is not differentiable "
+                 "(its extra singular vectors have no derivative): use full_matrices=False"),
+    dict(what="np.linalg.svd(hermitian=True) of a recorded tensor",
+         code="np.linalg.svd(tg.ones(2, 2, requires_grad=True), hermitian=True)",
+         raises="NotImplementedError",
+         message="np.linalg.svd(hermitian=True) is not supported on tensors (use "
+                 "hermitian=False, or np.linalg.eigh)"),
+    dict(what="np.linalg.qr of a recorded tensor in a mode or shape without derivatives",
+         code="np.linalg.qr(tg.ones(3, 2, requires_grad=True), mode='complete')",
+         raises="NotImplementedError",
+         message="np.linalg.qr(mode='complete') of a 3 x 2 matrix is not differentiable on "
+                 "tensors: use mode='reduced' or 'r' with at least as many rows as columns"),
+    dict(what="np.linalg.pinv(hermitian=True) of a recorded tensor",
+         code="np.linalg.pinv(tg.ones(2, 2, requires_grad=True), hermitian=True)",
+         raises="NotImplementedError",
+         message="np.linalg.pinv(hermitian=True) is not supported on tensors (use "
+                 "hermitian=False)"),
 ]
 
 

@@ -239,6 +239,12 @@ STRUCTURAL = {
     "solve-shared-b": dict(p="solve", operands=[(18, _matrices(2, 3, False)), (9, _normal)],
                            out=18, ip=[2, 3, 3, 9, 0]),
     "slogdet": dict(p="slogdet", operands=[(18, _matrices(2, 3, False))], out=4, ip=[2, 3]),
+    "eigh": dict(p="eigh", operands=[(18, _matrices(2, 3, False))], out=24, ip=[2, 3, 0, 0]),
+    "eigvalsh-upper": dict(p="eigh", operands=[(18, _matrices(2, 3, False))], out=24,
+                           ip=[2, 3, 1, 1]),
+    "svd-tall": dict(p="svd", operands=[(24, _normal)], out=48, ip=[2, 4, 3, 0]),
+    "svd-wide-values": dict(p="svd", operands=[(10, _normal)], out=16, ip=[1, 2, 5, 1]),
+    "qr": dict(p="qr", operands=[(24, _normal)], out=42, ip=[2, 4, 3]),
 }
 NEEDS = {"every operand": None, "not the first": "not first"}
 
@@ -256,7 +262,7 @@ def _need(operands, pattern):
 # The linear-algebra kernels carry per-point scalars (pivots, sums) that the column layout keeps
 # in float64 rows and the flat layout in registers of the operands' type: in float32 the two
 # differ by an ulp, so their parity is checked in float64 only.
-FLOAT64_ONLY = {"cholesky", "solve", "slogdet"}
+FLOAT64_ONLY = {"cholesky", "solve", "slogdet", "eigh", "svd", "qr"}
 
 
 def _structural_params():

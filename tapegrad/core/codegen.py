@@ -44,6 +44,7 @@ import math
 import numpy as np
 from numba import prange
 
+from tapegrad.core import lapack
 {jit_import}
 
 

@@ -3,12 +3,14 @@
 Matrices are row-major runs of a view: an m x n matrix X holds X[i, j] at X[i * n + j]; a batch
 of them is a view sliced per matrix. The portable helpers (kernel language, see
 `core.layouts`) are the arithmetic every layout runs: products, transposes, triangular solves,
-Gaussian elimination with partial pivoting. A failed factorisation (a zero pivot, a matrix that
-is not positive definite) gives inf or NaN there, never an exception: the column layout
-cannot raise (an exception inside numba's parallel loop over tiles is lost). The flat
+Gaussian elimination with partial pivoting, Jacobi rotations. A failed factorisation (a zero
+pivot, a matrix that is not positive definite) gives inf or NaN there, never an exception: the
+column layout cannot raise (an exception inside numba's parallel loop over tiles is lost). The flat
 layout's overrides run the same helpers and then raise numpy's `LinAlgError`
 (`_raise_if_singular`).
 """
+import math
+
 import numpy as np
 
 from ..primitive import Values, helper
@@ -73,6 +75,43 @@ def _identity(X: Values, n):
     for i in range(n):
         for j in range(n):
             X[i * n + j] = 1.0 if i == j else 0.0
+
+
+# ---- Jacobi rotations (the portable eigh and svd) ----------------------------------------------
+
+
+@helper
+def _set_rotation(R: Values):
+    """R[0], R[1] = cos, sin of the Jacobi rotation that zeroes the off-diagonal entry R[2] of
+    the symmetric 2 x 2 matrix [[R[0], R[2]], [R[2], R[1]]] (no rotation where it is zero)."""
+    x = R[2]
+    theta = (R[1] - R[0]) / (2.0 * x) if x != 0.0 else 0.0
+    t = 1.0 / (abs(theta) + math.sqrt(theta * theta + 1.0))
+    t = -t if theta < 0.0 else t
+    t = t if x != 0.0 else 0.0
+    R[0] = 1.0 / math.sqrt(t * t + 1.0)
+    R[1] = t * R[0]
+
+
+@helper
+def _rotate(X: Values, R: Values, count, stride, step, p, q):
+    """Lines p and q of X (X[k * stride + p * step], k < count: columns where step is 1, rows
+    where stride is 1) rotated by R's (cos, sin): x_p, x_q = c x_p - s x_q, s x_p + c x_q."""
+    for k in range(count):
+        xp = X[k * stride + p * step]
+        xq = X[k * stride + q * step]
+        X[k * stride + p * step] = R[0] * xp - R[1] * xq
+        X[k * stride + q * step] = R[1] * xp + R[0] * xq
+
+
+@helper
+def _swap_columns_if(X: Values, flag: Values, rows, cols, i, j):
+    """Columns i and j of X (rows x cols) exchanged where flag[0] > 0."""
+    for k in range(rows):
+        xi = X[k * cols + i]
+        xj = X[k * cols + j]
+        X[k * cols + i] = xj if flag[0] > 0.0 else xi
+        X[k * cols + j] = xi if flag[0] > 0.0 else xj
 
 
 # ---- triangular solves and Gaussian elimination --------------------------------------------
