@@ -117,11 +117,20 @@ class TG:
         nd, m = x.ndim, x.shape[-2]
         A = self.matmul(x, self.permute(x, tuple(range(nd - 2)) + (nd - 1, nd - 2))) \
             + self.const_like(m * np.eye(m), x)
+        la = self.linalg_module
         if kind == "solve":
-            return self.linalg_module.solve(A, x)
+            return la.solve(A, x)
         if kind == "slogdet":
-            return self.linalg_module.slogdet(A)[1]
-        return self.linalg_module.cholesky(A)
+            return la.slogdet(A)[1]
+        if kind == "eigvalsh":            # parity programs only: degenerate eigenvalues (x x^T of
+            return la.eigvalsh(A)         # low rank) have no unique eigenvectors to compare
+        if kind == "eigh":
+            return la.eigh(A)[1]
+        if kind == "svdvals":
+            return la.svd(x, compute_uv=False)
+        if kind == "qr_r":
+            return la.qr(x)[1]
+        return la.cholesky(A)
 
 
 class Torch(TG):
@@ -734,7 +743,8 @@ CUDA_PROGRAMS = 8                            # the simulator: ~3 us per operatio
 ROUNDING = {np.dtype(np.float64): 256 * np.finfo(np.float64).eps,
             np.dtype(np.float32): 256 * np.finfo(np.float32).eps}
 # the fused tier refuses them (NotFusable: their kernels branch on values)
-BRANCHING_KERNELS = {"segmax", "segmin", "where", "sort", "cholesky", "solve", "slogdet"}
+BRANCHING_KERNELS = {"segmax", "segmin", "where", "sort", "cholesky", "solve", "slogdet", "eigh",
+                     "svd", "qr"}
 
 
 # Run by every parity test on top of its draws: between them, every structural primitive (the
@@ -752,6 +762,8 @@ PARITY_PROGRAMS = [
     ([(2, 3)], [("scan", "cumsum", 0, 1), ("scan", "cumprod", 1, 0), ("sort", 2, -1)], 17),
     ([(2, 3, 2)], [("linalg", "cholesky", 0), ("linalg", "solve", 1),
                    ("linalg", "slogdet", 0)], 18),
+    ([(2, 3, 3)], [("linalg", "qr_r", 0), ("linalg", "eigh", 1), ("binary", "add", 1, 2),
+                   ("linalg", "svdvals", 3), ("linalg", "eigvalsh", 3)], 19),
 ]
 
 
