@@ -223,6 +223,8 @@ PASSING = {
     "nonzero": lambda np_, x: x[np_.nonzero(np_.floor(x))] ** 2,
     "zeros_like": lambda np_, x: np_.zeros_like(x) + np_.ones_like(x) * x,
     "allclose": lambda np_, x: x * 2 if np_.allclose(x, 0.0) else x * 3,
+    "sign": lambda np_, x: np_.sign(x) * x + np_.sign(x - 0.6),
+    "where1": lambda np_, x: x[np_.where(x > 0.5)] ** 2,
 }
 INPUTS = (np.array([0.35, -1.7, 2.5, 1.05, -0.4, 0.6]),
           np.array([2.6, 0.2, -0.5, -2.25, 1.45, 0.0]))
@@ -250,7 +252,7 @@ EDGES = np.array([0.5, 1.5, 2.5, -0.5, -2.5, 2.0 ** 52 + 1, -2.0 ** 60, np.inf, 
                   1e-300, -0.0])
 
 
-@pytest.mark.parametrize("ufunc", [np.floor, np.ceil, np.trunc, np.rint])
+@pytest.mark.parametrize("ufunc", [np.floor, np.ceil, np.trunc, np.rint, np.sign, np.signbit])
 def test_rounding_replays_numpy_s_values_at_edges(ufunc):
     tape = tg.trace(ufunc, np.zeros(EDGES.size))
     np.testing.assert_array_equal(tape(EDGES), ufunc(EDGES))
@@ -269,6 +271,30 @@ def test_rounding_through_vmap(fuse):
     X = RNG.standard_normal((5, 4)) * 3
     out = tg.vmap(lambda x: np.floor(x) * x + np.rint(x) + x // 0.7, fuse=fuse)(X)
     np.testing.assert_allclose(out, np.floor(X) * X + np.rint(X) + X // 0.7, rtol=1e-15)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_sign_through_vmap(fuse):
+    X = np.concatenate([RNG.standard_normal((4, 5)), [[0.0, -0.0, np.inf, -np.inf, 2.0]]])
+    f = tg.vmap(tg.value_and_grad(lambda x: np.sum(np.sign(x) * x * x)), fuse=fuse)
+    value, grad = f(X)
+    np.testing.assert_array_equal(value, np.sum(np.sign(X) * X * X, axis=1))
+    np.testing.assert_array_equal(grad, 2 * np.sign(X) * X)
+
+
+def test_signbit_selects_and_passes_no_derivative():     # autograd has no signbit
+    f = tg.value_and_grad(lambda x: np.sum(np.where(np.signbit(x), x * x, 3.0 * x)))
+    for x in INPUTS:
+        value, grad = f(x)
+        assert value == np.sum(np.where(np.signbit(x), x * x, 3.0 * x))
+        np.testing.assert_array_equal(grad, np.where(np.signbit(x), 2 * x, 3.0))
+
+
+def test_where_of_one_argument_is_nonzero_and_both_or_neither_value():
+    x = np.array([0.2, 0.7, -1.0, 0.9])
+    assert tg.grad(lambda x: np.sum(x[np.where(x > 0.5)] ** 2))(x).tolist() == [0, 1.4, 0, 1.8]
+    with pytest.raises(ValueError, match="either both or neither"):
+        tg.grad(lambda x: np.sum(np.where(x > 0.5, x)))(x)
 
 
 def test_argmax_guard_retraces_when_the_maximum_moves():

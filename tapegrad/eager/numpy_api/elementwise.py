@@ -111,7 +111,16 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     return ops.nan_to_num(x, nan, posinf, neginf)
 
 
-implements(np.where)(ops.where)
+_NO_VALUE = object()
+
+
+@implements(np.where, notes="one argument: np.nonzero(condition), the positions guarded")
+def where(condition, x=_NO_VALUE, y=_NO_VALUE):
+    if x is _NO_VALUE and y is _NO_VALUE:
+        return np.nonzero(condition)          # numpy's where(condition): the positions
+    if x is _NO_VALUE or y is _NO_VALUE:
+        raise ValueError("either both or neither of x and y should be given")
+    return ops.where(condition, x, y)
 
 
 @implements(np.clip)

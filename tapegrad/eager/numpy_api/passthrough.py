@@ -87,6 +87,26 @@ def isfinite(x):
     return ops.lt(ops.abs(ops.as_tensor(x)), np.inf)
 
 
+@implements_ufunc(np.sign, differentiable=False,
+                  notes="recorded comparisons (x > 0) - (x < 0); NaN stays NaN")
+def sign(x):
+    x = ops.as_tensor(x)
+    if x._data.dtype.kind not in "fc":
+        return _constant(x, np.sign(x._data))
+    steps = ops.sub(ops.astype(ops.gt(x, 0), x._data.dtype), ops.astype(ops.lt(x, 0),
+                                                                      x._data.dtype))
+    return ops.where(ops.ne(x, x), x, steps)
+
+
+@implements_ufunc(np.signbit, differentiable=False,
+                  notes="a recorded comparison copysign(1, x) < 0 (-0.0 and -NaN included)")
+def signbit(x):
+    x = ops.as_tensor(x)
+    if x._data.dtype.kind not in "fc":
+        return _constant(x, np.signbit(x._data))
+    return ops.lt(ops._binary(BY_NAME["copysign"], np.ones((), x._data.dtype), x), 0)
+
+
 @implements(np.isposinf, differentiable=False)
 def isposinf(x, out=None):
     _no_out("isposinf", out)
