@@ -87,23 +87,33 @@ def isfinite(x):
     return ops.lt(ops.abs(ops.as_tensor(x)), np.inf)
 
 
+def _for_floats(npfn):
+    """The decorated recording for a floating-point tensor; numpy's constant result for
+    others (an integer's sign has nothing a replay recomputes)."""
+    def wrap(record):
+        def passing(x):
+            x = ops.as_tensor(x)
+            if x._data.dtype.kind not in "fc":
+                return _constant(x, npfn(x._data))
+            return record(x)
+        passing.__name__ = passing.__qualname__ = npfn.__name__
+        return passing
+    return wrap
+
+
 @implements_ufunc(np.sign, differentiable=False,
                   notes="recorded comparisons (x > 0) - (x < 0); NaN stays NaN")
+@_for_floats(np.sign)
 def sign(x):
-    x = ops.as_tensor(x)
-    if x._data.dtype.kind not in "fc":
-        return _constant(x, np.sign(x._data))
-    steps = ops.sub(ops.astype(ops.gt(x, 0), x._data.dtype), ops.astype(ops.lt(x, 0),
-                                                                      x._data.dtype))
+    dtype = x._data.dtype
+    steps = ops.sub(ops.astype(ops.gt(x, 0), dtype), ops.astype(ops.lt(x, 0), dtype))
     return ops.where(ops.ne(x, x), x, steps)
 
 
 @implements_ufunc(np.signbit, differentiable=False,
                   notes="a recorded comparison copysign(1, x) < 0 (-0.0 and -NaN included)")
+@_for_floats(np.signbit)
 def signbit(x):
-    x = ops.as_tensor(x)
-    if x._data.dtype.kind not in "fc":
-        return _constant(x, np.signbit(x._data))
     return ops.lt(ops._binary(BY_NAME["copysign"], np.ones((), x._data.dtype), x), 0)
 
 
