@@ -623,8 +623,8 @@ CASES = [
          raises="LinAlgError",
          message="Matrix is not positive definite"),
     dict(what="A matrix at a replay of a traced eigh or eigvalsh where LAPACK does not converge",
-         code="g = tg.grad(lambda A: np.linalg.eigvalsh(A).sum()); g(np.eye(2)); "
-              "g(np.full((2, 2), np.nan))",
+         code="g = tg.grad(lambda A: np.linalg.eigvalsh(A).sum()); g(np.eye(3)); "
+              "g(np.full((3, 3), np.nan))",
          raises="LinAlgError",
          message="Eigenvalues did not converge"),
     dict(what="A matrix at a replay of a traced svd where LAPACK does not converge",

@@ -1,4 +1,5 @@
-"""numpy's spectral linear algebra on tensors (`eager.numpy_api.linalg`): eigh, eigvalsh.
+"""numpy's spectral linear algebra on tensors (`eager.numpy_api.linalg`): eigh, eigvalsh, svd,
+the singular-value norms, pinv, qr.
 
 * Forward: numpy's values, bit for bit, eager, at a replay (the flat interpreter calls LAPACK's
   routine with numpy's arguments) and under vmap (the column interpreter does too), for both
@@ -6,8 +7,8 @@
 * Derivatives: `gradcheck` (VJP, JVP, second order against finite differences) of functions of
   the symmetric part of the input (numpy reads one triangle; the gradient is the symmetric one,
   as HIPS autograd's and JAX's); first and second derivatives against HIPS autograd and JAX.
-* Repeated eigenvalues: finite gradients of the eigenvalues, inf/NaN where the eigenvectors'
-  derivative or a second derivative meets them.
+* Repeated eigenvalues and singular values: finite gradients of the values, inf/NaN where the
+  vectors' derivative (through a nonzero coupling) or a second derivative meets them.
 * vmap (interpreter tier; fuse=True keeps these tapes with the interpreter) against a loop.
 """
 import warnings
@@ -64,7 +65,7 @@ def _check_forward(f, shape, case):
     (_, replayed), _ = traced(other)                       # a replay
     for got, expected in zip(replayed, f(other)):
         np.testing.assert_array_equal(got, expected)
-    batch = np.stack([A, other, sym(A)])
+    batch = np.stack([A, other, 2 * A])
     for got, expected in zip(tg.vmap(f, fuse=False)(batch), f(batch)):
         np.testing.assert_array_equal(got, expected)
 
@@ -166,17 +167,27 @@ def test_eigenvalue_gradients_stay_finite_at_repeated_eigenvalues():
               lambda A: np.sum(np.linalg.eigh(A)[0] ** 2)):
         g = tg.grad(f)(REPEATED)
         np.testing.assert_allclose(g, 2 * REPEATED, atol=1e-15)        # d tr(A^2) = 2 A
-    ga = autograd.grad(lambda A: anp.sum(anp.linalg.eigvalsh(A) ** 2))(REPEATED)
+    ga = autograd.grad(lambda A: anp.sum(anp.linalg.eigh(A)[0] ** 2))(REPEATED)
     np.testing.assert_allclose(ga, 2 * REPEATED, atol=1e-15)
 
 
+COUPLING = np.arange(1.0, 10.0).reshape(3, 3)     # weights coupling the repeated pair
+
+
 def test_eigenvector_derivatives_at_repeated_eigenvalues_are_not_finite_as_jaxs():
-    weights = np.arange(1.0, 4.0)
-    g = tg.grad(lambda A: np.sum(np.linalg.eigh(A)[1] ** 4 * weights))(REPEATED)
-    gj = jax.grad(lambda A: jnp.sum(jnp.linalg.eigh(A)[1] ** 4 * weights))(REPEATED)
+    g = tg.grad(lambda A: np.sum(np.linalg.eigh(A)[1] * COUPLING))(REPEATED)
+    gj = jax.grad(lambda A: jnp.sum(jnp.linalg.eigh(A)[1] * COUPLING))(REPEATED)
     assert not np.isfinite(g).all() and not np.isfinite(gj).all()
     H = tg.hessian(lambda A: np.sum(np.linalg.eigvalsh(A) ** 3))(REPEATED)
     assert not np.isfinite(H).all()
+
+
+def test_an_exactly_zero_coupling_at_repeated_eigenvalues_contributes_zero():
+    """The eigenvectors' adjoint enters as F o (V^T gV): where an entry of V^T gV is exactly
+    zero its product with F's infinity is taken as zero (JAX gives NaN)."""
+    weights = np.arange(1.0, 4.0)
+    g = tg.grad(lambda A: np.sum(np.linalg.eigh(A)[1] ** 4 * weights))(REPEATED)
+    np.testing.assert_array_equal(g, np.zeros((3, 3)))
 
 
 # ---- vmap ------------------------------------------------------------------------------------
@@ -215,7 +226,8 @@ def test_portable_forward_agrees_with_numpy_up_to_signs():
     A = rng_for("portable eigh").standard_normal((2, 4, 4))
     V = np.concatenate([A.ravel(), np.zeros(2 * 20)])
     S = np.array([[0, 32], [32, 40]])
-    BY_NAME["eigh"].rules["fwd"](V, S, 0, -1, -1, 1, np.array([2, 4, 1, 0]), 0.0, 0.0)
+    with np.errstate(over="ignore"):          # a rotation's angle from a tiny entry
+        BY_NAME["eigh"].rules["fwd"](V, S, 0, -1, -1, 1, np.array([2, 4, 1, 0]), 0.0, 0.0)
     out = V[32:].reshape(2, 20)
     w, v = np.linalg.eigh(A, "U")
     np.testing.assert_allclose(out[:, :4], w, rtol=1e-12, atol=1e-12)
@@ -225,16 +237,18 @@ def test_portable_forward_agrees_with_numpy_up_to_signs():
 
 
 def test_a_replay_where_lapack_does_not_converge_raises_numpys_error_and_vmap_gives_nan():
-    f = lambda A: np.sum(np.linalg.eigh(A, "U")[1])        # noqa: E731
-    bad = np.full((2, 2), np.nan)
+    """(numpy's LAPACK raises at a NaN matrix of 3 x 3 or more, and returns NaN below: the
+    replay raises at any NaN result.)"""
+    f = lambda A: np.sum(np.linalg.eigh(A, "U")[1] * COUPLING)        # noqa: E731
+    good, bad = np.diag([1.0, 2.0, 3.0]), np.full((3, 3), np.nan)
     with pytest.raises(np.linalg.LinAlgError, match="Eigenvalues did not converge"):
         np.linalg.eigh(bad)                                 # numpy's own
     g = tg.grad(f)
-    g(np.eye(2))
+    g(good)
     with pytest.raises(np.linalg.LinAlgError, match="Eigenvalues did not converge"):
         g(bad)
-    got = tg.vmap(tg.grad(f), fuse=False)(np.stack([np.eye(2), bad]))
-    np.testing.assert_allclose(got[0], g(np.eye(2)))
+    got = tg.vmap(tg.grad(f), fuse=False)(np.stack([good, bad]))
+    np.testing.assert_allclose(got[0], g(good))
     assert np.isnan(got[1]).all()
 
 
@@ -331,7 +345,7 @@ def test_singular_value_gradients_stay_finite_at_repeated_singular_values():
     A = np.diag([2.0, 2.0, 1.0])[:, :3]
     g = tg.grad(lambda A: np.sum(np.linalg.svd(A, compute_uv=False) ** 2))(A)
     np.testing.assert_allclose(g, 2 * A, atol=1e-15)                  # d |A|_F^2 = 2 A
-    g = tg.grad(lambda A: np.sum(np.linalg.svd(A)[0] ** 4))(A)
+    g = tg.grad(lambda A: np.sum(np.linalg.svd(A)[0] * COUPLING))(A)
     assert not np.isfinite(g).all()
 
 
@@ -381,7 +395,8 @@ def test_portable_svd_forward_agrees_with_numpy_up_to_signs():
         size = k * (1 + m + n)
         V = np.concatenate([A.ravel(), np.zeros(size)])
         S = np.array([[0, m * n], [m * n, size]])
-        BY_NAME["svd"].rules["fwd"](V, S, 0, -1, -1, 1, np.array([1, m, n, 0]), 0.0, 0.0)
+        with np.errstate(over="ignore"):
+            BY_NAME["svd"].rules["fwd"](V, S, 0, -1, -1, 1, np.array([1, m, n, 0]), 0.0, 0.0)
         U, s, Vh = np.linalg.svd(A, full_matrices=False)
         out = V[m * n:]
         np.testing.assert_allclose(out[:k], s, rtol=1e-12)
@@ -460,7 +475,7 @@ def test_qr_gradcheck(case):
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (4, 2)])
-def test_qr_against_autograd_and_jax(shape):
+def test_qr_against_jax(shape):
     def f(A):
         Q, R = np.linalg.qr(A)
         return np.sum(np.sin(Q)) + np.sum(R ** 3)
@@ -473,7 +488,8 @@ def test_qr_against_autograd_and_jax(shape):
         Q, R = jnp.linalg.qr(A)
         return jnp.sum(jnp.sin(Q)) + jnp.sum(R ** 3)
     A = rng_for(f"qr reference {shape}").standard_normal(shape)
-    np.testing.assert_allclose(tg.grad(f)(A), autograd.grad(fa)(A), rtol=1e-9, atol=1e-12)
+    with pytest.raises(NotImplementedError, match="VJP of qr"):
+        autograd.grad(fa)(A)                       # HIPS autograd has no qr derivative
     np.testing.assert_allclose(tg.grad(f)(A), jax.grad(fj)(A), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(tg.hessian(f)(A), jax.hessian(fj)(A), rtol=1e-8, atol=1e-10)
 

@@ -24,8 +24,9 @@ repeated eigenvalue are inf or NaN.
 
 Layouts: the flat layout's forward calls LAPACK's syevd as numpy does (the same routine and
 arguments: numpy's values and eigenvectors' signs exactly) and raises numpy's LinAlgError
-where it does not converge or gives NaN (numpy's LAPACK fails on a NaN that scipy's, which
-numba calls, passes through); the column layout calls it at each point of the tile (NaN where
+where it does not converge or gives NaN (numpy's LAPACK fails on a NaN matrix of 3 x 3 or
+more, and returns NaN for smaller ones; scipy's, which numba calls, returns NaN); the column
+layout calls it at each point of the tile (NaN where
 it does not converge). The portable forward (cyclic Jacobi rotations, then sorted) is the GPU's and
 the fused tier's, which do not run this primitive (`cuda=False`; the fused tier stops at its
 first comparison); its eigenvectors' signs are not LAPACK's. The derivatives are portable.

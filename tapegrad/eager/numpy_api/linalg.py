@@ -261,8 +261,9 @@ def qr(a, mode="reduced"):
     a = ops.as_tensor(a)
     result = np.linalg.qr(a._data, mode)                # numpy's checks and value
     if not ops._recording(a):
-        return type(result)(*(constant(r) for r in result)) if isinstance(result, tuple) \
-            else constant(result)
+        return constant(result) if isinstance(result, np.ndarray) else \
+            type(result)(*(constant(r) for r in result)) if hasattr(result, "_fields") else \
+            tuple(constant(r) for r in result)
     m, n = a._data.shape[-2:]
     if mode not in ("reduced", "r") or m < n:
         raise NotImplementedError(
