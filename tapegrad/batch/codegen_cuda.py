@@ -7,7 +7,8 @@ thread's value column, no allocation):
 
 * the header (`math`, the `_sigmoid` helper the expressions call) with `jit` bound to
   `cuda.jit(device=True)`, so its helpers become device functions;
-* every primitive's rules and their helpers (`core.codegen.rules_module("cuda")`);
+* the rules of every primitive the GPU runs (`cuda=True`) and their helpers
+  (`core.codegen.rules_module("cuda")`; the others dispatch to nothing: vmap refuses them);
 * the four interpreters `forward`, `backward`, `tangent`, `backward_tangent` with the CPU's
   signatures, loop and `if op == k` chain;
 * the driver kernels (below, one per sweep): one thread per point, the twin of `run_tiles`.
@@ -32,7 +33,7 @@ def generate():
     """The source text of the CUDA interpreter module."""
     return (codegen.header("from numba import cuda\n"
                            "from tapegrad.batch.codegen_cuda import device as jit")
-            + codegen.rules_module("cuda") + codegen.interpreters_source() + _DRIVER)
+            + codegen.rules_module("cuda") + codegen.interpreters_source(cuda=True) + _DRIVER)
 
 
 # Plan positions, end to end in one int64 array PL with offsets PO (see `cuda.plan_arrays`).

@@ -190,9 +190,12 @@ def structural_rules(p, layout):
 
 def rules_module(layout):
     """Every primitive's rule functions for `layout` (and their helpers, each once), decorated
-    for the layout's compiler (`@jit`, bound to a device compiler for CUDA)."""
+    for the layout's compiler (`@jit`, bound to a device compiler for CUDA). The CUDA layout
+    leaves out the primitives the GPU does not run (`cuda=False`)."""
     functions, helpers = [], []
     for p in PRIMS:
+        if layout == "cuda" and not p.cuda:
+            continue
         if p.elementwise:
             functions += elementwise_rules(p, layout)
         elif p.structural:
@@ -242,10 +245,12 @@ _CLEARING = {"backward": _DISPATCH["backward"].replace(
     _VJP_CALL, _VJP_CALL + "\n        _clear(G[d], S, so)")}
 
 
-def dispatch(p, fn, batched=False):
+def dispatch(p, fn, batched=False, cuda=False):
     """The body of `op == p.opcode` in interpreter `fn` (shared with the CUDA generator); in
     the column-layout interpreters when `batched`."""
     if p.kind == "call":   # run by the sweeps in Python, never inside a compiled range
+        return _lines("pass", 12)
+    if cuda and not p.cuda:     # no GPU rules: vmap refuses such a tape before any launch
         return _lines("pass", 12)
     template = (_LINEAR_DISPATCH if p.linear else _DISPATCH)[fn]
     if batched:
@@ -253,14 +258,14 @@ def dispatch(p, fn, batched=False):
     return _lines(template.replace("{k}", p.name), 12)
 
 
-def interpreters_source(batched=False):
-    """The four interpreter loops with their dispatch chains."""
+def interpreters_source(batched=False, cuda=False):
+    """The four interpreter loops with their dispatch chains (for the GPU when `cuda`)."""
     out = []
     for fn, (args, loop) in FUNCTIONS.items():
         out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_ENTRY}")
         for k, p in enumerate(PRIMS):
             out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
-            out.append(dispatch(p, fn, batched))
+            out.append(dispatch(p, fn, batched, cuda))
     return "".join(out)
 
 
