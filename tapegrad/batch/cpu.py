@@ -89,7 +89,7 @@ class CPU:
         n = index.stop - index.start if isinstance(index, slice) else index.size
         kernel = self.fused(tape, V, plan) if self.fuse_mode and n else None
         if kernel is not None:
-            return replay_fused(kernel, plan, batch, index, Y, tape.dtype, n, len(tape.E))
+            return replay_fused(kernel, plan, batch, index, Y, tape.dtype, n)
         return interpret(tape, V, plan, batch, index, Y, n)
 
     def arrange(self, Y, plan):
@@ -120,12 +120,14 @@ def work(n, entries, plan):
     return n * entries * (1 + len(plan.seeds) + plan.n_directions * (1 + plan.second))
 
 
-def replay_fused(kernel, plan, batch, index, Y, dtype, n, entries):
-    """The fused kernel on the points `index` (of a tape of `entries` entries)."""
+def replay_fused(kernel, plan, batch, index, Y, dtype, n):
+    """The fused kernel on the points `index`."""
     X = batch.rows(plan.x_leaves, index, dtype)
     ok = np.empty(n, np.bool_)
     out = Y[index] if isinstance(index, slice) else np.empty((n, Y.shape[1]), dtype)
-    with threads.limited(threads.for_work(work(n, entries, plan))):
+    # a fused body costs a fraction of the interpreter's time per entry: the pool pays off
+    # at any size, so only the free cores count
+    with threads.limited(threads.available()):
         kernel(X, out, ok)
     if not isinstance(index, slice):
         Y[index[ok]] = out[ok]

@@ -9,7 +9,7 @@ ready to run at this instant (Linux: the fourth field of /proc/loadavg counts ev
 thread of the machine; our own are subtracted, since numba's OpenMP workers spin for a while
 after a region). Where that count cannot be read, every core counts as free.
 
-Work too small to share (below SERIAL_WORK entry-points, tens of microseconds, not much more
+Work too small to share (below SERIAL_WORK entry-points, about ten microseconds, not much more
 than waking the pool) runs on the calling thread alone. Counting the machine's threads reads a
 few files (tens of microseconds on a busy machine): the count is kept for FRESH_S.
 """
@@ -17,17 +17,20 @@ import contextlib
 import os
 import time
 
-SERIAL_WORK = 50_000        # entries x points below which one thread does it all
+SERIAL_WORK = 8_000         # entries x points below which one thread does it all
 FRESH_S = 0.02              # how long a count of the free cores is reused
 _last = (-1.0, 1)           # (when, free cores)
 
 
 def for_work(work):
-    """Threads for a launch of `work` entry-points (entries replayed x points): 1 for small
-    work, else numba's thread count capped by the cores free now."""
+    """Threads for an interpreter launch of `work` entry-points (entries replayed x points):
+    1 for small work, else `available()`."""
+    return 1 if work < SERIAL_WORK else available()
+
+
+def available():
+    """numba's thread count capped by the cores free now."""
     import numba
-    if work < SERIAL_WORK:
-        return 1
     return max(1, min(numba.get_num_threads(), free_cores()))
 
 
