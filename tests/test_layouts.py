@@ -327,6 +327,56 @@ def test_special_values_agree_across_layouts(name):
         check_layouts(p, operands, operands[0].shape[0], c0=2.0, c1=3.0, seed="special")
 
 
+# ---- the flat interpreters' scalar fast path --------------------------------------------------
+# An elementwise entry of one element runs inline in the flat interpreters (core.codegen's
+# scalar path), from its own copy of the expressions: it must give the loops' bits, which the
+# column layout (always the loops) gives.
+
+def _scalar_operands(p, rng, dtype):
+    """Each operand of one element, at every point: special values and random ones."""
+    k = 1 if p.kind == "unary" else 2
+    values = np.concatenate([SPECIAL, rng.standard_normal(12)])
+    return [rng.choice(values, (1, POINTS)).astype(dtype) for _ in range(k)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("name", ELEMENTWISE_SPECIAL)
+def test_one_element_entries_agree_across_layouts(name, dtype):
+    p = BY_NAME[name]
+    rng = rng_for(f"layouts scalar {name}")
+    for trial in range(6):
+        operands = _scalar_operands(p, rng, dtype)
+        need = None if trial % 2 == 0 else _need(operands, "not first")
+        with np.errstate(all="ignore"):
+            check_layouts(p, operands, 1, c0=2.0, c1=3.0, need=need, seed=f"scalar {trial}",
+                          dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("name", [p.name for p in PRIMS if p.elementwise and p.differentiable])
+def test_one_element_first_writes_equal_additions(name, dtype):
+    """backward_first's scalar path: where an entry writes an operand's adjoint first it
+    assigns what backward adds to a zero adjoint; elsewhere it adds as backward does."""
+    from tapegrad.core.interp import reverse_first
+    p = BY_NAME[name]
+    rng = rng_for(f"layouts first {name}")
+    for trial in range(6):
+        operands = [o[:, 0] for o in _scalar_operands(p, rng, dtype)]
+        E, FC, IP, S, NEED = one_entry(p, [1] * len(operands), 1, c0=2.0, c1=3.0)
+        V = np.concatenate(operands + [np.zeros(1, dtype)])
+        with np.errstate(all="ignore"):
+            interpreters().forward(E, FC, IP, S, V, 0, 1)
+            G = rng.standard_normal((1, V.size)).astype(dtype)
+            for first in range(1 << len(operands)):
+                want = G.copy()
+                want[0, [j for j in range(len(operands)) if first >> j & 1]] = 0.0
+                interpreters().backward(E, FC, IP, S, NEED, V, want, 0, 1)
+                got = G.copy()
+                reverse_first().backward_first(E, FC, IP, S, NEED, np.array([first]),
+                                               np.zeros((0, 2), np.int64), V, got, 0, 1)
+                np.testing.assert_array_equal(got, want, err_msg=f"{name}, FIRST {first}")
+
+
 # ---- the language is enforced ------------------------------------------------------------------
 # Bodies outside the kernel language, each breaking one rule (core.layouts' docstring).
 

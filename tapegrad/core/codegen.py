@@ -77,6 +77,9 @@ _ENTRY = '''\
         c1 = FC[e, 1]
 '''
 
+# the rest of a flat interpreter's entry, after its scalar head (`scalar_path`)
+_GENERAL_ENTRY = _ENTRY.replace("        op = E[e, 0]\n", "").replace("        so = E[e, 4]\n", "")
+
 FUNCTIONS = {
     "forward": ("E, FC, IP, S, V, start, stop", "range(start, stop)"),
     "backward": ("E, FC, IP, S, NEED, V, G, start, stop", "range(stop - 1, start - 1, -1)"),
@@ -208,6 +211,95 @@ def rules_module(layout):
     return "".join(f"\n\n@jit\n{code}\n" for code in helper_code + functions)
 
 
+# ---- the scalar fast path of the flat interpreters ----------------------------------------------
+# An elementwise entry whose output has one element (so every operand has one) runs inline in
+# the interpreter loop: it indexes the buffers at its slots' offsets, where the general path
+# makes an array view of every operand (a reference count taken and dropped each), slices the
+# payload and calls the rule's loop of one iteration. On scalar graphs (a loss written over
+# individual elements, `bench/faw.py`) that is most of an entry's cost. The code is written
+# from the same expressions (`f`, `d`, `d2`) in the same order of operations as the loops
+# above, so both paths give the same bits.
+
+def _scalar_reads(p, values):
+    """The statements reading an entry's operands (and, in a reverse rule, its output) from V
+    at their offsets, the constants where the expressions use them."""
+    text = "ia = S[sa, 0]\n" + ("ib = S[sb, 0]\n" if p.kind == "binary" else "")
+    text += "".join(f"{v} = V[{at}]\n" for v, at in values)
+    used = " ".join((p.f,) + p.d + p.d2)
+    text += "".join(f"{c} = FC[e, {k}]\n" for k, c in enumerate(("c0", "c1"))
+                    if re.search(rf"\b{c}\b", used))
+    return text
+
+
+def _operands(p):
+    """(operand variable, its offset, its first partial, its bit in FIRST) per operand."""
+    if p.kind == "unary":
+        return [("x", "ia", p.d[0], 1)]
+    return [("a", "ia", p.d[0], 1), ("b", "ib", p.d[1], 2)]
+
+
+def _partial(p, k):
+    """The name of the partial with respect to operand k: one per primitive, because numba
+    gives a variable one type in the whole interpreter, and a name shared by a float32 partial
+    and a float64 one would compute the float32 ones in float64 (other bits than the loops)."""
+    return f"d_{p.name}_{k}"
+
+
+def _scalar_forward(p):
+    loads = [(v, at) for v, at, _, _ in _operands(p)]
+    return _scalar_reads(p, loads) + f"V[o] = {p.f}\n"
+
+
+def _scalar_reverse(p, first=False):
+    """`backward` (adds into each adjoint row) or, `first`, `backward_first` (assigns where
+    the entry's FIRST bit says it writes an adjoint first)."""
+    if not p.differentiable:
+        return "pass\n"
+    ops = _operands(p)
+    text = _scalar_reads(p, [(v, at) for v, at, _, _ in ops] + [("y", "o")])
+    for k, (v, at, d, bit) in enumerate(ops):
+        add = f"for d in range(G.shape[0]):\n    G[d, {at}] += G[d, o] * {_partial(p, k)}\n"
+        body = f"{_partial(p, k)} = {d}\n" + (
+            f"if FIRST[e] & {bit}:\n    for d in range(G.shape[0]):\n"
+            f"        G[d, {at}] = G[d, o] * {_partial(p, k)}\nelse:\n" + _lines(add, 4)
+            if first else add)
+        text += f"if NEED[s{'ab'[k]}]:\n" + _lines(body, 4)
+    return "if NEED[so]:\n" + _lines(text, 4)
+
+
+# The sweeps of value_and_grad. The tangent sweeps keep the general path: each scalar chain
+# adds tens of seconds of CPU to the interpreters' cold compile (the reverse ones most), and
+# the first gradient of every fresh machine pays for these three.
+_SCALAR_RULES = {"forward": _scalar_forward, "backward": _scalar_reverse,
+                 "backward_first": lambda p: _scalar_reverse(p, first=True)}
+
+# the opcodes of the elementwise primitives, a table the generated loops index
+_ELEMENTWISE_TABLE = "\n_ELEMENTWISE = np.array({flags}, np.bool_)\n"
+
+
+def elementwise_table():
+    flags = [False] * (max(p.opcode for p in PRIMS) + 1)
+    for p in PRIMS:
+        flags[p.opcode] = p.elementwise
+    return _ELEMENTWISE_TABLE.format(flags=[int(f) for f in flags])
+
+
+def scalar_path(fn):
+    """The head of interpreter `fn`'s loop body: a one-element elementwise entry runs here,
+    inline, and the loop continues; any other entry falls through to the general path."""
+    out = ["        op = E[e, 0]\n        so = E[e, 4]\n"
+           "        if _ELEMENTWISE[op] and S[so, 1] == 1:\n"
+           "            sa = E[e, 1]\n            sb = E[e, 2]\n            o = S[so, 0]\n"]
+    k = 0
+    for p in PRIMS:
+        if p.elementwise:
+            out.append(f"            {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
+            out.append(_lines(vectorisable(_SCALAR_RULES[fn](p)), 16))
+            k += 1
+    out.append("            continue\n")
+    return "".join(out)
+
+
 # ---- dispatch: the `op == k` branches of the interpreters -------------------------------------
 # The reverse sweeps skip entries whose output needs no adjoint: their operands need none either
 # (NEED propagates forward), and their adjoint rows may hold anything (see the batch driver).
@@ -262,7 +354,9 @@ def interpreters_source(batched=False, cuda=False):
     """The four interpreter loops with their dispatch chains (for the GPU when `cuda`)."""
     out = []
     for fn, (args, loop) in FUNCTIONS.items():
-        out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{_ENTRY}")
+        head = scalar_path(fn) + _GENERAL_ENTRY if fn in _SCALAR_RULES and not (
+            batched or cuda) else _ENTRY
+        out.append(f"\n\n@jit\ndef {fn}({args}):\n    for e in {loop}:\n{head}")
         for k, p in enumerate(PRIMS):
             out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
             out.append(dispatch(p, fn, batched, cuda))
@@ -278,6 +372,8 @@ def generate(batched=False, vecmath_module="_vecmath"):
     if batched:
         out.append(_CLEAR)
     out.append(rules_module("column" if batched else "flat"))
+    if not batched:
+        out.append(elementwise_table())
     out.append(interpreters_source(batched))
     if batched:
         out.append(_TILES)
@@ -353,10 +449,12 @@ def generate_first(interp, vecmath_module):
             out.append(f"\n\n@jit\n"
                        f"{layouts.source(p.overrides[('vjp_first', 'flat')], 'flat', name, False)}"
                        "\n")
+    out.append(elementwise_table())
     out.append("\n\n@jit\ndef backward_first(E, FC, IP, S, NEED, FIRST, ZERO, V, G, start, stop):\n"
                "    for d in range(G.shape[0]):\n        for z in range(ZERO.shape[0]):\n"
-               "            G[d, ZERO[z, 0]:ZERO[z, 1]] = 0.0\n"
-               f"    for e in range(stop - 1, start - 1, -1):\n{_ENTRY}")
+               "            for i in range(ZERO[z, 0], ZERO[z, 1]):\n                G[d, i] = 0.0\n"
+               f"    for e in range(stop - 1, start - 1, -1):\n"
+               + scalar_path("backward_first") + _GENERAL_ENTRY)
     for k, p in enumerate(PRIMS):
         out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
         out.append(_lines(_FIRST_CALL.replace("{k}", p.name), 12)

@@ -319,6 +319,85 @@ def _scope_of(body):
     return scope, views
 
 
+class _FlatOffsets:
+    """Flat layout: a view used only element by element becomes its slot's offset.
+
+    `x = view(V, S, a)` costs a reference count taken and dropped at every call, and on scalar
+    tapes the views are most of an entry's cost. Where every use of `x` is an element (`x[k]`,
+    read or written) or its size, the view becomes `x_at = S[a, 0]` and `x_n = S[a, 1]`, and
+    `x[k]` becomes `V[np.uint64(x_at + k)]`: an unsigned index, so that numba adds no test for
+    a negative one (which would keep LLVM from vectorising the loop; the kernel language's
+    indices are never negative). A view passed to a helper, sliced or filled stays a view."""
+
+    def __init__(self, fdef):
+        self.fdef = fdef
+
+    def rewrite(self):
+        taken = {n.id for n in ast.walk(self.fdef) if isinstance(n, ast.Name)}
+        for stmt, name, (buffer, S, s) in self._candidates():
+            if {f"{name}_at", f"{name}_n"} & taken:
+                continue
+            if self._only_elements(name, stmt):
+                self._replace(stmt, name, buffer, S, s)
+        return self.fdef
+
+    def _candidates(self):
+        assigned = {}
+        for node in ast.walk(self.fdef):
+            for t in _targets(node) if isinstance(node, ast.stmt) else ():
+                for n in _names_in([t]):
+                    assigned[n] = assigned.get(n, 0) + 1
+        for node in ast.walk(self.fdef):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                    isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Call) and \
+                    isinstance(node.value.func, ast.Name) and node.value.func.id == "view" and \
+                    len(node.value.args) == 3 and isinstance(node.value.args[0], ast.Name) and \
+                    assigned[node.targets[0].id] == 1:
+                yield node, node.targets[0].id, node.value.args
+
+    def _only_elements(self, name, stmt):
+        """Whether every use of `name` (other than its assignment) is an element or its size."""
+        allowed = set()
+        for node in ast.walk(self.fdef):
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
+                    node.value.id == name and not _is_slice(node.slice) and \
+                    not isinstance(node.slice, ast.Tuple) and not self._negative(node.slice):
+                allowed.add(id(node.value))
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id == name and node.attr == "size":
+                allowed.add(id(node.value))
+        target = id(stmt.targets[0])
+        return all(id(n) in allowed or id(n) == target for n in ast.walk(self.fdef)
+                   if isinstance(n, ast.Name) and n.id == name)
+
+    @staticmethod
+    def _negative(index):
+        return isinstance(index, ast.UnaryOp) and isinstance(index.op, ast.USub)
+
+    def _replace(self, stmt, name, buffer, S, s):
+        at, n = f"{name}_at", f"{name}_n"
+        stmt.targets = [ast.Tuple([ast.Name(at, ast.Store()), ast.Name(n, ast.Store())],
+                                  ast.Store())]
+        stmt.value = ast.Tuple([_sub(S, s, 0), _sub(S, s, 1)], ast.Load())
+        buffer_name = buffer.id
+
+        class Uses(ast.NodeTransformer):
+            def visit_Subscript(self, node):
+                self.generic_visit(node)
+                if isinstance(node.value, ast.Name) and node.value.id == name:
+                    index = ast.BinOp(ast.Name(at, ast.Load()), ast.Add(), node.slice)
+                    node.value = ast.Name(buffer_name, ast.Load())
+                    node.slice = ast.Call(ast.parse("np.uint64", mode="eval").body, [index], [])
+                return node
+
+            def visit_Attribute(self, node):
+                self.generic_visit(node)
+                if isinstance(node.value, ast.Name) and node.value.id == name:
+                    return ast.Name(n, ast.Load())
+                return node
+        Uses().visit(self.fdef)
+
+
 def source(fn, layout, name, portable=True):
     """The source text of kernel body `fn` (a function, or a `Body`) for `layout`, named
     `name`. A body that is not `portable` (a layout's override, or a helper written for one
@@ -332,6 +411,8 @@ def source(fn, layout, name, portable=True):
     for arg in fdef.args.args:
         arg.annotation = None
     if not portable or body.layout is not None:
+        if layout == "flat":
+            fdef = _FlatOffsets(fdef).rewrite()
         return ast.unparse(ast.fix_missing_locations(_Names(body, layout).visit(fdef)))
     if body.helper and not body.value_params:
         _check_scalar_helper(body)
@@ -346,6 +427,8 @@ def source(fn, layout, name, portable=True):
         fdef.body = _Column(scope, views).function(fdef.body)
     elif layout == "cuda":
         fdef = _Fills(scope).visit(fdef)
+    else:
+        fdef = _FlatOffsets(fdef).rewrite()
     fdef = _Names(body, layout).visit(fdef)
     return ast.unparse(ast.fix_missing_locations(fdef))
 
