@@ -44,7 +44,8 @@ from .transforms.tape import GuardError, Tape
 from .inspect.display import GraphTape
 from .eager.flatten import tape_of
 from .transforms.gradients import (
-    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+    grad, hessian, hessp, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+from .transforms.compiled import Compiled, compiled
 from .transforms.trace import trace_function as trace
 from .batch.vmap import vmap
 from .transforms.io import load
