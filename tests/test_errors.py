@@ -652,6 +652,53 @@ CASES = [
          raises="NotImplementedError",
          message="np.linalg.pinv(hermitian=True) is not supported on tensors (use "
                  "hermitian=False)"),
+    dict(what="compiled with more than one example argument",
+         code="tg.compiled(lambda x, y: (x * y).sum(), np.ones(3), np.ones(3))",
+         raises="TypeError",
+         message="compiled(f, x): f must take exactly one argument, an array or a float (got 2 "
+                 "example arguments); close over the others (functools.partial)"),
+    dict(what="compiled of a function with a transform inside",
+         code="g = tg.grad(lambda y: (y ** 3).sum()); "
+              "tg.compiled(lambda x: (g(x) * x).sum(), np.ones(3))",
+         raises="NotImplementedError",
+         message="compiled(f, x): f uses a function transform inside (grad of grad, jacobian "
+                 "...), whose replay runs Python; compiled members replay single-level tapes "
+                 "only"),
+    dict(what="compiled grad of a function with a vector output",
+         code="tg.compiled(lambda x: x * 2, np.ones(3)).grad",
+         raises="TypeError",
+         message="compiled grad requires a scalar output (f returns shape (3,)); use jacobian "
+                 "or vjp"),
+    dict(what="compiled member given an array of another size",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).grad(np.ones(4))",
+         raises="ValueError",
+         message="tapegrad.compiled: x must have 3 elements (the example argument has shape "
+                 "(3,))"),
+    dict(what="compiled member given an array of another dtype (numba's TypingError, "
+              "when the caller compiles, says: x must be a float64 array (or a float), got "
+              "array(float32, 1d, C))",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).grad(np.ones(3, np.float32))",
+         raises="TypingError",
+         message="Failed in nopython mode pipeline (step: nopython frontend)…"),
+    dict(what="compiled member at inputs that take another branch",
+         code="f = lambda x: (x * x).sum() if x.sum() > 0 else x.sum(); "
+              "tg.compiled(f, np.ones(3)).grad(-np.ones(3))",
+         raises="GuardError",
+         message="tapegrad.compiled: these inputs take another branch of the traced function "
+                 "than the tape recorded; trace it again at them (tapegrad.compiled)"),
+    dict(what="compiled cfunc of a member that is not scalar",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).cfunc('hvp')",
+         raises="ValueError",
+         message="cfunc member must be 'value' or 'grad', got 'hvp'"),
+    dict(what="compiled cfunc with a signature scipy does not call",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).cfunc('grad', 'float64(int64)')",
+         raises="ValueError",
+         message="cfunc signature must be 'float64(float64)' or 'float64(intc, "
+                 "CPointer(float64))', got 'float64(int64)'"),
+    dict(what="hessp direction of another structure than x",
+         code="tg.hessp(lambda x: (x ** 3).sum())(np.ones(2), [np.ones(2)])",
+         raises="ValueError",
+         message="p must have the structure of x"),
 ]
 
 
