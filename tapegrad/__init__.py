@@ -48,6 +48,7 @@ from .transforms.gradients import (
 from .transforms.compiled import Compiled, compiled
 from .transforms.trace import trace_function as trace
 from .batch.vmap import vmap
+from .batch import native as _native      # installs compiled's fused member
 from .transforms.io import load
 from .core.validate import TapeFormatError, validate_tape
 from .eager.anomaly import detect_anomaly, is_anomaly_enabled, set_detect_anomaly

@@ -247,3 +247,38 @@ def test_hessp_passes_minimize_args():
     assert_allclose(tg.hessp(scaled)(x, p, 3.0), 3.0 * tg.hvp(rosenbrock, x, p), rtol=1e-14)
     with pytest.raises(ValueError, match="p must have the structure of x"):
         tg.hessp(scaled)(x, [p], 3.0)
+
+
+def test_fused_member_agrees_with_grad_to_rounding(rosen):
+    c, x0, x1 = rosen
+    fused_grad_into = c.fused_grad_into
+
+    @njit(parallel=True)
+    def gradients(X, out):
+        status = np.empty(X.shape[0], np.int64)
+        for i in prange(X.shape[0]):
+            status[i] = fused_grad_into(X[i], out[i])
+        return status
+
+    X = RNG.uniform(-2, 2, (500, 6))
+    fused = np.empty_like(X)
+    assert (gradients(X, fused) == OK).all()
+    assert_allclose(fused, [c.grad(x) for x in X], rtol=1e-13, atol=1e-12)
+    strided = np.empty((6, 2))[:, 0]                   # a strided output buffer
+    assert fused_grad_into(np.asfortranarray(X[:2].T)[:, 1], strided) == OK
+    assert_allclose(strided, fused[1], rtol=1e-15)
+    with pytest.raises(ValueError, match="x must have 6 elements"):
+        fused_grad_into(np.ones(5), strided)
+
+
+def test_fused_member_reports_guards_and_refuses_what_it_cannot_fuse():
+    c = tg.compiled(branchy, np.ones(3))
+    out = np.full(3, 7.0)
+    x = np.array([0.5, 1.0, 2.0])
+    assert c.fused_grad_into(x, out) == OK
+    assert_allclose(out, 2 * x, rtol=1e-15)
+    out[:] = 7.0
+    assert c.fused_grad_into(-x, out) == GUARD_FAILED
+    assert_array_equal(out, 7.0)
+    with pytest.raises(NotImplementedError, match="fused tier cannot compile"):
+        tg.compiled(reductions, np.ones(6)).fused_grad_into

@@ -695,6 +695,11 @@ CASES = [
          raises="ValueError",
          message="cfunc signature must be 'float64(float64)' or 'float64(intc, "
                  "CPointer(float64))', got 'float64(int64)'"),
+    dict(what="compiled fused_grad_into of a tape the fused tier cannot compile",
+         code="tg.compiled(lambda x: np.max(x) ** 2, np.ones(3)).fused_grad_into",
+         raises="NotImplementedError",
+         message="compiled fused_grad_into: the fused tier cannot compile this tape (a kernel "
+                 "branches on a traced value); use grad_into"),
     dict(what="hessp direction of another structure than x",
          code="tg.hessp(lambda x: (x ** 3).sum())(np.ones(2), [np.ones(2)])",
          raises="ValueError",

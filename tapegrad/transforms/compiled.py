@@ -42,6 +42,10 @@ from ..core.validate import read_only
 
 OK, GUARD_FAILED = 0, 1
 
+# builds the member `fused_grad_into` from a Compiled (installed by `batch.native`, which holds
+# the fused tier: this layer cannot import it)
+fused_builder = None
+
 # the sweeps each member runs (registered when the member is first taken)
 _SWEEPS = {
     "value": ("forward",), "value_into": ("forward",),
@@ -53,6 +57,7 @@ _SWEEPS = {
     "hvp": ("forward", "tangent", "backward_tangent"),
     "hvp_into": ("forward", "tangent", "backward_tangent"),
     "hessian": ("forward", "tangent", "backward_tangent"),
+    "fused_grad_into": (),          # the fused tier (`batch.native`): no interpreter sweep
 }
 MEMBERS = tuple(_SWEEPS)
 
@@ -90,7 +95,11 @@ class Compiled:
     * `vjp(x, c)`: the gradient of the output's dot product with c, shaped like x;
     * `jacobian(x)` -> (outputs, inputs) array, by reverse sweeps; `jacobian_into(x, out)`;
     * `hvp(x, v)`: the Hessian of a scalar f times v, shaped like x; `hvp_into(x, v, out)`;
-    * `hessian(x)` -> (inputs, inputs) array.
+    * `hessian(x)` -> (inputs, inputs) array;
+    * `fused_grad_into(x, out)` -> status: the gradient by the fused tier (the tape compiled
+      into straight-line code, `batch.fuse`): several times faster on small tapes, equal to
+      `grad` to rounding only, compiled per tape (a fraction of a second to seconds); float64
+      tapes without data-dependent kernels (max, min, where), else NotImplementedError.
 
     The status of an `_into` member is `OK` (0) or `GUARD_FAILED` (1: x takes another branch
     of f than the one traced; out is left as it was); allocating members raise `GuardError`.
@@ -135,10 +144,13 @@ class Compiled:
         if name not in _SWEEPS:
             raise ValueError(f"unknown member {name!r}; the members are {', '.join(MEMBERS)}")
         scalar_only = name in ("grad", "grad_into", "value_and_grad", "value_and_grad_into",
-                               "hvp", "hvp_into", "hessian")
+                               "hvp", "hvp_into", "hessian", "fused_grad_into")
         if scalar_only and self.n_out != 1:
             raise TypeError(f"compiled {name} requires a scalar output (f returns shape "
                             f"{self.out_shape}); use jacobian or vjp")
+        if name == "fused_grad_into":
+            found = self._members[name] = fused_builder(self)
+            return found
         module = self._generated()
         for sweep_name in _SWEEPS[name]:
             _register(module, sweep_name, self.dtype)
@@ -426,6 +438,55 @@ def _shaped(flat, shape):
     if len(shape) == 0:
         return lambda flat, shape: flat[0]
     return lambda flat, shape: flat.reshape(shape)
+
+
+def as_row(x, n):
+    pass
+
+
+@overload(as_row)
+def _as_row(x, n):
+    """Argument x as a (1, n) float64 array: a view of a C-contiguous array, else a copy."""
+    if isinstance(x, types.Array) and x.layout == "C" and x.ndim == 1:
+        return lambda x, n: x[None, :]          # numba's reshape costs tens of nanoseconds
+    if isinstance(x, types.Array) and x.layout == "C":
+        return lambda x, n: x.reshape((1, n))
+
+    def copied(x, n):
+        X = np.empty((1, n))
+        put(X[0], 0, x)
+        return X
+    return copied
+
+
+@intrinsic
+def flag(typingctx):
+    """A one-element boolean array on the caller's stack (no allocation): a fused kernel's
+    guard flag for one point. It lives as long as the calling function's frame."""
+    array_type = types.Array(types.boolean, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        from numba.np.arrayobj import make_array, populate_array
+        item = context.get_data_type(types.boolean)
+        data = cgutils.alloca_once(builder, item, size=1)
+        array = make_array(array_type)(context, builder)
+        intp = context.get_value_type(types.intp)
+        populate_array(array, data=data, shape=[intp(1)], strides=[intp(1)],
+                       itemsize=intp(context.get_abi_sizeof(item)), meminfo=None)
+        return array._getvalue()
+    return array_type(), codegen
+
+
+def finish(out, Y):
+    pass
+
+
+@overload(finish)
+def _finish(out, Y):
+    """Write Y, from `as_row(out, n)`, into out: nothing to do where Y is a view of it."""
+    if out.layout == "C":
+        return lambda out, Y: None
+    return lambda out, Y: store(out, Y[0])
 
 
 @jit
