@@ -282,3 +282,13 @@ def test_fused_member_reports_guards_and_refuses_what_it_cannot_fuse():
     assert_array_equal(out, 7.0)
     with pytest.raises(NotImplementedError, match="fused tier cannot compile"):
         tg.compiled(reductions, np.ones(6)).fused_grad_into
+
+
+def test_float32_tapes_take_float32_arrays():
+    x0, x1 = (x.astype(np.float32) for x in _points(6))
+    c = tg.compiled(rosenbrock, x0)
+    gradient = c.grad(x1)
+    assert gradient.dtype == np.float32
+    assert_array_equal(gradient, _replayed(tg.grad(rosenbrock), x0, x1))
+    with pytest.raises(TypingError, match="x must be a float32 array"):
+        c.grad(x1.astype(np.float64))

@@ -24,14 +24,16 @@ same arrays with the same seeds (`grad` the forward sweep over the entries the r
 reads and `backward_first`; `jacobian` and `vjp` `backward`; `hvp` and `hessian` forward over
 reverse).
 
-Safety. Every call allocates its own buffers, so members may be called from `prange` loops.
-Arguments are checked before any sweep: a wrong dtype or a read-only output buffer fails when
+Safety. Every call allocates its own buffers (the fused member `fused_grad_into`, built by
+`batch.native`, works in the caller's and on its stack), so members may be called from `prange`
+loops. Arguments are checked before any sweep: a wrong dtype or a read-only output buffer fails when
 numba compiles the caller (a `TypingError` naming the argument), a wrong number of elements
 raises `ValueError` at the call. Guards (the branches a traced `if` took): the members replay
 the recorded branch and test its guards after the forward sweep; a call whose inputs take
 another branch raises `GuardError` (allocating members) or returns `GUARD_FAILED` (the `_into`
-members, which return a status). Tapes whose replay needs Python (nested transforms, arrays
-re-read with `capture="call"`) are refused when compiled.
+members, which return a status). Tapes whose replay needs Python (nested transforms, closures
+over an enclosing trace) are refused; arrays `f` closes over are constants of the members' code
+(as with `capture="trace"`: there is no `capture="call"` here).
 """
 import numpy as np
 
@@ -212,8 +214,8 @@ def _refuse_python_sweeps(tape):
 def _tape_arrays(tape, in_slot, out_slot):
     """(arrays, sizes): the tuples the members close over. Arrays: E, FC, IP, S, NEED, V0 (the
     tape's, read-only), the (E, FC) of a gradient's forward sweep, FIRST and ZERO of its
-    `backward_first` (writable, as `core.sweep.Gradient` passes them: the same compiled
-    sweeps), the guards' value positions and outcomes. Sizes: input offset and size, output
+    `backward_first` (as `core.sweep.Gradient` makes them), the guards' value positions and
+    outcomes. Sizes: input offset and size, output
     offset and size, the gradient's seed position (-1: the output needs no adjoint), the
     adjoint buffer's width, and whether a Jacobian's seeds fall inside it."""
     entries = tape._gradient_entries()
