@@ -674,6 +674,31 @@ CASES = [
          raises="ValueError",
          message="tapegrad.compiled: x must have 3 elements (the example argument has shape "
                  "(3,))"),
+    dict(what="compiled at an example that is not a float array or a float",
+         code="tg.compiled(lambda x: x * 2.0, 3)",
+         raises="TypeError",
+         message="compiled(f, x): x must be a float array or a float, got 3"),
+    dict(what="compiled of a function with several outputs",
+         code="tg.compiled(lambda x: (x.sum(), x * 2), np.ones(3))",
+         raises="TypeError",
+         message="compiled(f, x): f must return one array or scalar, got 2 output leaves"),
+    dict(what="compiled member that does not exist",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).gradient",
+         raises="AttributeError",
+         message="'Compiled' object has no attribute 'gradient'; its members are value, "
+                 "value_into, grad, grad_into, value_and_grad, value_and_grad_into, jvp, vjp, "
+                 "jacobian, jacobian_into, hvp, hvp_into, hessian, fused_grad_into"),
+    dict(what="compiled _into member given an output buffer of another size",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).grad_into(np.ones(3), "
+              "np.empty(2))",
+         raises="ValueError",
+         message="tapegrad.compiled: out must have 3 elements"),
+    dict(what="compiled cfunc float64(float64) of a function of several elements",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).cfunc('grad', "
+              "'float64(float64)')",
+         raises="TypeError",
+         message="cfunc 'float64(float64)' needs f of one input element (x has shape (3,)); "
+                 "use 'float64(intc, CPointer(float64))'"),
     dict(what="compiled member given an array of another dtype (numba's TypingError, "
               "when the caller compiles, says: x must be a float64 array (or a float), got "
               "array(float32, 1d, C))",

@@ -135,7 +135,8 @@ class Compiled:
 
     def __getattr__(self, name):
         if name not in _SWEEPS:
-            raise AttributeError(f"'Compiled' object has no attribute {name!r}")
+            raise AttributeError(f"'Compiled' object has no attribute {name!r}; its members are "
+                                 f"{', '.join(MEMBERS)}")
         return self.member(name)
 
     def member(self, name):
