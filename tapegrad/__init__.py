@@ -44,9 +44,11 @@ from .transforms.tape import GuardError, Tape
 from .inspect.display import GraphTape
 from .eager.flatten import tape_of
 from .transforms.gradients import (
-    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+    grad, hessian, hessp, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+from .transforms.compiled import Compiled, compiled
 from .transforms.trace import trace_function as trace
 from .batch.vmap import vmap
+from .batch import native as _native      # installs compiled's fused member
 from .transforms.io import load
 from .core.validate import TapeFormatError, validate_tape
 from .eager.anomaly import detect_anomaly, is_anomaly_enabled, set_detect_anomaly

@@ -60,3 +60,10 @@ def test_faw_load_quick(tmp_path):
     stdout, data = run_faw(tmp_path, "--load")
     assert "busy/alone" in stdout
     assert data["results"]["busy_us"]["fused B=1,000"] > 0
+
+
+@pytest.mark.slow          # about 10 s: compiles the njit loops and the fused kernel
+def test_njit_quick(tmp_path):
+    stdout, data = run_script("njit", tmp_path)
+    assert "ratio tapegrad/fused (fused_grad_into)" in stdout and "ratio tapegrad/hand" in stdout
+    assert data["per_point_ns"]["compiled (njit loop)"] > 0

@@ -652,6 +652,83 @@ CASES = [
          raises="NotImplementedError",
          message="np.linalg.pinv(hermitian=True) is not supported on tensors (use "
                  "hermitian=False)"),
+    dict(what="compiled with more than one example argument",
+         code="tg.compiled(lambda x, y: (x * y).sum(), np.ones(3), np.ones(3))",
+         raises="TypeError",
+         message="compiled(f, x): f must take exactly one argument, an array or a float (got 2 "
+                 "example arguments); close over the others (functools.partial)"),
+    dict(what="compiled of a function with a transform inside",
+         code="g = tg.grad(lambda y: (y ** 3).sum()); "
+              "tg.compiled(lambda x: (g(x) * x).sum(), np.ones(3))",
+         raises="NotImplementedError",
+         message="compiled(f, x): f uses a function transform inside (grad of grad, jacobian "
+                 "...), whose replay runs Python; compiled members replay single-level tapes "
+                 "only"),
+    dict(what="compiled grad of a function with a vector output",
+         code="tg.compiled(lambda x: x * 2, np.ones(3)).grad",
+         raises="TypeError",
+         message="compiled grad requires a scalar output (f returns shape (3,)); use jacobian "
+                 "or vjp"),
+    dict(what="compiled member given an array of another size",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).grad(np.ones(4))",
+         raises="ValueError",
+         message="tapegrad.compiled: x must have 3 elements (the example argument has shape "
+                 "(3,))"),
+    dict(what="compiled at an example that is not a float array or a float",
+         code="tg.compiled(lambda x: x * 2.0, 3)",
+         raises="TypeError",
+         message="compiled(f, x): x must be a float array or a float, got 3"),
+    dict(what="compiled of a function with several outputs",
+         code="tg.compiled(lambda x: (x.sum(), x * 2), np.ones(3))",
+         raises="TypeError",
+         message="compiled(f, x): f must return one array or scalar, got 2 output leaves"),
+    dict(what="compiled member that does not exist",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).gradient",
+         raises="AttributeError",
+         message="'Compiled' object has no attribute 'gradient'; its members are value, "
+                 "value_into, grad, grad_into, value_and_grad, value_and_grad_into, jvp, vjp, "
+                 "jacobian, jacobian_into, hvp, hvp_into, hessian, fused_grad_into"),
+    dict(what="compiled _into member given an output buffer of another size",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).grad_into(np.ones(3), "
+              "np.empty(2))",
+         raises="ValueError",
+         message="tapegrad.compiled: out must have 3 elements"),
+    dict(what="compiled cfunc float64(float64) of a function of several elements",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).cfunc('grad', "
+              "'float64(float64)')",
+         raises="TypeError",
+         message="cfunc 'float64(float64)' needs f of one input element (x has shape (3,)); "
+                 "use 'float64(intc, CPointer(float64))'"),
+    dict(what="compiled member given an array of another dtype (numba's TypingError, "
+              "when the caller compiles, says: x must be a float64 array (or a float), got "
+              "array(float32, 1d, C))",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).grad(np.ones(3, np.float32))",
+         raises="TypingError",
+         message="Failed in nopython mode pipeline (step: nopython frontend)…"),
+    dict(what="compiled member at inputs that take another branch",
+         code="f = lambda x: (x * x).sum() if x.sum() > 0 else x.sum(); "
+              "tg.compiled(f, np.ones(3)).grad(-np.ones(3))",
+         raises="GuardError",
+         message="tapegrad.compiled: these inputs take another branch of the traced function "
+                 "than the tape recorded; trace it again at them (tapegrad.compiled)"),
+    dict(what="compiled cfunc of a member that is not scalar",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).cfunc('hvp')",
+         raises="ValueError",
+         message="cfunc member must be 'value' or 'grad', got 'hvp'"),
+    dict(what="compiled cfunc with a signature scipy does not call",
+         code="tg.compiled(lambda x: (x * x).sum(), np.ones(3)).cfunc('grad', 'float64(int64)')",
+         raises="ValueError",
+         message="cfunc signature must be 'float64(float64)' or 'float64(intc, "
+                 "CPointer(float64))', got 'float64(int64)'"),
+    dict(what="compiled fused_grad_into of a tape the fused tier cannot compile",
+         code="tg.compiled(lambda x: np.max(x) ** 2, np.ones(3)).fused_grad_into",
+         raises="NotImplementedError",
+         message="compiled fused_grad_into: the fused tier cannot compile this tape (a kernel "
+                 "branches on a traced value); use grad_into"),
+    dict(what="hessp direction of another structure than x",
+         code="tg.hessp(lambda x: (x ** 3).sum())(np.ones(2), [np.ones(2)])",
+         raises="ValueError",
+         message="p must have the structure of x"),
 ]
 
 

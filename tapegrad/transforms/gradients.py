@@ -419,20 +419,41 @@ def hessian(f, argnums=0, has_aux=False, capture="trace"):
 
 def hvp(f, x, v):
     """Hessian-vector product H(x) v of scalar `f(x)`, in one tangent and one reverse sweep."""
-    traced = call_traced(f, "hvp", 1)
-    leaves, structure = pytree.flatten(arguments((x,), {}))
+    return _hvp(call_traced(f, "hvp", 1), (x,), v, "v")
+
+
+def hessp(f, capture="trace"):
+    """`hessp_f(x, p, *args)`: the Hessian of scalar `f(x, *args)` with respect to x, times p,
+    in one tangent and one reverse sweep; the `hessp` of `scipy.optimize.minimize` (methods
+    Newton-CG, trust-ncg, trust-krylov, trust-constr), which passes its `args` after p. Traced
+    once per signature of (x, *args), like `grad`."""
+    traced = Traced(f, (0,), capture, "hessp")
+
+    @_wraps(f, "hessp")
+    def hessp_f(x, p, *args):
+        return _hvp(traced, (x,) + args, p, "p")
+
+    hessp_f.traced = traced
+    return hessp_f
+
+
+def _hvp(traced, args, v, name):
+    """H v of scalar f at `args`, differentiated with respect to the first argument, along v
+    (named `name`), arranged like it."""
+    leaves, structure = pytree.flatten(arguments(args, {}))
     traced.check_differentiable(leaves, structure)
     v_leaves, v_structure = pytree.flatten(v)
     x_structure = structure[1][0]
     if v_structure != x_structure:
-        raise ValueError("v must have the structure of x")
+        raise ValueError(f"{name} must have the structure of x")
 
     def along_v(tape, slots, V):
         T = np.zeros((1, V.size), V.dtype)
         for s, leaf in zip(slots, v_leaves):
             leaf = np.asarray(leaf, V.dtype)
             if leaf.size != tape.sizes[s]:
-                raise ValueError(f"v of shape {leaf.shape} for x of shape {tape.shapes[s]}")
+                raise ValueError(f"{name} of shape {leaf.shape} for x of shape "
+                                 f"{tape.shapes[s]}")
             T[0, tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] = leaf.reshape(-1)
         return T
 
