@@ -43,8 +43,8 @@ def is_tensor(obj):
 from .transforms.tape import GuardError, Tape
 from .inspect.display import GraphTape
 from .eager.flatten import tape_of
-from .transforms.gradients import (
-    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+from .transforms.gradients import grad, hvp, jacfwd, jacrev, jvp, value_and_grad, vjp
+from .transforms.sparse import hessian, jacobian
 from .transforms.trace import trace_function as trace
 from .batch.vmap import vmap
 from .transforms.io import load
