@@ -20,6 +20,8 @@ A pattern given by the caller (a scipy sparse matrix or a boolean array, nonzero
 derivative may be) replaces detection; it is checked for shape, and a Hessian's is made
 symmetric. An entry outside a given pattern is not computed: it must hold at every point.
 """
+import threading
+
 import numpy as np
 
 from . import gradients
@@ -166,19 +168,19 @@ class _JacobianPlan:
             self.seed[self.colors, out_pos] = 1.0
             self.gather = self.colors[rows] * width + in_pos[cols]
         self.shape = (m, n)
+        self.local = threading.local()
 
     def __call__(self, tape, V):
-        import scipy.sparse
-        B = self.seed.copy()
+        B = getattr(self.local, "B", None)
+        if B is None:           # this thread's sweep buffer, kept: fresh pages cost a fault each
+            B = self.local.B = self.seed.copy()
         if self.n_colors:
-            if self.mode == "fwd":
+            if self.mode == "fwd":      # rewrites every slot's tangent but the seeded inputs'
                 tape._tangent(V, B)
-            else:
+            else:                       # adds adjoints into the seeds
+                B[...] = self.seed
                 tape._backward(V, B)
-        data = B.reshape(-1)[self.gather]
-        p = self.pattern
-        return scipy.sparse.csr_matrix((data, p.indices.copy(), p.indptr.copy()),
-                                       shape=self.shape)
+        return _csr(self, B.reshape(-1)[self.gather])
 
 
 class _HessianPlan:
@@ -204,17 +206,25 @@ class _HessianPlan:
         self.gather = color * width + in_pos[row]
         self.out_pos = tape.offsets[out_slot]
         self.shape = (n, n)
+        self.local = threading.local()
 
     def __call__(self, tape, V):
-        import scipy.sparse
-        T = self.seed.copy()
-        TG = np.zeros_like(T)
+        buffers = getattr(self.local, "buffers", None)
+        if buffers is None:     # this thread's sweep buffers, kept (see _JacobianPlan)
+            buffers = self.local.buffers = (self.seed.copy(), np.zeros_like(self.seed),
+                                            np.zeros(V.size, V.dtype))
+        T, TG, G = buffers
         if self.n_colors:
-            tape._tangent(V, T)
-            G = np.zeros(V.size, V.dtype)
+            tape._tangent(V, T)         # rewrites every slot's tangent but the seeded inputs'
+            TG.fill(0.0)                # the reverse sweep adds into TG and G
+            G.fill(0.0)
             G[self.out_pos] = 1.0
             tape._backward_tangent(V, T, G, TG)
-        data = TG.reshape(-1)[self.gather]
-        p = self.pattern
-        return scipy.sparse.csr_matrix((data, p.indices.copy(), p.indptr.copy()),
-                                       shape=self.shape)
+        return _csr(self, TG.reshape(-1)[self.gather])
+
+
+def _csr(plan, data):
+    """The derivative's values `data`, in the order of the plan's pattern, as a CSR matrix."""
+    import scipy.sparse
+    p = plan.pattern
+    return scipy.sparse.csr_matrix((data, p.indices.copy(), p.indptr.copy()), shape=plan.shape)

@@ -6,14 +6,16 @@ depend on, at any input values. An entry's output pattern is the union, over its
 the operand's pattern rows its output elements read; which ones each primitive reads is its own
 declared rule (`Prim.element_reads`, from `core/prims/`: elementwise primitives derive it from
 their kind and partials, structural ones declare an index map or a conservative rule), never a
-table here. Each entry costs a few vectorised scipy.sparse operations (a boolean product of the
-entry's read map with the operand's pattern), never a Python loop per element; an elementwise
-entry whose operand has the output's size shares the operand's pattern.
+table here. Patterns are CSR index arrays; each entry costs one compiled boolean product of its
+read map (all operands' reads, as pairs) with the stacked operand patterns (`_gather_union`, a
+counting sort and a marker array: linear in the work), never a Python loop per element, and an
+elementwise entry whose operands share the output's pattern shares it.
 
 The Hessian pattern of a scalar output adds, for each entry the output depends on through
 elements that reach it (a reverse pass of boolean masks over the same read maps), the pairs its
 second derivatives couple (`Prim.coupling`): for an output element e and operands i, j coupled,
-every pair of an input in the pattern of what e reads of i and one of what it reads of j.
+every pair of an input in the pattern of what e reads of i and one of what it reads of j
+(`_row_pairs`), deduplicated at the end.
 Piecewise linear primitives (relu, maximum, sort, max) couple nothing; the structural nonlinear
 ones without a finer rule couple every pair their output elements read (conservative).
 
@@ -22,12 +24,13 @@ A primitive whose definition declares no rule makes detection conservative for i
 `SparsityWarning`. Constant operands (values that are the same at every call of the tape) are
 handed to the rules, which may drop reads that a zero constant cancels (a product with a
 sparse constant matrix); with `capture="call"` the closed-over arrays are re-read per call, so
-they are not constants here. scipy is imported at the first detection, not with tapegrad.
+they are not constants here. The result is a scipy CSR matrix (scipy imported then).
 """
 import warnings
 
 import numpy as np
 
+from ..core.jit import jit
 from ..core.primitive import ALL, SAME
 from ..inspect.display import operands
 
@@ -36,57 +39,119 @@ class SparsityWarning(UserWarning):
     """Detection met a primitive that declares no dependence rule and assumed it dense."""
 
 
-def _sp():
-    import scipy.sparse
-    return scipy.sparse
-
-
 def jacobian_pattern(tape, in_slots, out_slots, fixed_constants=True):
     """The (output elements, input elements) boolean CSR pattern of the Jacobian of
     `out_slots` with respect to `in_slots` (elements end to end, in slot order)."""
     detection = _Detection(tape, in_slots, fixed_constants)
-    sp = _sp()
     blocks = [detection.pattern(s) for s in out_slots]
-    if not blocks:
-        return sp.csr_matrix((0, detection.n), dtype=bool)
-    return _canonical(sp.vstack(blocks, format="csr"))
+    indptr = np.zeros(1, np.int64)
+    for block_indptr, _ in blocks:
+        indptr = np.concatenate([indptr, indptr[-1] + block_indptr[1:]])
+    indices = np.concatenate([np.zeros(0, np.int64)] + [ix for _, ix in blocks])
+    return _scipy_csr(indptr, indices, (indptr.size - 1, detection.n))
 
 
 def hessian_pattern(tape, in_slots, out_slot, fixed_constants=True):
     """The symmetric (n, n) boolean CSR pattern of the Hessian of the scalar `out_slot` with
     respect to the elements of `in_slots`."""
     detection = _Detection(tape, in_slots, fixed_constants)
-    sp = _sp()
-    parts = detection.couplings(out_slot)
-    H = sp.csr_matrix((detection.n, detection.n), dtype=bool)
-    for part in parts:
-        H = H + part
-    return _canonical(H + H.T)
+    n = detection.n
+    pairs = detection.couplings(out_slot)
+    a = np.concatenate([np.zeros(0, np.int64)] + [p[0] for p in pairs] + [p[1] for p in pairs])
+    b = np.concatenate([np.zeros(0, np.int64)] + [p[1] for p in pairs] + [p[0] for p in pairs])
+    indptr, indices = _gather_union(a, b, n, *_identity(n), n)
+    return _scipy_csr(indptr, indices, (n, n))
 
 
-def _canonical(M):
-    M = M.tocsr().astype(bool)
-    M.eliminate_zeros()
-    M.sum_duplicates()
+def _scipy_csr(indptr, indices, shape):
+    import scipy.sparse
+    M = scipy.sparse.csr_matrix((np.ones(indices.size, bool), indices, indptr), shape=shape)
     M.sort_indices()
     return M
 
 
+def _identity(n):
+    ramp = np.arange(n + 1, dtype=np.int64)
+    return ramp, ramp[:n]
+
+
+# ---- kernels: CSR patterns as (indptr, indices) int64 arrays, columns unsorted within a row --
+
+@jit
+def _gather_union(rows, cols, n_out, p_indptr, p_indices, n_cols):
+    """The pattern whose row r is the union of the rows cols[k] of pattern P over the k with
+    rows[k] == r: the boolean product M @ P for the read map M given as pairs (rows, cols)."""
+    start = np.zeros(n_out + 1, np.int64)            # M in CSR (a counting sort of the rows,
+    ordered = True                                    # unless they come in order)
+    for k in range(rows.size):
+        start[rows[k] + 1] += 1
+        if k and rows[k] < rows[k - 1]:
+            ordered = False
+    for r in range(n_out):
+        start[r + 1] += start[r]
+    m_cols = cols
+    if not ordered:
+        m_cols = np.empty(rows.size, np.int64)
+        fill = start[:-1].copy()
+        for k in range(rows.size):
+            m_cols[fill[rows[k]]] = cols[k]
+            fill[rows[k]] += 1
+    bound = 0
+    for q in m_cols:
+        bound += p_indptr[q + 1] - p_indptr[q]
+    indices = np.empty(bound, np.int64)
+    indptr = np.empty(n_out + 1, np.int64)
+    indptr[0] = 0
+    marker = np.full(n_cols, -1, np.int64)           # marker[c] == r: c is in row r already
+    at = 0
+    for r in range(n_out):
+        for k in range(start[r], start[r + 1]):
+            q = m_cols[k]
+            for t in range(p_indptr[q], p_indptr[q + 1]):
+                c = p_indices[t]
+                if marker[c] != r:
+                    marker[c] = r
+                    indices[at] = c
+                    at += 1
+        indptr[r + 1] = at
+    return indptr, indices[:at]
+
+
+@jit
+def _row_pairs(selected, a_indptr, a_indices, b_indptr, b_indices):
+    """Every pair (i, j) with i in row r of A and j in row r of B, for the rows `selected`."""
+    total = 0
+    for r in selected:
+        total += (a_indptr[r + 1] - a_indptr[r]) * (b_indptr[r + 1] - b_indptr[r])
+    first = np.empty(total, np.int64)
+    second = np.empty(total, np.int64)
+    at = 0
+    for r in selected:
+        for s in range(a_indptr[r], a_indptr[r + 1]):
+            for t in range(b_indptr[r], b_indptr[r + 1]):
+                first[at] = a_indices[s]
+                second[at] = b_indices[t]
+                at += 1
+    return first, second
+
+
 class _Detection:
-    """The forward pass: `P[s]`, the pattern of slot s (None: depends on no input), and per
-    entry the reads its rule gave (None: an entry no input reaches)."""
+    """The forward pass: `P[s]`, the pattern of slot s as (indptr, indices) (None: depends on
+    no input), and per entry the reads its rule gave (None: an entry no input reaches)."""
 
     def __init__(self, tape, in_slots, fixed_constants):
-        sp = _sp()
         self.tape = tape
         self.n = n = sum(tape.sizes[s] for s in in_slots)
         P = self.P = [None] * len(tape.S)
         col = 0
         for s in in_slots:
             size = tape.sizes[s]
-            block = sp.csr_matrix((np.ones(size, bool), np.arange(col, col + size),
-                                   np.arange(size + 1)), shape=(size, n))
-            P[s] = block if P[s] is None else P[s] + block     # an argument passed twice
+            block = (np.arange(size + 1, dtype=np.int64), np.arange(col, col + size,
+                                                                    dtype=np.int64))
+            P[s] = block if P[s] is None else _gather_union(    # an argument passed twice
+                np.tile(np.arange(size, dtype=np.int64), 2), np.arange(2 * size, dtype=np.int64),
+                size, np.concatenate([P[s][0], P[s][0][-1] + block[0][1:]]),
+                np.concatenate([P[s][1], block[1]]), n)
             col += size
         # slots whose values may change between calls: inputs (differentiated or not), the
         # implicit inputs of a nested transform, arrays re-read per call, and what they reach
@@ -95,6 +160,7 @@ class _Detection:
         if not fixed_constants:
             varies[[s for s, _ in tape.constants]] = True
         self.reads = [None] * len(tape.E)
+        self.operands = [None] * len(tape.E)
         warned = set()
         for e, prim in enumerate(tape.prims):
             ops = operands(tape, e)
@@ -103,10 +169,8 @@ class _Detection:
             if all(P[s] is None for s in ops):
                 continue
             reads = self._reads(e, prim, ops, warned)
-            self.reads[e] = reads
-            parts = [_pattern_rows(rule, P[s], tape.sizes[o])
-                     for s, rule in zip(ops, reads) if rule is not None and P[s] is not None]
-            P[o] = _union(parts)
+            self.reads[e], self.operands[e] = reads, ops
+            P[o] = self.read_rows(ops, reads, tape.sizes[o], range(len(ops)))
 
     def _reads(self, e, prim, ops, warned):
         tape = self.tape
@@ -125,98 +189,120 @@ class _Detection:
             reads = (ALL,) * len(ops)
         return reads
 
+    def read_rows(self, ops, reads, n_out, which):
+        """The pattern of what an entry's output elements read of its operands `which` (None
+        when that is nothing): the operand's own pattern where an operand of the output's size
+        is read at its own index, else one product of the read map with the stacked operand
+        patterns."""
+        P, sizes = self.P, self.tape.sizes
+        used = [i for i in which if reads[i] is not None and P[ops[i]] is not None]
+        if not used:
+            return None
+        if all(_is(reads[i], SAME) and sizes[ops[i]] == n_out for i in used) and \
+                all(P[ops[i]] is P[ops[used[0]]] for i in used):
+            return P[ops[used[0]]]
+        if len(used) == 1 and isinstance(reads[used[0]], tuple) and reads[used[0]][0] is None:
+            return _gather_rows(P[ops[used[0]]], reads[used[0]][1], self.n)
+        rows, cols, indptrs, indices, offset = [], [], [np.zeros(1, np.int64)], [], 0
+        for i in used:
+            p_indptr, p_indices = P[ops[i]]
+            if _is(reads[i], ALL):      # every output element reads the union of the rows
+                size = p_indptr.size - 1
+                p_indptr, p_indices = _gather_union(np.zeros(size, np.int64),
+                                                    np.arange(size, dtype=np.int64), 1,
+                                                    p_indptr, p_indices, self.n)
+                r, c = np.arange(n_out, dtype=np.int64), np.zeros(n_out, np.int64)
+            else:
+                r, c = _read_map(reads[i], n_out, sizes[ops[i]])
+            rows.append(r)
+            cols.append(c + offset)
+            indptrs.append(indptrs[-1][-1] + p_indptr[1:])
+            indices.append(p_indices)
+            offset += p_indptr.size - 1
+        return _gather_union(np.concatenate(rows), np.concatenate(cols), n_out,
+                             np.concatenate(indptrs), np.concatenate(indices), self.n)
+
     def pattern(self, s):
         P = self.P[s]
-        return _sp().csr_matrix((self.tape.sizes[s], self.n), dtype=bool) if P is None else P
+        return (np.zeros(self.tape.sizes[s] + 1, np.int64), np.zeros(0, np.int64)) \
+            if P is None else P
 
     def couplings(self, out_slot):
-        """The pattern matrices whose sum (and its transpose) is the Hessian's pattern: one per
-        coupling of an entry the output depends on, from a reverse pass of element masks."""
+        """The pairs (first, second) of input elements that second derivatives couple, from
+        each entry the output depends on (a reverse pass of element masks): one pair of arrays
+        per coupling."""
         tape, P = self.tape, self.P
         live = [None] * len(tape.S)
         live[out_slot] = np.ones(tape.sizes[out_slot], bool)
-        parts = []
+        pairs = []
         for e in range(len(tape.E) - 1, -1, -1):
-            reads = self.reads[e]
+            reads, ops = self.reads[e], self.operands[e]
             o = int(tape.E[e, 4])
             if reads is None or live[o] is None or not live[o].any():
                 continue
-            ops, lo, n_out = operands(tape, e), live[o], tape.sizes[o]
+            lo, n_out = live[o], tape.sizes[o]
             coupling = tape.prims[e].coupling
             if coupling is None:
                 coupling = "nonlinear"      # warned about by the forward pass (no rule at all)
-            parts.extend(self._coupled(coupling, ops, reads, lo, o))
+            pairs.extend(self._coupled(coupling, ops, reads, lo, o))
             for s, rule in zip(ops, reads):
                 if rule is None or P[s] is None:
                     continue
                 ls = _live_operand(rule, lo, n_out, tape.sizes[s])
                 live[s] = ls if live[s] is None else live[s] | ls
-        return parts
+        return pairs
 
     def _coupled(self, coupling, ops, reads, lo, o):
         P, sizes = self.P, self.tape.sizes
-        rows = None if lo.all() else np.flatnonzero(lo)
-
-        def read(i):
-            if reads[i] is None or P[ops[i]] is None:
-                return None
-            R = _pattern_rows(reads[i], P[ops[i]], sizes[o])
-            return R if rows is None else R[rows]
-
+        selected = np.flatnonzero(lo)
         if coupling == "nonlinear":
-            Q = P[o] if rows is None else P[o][rows]
-            return [Q.T @ Q]
+            return [_row_pairs(selected, *P[o], *P[o])]
         if coupling == "diagonal":
             if reads[0] is None or P[ops[0]] is None:
                 return []
-            l0 = _live_operand(reads[0], lo, sizes[o], sizes[ops[0]])
-            Q = P[ops[0]][np.flatnonzero(l0)]
-            return [Q.T @ Q]
+            l0 = np.flatnonzero(_live_operand(reads[0], lo, sizes[o], sizes[ops[0]]))
+            return [_row_pairs(l0, *P[ops[0]], *P[ops[0]])]
         out = []
         for i, j in coupling:
-            Ri, Rj = read(i), read(j)
+            Ri = self.read_rows(ops, reads, sizes[o], (i,))
+            Rj = Ri if i == j else self.read_rows(ops, reads, sizes[o], (j,))
             if Ri is not None and Rj is not None:
-                out.append(Ri.T @ Rj)
+                out.append(_row_pairs(selected, *Ri, *Rj))
         return out
 
 
-def _pattern_rows(rule, Pop, n_out):
-    """The pattern rows an entry's output elements read of one operand (pattern Pop)."""
-    sp = _sp()
-    size = Pop.shape[0]
-    if rule is SAME or (isinstance(rule, str) and rule == SAME):
-        if size == n_out:
-            return Pop
-        return Pop[np.zeros(n_out, np.int64)]          # a broadcast operand of size 1
-    if isinstance(rule, str) and rule == ALL:
-        union = np.unique(Pop.indices)
-        return sp.csr_matrix((np.ones(n_out * union.size, bool), np.tile(union, n_out),
-                              np.arange(n_out + 1) * union.size), shape=(n_out, Pop.shape[1]))
+def _is(rule, marker):
+    return isinstance(rule, str) and rule == marker
+
+
+def _gather_rows(pattern, cols, n_cols):
+    """Rows `cols` of a pattern: index arrays only where each row holds one column."""
+    indptr, indices = pattern
+    if indices.size == indptr.size - 1 and (indptr.size == 1 or
+                                            (indptr[1:] - indptr[:-1]).min() == 1):
+        return np.arange(cols.size + 1, dtype=np.int64), indices[cols]
+    ramp = np.arange(cols.size, dtype=np.int64)
+    return _gather_union(ramp, cols, cols.size, indptr, indices, n_cols)
+
+
+def _read_map(rule, n_out, size):
+    """(rows, cols): the output element and the operand element of each read (not `ALL`)."""
+    if _is(rule, SAME):
+        rows = np.arange(n_out, dtype=np.int64)
+        return rows, (rows if size == n_out else np.zeros(n_out, np.int64))
     rows, cols = rule
-    M = sp.csr_matrix((np.ones(rows.size, bool), (rows, cols)), shape=(n_out, size))
-    return M @ Pop
+    if rows is None:
+        rows = np.arange(n_out, dtype=np.int64)
+    return np.asarray(rows, np.int64), np.asarray(cols, np.int64)
 
 
 def _live_operand(rule, lo, n_out, size):
     """Which elements of an operand reach live output elements `lo` through `rule`."""
-    if isinstance(rule, str) and rule == SAME:
+    if _is(rule, SAME):
         return lo.copy() if size == n_out else np.full(size, lo.any())
-    if isinstance(rule, str) and rule == ALL:
+    if _is(rule, ALL):
         return np.full(size, lo.any())
     rows, cols = rule
     out = np.zeros(size, bool)
-    out[cols[lo[rows]]] = True
-    return out
-
-
-def _union(parts):
-    if not parts:
-        return None
-    first = parts[0]
-    if all(p is first for p in parts[1:]):
-        return first
-    out = first
-    for p in parts[1:]:
-        if p is not first:
-            out = out + p
+    out[cols[lo] if rows is None else cols[lo[rows]]] = True
     return out

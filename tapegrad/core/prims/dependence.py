@@ -22,14 +22,15 @@ def one_to_one(ip, n_out, sizes, consts):
 def index_map(ip, n_out, sizes, consts):
     """y[i] reads x[ip[i]] (and x[ip[n_out + i]] where the payload holds two maps)."""
     per_output = ip.size // n_out if n_out else 1
+    if per_output == 1:
+        return ((None, np.asarray(ip, np.int64)),)
     rows = np.tile(np.arange(n_out, dtype=np.int64), per_output)
     return ((rows, np.asarray(ip[:per_output * n_out], np.int64)),)
 
 
 def window(ip, n_out, sizes, consts):
     """y[i] reads x[start + i * step], ip = (start, step)."""
-    rows = np.arange(n_out, dtype=np.int64)
-    return ((rows, int(ip[0]) + rows * int(ip[1])),)
+    return ((None, int(ip[0]) + np.arange(n_out, dtype=np.int64) * int(ip[1])),)
 
 
 def segments(ip, n_out, sizes, consts):
