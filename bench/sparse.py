@@ -14,8 +14,9 @@
 (c) Detection of the pattern (Jacobian of (a), Hessian of (b)) against one gradient of the
     same function (goal <= 5x).
 
-Times are the minimum over many repetitions (`timeit`, several batches): the machine is shared,
-so the minimum is the figure least disturbed by other processes, and it is what is printed.
+Times are the minimum over many rounds (each round times one batch of every function in turn,
+interleaved): the machine is shared, so the minimum is the figure least disturbed by other
+processes, and it is what is printed.
 """
 import argparse
 import os
@@ -43,9 +44,15 @@ def rosenbrock(x):
     return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
 
 
-def best(fn, repeat, number):
-    """The minimum per-call time in seconds over `repeat` batches of `number` calls."""
-    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
+def race(rounds, **timed):
+    """{name: the minimum per-call time in seconds}: `timed` maps a name to (function, calls per
+    batch); each round times one batch of every function in turn (interleaved, so that load
+    from other processes hits them alike), `rounds` rounds."""
+    best = dict.fromkeys(timed, float("inf"))
+    for _ in range(rounds):
+        for name, (fn, number) in timed.items():
+            best[name] = min(best[name], timeit.timeit(fn, number=number) / number)
+    return best
 
 
 def plan_of(transform):
@@ -62,12 +69,13 @@ def jacobian_case(repeat):
     dense = rev(u)
     assert np.allclose(J.toarray(), dense, rtol=0, atol=1e-12) and np.allclose(fwd(u), dense)
     tape, plan = plan_of(jac)
-    t_sparse = best(lambda: jac(u), repeat, 200)
-    t_rev = best(lambda: rev(u), max(3, repeat // 4), 2)
-    t_fwd = best(lambda: fwd(u), max(3, repeat // 4), 2)
-    t_detect = best(lambda: sparsity.jacobian_pattern(tape, tape.input_slots, tape.output_slots),
-                    repeat, 20)
-    t_grad = best(lambda: gradient(u), repeat, 200)
+    gradient(u)
+    t = race(repeat, sparse=(lambda: jac(u), 100), rev=(lambda: rev(u), 1),
+             fwd=(lambda: fwd(u), 1), grad=(lambda: gradient(u), 100),
+             detect=(lambda: sparsity.jacobian_pattern(tape, tape.input_slots,
+                                                       tape.output_slots), 10))
+    t_sparse, t_rev, t_fwd, t_detect, t_grad = (t[k] for k in ("sparse", "rev", "fwd", "detect",
+                                                               "grad"))
     print(f"(a) residual Jacobian {n} x {n}: {plan.n_colors} colors ({plan.mode}; goal <= "
           f"{GOALS['jac_colors']}), {J.nnz} nonzeros, equal to the dense jacrev")
     print(f"    sparse {t_sparse * 1e6:9.1f} us   dense jacrev {t_rev * 1e6:9.1f} us "
@@ -93,10 +101,10 @@ def hessian_case(repeat):
     assert np.allclose(H @ np.ones(n), tg.hvp(rosenbrock, x, np.ones(n)), rtol=1e-12,
                        atol=1e-8) and g.shape == (n,)
     tape, plan = plan_of(hess)
-    t_hess = best(lambda: hess(x), repeat, 20)
-    t_grad = best(lambda: grad(x), repeat, 100)
-    t_detect = best(lambda: sparsity.hessian_pattern(tape, tape.input_slots,
-                                                     tape.output_slots[0]), repeat, 5)
+    t = race(repeat, hess=(lambda: hess(x), 10), grad=(lambda: grad(x), 50),
+             detect=(lambda: sparsity.hessian_pattern(tape, tape.input_slots,
+                                                      tape.output_slots[0]), 2))
+    t_hess, t_grad, t_detect = t["hess"], t["grad"], t["detect"]
     print(f"(b) chained Rosenbrock Hessian, n = {n}: {plan.n_colors} colors (goal <= "
           f"{GOALS['hess_colors']}), {H.nnz} nonzeros, equal to the dense at n = 300 and to "
           "hvp at n = 10^4")
@@ -110,7 +118,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
     repeat = 3 if parser.parse_args().quick else 30
-    print("minimum over many repetitions (a shared machine: the least disturbed figure)")
+    print(f"minimum over {repeat} interleaved rounds (a shared machine: the least disturbed figure)"
+          f"; load average {os.getloadavg()[0]:.1f}")
     jacobian_case(repeat)
     hessian_case(repeat)
 

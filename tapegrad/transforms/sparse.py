@@ -106,8 +106,8 @@ def _given_pattern(sparsity):
     """None for "auto", else the caller's pattern as a boolean CSR matrix."""
     if isinstance(sparsity, str):
         if sparsity != "auto":
-            raise ValueError(f"sparsity must be None, 'auto', a scipy sparse matrix or a boolean "
-                             f"array, got {sparsity!r}")
+            raise ValueError(f"sparsity must be None, 'auto', a scipy sparse matrix or a 2-d "
+                             f"boolean array, got {sparsity!r}")
         return None
     if hasattr(sparsity, "tocsr") and getattr(sparsity, "ndim", 2) == 2:
         M = sparsity.tocsr()
@@ -138,7 +138,10 @@ def _off_diagonal(pattern):
 
 def _check_shape(pattern, shape, what):
     if pattern.shape != shape:
-        raise ValueError(f"sparsity has shape {pattern.shape}, but the {what} has shape {shape}")
+        raise ValueError(f"sparsity has shape {pattern.shape}, but the {what} has shape {shape} "
+                         "(output elements, differentiated input elements)" if what == "Jacobian"
+                         else f"sparsity has shape {pattern.shape}, but the {what} has shape "
+                         f"{shape} (differentiated input elements, twice)")
 
 
 class _JacobianPlan:
