@@ -231,6 +231,16 @@ def test_a_wrong_rule_is_caught_by_the_subset_check():
     assert (_dense_nonzeros(f, [x]) & ~P).any()
 
 
+@pytest.mark.parametrize("rule", [
+    lambda ip, n_out, sizes, consts: ((None, np.arange(n_out) + 100),),
+    lambda ip, n_out, sizes, consts: ((np.arange(n_out) + 100, np.arange(n_out)),),
+    lambda ip, n_out, sizes, consts: ((np.arange(n_out), np.arange(n_out + 1)),)])
+def test_a_rule_reading_out_of_range_is_refused_before_compiled_code(rule):
+    tape = _with_rule(tg.trace(lambda x: x[1:] * x[:-1], X), "window", reads_elements=rule)
+    with pytest.raises(RuntimeError, match="a dependence rule"):
+        jacobian_pattern(tape, tape.input_slots, tape.output_slots)
+
+
 def test_a_primitive_without_a_rule_is_dense_with_a_warning():
     f = lambda x: x[1:] * 2.0
     tape = _with_rule(tg.trace(f, X), "window", reads_elements=None)

@@ -211,7 +211,7 @@ class _Detection:
                 p_indptr, p_indices = _gather_union(np.zeros(size, np.int64),
                                                     np.arange(size, dtype=np.int64), 1,
                                                     p_indptr, p_indices, self.n)
-                r, c = np.arange(n_out, dtype=np.int64), np.zeros(n_out, np.int64)
+                r, c = None, np.zeros(n_out, np.int64)
             else:
                 r, c = _read_map(reads[i], n_out, sizes[ops[i]])
             rows.append(r)
@@ -219,8 +219,15 @@ class _Detection:
             indptrs.append(indptrs[-1][-1] + p_indptr[1:])
             indices.append(p_indices)
             offset += p_indptr.size - 1
-        return _gather_union(np.concatenate(rows), np.concatenate(cols), n_out,
-                             np.concatenate(indptrs), np.concatenate(indices), self.n)
+        if all(r is None for r in rows):    # one read per output element and operand: in
+            rows = np.repeat(np.arange(n_out, dtype=np.int64), len(cols))     # row order
+            cols = np.stack(cols, axis=1).reshape(-1)
+        else:
+            ramp = np.arange(n_out, dtype=np.int64)
+            rows = np.concatenate([ramp if r is None else r for r in rows])
+            cols = np.concatenate(cols)
+        return _gather_union(rows, cols, n_out, np.concatenate(indptrs), np.concatenate(indices),
+                             self.n)
 
     def pattern(self, s):
         P = self.P[s]
@@ -234,7 +241,7 @@ class _Detection:
         tape, P = self.tape, self.P
         live = [None] * len(tape.S)
         live[out_slot] = np.ones(tape.sizes[out_slot], bool)
-        pairs = []
+        pairs, self.paired = [], {}
         for e in range(len(tape.E) - 1, -1, -1):
             reads, ops = self.reads[e], self.operands[e]
             o = int(tape.E[e, 4])
@@ -254,21 +261,32 @@ class _Detection:
 
     def _coupled(self, coupling, ops, reads, lo, o):
         P, sizes = self.P, self.tape.sizes
+        complete = bool(lo.all())
         selected = np.flatnonzero(lo)
         if coupling == "nonlinear":
-            return [_row_pairs(selected, *P[o], *P[o])]
+            return self._pairs(selected, complete, P[o], P[o])
         if coupling == "diagonal":
             if reads[0] is None or P[ops[0]] is None:
                 return []
-            l0 = np.flatnonzero(_live_operand(reads[0], lo, sizes[o], sizes[ops[0]]))
-            return [_row_pairs(l0, *P[ops[0]], *P[ops[0]])]
+            l0 = _live_operand(reads[0], lo, sizes[o], sizes[ops[0]])
+            return self._pairs(np.flatnonzero(l0), bool(l0.all()), P[ops[0]], P[ops[0]])
         out = []
         for i, j in coupling:
             Ri = self.read_rows(ops, reads, sizes[o], (i,))
             Rj = Ri if i == j else self.read_rows(ops, reads, sizes[o], (j,))
             if Ri is not None and Rj is not None:
-                out.append(_row_pairs(selected, *Ri, *Rj))
+                out.extend(self._pairs(selected, complete, Ri, Rj))
         return out
+
+    def _pairs(self, selected, complete, A, B):
+        """[the pairs of rows `selected` of patterns A and B], or [] where every row of the same
+        two patterns gave its pairs already (a chain of elementwise entries shares patterns)."""
+        if complete:
+            key = (id(A), id(B))
+            if key in self.paired:
+                return []
+            self.paired[key] = (A, B)          # kept alive: the ids stay theirs
+        return [_row_pairs(selected, *A, *B)]
 
 
 def _is(rule, marker):
@@ -278,6 +296,8 @@ def _is(rule, marker):
 def _gather_rows(pattern, cols, n_cols):
     """Rows `cols` of a pattern: index arrays only where each row holds one column."""
     indptr, indices = pattern
+    cols = np.ascontiguousarray(cols, np.int64)
+    _check_range(cols, indptr.size - 1, "an operand")
     if indices.size == indptr.size - 1 and (indptr.size == 1 or
                                             (indptr[1:] - indptr[:-1]).min() == 1):
         return np.arange(cols.size + 1, dtype=np.int64), indices[cols]
@@ -286,14 +306,26 @@ def _gather_rows(pattern, cols, n_cols):
 
 
 def _read_map(rule, n_out, size):
-    """(rows, cols): the output element and the operand element of each read (not `ALL`)."""
+    """(rows, cols): the output element and the operand element of each read (not `ALL`);
+    rows None: output element i reads cols[i] only."""
     if _is(rule, SAME):
-        rows = np.arange(n_out, dtype=np.int64)
-        return rows, (rows if size == n_out else np.zeros(n_out, np.int64))
+        return None, (np.arange(n_out, dtype=np.int64) if size == n_out else
+                      np.zeros(n_out, np.int64))
     rows, cols = rule
-    if rows is None:
-        rows = np.arange(n_out, dtype=np.int64)
-    return np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    cols = np.ascontiguousarray(cols, np.int64)
+    if rows is not None:
+        rows = np.ascontiguousarray(rows, np.int64)
+        _check_range(rows, n_out, "an output")
+    if cols.ndim != 1 or cols.size != (n_out if rows is None else rows.size):
+        raise RuntimeError("a dependence rule gave rows and cols of different shapes")
+    _check_range(cols, size, "an operand")
+    return rows, cols
+
+
+def _check_range(index, size, what):
+    """The compiled kernels do not check bounds: a rule's indices are checked first."""
+    if index.size and (index.min() < 0 or index.max() >= size):
+        raise RuntimeError(f"a dependence rule read outside {what} of {size} elements")
 
 
 def _live_operand(rule, lo, n_out, size):
