@@ -416,3 +416,21 @@ def test_import_stays_light():
     code = "import sys, tapegrad; print('scipy' in sys.modules, 'numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_arrays_re_read_per_call_are_not_taken_as_constants():
+    A = np.eye(4)
+    jac = tg.jacobian(lambda x: A @ x, sparsity="auto", capture="call")
+    assert np.array_equal(jac(np.ones(4)).toarray(), A)
+    A[0, 1] = 5.0                       # a zero of the traced A is not in the pattern's way
+    assert np.array_equal(jac(np.ones(4)).toarray(), A)
+
+
+def test_trees_of_inputs_and_outputs_are_flattened_end_to_end():
+    def f(d):
+        return d["a"][1:] * d["b"], np.sum(d["a"] ** 2)
+    d = {"a": np.arange(4.0), "b": np.ones(3)}
+    J = tg.jacobian(f, sparsity="auto")(d)
+    D = tg.jacobian(f)(d)
+    full = np.block([[D[0]["a"], D[0]["b"]], [D[1]["a"][None], D[1]["b"][None]]])
+    assert J.shape == (4, 7) and np.array_equal(J.toarray(), full)
