@@ -14,9 +14,10 @@ def every_operand(ip, n_out, sizes, consts):
     return (ALL,) * len(sizes)
 
 
-def one_to_one(ip, n_out, sizes, consts):
-    """Output element i reads element i of each operand."""
-    return (SAME,) * len(sizes)
+def selection(ip, n_out, sizes, consts):
+    """y[i] is b[i] or c[i] as the condition a[i] says: a has no derivative, b and c are read
+    at their own index (both: which one depends on the values)."""
+    return (None, SAME, SAME)
 
 
 def index_map(ip, n_out, sizes, consts):
