@@ -43,8 +43,8 @@ def is_tensor(obj):
 from .transforms.tape import GuardError, Tape
 from .inspect.display import GraphTape
 from .eager.flatten import tape_of
-from .transforms.gradients import (
-    grad, hessian, hessp, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp)
+from .transforms.gradients import grad, hessp, hvp, jacfwd, jacrev, jvp, value_and_grad, vjp
+from .transforms.sparse import hessian, jacobian
 from .transforms.compiled import Compiled, compiled
 from .transforms.trace import trace_function as trace
 from .batch.vmap import vmap

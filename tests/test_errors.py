@@ -729,6 +729,29 @@ CASES = [
          code="tg.hessp(lambda x: (x ** 3).sum())(np.ones(2), [np.ones(2)])",
          raises="ValueError",
          message="p must have the structure of x"),
+    # ---- sparse Jacobians and Hessians ----
+    dict(what="A sparsity pattern of the wrong shape",
+         code="tg.jacobian(lambda x: x[1:] - x[:-1], sparsity=np.eye(3, dtype=bool))(np.ones(3))",
+         raises="ValueError",
+         message="sparsity has shape (3, 3), but the Jacobian has shape (2, 3) (output "
+                 "elements, differentiated input elements)"),
+    dict(what="A sparsity pattern that is not a sparse matrix or a boolean array",
+         code="tg.hessian(lambda x: (x ** 3).sum(), sparsity=np.eye(3))",
+         raises="TypeError",
+         message="sparsity must be None, 'auto', a scipy sparse matrix or a 2-d boolean array, "
+                 "got an array of shape (3, 3) and dtype float64"),
+    dict(what="A sparsity that is neither a pattern nor 'auto'",
+         code="tg.jacobian(lambda x: x * 2, sparsity='yes')",
+         raises="ValueError",
+         message="sparsity must be None, 'auto', a scipy sparse matrix or a 2-d boolean array, "
+                 "got 'yes'"),
+    dict(what="A sparse Jacobian or Hessian inside a differentiated function",
+         code="tg.grad(lambda x: tg.jacobian(lambda y: y * x, sparsity='auto')(x).sum())"
+              "(np.ones(2))",
+         raises="NotImplementedError",
+         message="jacobian with sparsity of values that an enclosing computation records: a "
+                 "sparse matrix cannot be a traced value; use the dense transform inside a "
+                 "differentiated function"),
 ]
 
 

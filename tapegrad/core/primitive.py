@@ -9,6 +9,9 @@ says what the entry computes and how every part of tapegrad treats it:
   `variadic`;
 * its shape rule (`check`), which the tape validator runs on entries from outside the process;
 * the per-point scratch its kernels need (`scratch`), which the GPU reserves;
+* how its derivatives depend on its operands' elements (`element_reads`, `coupling`), which
+  sparsity detection (`transforms.sparsity`) propagates over a tape: an elementwise primitive
+  derives both from its rows, a structural one declares `reads_elements` and `curvature`;
 * its rules, the bodies of forward, VJP, JVP and VJP-of-JVP (second order):
   - an elementwise primitive gives scalar expressions (`f`, `d`, `d2`) and a numpy forward for
     eager tensors; `core.codegen` writes their loops;
@@ -39,6 +42,12 @@ SIGNATURES = {
 }
 
 
+# What an output element reads of an operand, in a dependence rule's answer (`Prim.element_reads`)
+SAME = "same"     # the element at its own index (an operand of size 1: its one element)
+ALL = "all"       # every element of the operand
+CURVATURES = ("linear", "diagonal", "bilinear", "nonlinear")
+
+
 class NoGPURule(NotImplementedError):
     """A tape holds a primitive whose rules the GPU does not run (`cuda=False`): vmap with
     device="cuda" says so, device="auto" replays the batch on the CPU instead."""
@@ -66,6 +75,9 @@ class Prim:
     check: object = None           # shape rule: check(ip, n_out, operand sizes) -> error or None
     scratch: object = None         # per-point scratch rows: scratch(n_out) (None: none)
     cuda: bool = True              # its portable rules run on the GPU (False: vmap refuses)
+    # dependence (structural; elementwise primitives derive it): see `element_reads`, `coupling`
+    reads_elements: object = None  # reads_elements(ip, n_out, sizes, consts) -> per operand
+    curvature: str = None          # "linear" | "diagonal" | "bilinear" | "nonlinear"
     rules: dict = field(default_factory=dict)        # rule -> kernel body (portable)
     overrides: dict = field(default_factory=dict)    # (rule, layout) -> kernel body
     doc: str = ""
@@ -87,6 +99,38 @@ class Prim:
         if self.variadic:
             return 0
         return {"unary": 1, "binary": 2}.get(self.kind, self.arity)
+
+    def element_reads(self, ip, n_out, sizes, consts):
+        """Which elements of each operand each output element's derivative may depend on, at any
+        values: a tuple with, per operand, None (no derivative), `SAME`, `ALL`, or (rows, cols)
+        int arrays (output element rows[k] reads operand element cols[k]; rows None: output
+        element i reads cols[i] only, a gather). `consts` holds, per
+        operand, its values where they are the same at every call (constants), else None: a rule
+        may drop reads that a zero constant cancels (a product with a sparse matrix). None when
+        the primitive declares no rule. Elementwise: an operand whose partial is the literal
+        "0.0" is not read (comparisons, rounding), any other is read at its own index."""
+        if self.elementwise:
+            return tuple(None if d == "0.0" else SAME for d in self.d)
+        if self.reads_elements is None:
+            return None
+        return self.reads_elements(ip, n_out, sizes, consts)
+
+    @property
+    def coupling(self):
+        """How second derivatives couple the elements an output element reads: () (linear, or
+        piecewise linear), a tuple of operand pairs (i, j) (the elements of operand i and of
+        operand j read by one output element; (0, 0): an elementwise operand with itself),
+        "diagonal" (each operand element with itself only: a sum of squares), "nonlinear" (every
+        pair an output element reads); None when undeclared. Elementwise primitives derive it
+        from which second partials `d2` are not the literal "0.0"."""
+        if self.kind == "unary":
+            return () if self.d2[0] == "0.0" else ((0, 0),)
+        if self.kind == "binary":
+            return tuple(pair for pair, d2 in zip(((0, 0), (0, 1), (1, 1)), self.d2)
+                         if d2 != "0.0")
+        if self.linear and self.curvature is None:
+            return ()
+        return {"linear": (), "bilinear": ((0, 1),)}.get(self.curvature, self.curvature)
 
     def body(self, rule, layout):
         """The kernel body of `rule` for `layout` (its override, else the portable one)."""
@@ -141,13 +185,15 @@ def compare(opcode, name, expr, numpy):
 
 
 def structural(opcode, name, grad_fn, check, arity=1, reads=None, variadic=False, linear=False,
-               scratch=None, cuda=True, doc=""):
+               scratch=None, cuda=True, doc="", reads_elements=None, curvature=None):
     """A structural primitive; attach its kernel bodies with the `fwd`, `vjp`, ... decorators.
     `cuda=False`: the GPU cannot run its rules (their scratch grows faster than the output's
-    size, which is all `scratch` is told), so vmap(device="cuda") refuses tapes holding it."""
+    size, which is all `scratch` is told), so vmap(device="cuda") refuses tapes holding it.
+    `reads_elements` and `curvature`: its dependence rule (see `Prim.element_reads` and
+    `Prim.coupling`; a linear primitive's curvature is "linear" unless it says otherwise)."""
     return Prim(opcode, name, "kernel", grad_fn, reads is not None, arity=arity,
                 variadic=variadic, linear=linear, reads=reads, check=check, scratch=scratch,
-                cuda=cuda, doc=doc)
+                cuda=cuda, doc=doc, reads_elements=reads_elements, curvature=curvature)
 
 
 # ---- the kernel language (see `core.layouts` for its rules) ------------------------------------

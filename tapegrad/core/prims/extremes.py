@@ -3,12 +3,14 @@ PyTorch's amax and JAX's max; NaN propagates."""
 import math
 
 from ..primitive import Values, helper, structural, temp, view
-from . import shapes
+from . import dependence, shapes
 
 segmax = structural(40, "segmax", "AmaxBackward0", shapes.segments, reads=(((0,), True),),
-                    scratch=lambda n_out: n_out)
+                    scratch=lambda n_out: n_out, reads_elements=dependence.segments,
+                    curvature="linear")
 segmin = structural(41, "segmin", "AminBackward0", shapes.segments, reads=(((0,), True),),
-                    scratch=lambda n_out: n_out)
+                    scratch=lambda n_out: n_out, reads_elements=dependence.segments,
+                    curvature="linear")
 
 
 @helper

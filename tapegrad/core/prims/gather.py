@@ -1,9 +1,10 @@
 """gather: y[i] = x[ip[i]], an index map (broadcasts, transposes, integer-array indexing);
 the VJP scatters with accumulation, so repeated indices add up."""
 from ..primitive import structural, view
-from . import shapes
+from . import dependence, shapes
 
-gather = structural(36, "gather", "IndexBackward0", shapes.index_map(1), linear=True)
+gather = structural(36, "gather", "IndexBackward0", shapes.index_map(1), linear=True,
+                    reads_elements=dependence.index_map)
 
 
 @gather.fwd

@@ -2,9 +2,10 @@
 (distances, forces): one pass over the pairs instead of three, each way. Recorded by `sub` when
 both operands are gathers of one tensor."""
 from ..primitive import structural, view
-from . import shapes
+from . import dependence, shapes
 
-gather_diff = structural(48, "gather_diff", "SubBackward0", shapes.index_map(2), linear=True)
+gather_diff = structural(48, "gather_diff", "SubBackward0", shapes.index_map(2),
+                         linear=True, reads_elements=dependence.index_map)
 
 
 @gather_diff.fwd

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..primitive import Values, helper, structural, temp, view
 from .linalg import _add_symmetric, _axpy, _copy, _mm, _trsolve, _zero
-from . import shapes
+from . import dependence, shapes
 
 
 def _dimensions(ip, n_out, sizes):
@@ -40,7 +40,8 @@ def _dimensions(ip, n_out, sizes):
 
 
 cholesky = structural(80, "cholesky", "LinalgCholeskyExBackward0", _dimensions,
-                      reads=(((), True),), scratch=lambda n_out: 4 * n_out, cuda=False)
+                      reads=(((), True),), scratch=lambda n_out: 4 * n_out, cuda=False,
+                      reads_elements=dependence.every_operand, curvature="nonlinear")
 
 
 @helper

@@ -36,7 +36,7 @@ import numpy as np
 from ..primitive import Values, helper, structural, temp, view
 from .linalg import (_add_symmetric, _copy, _identity, _mm, _rotate, _set_rotation,
                      _swap_columns_if, _zero)
-from . import shapes
+from . import dependence, shapes
 
 
 def _dimensions(ip, n_out, sizes):
@@ -51,7 +51,8 @@ def _dimensions(ip, n_out, sizes):
 
 
 eigh = structural(83, "eigh", "LinalgEighBackward0", _dimensions, reads=(((), True),),
-                  scratch=lambda n_out: 4 * n_out, cuda=False)
+                  scratch=lambda n_out: 4 * n_out, cuda=False,
+                  reads_elements=dependence.every_operand, curvature="nonlinear")
 
 
 # ---- derivatives (portable) ------------------------------------------------------------------

@@ -30,7 +30,7 @@ import math
 from ..primitive import Values, helper, structural, temp, view
 from .linalg import (_add_scaled, _axpy, _copy, _eliminate, _identity, _lu_solve, _mm,
                      _raise_if_singular, _scale, _zero)
-from . import shapes
+from . import dependence, shapes
 
 
 def _solve_dimensions(ip, n_out, sizes):
@@ -59,9 +59,11 @@ def _slogdet_dimensions(ip, n_out, sizes):
 
 
 solve = structural(81, "solve", "LinalgSolveExBackward0", _solve_dimensions, arity=2,
-                   reads=(((0,), True), ((0,), False)), cuda=False)
+                   reads=(((0,), True), ((0,), False)), cuda=False,
+                   reads_elements=dependence.every_operand, curvature="nonlinear")
 slogdet = structural(82, "slogdet", "LinalgSlogdetBackward0", _slogdet_dimensions,
-                     reads=(((0,), False),), cuda=False)
+                     reads=(((0,), False),), cuda=False,
+                     reads_elements=dependence.every_operand, curvature="nonlinear")
 
 
 # ---- solve --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..primitive import Values, helper, structural, temp, view
 from .linalg import _axpy, _copy, _mm, _scale, _trsolve, _zero
-from . import shapes
+from . import dependence, shapes
 
 
 def _dimensions(ip, n_out, sizes):
@@ -42,7 +42,8 @@ def _dimensions(ip, n_out, sizes):
 
 
 qr = structural(85, "qr", "LinalgQrBackward0", _dimensions, reads=(((), True),),
-                scratch=lambda n_out: 8 * n_out, cuda=False)
+                scratch=lambda n_out: 8 * n_out, cuda=False,
+                reads_elements=dependence.every_operand, curvature="nonlinear")
 
 
 # ---- derivatives (portable) ------------------------------------------------------------------

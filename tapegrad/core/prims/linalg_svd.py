@@ -37,7 +37,7 @@ import numpy as np
 from ..primitive import Values, helper, structural, temp, view
 from .linalg import (_axpy, _copy, _identity, _mm, _rotate, _set_rotation, _swap_columns_if,
                      _zero)
-from . import shapes
+from . import dependence, shapes
 
 
 def _dimensions(ip, n_out, sizes):
@@ -53,7 +53,8 @@ def _dimensions(ip, n_out, sizes):
 
 
 svd = structural(84, "svd", "LinalgSvdBackward0", _dimensions, reads=(((), True),),
-                 scratch=lambda n_out: 16 * n_out, cuda=False)
+                 scratch=lambda n_out: 16 * n_out, cuda=False,
+                 reads_elements=dependence.every_operand, curvature="nonlinear")
 
 
 # ---- derivatives (portable) ------------------------------------------------------------------

@@ -10,6 +10,7 @@ over the tile's points and reads a constant operand once per element, not once p
 import numpy as np
 
 from ..primitive import Values, helper, structural, view
+from . import dependence
 
 
 def _dimensions(ip, n_out, sizes):
@@ -29,7 +30,8 @@ def _dimensions(ip, n_out, sizes):
 
 
 matmul = structural(43, "matmul", "MmBackward0", _dimensions, arity=2,
-                    reads=(((1,), False), ((0,), False)))
+                    reads=(((1,), False), ((0,), False)),
+                    reads_elements=dependence.matrix_product, curvature="bilinear")
 
 
 # ---- portable: loops in index order ---------------------------------------------------------

@@ -5,10 +5,11 @@ Scratch (4 rows per output value): the number of zero factors of each segment, t
 its nonzero factors, and for the second order the sum of t/x over its nonzero factors and the
 tangent of its zero factors."""
 from ..primitive import Values, helper, structural, temp, view
-from . import shapes
+from . import dependence, shapes
 
 segprod = structural(42, "segprod", "ProdBackward1", shapes.segments, reads=(((0,), False),),
-                     scratch=lambda n_out: 4 * n_out)
+                     scratch=lambda n_out: 4 * n_out, reads_elements=dependence.segments,
+                     curvature="nonlinear")
 
 
 @helper

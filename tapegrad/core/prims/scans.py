@@ -16,6 +16,7 @@ second order, its tangent)."""
 import numpy as np
 
 from ..primitive import structural, temp, view
+from . import dependence
 
 
 def _predecessors(ip, n_out, sizes):
@@ -28,8 +29,9 @@ def _predecessors(ip, n_out, sizes):
 
 
 cumsum = structural(77, "cumsum", "CumsumBackward0", _predecessors, linear=True,
-                    scratch=lambda n_out: n_out, doc="y[i] = y[ip[i]] + x[i]")
+                    reads_elements=dependence.predecessor_chains, scratch=lambda n_out: n_out, doc="y[i] = y[ip[i]] + x[i]")
 cumprod = structural(78, "cumprod", "CumprodBackward0", _predecessors, reads=(((0,), True),),
+                     reads_elements=dependence.predecessor_chains, curvature="nonlinear",
                      scratch=lambda n_out: 2 * n_out, doc="y[i] = y[ip[i]] * x[i]")
 
 

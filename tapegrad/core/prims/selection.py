@@ -1,7 +1,7 @@
 """Selection and assembly: `where` (y = b if a else c, elementwise) and `pack` (the flat
 concatenation of any number of operands, listed in the payload: cat, stack)."""
 from ..primitive import structural, view
-from . import shapes
+from . import dependence, shapes
 
 
 def _adds_up(ip, n_out, sizes):
@@ -10,8 +10,11 @@ def _adds_up(ip, n_out, sizes):
 
 
 where = structural(45, "where", "WhereBackward0", shapes.same_size, arity=3,
-                   reads=((), ((0,), False), ((0,), False)))
-pack = structural(44, "pack", "CatBackward0", _adds_up, arity=0, variadic=True, linear=True)
+                   reads=((), ((0,), False), ((0,), False)),
+                   reads_elements=dependence.selection,
+                   curvature="linear")
+pack = structural(44, "pack", "CatBackward0", _adds_up, arity=0, variadic=True, linear=True,
+                  reads_elements=dependence.concatenation)
 
 
 @where.fwd

@@ -21,6 +21,7 @@ the VJP of the tangents of the adjoints (sort is piecewise linear).
 
 Scratch: two rows per value (a copy of the keys and the positions that break ties)."""
 from ..primitive import Values, helper, structural, temp, view
+from . import dependence
 
 
 def _lanes(ip, n_out, sizes):
@@ -35,7 +36,8 @@ def _lanes(ip, n_out, sizes):
 
 
 sort = structural(79, "sort", "SortBackward0", _lanes, reads=(((0,), False),),
-                  scratch=lambda n_out: 2 * n_out)
+                  scratch=lambda n_out: 2 * n_out, reads_elements=dependence.lanes,
+                  curvature="linear")
 
 
 @helper

@@ -1,17 +1,20 @@
 """Sums: `segsum` (scaled segment sum: sum and mean over axes), `segsumsq` (the segment sum of
 squares, sum(x * x, axis) in one entry) and `total` (the scaled sum of everything)."""
 from ..primitive import structural, view
-from . import shapes
+from . import dependence, shapes
 
 def _one_value(ip, n_out, sizes):
     return None if n_out == 1 else f"has one output value, not {n_out}"
 
 
 segsum = structural(38, "segsum", "SumBackward1", shapes.segments, linear=True,
+                    reads_elements=dependence.segments,
                     doc="y[ip[i]] += c0 * x[i]")
-total = structural(39, "total", "SumBackward0", _one_value, linear=True, doc="y = c0 * sum(x)")
+total = structural(39, "total", "SumBackward0", _one_value, linear=True, doc="y = c0 * sum(x)",
+                  reads_elements=dependence.every_operand)
 # Rounded as the square and the segment sum it replaces: each product is formed, then added.
 segsumsq = structural(49, "segsumsq", "SumBackward1", shapes.segments, reads=(((0,), False),),
+                      reads_elements=dependence.segments, curvature="diagonal",
                       doc="y[ip[i]] += c0 * x[i]^2")
 
 

@@ -1,6 +1,7 @@
 """window: y[i] = x[start + i * step], ip = (start, step): basic slices of a flat buffer,
 without gather's index map (and with a VJP that vectorises)."""
 from ..primitive import structural, view
+from . import dependence
 
 def _inside(ip, n_out, sizes):
     """The window lies inside its operand."""
@@ -13,7 +14,8 @@ def _inside(ip, n_out, sizes):
     return None
 
 
-window = structural(37, "window", "SliceBackward0", _inside, linear=True)
+window = structural(37, "window", "SliceBackward0", _inside, linear=True,
+                    reads_elements=dependence.window)
 
 
 @window.fwd

@@ -1,0 +1,436 @@
+"""Sparse Jacobians and Hessians: the dependence rules of every primitive, detection on tapes
+(exact patterns on simple programs, and on random programs a pattern that holds every nonzero of
+the dense derivative at several points), colorings and their recovery, the transforms
+(`jacobian(f, sparsity=...)`, `hessian(f, sparsity=...)`) against the dense ones, caching,
+branches and patterns given by the caller."""
+import dataclasses
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+import tapegrad as tg
+from tapegrad.core.primitive import ALL, CURVATURES, SAME
+from tapegrad.core.registry import PRIMS
+from tapegrad.transforms import coloring, sparsity
+from tapegrad.transforms.sparsity import SparsityWarning, hessian_pattern, jacobian_pattern
+
+
+def _jac_pattern(f, x):
+    tape = tg.trace(f, x)
+    return jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
+
+
+def _hess_pattern(f, x):
+    tape = tg.trace(f, x)
+    return hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray()
+
+
+def _dense_nonzeros(f, points, hessian=False):
+    mask = 0
+    for x in points:
+        D = (tg.hessian(f) if hessian else tg.jacobian(f))(x)
+        mask = mask | (np.abs(np.reshape(D, (-1, x.size))) > 0)
+    return mask
+
+
+# ---- every primitive declares a rule --------------------------------------------------------
+
+@pytest.mark.parametrize("p", PRIMS, ids=lambda p: p.name)
+def test_every_primitive_declares_a_dependence_rule(p):
+    coupling = p.coupling
+    assert coupling is not None, f"{p.name} declares no curvature"
+    assert coupling in ("diagonal", "nonlinear") or all(
+        isinstance(pair, tuple) and len(pair) == 2 for pair in coupling)
+    if p.elementwise:
+        assert p.reads_elements is None and p.curvature is None, "derived from the row"
+        return
+    assert p.reads_elements is not None, f"{p.name} declares no reads_elements"
+    assert p.curvature is None or p.curvature in CURVATURES
+    if not p.linear:
+        assert p.curvature is not None, f"nonlinear {p.name} must declare its curvature"
+
+
+def test_elementwise_rules_come_from_the_rows():
+    by = {p.name: p for p in PRIMS}
+    assert by["sin"].element_reads(None, 3, [3], (None,)) == (SAME,)
+    assert by["floor"].element_reads(None, 3, [3], (None,)) == (None,)
+    assert by["gt"].element_reads(None, 3, [3, 3], (None, None)) == (None, None)
+    assert by["mul"].coupling == ((0, 1),) and by["add"].coupling == ()
+    assert by["div"].coupling == ((0, 1), (1, 1)) and by["relu"].coupling == ()
+    assert by["square"].coupling == ((0, 0),)
+
+
+# ---- exact patterns ----------------------------------------------------------------------------
+
+N = 6
+X = np.linspace(-1.0, 1.5, N)
+
+
+def _band(n, lo, hi, m=None):
+    m = n if m is None else m
+    i, j = np.indices((m, n))
+    return (j - i >= lo) & (j - i <= hi)
+
+
+def test_elementwise_chain_is_diagonal():
+    assert (_jac_pattern(lambda x: np.exp(np.sin(x) * 2.0) / (1 + x * x), X) == np.eye(N)).all()
+
+
+def test_broadcast_scalar_operand_reads_everything_it_is_broadcast_from():
+    P = _jac_pattern(lambda x: x * np.sum(x[:2]), X)
+    expected = np.eye(N, dtype=bool)
+    expected[:, :2] = True
+    assert (P == expected).all()
+
+
+def test_slices_and_diff_are_bands():
+    assert (_jac_pattern(lambda x: np.diff(x), X) == _band(N, 0, 1, N - 1)).all()
+    assert (_jac_pattern(lambda x: x[1:] * x[:-1], X) == _band(N, 0, 1, N - 1)).all()
+    assert (_jac_pattern(lambda x: x[::2] + 0.0, X) == np.eye(N)[::2]).all()
+
+
+def test_integer_indexing_and_flip_are_permutations():
+    idx = np.array([3, 0, 0, 5])
+    assert (_jac_pattern(lambda x: x[idx] * 1.0, X) == np.eye(N)[idx]).all()
+    assert (_jac_pattern(lambda x: np.flip(x) * 1.0, X) == np.eye(N)[::-1]).all()
+
+
+def test_sum_over_an_axis_and_total():
+    P = _jac_pattern(lambda x: np.sum(x.reshape(2, 3), axis=1), X)
+    assert (P == np.kron(np.eye(2), np.ones((1, 3)))).all()
+    assert _jac_pattern(lambda x: np.sum(x), X).all()
+
+
+def test_cumsum_is_a_lower_triangle():
+    assert (_jac_pattern(lambda x: np.cumsum(x), X) == np.tril(np.ones((N, N)))).all()
+    P = _jac_pattern(lambda x: np.cumsum(x.reshape(2, 3), axis=1).ravel(), X)
+    assert (P == np.kron(np.eye(2), np.tril(np.ones((3, 3))))).all()
+
+
+def test_matmul_with_a_constant_sparse_matrix_keeps_its_zeros():
+    A = np.diag(np.arange(1.0, N + 1)) + np.diag(np.ones(N - 1), 2)[:N, :N]
+    A[2, 2] = 0.0
+    assert (_jac_pattern(lambda x: A @ x, X) == (A != 0)).all()
+    assert (_jac_pattern(lambda x: x @ A, X) == (A.T != 0)).all()
+
+
+def test_matmul_of_variable_operands_reads_rows_and_columns():
+    P = _jac_pattern(lambda x: (x.reshape(2, 3) @ x.reshape(3, 2)).ravel(), X)
+    expected = np.zeros((4, N), bool)
+    for i in range(2):
+        for j in range(2):
+            expected[2 * i + j, 3 * i:3 * i + 3] = True       # row i of the first factor
+            expected[2 * i + j, j::2] = True                  # column j of the second
+    assert (P == expected).all()
+
+
+def test_piecewise_primitives_keep_their_reads_where_the_derivative_is_zero_here():
+    x = np.array([-1.0, 2.0, -3.0, 4.0])           # relu'(x) = 0 at half the points
+    assert (_jac_pattern(lambda x: np.maximum(x, 0.0), x) == np.eye(4)).all()
+    assert (_jac_pattern(lambda x: tg.relu(x), x) == np.eye(4)).all()
+    eye = np.eye(4, dtype=bool)
+    rolled = eye | eye[np.roll(np.arange(4), 1)]           # y[i] reads x[i] and x[i - 1]
+    assert (_jac_pattern(lambda x: np.where(x > 0, x * 2.0, np.roll(x, 1)), x) == rolled).all()
+    assert (_jac_pattern(lambda x: np.maximum(x, np.roll(x, 1)), np.zeros(4)) == rolled).all()
+
+
+def test_constants_and_comparisons_read_nothing():
+    assert not _jac_pattern(lambda x: np.floor(x) + np.ones(N), X).any()
+
+
+def test_hessian_patterns():
+    rosen = lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    assert (_hess_pattern(rosen, X) == _band(N, -1, 1)).all()
+    assert (_hess_pattern(lambda x: np.sum(x * x), X) == np.eye(N)).all()
+    assert (_hess_pattern(lambda x: np.sum(x[1:] * x[:-1]), X) ==
+            (_band(N, -1, 1) & ~np.eye(N, dtype=bool))).all()
+    assert not _hess_pattern(lambda x: np.sum(np.maximum(2 * x, 1.0)) + np.sum(x), X).any()
+    arrow = _hess_pattern(lambda x: np.sum(x) ** 2 + np.sum(np.sin(x)), X)
+    assert arrow.all()
+    # an element the result does not read couples nothing: sin(x)[1:] is not live
+    expected = np.zeros((N, N), bool)
+    expected[0, 0] = expected[1, 2] = expected[2, 1] = True
+    assert (_hess_pattern(lambda x: np.sin(x)[0] + x[1] * x[2], X) == expected).all()
+
+
+# ---- random programs: the pattern holds every nonzero, at several points ----------------------
+
+def _program(rng, n):
+    """A random function of x (n,) built from a pool of primitives, and its Hessian-ready
+    scalar form."""
+    A = np.where(rng.random((n, n)) < 0.25, rng.normal(size=(n, n)), 0.0)
+    idx = rng.integers(0, n, n)
+    unary = [np.sin, np.tanh, lambda v: np.exp(-v * v), lambda v: np.maximum(v, 0.1),
+             lambda v: np.roll(v, 1), lambda v: np.flip(v), lambda v: np.cumsum(v) * 0.1,
+             lambda v: v[idx], lambda v: A @ v, lambda v: np.sort(v), lambda v: v * np.max(v),
+             lambda v: np.concatenate([v[:1], np.diff(v)]), lambda v: np.cumprod(v * 0.5 + 1),
+             lambda v: v * np.prod(v[:2] + 2), lambda v: np.abs(v) + v[::-1] ** 3]
+    binary = [lambda a, b: a * b, lambda a, b: a / (1 + b * b), lambda a, b: a - 2 * b,
+              lambda a, b: np.where(a > b, a, b * b), lambda a, b: np.minimum(a, b),
+              lambda a, b: np.arctan2(a, b + 3.0)]
+    steps = []
+    for _ in range(6):
+        if rng.random() < 0.6:
+            steps.append((0, rng.integers(len(unary)), rng.integers(0, len(steps) + 1)))
+        else:
+            steps.append((1, rng.integers(len(binary)), rng.integers(0, len(steps) + 1),
+                          rng.integers(0, len(steps) + 1)))
+
+    def f(x):
+        values = [x]
+        for step in steps:
+            if step[0] == 0:
+                values.append(unary[step[1]](values[step[2]]))
+            else:
+                values.append(binary[step[1]](values[step[2]], values[step[3]]))
+        return np.concatenate([values[-1], values[-2]])
+
+    def scalar(x):
+        out = f(x)
+        return np.sum(out * out[::-1]) + np.sum(np.sin(out))
+
+    return f, scalar
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_programs_patterns_hold_every_nonzero(seed):
+    rng = np.random.default_rng(seed)
+    n = 7
+    f, scalar = _program(rng, n)
+    points = [rng.normal(size=n) for _ in range(3)]
+    J = _jac_pattern(f, points[0])
+    assert not (_dense_nonzeros(f, points) & ~J).any()
+    H = _hess_pattern(scalar, points[0])
+    assert not (_dense_nonzeros(scalar, points, hessian=True) & ~H).any()
+    assert (H == H.T).all()
+    x = points[1]
+    assert np.allclose(tg.jacobian(f, sparsity="auto")(x).toarray(), tg.jacobian(f)(x),
+                       rtol=1e-12, atol=1e-12)
+    assert np.allclose(tg.hessian(scalar, sparsity="auto")(x).toarray(), tg.hessian(scalar)(x),
+                       rtol=1e-10, atol=1e-10)
+
+
+def _with_rule(tape, name, **changes):
+    """The tape with its entries of primitive `name` given another definition (a test's wrong
+    or missing rule)."""
+    tape.prims = [dataclasses.replace(p, **changes) if p.name == name else p
+                  for p in tape.prims]
+    return tape
+
+
+def test_a_wrong_rule_is_caught_by_the_subset_check():
+    f = lambda x: x[1:] * 2.0
+    x = np.random.default_rng(0).normal(size=N)
+    wrong = lambda ip, n_out, sizes, consts: ((np.arange(n_out), np.arange(n_out)),)
+    tape = _with_rule(tg.trace(f, x), "window", reads_elements=wrong)
+    P = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
+    assert (_dense_nonzeros(f, [x]) & ~P).any()
+
+
+@pytest.mark.parametrize("rule", [
+    lambda ip, n_out, sizes, consts: ((None, np.arange(n_out) + 100),),
+    lambda ip, n_out, sizes, consts: ((np.arange(n_out) + 100, np.arange(n_out)),),
+    lambda ip, n_out, sizes, consts: ((np.arange(n_out), np.arange(n_out + 1)),)])
+def test_a_rule_reading_out_of_range_is_refused_before_compiled_code(rule):
+    tape = _with_rule(tg.trace(lambda x: x[1:] * x[:-1], X), "window", reads_elements=rule)
+    with pytest.raises(RuntimeError, match="a dependence rule"):
+        jacobian_pattern(tape, tape.input_slots, tape.output_slots)
+
+
+def test_a_primitive_without_a_rule_is_dense_with_a_warning():
+    f = lambda x: x[1:] * 2.0
+    tape = _with_rule(tg.trace(f, X), "window", reads_elements=None)
+    with pytest.warns(SparsityWarning, match="window declares no dependence rule"):
+        P = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
+    assert P.all()
+    tape = _with_rule(tg.trace(lambda x: np.sum(np.sort(x) ** 2), X), "sort",
+                      reads_elements=None, curvature=None)
+    with pytest.warns(SparsityWarning):
+        assert hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray().all()
+
+
+# ---- colorings ------------------------------------------------------------------------------
+
+def _random_symmetric(rng, n, density):
+    M = rng.random((n, n)) < density
+    M = M | M.T | np.eye(n, dtype=bool)
+    return scipy.sparse.csr_matrix(M)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_star_coloring_recovers_every_entry(seed):
+    rng = np.random.default_rng(seed)
+    P = _random_symmetric(rng, 40, 0.08)
+    H = np.where(P.toarray(), rng.normal(size=P.shape), 0.0)
+    H = H + H.T
+    graph = scipy.sparse.csr_matrix(P.toarray() & ~np.eye(40, dtype=bool))
+    colors = coloring.star_coloring(graph)
+    assert colors.max() < 40
+    assert not (graph.toarray() & (colors[:, None] == colors[None, :])).any(), "distance-1"
+    B = H @ coloring.seeds(colors).T                     # (n, colors)
+    color, row = coloring.star_recovery(P, colors)
+    assert np.array_equal(B[row, color], H[P.nonzero()])
+
+
+def test_colorings_of_bands_and_arrows():
+    tri = scipy.sparse.csr_matrix(_band(1000, -1, 1))
+    side, colors = coloring.jacobian_coloring(tri)
+    assert colors.max() + 1 == 3
+    graph = scipy.sparse.csr_matrix(_band(1000, -1, 1) & ~np.eye(1000, dtype=bool))
+    assert coloring.star_coloring(graph).max() + 1 <= 3
+    arrow = np.zeros((50, 50), bool)
+    arrow[0, 1:] = arrow[1:, 0] = True
+    assert coloring.star_coloring(scipy.sparse.csr_matrix(arrow)).max() + 1 == 2
+
+
+def test_jacobian_coloring_picks_the_side_with_fewer_colors():
+    dense_row = np.eye(30, dtype=bool)
+    dense_row[0] = True                                  # a row reading every column
+    side, colors = coloring.jacobian_coloring(scipy.sparse.csr_matrix(dense_row))
+    assert side == "rev" and colors.max() + 1 == 2
+    side, _ = coloring.jacobian_coloring(scipy.sparse.csr_matrix(dense_row), "fwd")
+    assert side == "fwd"
+
+
+def test_detection_colors_the_tridiagonal_residual_with_three():
+    residual = lambda u: np.concatenate([u[:1], u[2:] - 2 * u[1:-1] + u[:-2] - u[1:-1] ** 3,
+                                         u[-1:]])
+    u = np.random.default_rng(1).normal(size=200)
+    jac = tg.jacobian(residual, sparsity="auto")
+    J = jac(u)
+    tape = jac.traced.cache and next(iter(jac.traced.cache.values()))[0]
+    (plan,) = [v for k, v in tape.derived.items() if k[0][0] == "sparse jacobian"]
+    assert plan.n_colors == 3
+    assert np.allclose(J.toarray(), tg.jacobian(residual)(u), rtol=0, atol=1e-12)
+
+
+# ---- the transforms ---------------------------------------------------------------------------
+
+def _pde(u):
+    """A finite-difference residual of -u'' + u^3 = 1 on a grid of 12 x 12 (2-D Laplacian)."""
+    h = 1.0 / 13
+    U = u.reshape(12, 12)
+    P = np.pad(U, 1)
+    lap = (P[:-2, 1:-1] + P[2:, 1:-1] + P[1:-1, :-2] + P[1:-1, 2:] - 4 * U) / h ** 2
+    return (-lap + U ** 3 - 1.0).ravel()
+
+
+CASES = [
+    ("elementwise", lambda x: np.tanh(x) * np.exp(x) - x ** 2, 30),
+    ("broadcast", lambda x: x * np.sum(x[:3]) + np.mean(x), 30),
+    ("slices", lambda x: x[2:] * x[:-2] - x[1:-1], 30),
+    ("diff", lambda x: np.diff(x) ** 2, 30),
+    ("sums", lambda x: np.sum(x.reshape(5, 6) ** 2, axis=0), 30),
+    ("matmul", lambda x: np.diag(np.arange(30.0)) @ np.sin(x) + np.eye(30, k=3) @ x, 30),
+    ("cumsum", lambda x: np.cumsum(x) * x, 30),
+    ("where", lambda x: np.where(x > 0, x, 0.1 * x) + np.maximum(x, x[::-1]), 30),
+    ("pde", _pde, 144),
+]
+
+
+@pytest.mark.parametrize("name,f,n", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("mode", [None, "fwd", "rev"])
+def test_sparse_jacobian_equals_the_dense(name, f, n, mode):
+    x = np.random.default_rng(3).normal(size=n)
+    J = tg.jacobian(f, sparsity="auto", mode=mode)(x)
+    assert isinstance(J, scipy.sparse.csr_matrix)
+    assert np.allclose(J.toarray(), tg.jacobian(f)(x), rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,f,n", CASES, ids=[c[0] for c in CASES])
+def test_sparse_hessian_equals_the_dense(name, f, n):
+    g = lambda x: np.sum(f(x) ** 2) + np.sum(np.cos(x))
+    x = np.random.default_rng(4).normal(size=n)
+    H = tg.hessian(g, sparsity="auto")(x)
+    assert isinstance(H, scipy.sparse.csr_matrix)
+    assert np.allclose(H.toarray(), tg.hessian(g)(x), rtol=1e-10, atol=1e-8)
+
+
+def test_later_calls_replay_the_cached_plan(monkeypatch):
+    rosen = lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    hess = tg.hessian(rosen, sparsity="auto")
+    x = np.random.default_rng(5).normal(size=50)
+    hess(x)
+    monkeypatch.setattr(sparsity, "hessian_pattern", None)       # detection would fail now
+    monkeypatch.setattr(coloring, "star_coloring", None)
+    for _ in range(2):
+        x = np.random.default_rng(6).normal(size=50)
+        assert np.allclose(hess(x).toarray(), tg.hessian(rosen)(x))
+
+
+def test_branches_have_their_own_patterns():
+    def f(x):
+        if np.sum(x) > 0:
+            return x[1:] * x[:-1]
+        return np.cumsum(x)[1:]
+    jac = tg.jacobian(f, sparsity="auto")
+    for x in (np.ones(8), -np.ones(8), np.arange(8.0), -np.arange(8.0)):
+        J = jac(x)
+        assert np.allclose(J.toarray(), tg.jacobian(f)(x))
+    assert jac(np.ones(8)).nnz == 14 and jac(-np.ones(8)).nnz == 35
+
+
+def test_argnums_has_aux_and_float32():
+    def f(x, y):
+        return np.sum(x ** 2 * y[:3]) + np.sum(y ** 3), {"y": y}
+    x, y = np.ones(3, np.float32), np.arange(4, dtype=np.float32)
+    H, aux = tg.hessian(f, argnums=(0, 1), has_aux=True, sparsity="auto")(x, y)
+    dense = tg.hessian(lambda x, y: f(x, y)[0], argnums=(0, 1))(x, y)
+    full = np.block([[dense[0][0], dense[0][1]], [dense[1][0], dense[1][1]]])
+    assert H.shape == (7, 7) and H.dtype == np.float32 and np.allclose(H.toarray(), full)
+    assert np.array_equal(aux["y"], y)
+    J = tg.jacobian(lambda x, y: x * y[1:], argnums=1, sparsity="auto")(x, y)
+    assert np.allclose(J.toarray(), tg.jacobian(lambda x, y: x * y[1:], argnums=1)(x, y))
+
+
+def test_a_given_pattern_is_used_and_checked():
+    f = lambda x: x[1:] - x[:-1] ** 2
+    x = np.random.default_rng(7).normal(size=6)
+    pattern = _band(6, 0, 1, 5)
+    for given in (pattern, scipy.sparse.csr_matrix(pattern), scipy.sparse.coo_matrix(pattern)):
+        J = tg.jacobian(f, sparsity=given)(x)
+        assert np.allclose(J.toarray(), tg.jacobian(f)(x)) and J.nnz == 10
+    H = tg.hessian(lambda x: np.sum(x[1:] * x[:-1] ** 2), sparsity=np.triu(_band(6, -1, 1)))(x)
+    assert np.allclose(H.toarray(), tg.hessian(lambda x: np.sum(x[1:] * x[:-1] ** 2))(x))
+    with pytest.raises(ValueError, match=r"sparsity has shape \(6, 6\), but the Jacobian has "
+                                         r"shape \(5, 6\)"):
+        tg.jacobian(f, sparsity=np.eye(6, dtype=bool))(x)
+    with pytest.raises(TypeError, match="sparsity must be None, 'auto', a scipy sparse matrix "
+                                        "or a 2-d boolean array, got an array of shape"):
+        tg.jacobian(f, sparsity=np.eye(6))
+    with pytest.raises(ValueError, match="sparsity must be None, 'auto'"):
+        tg.hessian(f, sparsity="yes")
+
+
+def test_inside_a_traced_computation_it_refuses():
+    inner = tg.jacobian(lambda y: y * 2.0, sparsity="auto")
+    with pytest.raises(NotImplementedError, match="sparse matrix cannot be a traced value"):
+        tg.grad(lambda x: np.sum(inner(x).toarray()))(np.ones(3))
+
+
+def test_import_stays_light():
+    code = "import sys, tapegrad; print('scipy' in sys.modules, 'numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_arrays_re_read_per_call_are_not_taken_as_constants():
+    A = np.eye(4)
+    jac = tg.jacobian(lambda x: A @ x, sparsity="auto", capture="call")
+    assert np.array_equal(jac(np.ones(4)).toarray(), A)
+    A[0, 1] = 5.0                       # a zero of the traced A is not in the pattern's way
+    assert np.array_equal(jac(np.ones(4)).toarray(), A)
+
+
+def test_trees_of_inputs_and_outputs_are_flattened_end_to_end():
+    def f(d):
+        return d["a"][1:] * d["b"], np.sum(d["a"] ** 2)
+    d = {"a": np.arange(4.0), "b": np.ones(3)}
+    J = tg.jacobian(f, sparsity="auto")(d)
+    D = tg.jacobian(f)(d)
+    full = np.block([[D[0]["a"], D[0]["b"]], [D[1]["a"][None], D[1]["b"][None]]])
+    assert J.shape == (4, 7) and np.array_equal(J.toarray(), full)
