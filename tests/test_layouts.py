@@ -336,7 +336,8 @@ def _scalar_operands(p, rng, dtype):
     """Each operand of one element, at every point: special values and random ones."""
     k = 1 if p.kind == "unary" else 2
     values = np.concatenate([SPECIAL, rng.standard_normal(12)])
-    return [rng.choice(values, (1, POINTS)).astype(dtype) for _ in range(k)]
+    with np.errstate(over="ignore"):        # float32: the extremes overflow to infinities
+        return [rng.choice(values, (1, POINTS)).astype(dtype) for _ in range(k)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
