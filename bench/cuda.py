@@ -17,9 +17,14 @@ backend (kernel compile, or load from numba's cache) is timed separately.
 
 Without a GPU the script says why and exits 0: nothing to measure.
 """
-import os
-import sys
-import time
+if __name__ != "__main__":
+    # Run as a script, bench/ leads sys.path, and a peer's optional `import cuda` (PyTorch looks
+    # for NVIDIA's cuda-python bindings) would find this file: refuse, as a missing package.
+    raise ImportError("bench/cuda.py is a benchmark script, not NVIDIA's cuda package")
+
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

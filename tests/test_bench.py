@@ -21,6 +21,32 @@ def run_script(name, tmp_path):
     return proc.stdout, json.loads(out.read_text())
 
 
+# what the benchmarks import; each imports further modules, some only if they are installed
+PEERS = ("numpy", "numba", "scipy", "dask.array", "distributed", "jax", "torch", "autograd",
+         "matplotlib")
+
+
+def test_no_script_shadows_a_module_the_peers_import():
+    """A script runs with bench/ first on sys.path, so a script named like a module that a
+    peer imports is what the peer gets: `bench/sparse.py` made dask's optional `import sparse`
+    load it, and dask.array failed at import. Imports every peer with bench/ first on the path
+    and lists the modules that came from bench/."""
+    code = ("import importlib, os, sys\n"
+            f"bench = {os.path.join(ROOT, 'bench')!r}\n"
+            "sys.path.insert(0, bench)\n"
+            f"for name in {PEERS!r}:\n"
+            "    try:\n"
+            "        importlib.import_module(name)\n"
+            "    except ImportError:\n"
+            "        pass\n"
+            "print(sorted(n for n, m in list(sys.modules.items())\n"
+            "             if os.path.dirname(getattr(m, '__file__', None) or '') == bench))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip() == "[]", f"bench/ scripts shadowing modules: {proc.stdout}"
+
+
 def test_eager_quick(tmp_path):
     stdout, data = run_script("eager", tmp_path)
     assert "tutorial-1" in stdout

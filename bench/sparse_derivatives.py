@@ -1,6 +1,6 @@
 """Sparse Jacobians and Hessians: colors, replay time against the dense transforms, detection.
 
-    python bench/sparse.py [--quick]
+    python bench/sparse_derivatives.py [--quick]
 
 (a) Jacobian of a 1-D finite-difference residual, n = 1000 (tridiagonal 1000 x 1000):
     F(u)_i = u_{i-1} - 2 u_i + u_{i+1} - h^2 (u_i^3 - 1), u_0 = u_{n+1} = 0.
