@@ -222,10 +222,10 @@ def rules_module(layout):
 
 def _scalar_reads(p, values):
     """The statements reading an entry's operands (and, in a reverse rule, its output) from V
-    at their offsets, the constants where the expressions use them."""
+    at their offsets, the constants where the expressions (`f` and the partials) use them."""
     text = "ia = S[sa, 0]\n" + ("ib = S[sb, 0]\n" if p.kind == "binary" else "")
     text += "".join(f"{v} = V[{at}]\n" for v, at in values)
-    used = " ".join((p.f,) + p.d + p.d2)
+    used = " ".join((p.f,) + p.d)
     text += "".join(f"{c} = FC[e, {k}]\n" for k, c in enumerate(("c0", "c1"))
                     if re.search(rf"\b{c}\b", used))
     return text
@@ -273,15 +273,13 @@ def _scalar_reverse(p, first=False):
 _SCALAR_RULES = {"forward": _scalar_forward, "backward": _scalar_reverse,
                  "backward_first": lambda p: _scalar_reverse(p, first=True)}
 
-# the opcodes of the elementwise primitives, a table the generated loops index
-_ELEMENTWISE_TABLE = "\n_ELEMENTWISE = np.array({flags}, np.bool_)\n"
-
-
 def elementwise_table():
-    flags = [False] * (max(p.opcode for p in PRIMS) + 1)
+    """`_ELEMENTWISE[op]`: whether opcode op is an elementwise primitive (the scalar path's
+    test), a constant array of the generated module."""
+    flags = [0] * (max(p.opcode for p in PRIMS) + 1)
     for p in PRIMS:
-        flags[p.opcode] = p.elementwise
-    return _ELEMENTWISE_TABLE.format(flags=[int(f) for f in flags])
+        flags[p.opcode] = int(p.elementwise)
+    return f"\n_ELEMENTWISE = np.array({flags}, np.bool_)\n"
 
 
 def scalar_path(fn):
