@@ -545,3 +545,35 @@ def test_a_key_computed_from_the_inputs_is_guarded(f):
     X = np.stack(points)
     np.testing.assert_array_equal(tg.vmap(g, fuse=False)(X),
                                   np.stack([tg.grad(f)(x) for x in points]))
+
+
+def test_tracing_holds_the_cycle_collector_off_and_gives_it_back():
+    """A trace keeps every recorded value alive until its tape is built, so the cycle collector
+    is held off while it runs (nothing to collect, a graph to walk again and again); it is on
+    again afterwards, also when the function raises, and stays off when the caller had it off."""
+    import gc
+    seen = []
+
+    def f(x):
+        seen.append(gc.isenabled())
+        return np.sum(x * x)
+
+    def broken(x):
+        seen.append(gc.isenabled())
+        raise ValueError("broken")
+
+    assert gc.isenabled()
+    np.testing.assert_array_equal(tg.grad(f)(np.ones(3)), 2.0)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ValueError, match="broken"):
+        tg.grad(broken)(np.ones(3))
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        tg.trace(f, np.ones(4))
+        assert seen[-1] is False and not gc.isenabled()
+    finally:
+        gc.enable()
+    nested = tg.grad(lambda x: tg.grad(f)(x * 2.0).sum())     # the inner trace leaves it off
+    nested(np.ones(2))
+    assert not any(seen[2:]) and gc.isenabled()

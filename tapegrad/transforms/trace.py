@@ -25,6 +25,8 @@ Rules of replay (they decide what a tape may assume about `f`):
   traced values (`grad(lambda x: x * grad(lambda y: x * y)(2.0))`): they become implicit
   inputs of its tape, and the enclosing tape differentiates through them (`trace`'s closures).
 """
+import gc
+
 import numpy as np
 
 from . import signature
@@ -107,6 +109,25 @@ def _output_tensor(leaf, dtype):
                     "are arrays, numbers, or tuples/lists/dicts of them")
 
 
+class _collector_paused:
+    """Python's cyclic garbage collector held off while a trace records and flattens.
+
+    A trace allocates a few objects per recorded operation (the value, its tensor, its node)
+    and keeps them all alive until the tape is built: the collector, triggered by allocation
+    counts, then walks the growing graph again and again, for nothing, since none of it is
+    garbage yet (on a tape of 40,000 entries that is a third of the tracing time). Reference
+    counting still frees acyclic garbage at once; cycles the traced function makes are
+    collected after. Nested traces leave it to the outermost."""
+
+    def __enter__(self):
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self._was_enabled:
+            gc.enable()
+
+
 def trace(f, leaves, structure, argnums=None, closures=False):
     """Trace `f` at the call whose arguments (`signature.arguments`: the positional ones, then
     the keyword ones) flatten to `leaves` and `structure`, onto a Tape.
@@ -123,6 +144,11 @@ def trace(f, leaves, structure, argnums=None, closures=False):
     of its entry in the enclosing recording (`transforms.nested`). Otherwise they are constants
     of the tape, and a value traced by a transform that has finished raises.
     """
+    with _collector_paused():
+        return _trace(f, leaves, structure, argnums, closures)
+
+
+def _trace(f, leaves, structure, argnums, closures):
     closures = closures or state.tracing > 0          # asked before our own tracing starts
     since = next(graph._sequence)                       # nodes recorded from here on are f's
     leaf_signatures = (structure, tuple(map(signature.leaf_signature, leaves)))
@@ -160,11 +186,7 @@ def trace(f, leaves, structure, argnums=None, closures=False):
         need[s] = diff[k]
     for t in closure:
         need[flat.slot_of(t)] = 1
-    for row, payload in _rows_with_operands(flat):
-        op, out_slot = row[0], row[4]
-        if _DIFFERENTIABLE[op] and any(need[s] for s in payload):
-            need[out_slot] = 1
-    flat, n_adjoint = compact_adjoints(flat, need)
+    flat, n_adjoint = compact_adjoints(flat, _needing_adjoints(flat, need.tolist()))
     input_slots = [flat.slot_of(t) for t in inputs]
     taken = input_ids | {id(t) for t in closure}
     constants = [(s, t.data) for s, t in flat.leaves if id(t) not in taken]
@@ -216,13 +238,20 @@ def _refuse_leaked(f, flat, input_ids):
                 "use it inside the transformed function")
 
 
-def _rows_with_operands(flat):
-    """(row, operand slots) of each entry, with pack's operands read from its payload."""
-    for row in flat.E:
-        if _VARIADIC[row[0]]:
-            yield row, flat.IP[row[5]:row[5] + row[6]]
-        else:
-            yield row, [s for s in row[1:4] if s >= 0]
+def _needing_adjoints(flat, need):
+    """`need` (a list of 0/1 per slot, set for the differentiated inputs) completed in tape
+    order: an entry's output needs an adjoint when it is differentiable and an operand does.
+    Pack's operands are its payload."""
+    IP = flat.IP.tolist() if flat.IP.size else []
+    for op, a, b, c, out, at, length, _ in flat.E.tolist():
+        if not _DIFFERENTIABLE[op]:
+            continue
+        if _VARIADIC[op]:
+            if any(need[s] for s in IP[at:at + length]):
+                need[out] = 1
+        elif (a >= 0 and need[a]) or (b >= 0 and need[b]) or (c >= 0 and need[c]):
+            need[out] = 1
+    return need
 
 
 def trace_function(f, *example_args, **kwargs):
