@@ -16,7 +16,7 @@ import numpy as np
 
 from .registry import PRIMS
 
-_VARIADIC = [p.variadic for p in PRIMS]
+_VARIADIC_ARRAY = np.array([p.variadic for p in PRIMS], bool)
 
 
 class FlatTape:
@@ -81,20 +81,23 @@ def compact_adjoints(flat, need):
     operands = E[:, 1:5]
     E[:, 1:5] = np.where(operands >= 0, renumber[np.maximum(operands, 0)], -1)
     IP = flat.IP.copy()
-    for e in (e for e in range(len(E)) if _VARIADIC[E[e, 0]]):
+    for e in np.flatnonzero(_VARIADIC_ARRAY[E[:, 0]]).tolist():     # operands in the payload
         span = slice(E[e, 5], E[e, 5] + E[e, 6])
         IP[span] = renumber[IP[span]]
-    values = [flat.values[s] for s in order]
-    sizes = [flat.sizes[s] for s in order]
-    offsets, total = [], 0
-    for n in sizes:
-        offsets.append(total)
-        total += n
-    S = np.array([offsets, sizes], np.int64).T.reshape(-1, 2).copy()
-    V = np.concatenate([flat.V[flat.offsets[s]:flat.offsets[s] + flat.sizes[s]] for s in order]) \
-        if len(order) else flat.V.copy()
-    slots = {key: int(renumber[s]) for key, s in flat.slots.items()}
-    leaves = [(int(renumber[s]), t) for s, t in flat.leaves]
+    old_sizes = np.asarray(flat.sizes, np.int64)
+    sizes = old_sizes[order]
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    # V gathered in the new order: element k of new slot j comes from old offset + (k - start)
+    moved = np.asarray(flat.offsets, np.int64)[order] - starts
+    V = flat.V[np.repeat(moved, sizes) + np.arange(int(ends[-1]) if len(ends) else 0)]
+    S = np.stack([starts, sizes], axis=1)
+    offsets, sizes = starts.tolist(), sizes.tolist()
+    total = int(ends[-1]) if len(ends) else 0
+    new_slot = renumber.tolist()
+    values = [flat.values[s] for s in order.tolist()]
+    slots = {key: new_slot[s] for key, s in flat.slots.items()}
+    leaves = [(new_slot[s], t) for s, t in flat.leaves]
     compact = FlatTape(E, flat.FC, IP, S, need[order].astype(np.int64), V, offsets, sizes, values,
                        flat.nodes, slots, leaves, flat.calls)
     n_need = int(need.sum())

@@ -25,6 +25,8 @@ from .tensor import Tensor
 
 _NO_PAYLOAD = read_only(np.zeros(0, np.int64), owned=True)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_VARIADIC = [p.variadic for p in PRIMS]             # by opcode (lists: read per entry)
+_DIFFERENTIABLE = [p.differentiable for p in PRIMS]
 
 
 def reachable(outputs, boundary=()):
@@ -149,6 +151,7 @@ class Structure:
 
     def __init__(self, key):
         rows, offsets, sizes, need, dtypes, operands = [], [], [], [], [], []
+        variadic, differentiable = _VARIADIC, _DIFFERENTIABLE
         total = ip = 0
         for token in key:
             if token.__class__ is int:
@@ -159,12 +162,12 @@ class Structure:
                 need.append(bool(requires))
             else:                               # an entry, after its operands
                 opcode, size, dtype, n_payload = token
-                prim = PRIMS[opcode]
-                a, b, c = (-1, -1, -1) if prim.variadic else (operands + [-1, -1, -1])[:3]
-                rows.append((opcode, a, b, c, len(sizes), ip, n_payload, 0))
+                n = 0 if variadic[opcode] else len(operands)
+                rows += (opcode, operands[0] if n else -1, operands[1] if n > 1 else -1,
+                         operands[2] if n > 2 else -1, len(sizes), ip, n_payload, 0)
                 ip += n_payload
                 operands = []
-                need.append(prim.differentiable)
+                need.append(differentiable[opcode])
             offsets.append(total)
             sizes.append(size)
             dtypes.append(dtype)

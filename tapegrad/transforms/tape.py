@@ -84,7 +84,7 @@ class Tape(DisplayMethods):
         of the entries, the dtype of each input, where `load` writes each input (start, stop,
         shape, dtype), this thread's buffers, and `derived`: caches that modules keep per
         tape, by key, each computed at its first use (a tape never changes)."""
-        self.prims = [PRIMS[op] for op in self.E[:, 0]]
+        self.prims = [PRIMS[op] for op in self.E[:, 0].tolist()]
         self.input_dtypes = ((self.V0.dtype,) * len(self.input_slots) if self.signature is None
                              else signature.input_dtypes(self.signature))
         self._input_layout = tuple(
