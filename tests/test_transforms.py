@@ -17,6 +17,7 @@ import pytest
 import tapegrad as tg
 from tapegrad.core import pytree as _pytree
 from tapegrad.core import sweep as _sweep
+from tapegrad.core.codegen import assigns_first
 
 from conftest import rng_for
 
@@ -1044,3 +1045,67 @@ def test_transforms_are_thread_safe():
     for t in threads:
         t.join()
     assert not failures
+
+
+def _first_writes_by_walking(tape, out):
+    """`backward_first`'s (FIRST, ZERO) by walking the reverse sweep entry by entry: the
+    definition that `core.sweep._first_writes` computes with array operations."""
+    E, NEED = tape.E.tolist(), tape.NEED.tolist()
+    first, written, assigned = [0] * len(E), [False] * len(NEED), [False] * len(NEED)
+    written[out] = assigned[out] = bool(NEED[out])
+    for e in range(len(E) - 1, -1, -1):
+        op, a, b, c, o, at, length, _ = E[e]
+        prim = tape.prims[e]
+        if not NEED[o]:
+            continue
+        operands = tape.IP[at:at + length].tolist() if prim.variadic else (a, b, c)
+        for j, s in enumerate(operands):
+            if s < 0 or not NEED[s] or written[s]:
+                continue
+            written[s] = True
+            if j < 2 and assigns_first(prim) and (prim.kind != "binary"
+                                                  or tape.sizes[s] == tape.sizes[o]):
+                first[e] |= 1 << j
+                assigned[s] = True
+    spans = []
+    for s, need in enumerate(NEED):
+        if need and not assigned[s]:
+            lo, hi = tape.offsets[s], tape.offsets[s] + tape.sizes[s]
+            if spans and spans[-1][1] == lo:
+                spans[-1][1] = hi
+            else:
+                spans.append([lo, hi])
+    return first, spans
+
+
+@pytest.mark.parametrize("name", ["shared square", "stack of elements", "broadcast", "unused input",
+                                  "pack reading one value twice", "scalar graph", "constant",
+                                  "matmul", "several outputs"])
+def test_first_writes_agree_with_a_walk_of_the_reverse_sweep(name):
+    W = np.arange(12.0).reshape(3, 4) / 10
+
+    def scalar_graph(x):
+        nodes = [x[i] for i in range(6)]
+        for k in range(40):
+            a, b = nodes[-3], nodes[-5]
+            nodes.append(np.logaddexp(0.0, a) if k % 3 == 0 else a * b if k % 3 == 1 else
+                         sum(nodes[-6:-1:2]))
+        return nodes[-1]
+
+    f = {"shared square": lambda x: np.sum(np.exp(x) * np.exp(x)),
+         "stack of elements": lambda x: np.sum(np.stack([x[0] * x[1], x[2], x[0]]) ** 2),
+         "broadcast": lambda x: np.sum(np.tanh(x) * x[1] + x[:, None] * x[None, :]),
+         "unused input": lambda x, y: np.sum(2.0 * x),
+         "pack reading one value twice": lambda x: np.sum(np.concatenate([x, x, np.sin(x)])),
+         "scalar graph": scalar_graph,
+         "constant": lambda x: np.float64(3.0) + 0 * np.sum(x),
+         "matmul": lambda x: np.sum(np.exp(W @ x[:4])),
+         "several outputs": lambda x: (np.sum(x ** 3), np.prod(x[:3]))}[name]
+    args = (np.linspace(0.5, 1.5, 6), np.ones(2)) if name == "unused input" else \
+        (np.linspace(0.5, 1.5, 6),)
+    tape = tg.trace(f, *args)
+    for out in tape.output_slots:
+        first, zero = _sweep._first_writes(tape, out)
+        want_first, want_zero = _first_writes_by_walking(tape, out)
+        assert first.tolist() == want_first and zero.tolist() == want_zero
+        assert first.dtype == np.int64 and zero.dtype == np.int64 and zero.shape[1:] == (2,)

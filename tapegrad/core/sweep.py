@@ -166,38 +166,70 @@ def _first_writes(tape, out):
     against the output; `total` writes all of its operand). ZERO: the [lo, hi) spans of the
     adjoints that need one but get no such assignment (the inputs' adjoints, those written first
     by other kernels or never written), merged where adjacent. The seeded slot counts as written
-    (the caller seeds it; it is a scalar) and is not zeroed."""
-    from .codegen import assigns_first
-    # Python lists: this runs on the first call of every gradient, where numpy's scalar
-    # indexing would cost more than the sweeps
-    E, NEED, sizes, offsets = tape.E.tolist(), tape.NEED.tolist(), tape.sizes, tape.offsets
-    first = [0] * len(E)
-    written = [False] * len(NEED)
-    assigned = [False] * len(NEED)
-    written[out] = assigned[out] = bool(NEED[out])
-    for e in range(len(E) - 1, -1, -1):          # the order of the reverse sweep
-        op, a, b, c, o, ip_start, ip_len, _ = E[e]
-        prim = PRIMS[op]
-        if not NEED[o]:
-            continue                               # the sweep skips it
-        operands = tape.IP[ip_start:ip_start + ip_len].tolist() if prim.variadic else (a, b, c)
-        for j, s in enumerate(operands):
-            if s < 0 or not NEED[s] or written[s]:
-                continue
-            written[s] = True
-            if j < 2 and assigns_first(prim) and (prim.kind != "binary" or sizes[s] == sizes[o]):
-                first[e] |= 1 << j
-                assigned[s] = True
-    spans = []
-    for s, need in enumerate(NEED):
-        if not need or assigned[s]:
-            continue
-        lo, hi = offsets[s], offsets[s] + sizes[s]
-        if spans and spans[-1][1] == lo:
-            spans[-1][1] = hi
-        else:
-            spans.append([lo, hi])
-    return np.array(first, np.int64), np.array(spans, np.int64).reshape(-1, 2)
+    (the caller seeds it; it is a scalar) and is not zeroed.
+
+    It runs on the first call of every gradient, so it is array operations over the tape's
+    operand reads, not a Python loop over entries: the first writer of a slot in the reverse
+    sweep is its reader with the highest entry number (the lowest operand position within it),
+    among the entries the sweep runs (those whose output needs an adjoint)."""
+    E, NEED = tape.E, tape.NEED.astype(bool)
+    sizes = np.asarray(tape.sizes, np.int64)
+    table = _first_write_table()
+    runs = NEED[E[:, 4]] if len(E) else np.zeros(0, bool)
+    variadic = table.variadic[E[:, 0]] & runs
+    fixed = np.flatnonzero(runs & ~variadic)
+    entry = [np.repeat(fixed, 3)]
+    position = [np.tile(np.arange(3), fixed.size)]
+    slot = [E[fixed, 1:4].reshape(-1)]
+    for e in np.flatnonzero(variadic).tolist():     # operands in the payload (pack: few)
+        operands = tape.IP[E[e, 5]:E[e, 5] + E[e, 6]]
+        entry.append(np.full(operands.size, e))
+        position.append(np.arange(operands.size))
+        slot.append(operands)
+    entry, position, slot = (np.concatenate(a).astype(np.int64) for a in (entry, position, slot))
+    read = slot >= 0
+    read[read] = NEED[slot[read]]
+    read &= slot != out                               # the seed counts as written
+    entry, position, slot = entry[read], position[read], slot[read]
+    order = np.lexsort((position, -entry))            # the reverse sweep's order of writes
+    _, firsts = np.unique(slot[order], return_index=True)
+    writer = order[firsts]
+    e, j, s = entry[writer], position[writer], slot[writer]
+    op = E[e, 0]
+    assigns = (j < 2) & table.assigns[op] & (~table.binary[op] | (sizes[s] == sizes[E[e, 4]]))
+    first = np.zeros(len(E), np.int64)
+    np.bitwise_or.at(first, e[assigns], np.left_shift(1, j[assigns]))
+    assigned = np.zeros(NEED.size, bool)
+    assigned[s[assigns]] = True
+    if NEED.size:
+        assigned[out] = NEED[out]
+    zeroed = np.flatnonzero(NEED & ~assigned)
+    lo = np.asarray(tape.offsets, np.int64)[zeroed]
+    hi = lo + sizes[zeroed]
+    opens = np.ones(lo.size, bool)                    # a span not adjacent to the one before
+    opens[1:] = lo[1:] != hi[:-1]
+    closes = np.ones(lo.size, bool)                   # the last of its run of adjacent spans
+    closes[:-1] = opens[1:]
+    return first, np.stack([lo[opens], hi[closes]], axis=1).reshape(-1, 2)
+
+
+class _FirstWriteTable:
+    """Per opcode: variadic (operands in the payload), assigns its first writes, binary."""
+
+    def __init__(self):
+        from .codegen import assigns_first
+        self.variadic = np.array([p.variadic for p in PRIMS], bool)
+        self.assigns = np.array([assigns_first(p) for p in PRIMS], bool)
+        self.binary = np.array([p.kind == "binary" for p in PRIMS], bool)
+
+
+_first_write_tables = []
+
+
+def _first_write_table():
+    if not _first_write_tables:
+        _first_write_tables.append(_FirstWriteTable())
+    return _first_write_tables[0]
 
 
 def backward(tape, V, G):
