@@ -501,3 +501,43 @@ def test_full_outside_a_trace_is_numpy_s():
     assert type(np.full(2, 1.5)) is np.ndarray and type(np.full_like([1], 2)) is np.ndarray
     with pytest.raises(ValueError, match="could not broadcast input array from shape"):
         tg.grad(lambda x: np.full((2, 2), x).sum())(np.ones(3))
+
+
+@pytest.mark.parametrize("axis", [0, -1, 1, None])
+def test_stack_and_concatenate_along_the_first_axis_record_one_pack(axis):
+    """Along the first axis (or flattened) the pieces end to end are the result: one pack
+    entry, no gather after it; along another axis a window or gather lays them out. Gradients
+    agree with JAX either way."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+
+    def f(x, np=np):
+        a = np.stack([x[0] * x[1], x[2], np.sin(x[3])]) if axis is None else \
+            np.stack([x[:3], x[1:4] ** 2], axis=axis)
+        b = np.concatenate([x, x[::-1] * 2.0], axis=axis if axis in (None, 0, -1) else 0)
+        return np.sum(a ** 2) + np.sum(b ** 3)
+
+    x = np.array([0.5, -1.0, 2.0, 1.5])
+    tape = tg.trace(f, x)
+    packs = [int(tape.E[e, 4]) for e, p in enumerate(tape.prims) if p.name == "pack"]
+    laid_out = [s for s in packs if any(p.name in ("window", "gather") and tape.E[e, 1] == s
+                                        for e, p in enumerate(tape.prims))]
+    assert len(packs) == 2       # the 1-D concatenation is first-axis at every axis given
+    assert len(laid_out) == (1 if axis in (-1, 1) else 0)
+    np.testing.assert_allclose(tg.grad(f)(x), jax.grad(lambda v: f(v, jnp))(x), rtol=1e-13)
+
+
+def test_stack_and_cat_of_tensors_read_like_pytorch():
+    torch = pytest.importorskip("torch")
+    a, b = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([3.0, 4.0], requires_grad=True)
+    ta, tb = torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([3.0, 4.0], requires_grad=True)
+    for ours, theirs in ((tg.stack([a, b]), torch.stack([ta, tb])),
+                         (tg.cat([a, b]), torch.cat([ta, tb])),
+                         (tg.stack([a, b], dim=1), torch.stack([ta, tb], dim=1))):
+        assert ours.grad_fn.name() == theirs.grad_fn.name()
+        assert len(ours.grad_fn.next_functions) == len(theirs.grad_fn.next_functions)
+        (ours * ours).sum().backward()
+        (theirs * theirs).sum().backward()
+        np.testing.assert_array_equal(a.grad.numpy(), ta.grad.numpy())
+        np.testing.assert_array_equal(b.grad.numpy(), tb.grad.numpy())

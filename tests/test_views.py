@@ -149,3 +149,28 @@ def test_graph_of_a_saved_tensor_detached_in_place_still_displays():
     assert mul.name() == "MulBackward0" and len(mul.next_functions) == 2
     with pytest.raises(RuntimeError, match="detached in-place"):
         z.backward()
+
+
+def test_an_element_of_a_vector_is_a_zero_d_view(torch):
+    """x[i] of a vector (the read of scalar code, recorded without an index map) behaves as the
+    general path and as PyTorch: a 0-d view, negative indices, IndexError out of range, writes
+    through, and the gradient lands on element i."""
+    for i in (1, -1, -3):
+        x = tapegrad.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        t = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        y, u = x.clone(), t.clone()
+        v, w = y[i], u[i]
+        assert v.shape == () and v.grad_fn.name() == w.grad_fn.name() == "SelectBackward0"
+        v.mul_(3.0)
+        w.mul_(3.0)
+        np.testing.assert_array_equal(y.detach().numpy(), u.detach().numpy())
+        (y * y).sum().backward()
+        (u * u).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+    with pytest.raises(IndexError, match="index 3 is out of bounds"):
+        tapegrad.tensor([1.0, 2.0, 3.0], requires_grad=True)[3]
+    with pytest.raises(IndexError, match="index -4 is out of bounds"):
+        tapegrad.tensor([1.0, 2.0, 3.0], requires_grad=True)[-4]
+    g = tapegrad.grad(lambda x: x[-1] * x[0] ** 2)
+    for x in (np.array([1.0, 2.0, 3.0]), np.array([-2.0, 5.0, 0.5])):
+        np.testing.assert_array_equal(g(x), [2 * x[0] * x[-1], 0.0, x[0] ** 2])

@@ -25,6 +25,7 @@ from ..core.registry import BY_NAME
 from .tensor import Tensor, constant, record
 
 P = BY_NAME
+_WINDOW = P["window"]
 _HIDDEN = ""   # the name of helper entries that users do not see
 
 
@@ -124,8 +125,9 @@ _PY_NUMBERS = frozenset((int, float))
 def _commutative(name):
     """`a op b` for a commutative op (add, mul), and the reflected form that Python calls for
     `2 op x`: a number on either side is the constant of a `<name>_const` entry. `x + 2`,
-    `2 * x` and `x * y` are tested first, by exact class (the eager loop's commonest cases);
-    bools, numpy scalars and Tensor subclasses take the general tests after them."""
+    `2 * x` and `x * y` are tested first, by exact class (the eager loop's commonest cases),
+    then two operands of any tensor class (traced numpy code); bools and numpy scalars take the
+    general tests after them."""
     binary, constant = P[name], P[name + "_const"]
 
     def op(a, b):
@@ -136,6 +138,8 @@ def _commutative(name):
                 return _unary(constant, a, b)
         elif b.__class__ is Tensor and a.__class__ in _PY_NUMBERS:
             return _unary(constant, b, a)
+        if isinstance(a, Tensor) and isinstance(b, Tensor):     # numpy-semantics arrays
+            return _binary(binary, a, b)
         if _is_number(b) and isinstance(a, Tensor):
             return _unary(constant, a, _scalar(b))
         if _is_number(a) and isinstance(b, Tensor):
@@ -525,6 +529,8 @@ def _index_name(key):
 def getitem(x, key):
     """Basic indexing gives a view (see `eager.views`), integer-array and boolean indexing a
     copy; the VJP scatters with accumulation (repeated indices)."""
+    if key.__class__ is int and x._data.ndim == 1:     # x[i] of a vector, as scalar code reads
+        return _element(x, key)
     key = index_key(key)
     value = x._data[key]
     basic = basic_key(key)
@@ -539,6 +545,18 @@ def getitem(x, key):
     else:
         out = constant(value)
     return views.mark(out, x, "index", key) if basic else out
+
+
+def _element(x, i):
+    """x[i] of a vector: a 0-d view of element i, recorded as a one-element window (what the
+    general path records, without building an index map)."""
+    value = x._data[i, ...]                  # a 0-d view; IndexError out of range
+    if _recording(x):
+        start = i + x._data.shape[0] if i < 0 else i
+        out = record(_WINDOW, (x,), value, views.window(start, 0), name="SelectBackward0")
+    else:
+        out = constant(value)
+    return views.mark(out, x, "index", (i, Ellipsis))
 
 
 def _pack_gather(tensors, pieces, value, name):
@@ -558,9 +576,19 @@ def _piece_positions(tensors):
         start += t._data.size
 
 
+def _packed(tensors, value, name):
+    """Record `value`, the flat concatenation of `tensors` in its own shape, as one pack entry
+    (cat and stack along the first axis: no gather needed to lay the pieces out)."""
+    if not _recording(*tensors):
+        return Tensor(value)
+    return record(P["pack"], tuple(tensors), value, name=name)
+
+
 def cat(tensors, dim=0):
     tensors = [as_tensor(t) for t in tensors]
     value = np.concatenate([t._data for t in tensors], axis=dim)
+    if dim is None or dim % value.ndim == 0:
+        return _packed(tensors, value, "CatBackward0")
     pieces = np.concatenate(list(_piece_positions(tensors)), axis=dim)
     return _pack_gather(tensors, pieces, value, "CatBackward0")
 
@@ -568,6 +596,8 @@ def cat(tensors, dim=0):
 def stack(tensors, dim=0):
     tensors = [as_tensor(t) for t in tensors]
     value = np.stack([t._data for t in tensors], axis=dim)
+    if dim % value.ndim == 0:
+        return _packed(tensors, value, "StackBackward0")
     pieces = np.stack(list(_piece_positions(tensors)), axis=dim)
     return _pack_gather(tensors, pieces, value, "StackBackward0")
 

@@ -86,11 +86,25 @@ def gather_entry(positions):
     positions are an arithmetic progression (slices: no index map, and a reverse sweep that
     vectorises), else a gather with the index map."""
     positions = np.ascontiguousarray(positions, np.int64).ravel()
-    if positions.size:
-        step = int(positions[1] - positions[0]) if positions.size > 1 else 0
-        if positions.size < 3 or (np.diff(positions) == step).all():
-            return _WINDOW, np.array([positions[0], step], np.int64)
+    n = positions.size
+    if n < 3:
+        if n:
+            return _WINDOW, window(int(positions[0]), int(positions[-1] - positions[0]))
+    elif n <= 16:               # small maps (scalar graphs): Python ints cost less than numpy
+        p = positions.tolist()
+        step = p[1] - p[0]
+        if all(p[k + 1] - p[k] == step for k in range(n - 1)):
+            return _WINDOW, window(p[0], step)
+    else:
+        step = int(positions[1] - positions[0])
+        if (np.diff(positions) == step).all():
+            return _WINDOW, window(int(positions[0]), step)
     return _GATHER, positions
+
+
+def window(start, step):
+    """The payload of a window entry: y[i] = x.flat[start + i * step]."""
+    return np.array((start, step), np.int64)
 
 
 def refresh(t):
