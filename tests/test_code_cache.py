@@ -242,3 +242,96 @@ def test_a_cache_that_cannot_be_rewritten_names_the_directory(tmp_path):
     code, out = run(textwrap.dedent(refuse) + _call("generated"), tmp_path)
     assert code == 0 and "result ok" in out, out
     assert "nor rewritten" in out and f"Delete the directory {os.path.dirname(index)}" in out, out
+
+
+# ---- the bound on the cache's size ---------------------------------------------------------
+
+def _fake_module(directory, stem, size, used):
+    """A generated module's files as the cache holds them: the source, its bytecode and numba's
+    index and data, `size` bytes in all, last used (imported) at `used`, compiled before."""
+    pycache = directory / "__pycache__"
+    pycache.mkdir(exist_ok=True)
+    paths = [directory / f"{stem}.py", pycache / f"{stem}.cpython-311.pyc",
+             pycache / f"{stem}.kernel-12.py311.nbi", pycache / f"{stem}.kernel-12.py311.1.nbc"]
+    for path in paths:
+        path.write_bytes(b"x" * (size // len(paths)))
+        os.utime(path, (used - 100, used - 100))
+    os.utime(paths[0], (used, used - 100))           # imported at `used`, written before
+    return paths
+
+
+def test_the_code_cache_deletes_the_modules_used_least_recently(tmp_path, monkeypatch):
+    from tapegrad.core import cache
+    now = 1.8e9
+    files = {stem: _fake_module(tmp_path, stem, 4000, now - age) for stem, age in
+             [("_gen_interp_" + "a" * 16, 50), ("_gen_fused_" + "b" * 16, 400),
+              ("_gen_fused_" + "c" * 16, 300), ("_gen_interp_" + "d" * 16, 200),
+              ("_gen_fused_" + "e" * 16, 900)]}
+    (tmp_path / ("_memo_interp_" + "1" * 16)).write_text("_gen_interp_" + "d" * 16)
+    (tmp_path / ("_memo_interp_" + "2" * 16)).write_text("_gen_interp_" + "a" * 16)
+    (tmp_path / "unrelated.txt").write_bytes(b"y" * 50_000)
+    assert cache.prune(str(tmp_path), 0) == []                       # 0: no bound
+    assert cache.prune(str(tmp_path), 20_000) == []                  # within the bound
+    loaded = "tapegrad._gen_fused_" + "e" * 16                       # oldest, but imported here
+    monkeypatch.setitem(sys.modules, loaded, object())
+    deleted = cache.prune(str(tmp_path), 12_000)                     # keep 9,000 bytes of 20,000
+    assert deleted == ["_gen_fused_" + "b" * 16, "_gen_fused_" + "c" * 16,
+                       "_gen_interp_" + "d" * 16]
+    for stem, paths in files.items():
+        assert all(p.exists() for p in paths) == (stem not in deleted), stem
+    assert not (tmp_path / ("_memo_interp_" + "1" * 16)).exists()    # it named a deleted one
+    assert (tmp_path / ("_memo_interp_" + "2" * 16)).exists()
+    assert (tmp_path / "unrelated.txt").exists()
+
+
+def test_importing_a_module_records_its_use_not_a_modification(tmp_path, monkeypatch):
+    """numba keys its cache of a file by the file's modification time in some versions: a use
+    moves the access time only."""
+    from tapegrad.core import cache
+    monkeypatch.setenv("TAPEGRAD_CACHE_DIR", str(tmp_path))
+    name = "_gen_usetest_" + "f" * 16
+    cache.materialize(name, "VALUE = 7\n")
+    path = tmp_path / f"{name}.py"
+    os.utime(path, ns=(10**18, 10**18))
+    monkeypatch.delitem(sys.modules, f"tapegrad.{name}")
+    assert cache.materialize(name, "VALUE = 7\n").VALUE == 7
+    st = path.stat()
+    assert st.st_mtime_ns == 10**18 and st.st_atime_ns > 10**18 + 10**17
+    monkeypatch.delitem(sys.modules, f"tapegrad.{name}")
+
+
+@pytest.mark.parametrize("text", ["lots", "-5", "nan"])
+def test_a_cache_limit_that_is_not_a_size_warns_and_takes_the_default(monkeypatch, text):
+    from tapegrad.core import cache
+    monkeypatch.setenv("TAPEGRAD_CACHE_LIMIT_MB", text)
+    with pytest.warns(RuntimeWarning, match="TAPEGRAD_CACHE_LIMIT_MB"):
+        assert cache.limit_bytes() == cache.DEFAULT_LIMIT_MB << 20
+    monkeypatch.setenv("TAPEGRAD_CACHE_LIMIT_MB", "0.5")
+    assert cache.limit_bytes() == 1 << 19
+
+
+_COMPILE = '''
+import sys
+from tapegrad.core import cache
+name = "_gen_prunetest_{tag}" + "0" * (16 - len("{tag}"))
+m = cache.materialize(name, "from tapegrad.core.jit import jit\\n\\n@jit\\ndef twice(x):\\n    return 2 * x\\n")
+print("value", m.twice({value}))
+'''
+
+
+def test_a_module_deleted_to_keep_the_bound_is_made_again(tmp_path):
+    """A process that writes a new module past the bound deletes the others' files (not its
+    own, imported ones); a later process that needs a deleted module writes and compiles it
+    again, with nothing to repair."""
+    rc, out = run(_COMPILE.format(tag="a", value=3), tmp_path)
+    assert rc == 0 and "value 6" in out, out
+    first = glob.glob(str(tmp_path / "**" / "_gen_prunetest_a*"), recursive=True)
+    assert any(f.endswith(".nbi") for f in first), first          # numba cached its code
+    env = dict(TAPEGRAD_CACHE_LIMIT_MB="0.001")
+    rc, out = run("import os; os.environ.update(%r)\n" % env
+                  + textwrap.dedent(_COMPILE.format(tag="b", value=4)), tmp_path)
+    assert rc == 0 and "value 8" in out, out
+    assert not [f for f in first if os.path.exists(f)]             # a's files: all deleted
+    assert glob.glob(str(tmp_path / "tapegrad" / "_gen_prunetest_b*.py"))   # b's kept
+    rc, out = run(_COMPILE.format(tag="a", value=5), tmp_path)
+    assert rc == 0 and "value 10" in out and "Warning" not in out, out

@@ -1,6 +1,16 @@
 """The code cache: generated modules are real files (numba caches only functions defined in
 files), named by a hash of everything their compiled code depends on, so that numba's on-disk
-cache (keyed by the file) can never serve code compiled from older sources or options."""
+cache (keyed by the file) can never serve code compiled from older sources or options.
+
+The cache is bounded. Every version of the package generates its own interpreter modules (a few
+hundred megabytes of numba's compiled code with them), and every fused or compiled tape a
+module of its own, so an unbounded directory only grows. When a new module is written, and the
+directory with numba's files of its modules holds more than $TAPEGRAD_CACHE_LIMIT_MB
+(`DEFAULT_LIMIT_MB` when unset), the modules used least recently are deleted with their
+compiled code until it holds three quarters of that (`prune`). A module's use is recorded as
+its file's access time, set when a process imports it: its modification time stays, since
+numba's cache of a file is keyed by its modification time in some of its versions.
+"""
 import hashlib
 import importlib.util
 import inspect
@@ -9,7 +19,11 @@ import re
 import sys
 import tempfile
 import threading
+import time
 import warnings
+
+DEFAULT_LIMIT_MB = 1024
+_PRUNE_EVERY_S = 60.0      # a process that writes many modules lists the directory this seldom
 
 
 def cache_dir():
@@ -75,6 +89,10 @@ def _materialize_locked(name, source):
                           "name stands for (edited, truncated or damaged); it was written "
                           "again", RuntimeWarning, stacklevel=3)
         _write(path, expected)
+        if found is None:
+            _prune_now_and_then(directory)
+    else:
+        _record_use(path)
     try:
         return _import(modname, path)
     except Exception as err:   # noqa: BLE001 (a damaged bytecode cache raises anything)
@@ -112,6 +130,114 @@ def _write(path, data):
         os.remove(importlib.util.cache_from_source(path))
     except OSError:
         pass
+
+
+def _record_use(path):
+    """Set the access time of `path` to now, its modification time unchanged (see the module's
+    docstring): `prune` deletes the modules used least recently."""
+    try:
+        os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns))
+    except OSError:
+        pass
+
+
+_last_prune = [float("-inf")]
+
+
+def _prune_now_and_then(directory):
+    now = time.monotonic()
+    if now - _last_prune[0] < _PRUNE_EVERY_S:
+        return
+    _last_prune[0] = now
+    try:
+        prune(directory, limit_bytes())
+    except OSError:          # a directory we cannot list or files we cannot delete: kept
+        pass
+
+
+def limit_bytes():
+    """The code cache's bound in bytes: $TAPEGRAD_CACHE_LIMIT_MB, or `DEFAULT_LIMIT_MB`;
+    0 turns pruning off."""
+    text = os.environ.get("TAPEGRAD_CACHE_LIMIT_MB")
+    if text is None:
+        return DEFAULT_LIMIT_MB << 20
+    try:
+        mb = float(text)
+        if not mb >= 0:
+            raise ValueError
+    except ValueError:
+        warnings.warn(f"tapegrad: TAPEGRAD_CACHE_LIMIT_MB={text!r} is not a number of megabytes "
+                      f"(0 or more); using {DEFAULT_LIMIT_MB}", RuntimeWarning, stacklevel=4)
+        return DEFAULT_LIMIT_MB << 20
+    return int(mb * (1 << 20))
+
+
+def prune(directory, limit):
+    """Delete the generated modules of `directory` used least recently, with numba's compiled
+    code of them and the memos that name them, while their files hold more than `limit` bytes,
+    down to three quarters of it; returns the names of the modules deleted. A module imported
+    by this process is kept. `limit` 0: nothing is deleted."""
+    if not limit:
+        return []
+    groups = {}           # module name -> [bytes, last use, paths]
+    memos = []
+    for folder in _code_folders(directory):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            stem = name.split(".", 1)[0]
+            if stem.startswith("_memo_"):
+                memos.append(entry.path)
+            if not stem.startswith("_gen_") or not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            group = groups.setdefault(stem, [0, 0.0, []])
+            group[0] += st.st_size
+            used = max(st.st_atime, st.st_mtime) if name == f"{stem}.py" else st.st_mtime
+            group[1] = max(group[1], used)
+            group[2].append(entry.path)
+    total = sum(group[0] for group in groups.values())
+    if total <= limit:
+        return []
+    deleted = []
+    for stem, (size, _, paths) in sorted(groups.items(), key=lambda item: item[1][1]):
+        if total <= limit * 3 // 4:
+            break
+        if f"tapegrad.{stem}" in sys.modules:
+            continue
+        for path in paths:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        total -= size
+        deleted.append(stem)
+    gone = set(deleted)
+    for memo in memos:
+        named = _read(memo)
+        if named is not None and named.decode("ascii", "replace").strip() in gone:
+            try:
+                os.remove(memo)
+            except OSError:
+                pass
+    return deleted
+
+
+def _code_folders(directory):
+    """The folders holding the files of `directory`'s modules: itself, its `__pycache__`
+    (Python's bytecode, and numba's cache by default) and numba's folder for it under
+    $NUMBA_CACHE_DIR when that is set."""
+    folders = [directory, os.path.join(directory, "__pycache__")]
+    if os.environ.get("NUMBA_CACHE_DIR"):     # (a new module is about to be compiled: numba
+        import numba                          # is imported for it anyway)
+        from numba.core.caching import UserProvidedCacheLocator
+        sub = UserProvidedCacheLocator.get_suitable_cache_subpath(os.path.join(directory, "m.py"))
+        folders.append(os.path.join(numba.config.CACHE_DIR or os.environ["NUMBA_CACHE_DIR"],
+                                    sub))
+    return folders
 
 
 def _import(modname, path):
