@@ -22,7 +22,7 @@ from . import graph, views
 from .dtypes import torch_type
 from .graph import rebound_tensors, state
 from ..core.registry import BY_NAME
-from .tensor import Tensor, constant, record
+from .tensor import Tensor, _asarray, constant, record
 
 P = BY_NAME
 _WINDOW = P["window"]
@@ -103,7 +103,7 @@ def _binary(prim, a, b, name=None):
         return record(prim, (a, b), value, name=name)
     # maximum(float32 tensor, 0.3) stays float32: numbers do not promote.
     wa, wb = _weak(a), _weak(b)
-    value = np.asarray(prim.numpy(wa, wb))
+    value = _asarray(prim.numpy(wa, wb))
     dtype = np.result_type(wa, wb)     # of the operands: comparisons give bool values
     a, b = _operand(a, dtype), _operand(b, dtype)
     if _recording(a, b):
@@ -627,7 +627,7 @@ def _segments(shape, dims):
 
 def _reduce(prim, x, dims, keepdim, value, c0, names):
     x = as_tensor(x)
-    value = np.asarray(value)
+    value = _asarray(value)
     if not _recording(x):
         return Tensor(value)
     if dims is None or x._data.ndim == 0:
@@ -660,7 +660,7 @@ def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     # the ufunc's own reduce: np.sum's Python wrapper costs more than a small sum itself
     value = np.add.reduce(x._data, axis=dims, keepdims=keepdim, dtype=dtype)
     if dims is None and _recording(x):
-        return record(P["total"], (x,), np.asarray(value), c0=1.0)
+        return record(P["total"], (x,), _asarray(value), c0=1.0)
     return _reduce(P["segsum"], x, dims, keepdim, value, 1.0, (None, "SumBackward1"))
 
 
@@ -677,7 +677,7 @@ def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
         value = np.mean(data, axis=dims, keepdims=keepdim, dtype=dtype)
     scale = 1.0 / count if count else math.nan
     if dims is None and _recording(x):
-        return record(P["total"], (x,), np.asarray(value), None, scale, 0.0, "MeanBackward0")
+        return record(P["total"], (x,), _asarray(value), None, scale, 0.0, "MeanBackward0")
     return _reduce(P["segsum"], x, dims, keepdim, value, scale, (None, "MeanBackward1"))
 
 

@@ -17,6 +17,10 @@ import warnings
 import weakref
 
 import numpy as np
+# numpy's own asarray, bound at import: while a function is traced `np.asarray` is a wrapper
+# that looks for traced values (`eager.numpy_api.building`), which the values an operation
+# computes never hold
+_asarray = np.asarray
 
 from . import graph, views
 from .dtypes import COMPLEX, check_dtype, check_float, type_name
@@ -88,7 +92,7 @@ def record(prim, inputs, value, payload=None, c0=0.0, c1=0.0, name=None):
     class once), else of the operands' `flavour`.
     """
     if value.__class__ is not np.ndarray:
-        value = np.asarray(value)   # numpy gives scalars, not 0-d arrays, for 0-d operands
+        value = _asarray(value)     # numpy gives scalars, not 0-d arrays, for 0-d operands
     cls = Tensor
     for t in inputs:                # the result's flavour (`flavour`): one class test each
         if t.__class__ is not Tensor:
