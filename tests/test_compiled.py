@@ -5,6 +5,11 @@ transforms are called once first (a trace computes its values with numpy), then 
 another point, where they replay. Each member compiles once per tape (about a second), so the
 tests share a few tapes.
 """
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numba import njit, prange
@@ -255,18 +260,22 @@ SERIAL_PRANGE_FAILS = pytest.mark.filterwarnings(f"error::{NumbaPerformanceWarni
                                                  f"{NumbaPerformanceWarning.__name__}")
 
 
-@SERIAL_PRANGE_FAILS
-def test_fused_member_agrees_with_grad_to_rounding(rosen):
-    c, x0, x1 = rosen
-    fused_grad_into = c.fused_grad_into
-
+def _fused_gradients(member):
+    """A prange loop over points calling `member` (inlined into it where small)."""
     @njit(parallel=True)
     def gradients(X, out):
         status = np.empty(X.shape[0], np.int64)
         for i in prange(X.shape[0]):
-            status[i] = fused_grad_into(X[i], out[i])
+            status[i] = member(X[i], out[i])
         return status
+    return gradients
 
+
+@SERIAL_PRANGE_FAILS
+def test_fused_member_agrees_with_grad_to_rounding(rosen):
+    c, x0, x1 = rosen
+    fused_grad_into = c.fused_grad_into
+    gradients = _fused_gradients(fused_grad_into)
     X = RNG.uniform(-2, 2, (500, 6))
     fused = np.empty_like(X)
     assert (gradients(X, fused) == OK).all()
@@ -289,17 +298,6 @@ def test_fused_member_reports_guards_and_refuses_what_it_cannot_fuse():
     assert_array_equal(out, 7.0)
     with pytest.raises(NotImplementedError, match="fused tier cannot compile"):
         tg.compiled(reductions, np.ones(6)).fused_grad_into
-
-
-def _fused_gradients(member):
-    """A prange loop over points calling `member` (inlined into it where small)."""
-    @njit(parallel=True)
-    def gradients(X, out):
-        status = np.empty(X.shape[0], np.int64)
-        for i in prange(X.shape[0]):
-            status[i] = member(X[i], out[i])
-        return status
-    return gradients
 
 
 @SERIAL_PRANGE_FAILS
@@ -382,3 +380,35 @@ def test_float32_tapes_take_float32_arrays():
     assert_array_equal(gradient, _replayed(tg.grad(rosenbrock), x0, x1))
     with pytest.raises(TypingError, match="x must be a float32 array"):
         c.grad(x1.astype(np.float64))
+
+
+_CACHED = """
+import json, sys
+import numpy as np
+import tapegrad as tg
+
+def rosenbrock(x):
+    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+c = tg.compiled(rosenbrock, np.linspace(0.0, 1.0, 6))
+x, out = np.linspace(-1.0, 1.0, 6), np.empty(6)
+hits = {}
+for name, args in (("value", (x,)), ("grad_into", (x, out)), ("hvp", (x, x)),
+                   ("fused_grad_into", (x, out))):
+    member = c.member(name)
+    member(*args)
+    hits[name] = [sum(member.stats.cache_hits.values()), sum(member.stats.cache_misses.values())]
+print(json.dumps(hits))
+"""
+
+
+def test_members_load_from_numbas_disk_cache_in_a_later_process():
+    """Members written from one template (and the fused member) stay cacheable: a second
+    process loads each from numba's disk cache instead of compiling it."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", _CACHED], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert run.returncode == 0, run.stderr
+    hits = json.loads(run.stdout.strip().splitlines()[-1])
+    assert hits == {name: [1, 0] for name in hits}, hits
