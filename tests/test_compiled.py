@@ -5,13 +5,19 @@ transforms are called once first (a trace computes its values with numpy), then 
 another point, where they replay. Each member compiles once per tape (about a second), so the
 tests share a few tapes.
 """
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numba import njit, prange
-from numba.core.errors import TypingError
+from numba.core.errors import NumbaPerformanceWarning, TypingError
 from numpy.testing import assert_allclose, assert_array_equal
 
 import tapegrad as tg
+from tapegrad.batch import native
 from tapegrad.transforms.compiled import GUARD_FAILED, OK
 
 RNG = np.random.default_rng(0)
@@ -249,17 +255,27 @@ def test_hessp_passes_minimize_args():
         tg.hessp(scaled)(x, [p], 3.0)
 
 
-def test_fused_member_agrees_with_grad_to_rounding(rosen):
-    c, x0, x1 = rosen
-    fused_grad_into = c.fused_grad_into
+# a prange loop that numba cannot run in parallel warns (and runs serially)
+SERIAL_PRANGE_FAILS = pytest.mark.filterwarnings(f"error::{NumbaPerformanceWarning.__module__}."
+                                                 f"{NumbaPerformanceWarning.__name__}")
 
+
+def _fused_gradients(member):
+    """A prange loop over points calling `member` (inlined into it where small)."""
     @njit(parallel=True)
     def gradients(X, out):
         status = np.empty(X.shape[0], np.int64)
         for i in prange(X.shape[0]):
-            status[i] = fused_grad_into(X[i], out[i])
+            status[i] = member(X[i], out[i])
         return status
+    return gradients
 
+
+@SERIAL_PRANGE_FAILS
+def test_fused_member_agrees_with_grad_to_rounding(rosen):
+    c, x0, x1 = rosen
+    fused_grad_into = c.fused_grad_into
+    gradients = _fused_gradients(fused_grad_into)
     X = RNG.uniform(-2, 2, (500, 6))
     fused = np.empty_like(X)
     assert (gradients(X, fused) == OK).all()
@@ -284,6 +300,78 @@ def test_fused_member_reports_guards_and_refuses_what_it_cannot_fuse():
         tg.compiled(reductions, np.ones(6)).fused_grad_into
 
 
+@SERIAL_PRANGE_FAILS
+@pytest.mark.parametrize("form", ["straight-line", "kernel"])
+def test_fused_member_guards_in_a_prange_loop(form, monkeypatch):
+    """Both forms of the member (a large tape's runs the fused kernel for one point): the
+    points that take the other branch report GUARD_FAILED and keep their out row."""
+    if form == "kernel":
+        monkeypatch.setattr(native, "INLINE_LIMIT", 0)
+    gradients = _fused_gradients(tg.compiled(branchy, np.ones(3)).fused_grad_into)
+    X = RNG.uniform(-1, 1, (300, 3))
+    out = np.full_like(X, 7.0)
+    taken = X.sum(axis=1) > 0
+    assert_array_equal(gradients(X, out), np.where(taken, OK, GUARD_FAILED))
+    assert_allclose(out[taken], 2 * X[taken], rtol=1e-15)
+    assert_array_equal(out[~taken], 7.0)
+
+
+def test_fused_member_as_the_fused_kernel_for_one_point(rosen, monkeypatch):
+    c, _, x1 = rosen
+    monkeypatch.setattr(native, "INLINE_LIMIT", 0)
+    out = np.empty(6)
+    assert tg.compiled(rosenbrock, x1).fused_grad_into(x1, out) == OK
+    assert_allclose(out, c.grad(x1), rtol=1e-13, atol=1e-12)
+
+
+FUSED = {"quadratic": (quadratic, (6,)), "matrix_input": (matrix_input, (5, 6)),
+         "float": (lambda x: np.sin(3 * x) * np.exp(-x * x), ())}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED))
+def test_fused_member_agrees_with_grad_on_other_tapes(name):
+    """Math calls, matrix products, a 2-d argument (and out of another layout), a float."""
+    f, shape = FUSED[name]
+    x0, x1 = (x if shape else float(x) for x in _points(shape))
+    member = tg.compiled(f, x0).fused_grad_into
+    out = np.full(shape or 1, np.nan)
+    assert member(x1, out) == OK
+    assert_allclose(out.reshape(shape), tg.grad(f)(x1), rtol=1e-13, atol=1e-14)
+    if name == "matrix_input":
+        fortran = np.asfortranarray(np.full(shape, np.nan))
+        assert member(np.asfortranarray(x1), fortran) == OK
+        assert_array_equal(fortran, out)
+
+
+def test_fused_member_refuses_wrong_arguments(rosen):
+    c, _, x1 = rosen
+    member = c.fused_grad_into
+
+    @njit
+    def call(x, out):
+        return member(x, out)
+
+    @njit
+    def call_argument(g, x, out):        # a member passed as an argument: called, not inlined
+        return g(x, out)
+
+    out = np.empty(6)
+    assert call_argument(member, x1, out) == OK
+    assert_allclose(out, c.grad(x1), rtol=1e-13, atol=1e-12)
+    with pytest.raises(ValueError, match="x must have 6 elements"):
+        call(np.ones(7), out)
+    with pytest.raises(ValueError, match="out must have 6 elements"):
+        call(x1, np.empty(5))
+    with pytest.raises(TypingError, match="x must be a float64 array"):
+        call(np.ones(6, np.float32), out)
+    readonly = np.empty(6)
+    readonly.setflags(write=False)
+    with pytest.raises(TypingError, match="out must be a writable float64 array"):
+        call(x1, readonly)
+    with pytest.raises(NotImplementedError, match="float32 tape"):
+        tg.compiled(rosenbrock, x1.astype(np.float32)).fused_grad_into
+
+
 def test_float32_tapes_take_float32_arrays():
     x0, x1 = (x.astype(np.float32) for x in _points(6))
     c = tg.compiled(rosenbrock, x0)
@@ -292,3 +380,35 @@ def test_float32_tapes_take_float32_arrays():
     assert_array_equal(gradient, _replayed(tg.grad(rosenbrock), x0, x1))
     with pytest.raises(TypingError, match="x must be a float32 array"):
         c.grad(x1.astype(np.float64))
+
+
+_CACHED = """
+import json, sys
+import numpy as np
+import tapegrad as tg
+
+def rosenbrock(x):
+    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+c = tg.compiled(rosenbrock, np.linspace(0.0, 1.0, 6))
+x, out = np.linspace(-1.0, 1.0, 6), np.empty(6)
+hits = {}
+for name, args in (("value", (x,)), ("grad_into", (x, out)), ("hvp", (x, x)),
+                   ("fused_grad_into", (x, out))):
+    member = c.member(name)
+    member(*args)
+    hits[name] = [sum(member.stats.cache_hits.values()), sum(member.stats.cache_misses.values())]
+print(json.dumps(hits))
+"""
+
+
+def test_members_load_from_numbas_disk_cache_in_a_later_process():
+    """Members written from one template (and the fused member) stay cacheable: a second
+    process loads each from numba's disk cache instead of compiling it."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", _CACHED], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert run.returncode == 0, run.stderr
+    hits = json.loads(run.stdout.strip().splitlines()[-1])
+    assert hits == {name: [1, 0] for name in hits}, hits

@@ -29,7 +29,8 @@ functions; each phase is one loop over a tile of points reading and writing rows
 buffer, and each math function one loop over its rows (one call site: LLVM inlines and
 vectorises it; inlined at every statement instead, LLVM's compile time grows with the number
 of call sites, to tens of seconds for a small MLP). Small bodies without calls run in the
-caller's row layout (`_emit_rows`).
+caller's row layout (`_emit_rows`). `Point` gives the statements for one point, unlaid, to a
+caller that writes its own function around them (`compiled`'s fused member).
 
 Results agree with the interpreter to rounding (the same expressions; sums may associate
 differently); `x + 0.0` is folded to `x`, so a sum of negative zeros stays -0.0.
@@ -344,13 +345,18 @@ def _emit_rows(lines, outputs, checks):
     """The body of `points` in the caller's row layout, one point per iteration, when the
     program has no calls and few statements per input and output: copying a tile into the
     column layout and back then costs more than vectorising saves."""
-    body = [f"{name} = " + re.sub(r"^X\[(\d+)\]$", r"Xt[p, \1]", code)
-            for name, code, _ in lines]
+    body = _statements(lines, "Xt[p, {}]")
     body += [f"Yt[p, {r}] = {token}" for r, token in enumerate(outputs)]
     body.append(f"OKt[p] = {' and '.join(checks) if checks else 'True'}")
     return textwrap.indent("\n".join(
         ["Xt = X[start:stop]", "Yt = Y[start:stop]", "OKt = OK[start:stop]",
          "for p in range(stop - start):"] + ["    " + line for line in body]), "    ")
+
+
+def _statements(lines, read):
+    """The statements as lines `name = code`, input r read as `read.format(r)`."""
+    return [f"{name} = " + re.sub(r"^X\[(\d+)\]$", lambda m: read.format(m.group(1)), code)
+            for name, code, _ in lines]
 
 
 def _emit(lines, n_in, outputs, checks):
@@ -452,6 +458,37 @@ def fused(X, Y, OK):
 
 def source(tape, V, plan, vecmath="_vecmath"):
     """The fused module's source for `plan` (a `plan.Plan`), or raise NotFusable."""
+    lines, outputs, checks = _program(tape, V, plan)
+    n_io = len(plan.in_pos) + len(outputs)
+    if not any(_CALL.search(code) for _, code, _ in lines) and \
+            len(lines) < ROW_FORM_RATIO * n_io:
+        body = _emit_rows(lines, outputs, checks)
+    else:
+        body = _emit(lines, len(plan.in_pos), outputs, checks)
+    return _MODULE.format(vecmath=vecmath, body=body, chunk=CHUNK)
+
+
+class Point:
+    """`plan`'s schedule for one point as straight-line statements, for a caller that writes
+    the function around them (`compiled`'s fused member, `batch.native`): `statements` (lines
+    `name = code`, input r read as `read.format(r)`), `outputs[r]` the expression of result r
+    (a statement's name or a literal) and `check` the expression that is true where the guards
+    hold (`True` without guards). They are the statements of the batched kernel's body
+    (`source`), in the same order: the same results."""
+    __slots__ = ("statements", "outputs", "check")
+
+    def __init__(self, tape, V, plan, read="x[{}]"):
+        lines, self.outputs, checks = _program(tape, V, plan)
+        self.statements = _statements(lines, read)
+        self.check = " and ".join(checks) if checks else "True"
+
+    def __len__(self):
+        return len(self.statements)
+
+
+def _program(tape, V, plan):
+    """(the live statements of `plan`'s schedule for one point, the expressions of its
+    results, the guards' checks), or raise NotFusable."""
     if plan.schedule.second_order or plan.schedule.given_tangents:
         raise NotFusable(f"a {plan.schedule.label} schedule")
     if tape.dtype != np.float64:
@@ -473,14 +510,7 @@ def source(tape, V, plan, vecmath="_vecmath"):
     guards = [(Vs[tape.offsets[s]], outcome) for s, outcome in tape.guards]
     checks = [f"(({_token(g)} != 0.0) == {bool(outcome)})" for g, outcome in guards]
     roots = outputs + [g.name for g, _ in guards if isinstance(g, Sym)]
-    lines = _live(program.lines, roots)
-    n_io = len(plan.in_pos) + len(outputs)
-    if not any(_CALL.search(code) for _, code, _ in lines) and \
-            len(lines) < ROW_FORM_RATIO * n_io:
-        body = _emit_rows(lines, outputs, checks)
-    else:
-        body = _emit(lines, len(plan.in_pos), outputs, checks)
-    return _MODULE.format(vecmath=vecmath, body=body, chunk=CHUNK)
+    return _live(program.lines, roots), outputs, checks
 
 
 class Candidate:

@@ -25,15 +25,15 @@ reads and `backward_first`; `jacobian` and `vjp` `backward`; `hvp` and `hessian`
 reverse).
 
 Safety. Every call allocates its own buffers (the fused member `fused_grad_into`, built by
-`batch.native`, works in the caller's and on its stack), so members may be called from `prange`
-loops. Arguments are checked before any sweep: a wrong dtype or a read-only output buffer fails when
-numba compiles the caller (a `TypingError` naming the argument), a wrong number of elements
-raises `ValueError` at the call. Guards (the branches a traced `if` took): the members replay
-the recorded branch and test its guards after the forward sweep; a call whose inputs take
-another branch raises `GuardError` (allocating members) or returns `GUARD_FAILED` (the `_into`
-members, which return a status). Tapes whose replay needs Python (nested transforms, closures
-over an enclosing trace) are refused; arrays `f` closes over are constants of the members' code
-(as with `capture="trace"`: there is no `capture="call"` here).
+`batch.native`, works in the caller's arrays and its own registers), so members may be called
+from `prange` loops. Arguments are checked before any sweep: a wrong dtype or a read-only
+output buffer fails when numba compiles the caller (a `TypingError` naming the argument), a
+wrong number of elements raises `ValueError` at the call. Guards (the branches a traced `if`
+took): the members replay the recorded branch and test its guards after the forward sweep; a
+call whose inputs take another branch raises `GuardError` (allocating members) or returns
+`GUARD_FAILED` (the `_into` members, which return a status). Tapes whose replay needs Python
+(nested transforms, closures over an enclosing trace) are refused; arrays `f` closes over are
+constants of the members' code (as with `capture="trace"`: there is no `capture="call"` here).
 """
 import numpy as np
 
@@ -99,9 +99,10 @@ class Compiled:
     * `hvp(x, v)`: the Hessian of a scalar f times v, shaped like x; `hvp_into(x, v, out)`;
     * `hessian(x)` -> (inputs, inputs) array;
     * `fused_grad_into(x, out)` -> status: the gradient by the fused tier (the tape compiled
-      into straight-line code, `batch.fuse`): several times faster on small tapes, equal to
-      `grad` to rounding only, compiled per tape (a fraction of a second to seconds); float64
-      tapes without data-dependent kernels (max, min, where), else NotImplementedError.
+      into straight-line code, `batch.fuse`): on small tapes as fast as a hand-written `@njit`
+      gradient (numba inlines it into the calling function), equal to `grad` to rounding only,
+      compiled per tape (a fraction of a second to seconds); float64 tapes without
+      data-dependent kernels (max, min, where), else NotImplementedError.
 
     The status of an `_into` member is `OK` (0) or `GUARD_FAILED` (1: x takes another branch
     of f than the one traced; out is left as it was); allocating members raise `GuardError`.
@@ -251,7 +252,7 @@ def _prefix():
 def generated_module():
     """The module of the generic compiled sweeps and member factories (`_SOURCE`), a file in
     the code cache named by its text's hash, the symbol prefix included."""
-    source = _SOURCE.replace("{prefix}", _prefix())
+    source = _SOURCE.replace("{prefix}", _prefix()).replace("{members}\n", _members_source())
     return cache.materialize(f"_gen_njit_{cache.digest(source, cache.salt())}", source)
 
 
@@ -272,6 +273,75 @@ def _register(module, name, dtype):
     address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
     llvmlite.binding.add_symbol(symbol, address)
     _registered[symbol] = (dispatcher, address)     # the dispatcher keeps the code alive
+
+
+# ---- the members' code: one template, filled per member -------------------------------------
+# Each member is a closure of `make` in the generated module (numba caches it on disk, keyed by
+# the tape arrays it closes over): the text of each is written here from its row of `_MEMBERS`.
+
+_MEMBER = """\
+    if name == "{name}":
+        @jit
+        def {name}_member({arguments}):
+{checks}
+            V = values(t, k, x, {for_gradient})
+            if not holds(t, V):
+                {failure}
+{result}
+        return {name}_member
+"""
+# the arguments' checks: (parameter, its number of elements, the expected number, message)
+_CHECKS = {
+    "x": ("x", 'size_of(x, V0, "x")', "n_in", "SIZE"),
+    "direction": ("direction", 'size_of(direction, V0, "the direction")', "n_in", "DIRECTION"),
+    "v": ("v", 'size_of(v, V0, "the direction")', "n_in", "DIRECTION"),
+    "c": ("c", 'size_of(c, V0, "the cotangent")', "n_out", "COTANGENT"),
+    "out (value)": ("out", 'out_size(out, V0, "out")', "n_out", "OUT_VALUE"),
+    "out (gradient)": ("out", 'out_size(out, V0, "out")', "n_in", "OUT_IN"),
+    "out (jacobian)": ("out", 'out_size(out, V0, "out")', "n_out * n_in", "OUT_JAC"),
+}
+_RAISE, _STATUS = "raise GuardError(GUARD)", "return GUARD_FAILED"
+# name: (arguments, whether the forward sweep runs only the entries a gradient reads, what a
+# guard failure does, what the member does after the forward sweep)
+_MEMBERS = {
+    "value": (("x",), False, _RAISE, ["return shaped(output(k, V), out_shape)"]),
+    "value_into": (("x", "out (value)"), False, _STATUS,
+                   ["store(out, output(k, V))", "return OK"]),
+    "grad": (("x",), True, _RAISE, ["return like(x, gradient(t, k, V))"]),
+    "grad_into": (("x", "out (gradient)"), True, _STATUS,
+                  ["store(out, gradient(t, k, V))", "return OK"]),
+    "value_and_grad": (("x",), False, _RAISE, ["return V[k[2]], like(x, gradient(t, k, V))"]),
+    "value_and_grad_into": (("x", "out (gradient)"), False, "return V[k[2]], GUARD_FAILED",
+                            ["store(out, gradient(t, k, V))", "return V[k[2]], OK"]),
+    "jvp": (("x", "direction"), False, _RAISE,
+            ["T = tangent(t, k, V, x, direction)",
+             "return shaped(output(k, V), out_shape), "
+             "shaped(T[0, k[2]:k[2] + k[3]].copy(), out_shape)"]),
+    "vjp": (("x", "c"), False, _RAISE, ["return like(x, cotangent(t, k, V, c))"]),
+    "jacobian": (("x",), False, _RAISE, ["return jacobian(t, k, V)"]),
+    "jacobian_into": (("x", "out (jacobian)"), False, _STATUS,
+                      ["store(out, jacobian(t, k, V).reshape(n_out * n_in))", "return OK"]),
+    "hvp": (("x", "v"), False, _RAISE,
+            ["return like(x, second_order(t, k, V, tangent(t, k, V, x, v))[0].copy())"]),
+    "hvp_into": (("x", "v", "out (gradient)"), False, _STATUS,
+                 ["store(out, second_order(t, k, V, tangent(t, k, V, x, v))[0].copy())",
+                  "return OK"]),
+    "hessian": (("x",), False, _RAISE, ["return hessian(t, k, V)"]),
+}
+
+
+def _members_source():
+    """The members' code in `make`: one `if name == ...` block per row of `_MEMBERS`."""
+    blocks = []
+    for name, (arguments, for_gradient, failure, result) in _MEMBERS.items():
+        checks = [_CHECKS[a] for a in arguments]
+        blocks.append(_MEMBER.format(
+            name=name, arguments=", ".join(c[0] for c in checks), for_gradient=for_gradient,
+            failure=failure, result="\n".join(" " * 12 + line for line in result),
+            checks="\n".join(f"            if {size} != {expected}:\n"
+                             f"                raise ValueError({message})"
+                             for _, size, expected, message in checks)))
+    return "\n".join(blocks)
 
 
 # The generated module. Its text is hashed into its name with the symbol prefix substituted,
@@ -609,152 +679,8 @@ def make(name, t, k, in_shape, out_shape):
     GUARD = ("tapegrad.compiled: these inputs take another branch of the traced function "
              "than the tape recorded; trace it again at them (tapegrad.compiled)")
     V0 = t[5]
-    @jit
-    def value(x):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        return shaped(output(k, V), out_shape)
-
-    @jit
-    def value_into(x, out):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if out_size(out, V0, "out") != n_out:
-            raise ValueError(OUT_VALUE)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            return GUARD_FAILED
-        store(out, output(k, V))
-        return OK
-
-    @jit
-    def grad(x):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        V = values(t, k, x, True)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        return like(x, gradient(t, k, V))
-
-    @jit
-    def grad_into(x, out):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if out_size(out, V0, "out") != n_in:
-            raise ValueError(OUT_IN)
-        V = values(t, k, x, True)
-        if not holds(t, V):
-            return GUARD_FAILED
-        store(out, gradient(t, k, V))
-        return OK
-
-    @jit
-    def value_and_grad(x):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        return V[k[2]], like(x, gradient(t, k, V))
-
-    @jit
-    def value_and_grad_into(x, out):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if out_size(out, V0, "out") != n_in:
-            raise ValueError(OUT_IN)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            return V[k[2]], GUARD_FAILED
-        store(out, gradient(t, k, V))
-        return V[k[2]], OK
-
-    @jit
-    def jvp(x, direction):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if size_of(direction, V0, "the direction") != n_in:
-            raise ValueError(DIRECTION)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        T = tangent(t, k, V, x, direction)
-        return shaped(output(k, V), out_shape), shaped(T[0, k[2]:k[2] + k[3]].copy(), out_shape)
-
-    @jit
-    def vjp(x, c):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if size_of(c, V0, "the cotangent") != n_out:
-            raise ValueError(COTANGENT)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        return like(x, cotangent(t, k, V, c))
-
-    @jit
-    def jacobian_(x):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        return jacobian(t, k, V)
-
-    @jit
-    def jacobian_into(x, out):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if out_size(out, V0, "out") != n_out * n_in:
-            raise ValueError(OUT_JAC)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            return GUARD_FAILED
-        store(out, jacobian(t, k, V).reshape(n_out * n_in))
-        return OK
-
-    @jit
-    def hvp(x, v):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if size_of(v, V0, "the direction") != n_in:
-            raise ValueError(DIRECTION)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        return like(x, second_order(t, k, V, tangent(t, k, V, x, v))[0].copy())
-
-    @jit
-    def hvp_into(x, v, out):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        if size_of(v, V0, "the direction") != n_in:
-            raise ValueError(DIRECTION)
-        if out_size(out, V0, "out") != n_in:
-            raise ValueError(OUT_IN)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            return GUARD_FAILED
-        store(out, second_order(t, k, V, tangent(t, k, V, x, v))[0].copy())
-        return OK
-
-    @jit
-    def hessian_(x):
-        if size_of(x, V0, "x") != n_in:
-            raise ValueError(SIZE)
-        V = values(t, k, x, False)
-        if not holds(t, V):
-            raise GuardError(GUARD)
-        return hessian(t, k, V)
-
-    members = dict(value=value, value_into=value_into, grad=grad, grad_into=grad_into,
-                   value_and_grad=value_and_grad, value_and_grad_into=value_and_grad_into,
-                   jvp=jvp, vjp=vjp, jacobian=jacobian_, jacobian_into=jacobian_into, hvp=hvp,
-                   hvp_into=hvp_into, hessian=hessian_)
-    return members[name]
+{members}
+    raise ValueError(f"unknown member {name!r}")
 
 
 # ---- C callbacks ---------------------------------------------------------------------------
