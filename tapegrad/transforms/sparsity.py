@@ -500,6 +500,7 @@ def _row_map(reads, k, n_out):
 
 @jit
 def _n_sources(reads, k, n_out):
+    """How many (output row, operand row) reads reads[k] makes (`_source` gives each)."""
     kind = reads[k, 1]
     if kind == _STRIDED:
         return reads[k, 5]
