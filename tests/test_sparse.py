@@ -432,6 +432,20 @@ def test_the_workspace_is_reused_across_sizes_and_threads():
         assert all(np.array_equal(g, e) for g, e in zip(got, expected * 2))
 
 
+def test_long_and_short_rows_come_sorted():
+    perm = np.random.default_rng(8).permutation(80)
+    for f in (lambda x: np.cumsum(x[perm]) * x[::-1], lambda x: np.sum(x[perm] * x) ** 2):
+        tape = tg.trace(f, np.linspace(0.1, 1.0, 80))
+        for M in (jacobian_pattern(tape, tape.input_slots, tape.output_slots),
+                  hessian_pattern(tape, tape.input_slots, tape.output_slots[0])
+                  if tape.sizes[tape.output_slots[0]] == 1 else None):
+            if M is None:
+                continue
+            rows = np.split(M.indices, M.indptr[1:-1])
+            assert max(map(len, rows)) > 32 and all((np.diff(r) > 0).all() for r in rows)
+            assert M.has_sorted_indices
+
+
 def test_a_coupling_naming_an_operand_the_rule_left_out_is_conservative():
     # mul redefined as a kernel whose rule reads only its first operand (x[1:]) while its
     # curvature couples operands 0 and 1: every pair an output element reads is coupled
