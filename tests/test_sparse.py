@@ -16,6 +16,7 @@ import tapegrad as tg
 from tapegrad.core.primitive import ALL, CURVATURES, SAME
 from tapegrad.core.registry import PRIMS
 from tapegrad.transforms import coloring, sparsity
+from tapegrad.inspect.display import operands, slot_value
 from tapegrad.transforms.sparsity import SparsityWarning, hessian_pattern, jacobian_pattern
 
 
@@ -234,7 +235,12 @@ def test_a_wrong_rule_is_caught_by_the_subset_check():
 @pytest.mark.parametrize("rule", [
     lambda ip, n_out, sizes, consts: ((None, np.arange(n_out) + 100),),
     lambda ip, n_out, sizes, consts: ((np.arange(n_out) + 100, np.arange(n_out)),),
-    lambda ip, n_out, sizes, consts: ((np.arange(n_out), np.arange(n_out + 1)),)])
+    lambda ip, n_out, sizes, consts: ((np.arange(n_out), np.arange(n_out + 1)),),
+    lambda ip, n_out, sizes, consts: ((None, range(-1, n_out - 1)),),
+    lambda ip, n_out, sizes, consts: ((None, range(n_out + 1)),),
+    lambda ip, n_out, sizes, consts: ((range(1, n_out + 1), range(n_out)),),
+    lambda ip, n_out, sizes, consts: ((None, range(n_out - 1, -2, -2)),)],
+    ids=["gather", "rows", "shapes", "range-low", "range-shape", "range-rows", "range-step"])
 def test_a_rule_reading_out_of_range_is_refused_before_compiled_code(rule):
     tape = _with_rule(tg.trace(lambda x: x[1:] * x[:-1], X), "window", reads_elements=rule)
     with pytest.raises(RuntimeError, match="a dependence rule"):
@@ -251,6 +257,203 @@ def test_a_primitive_without_a_rule_is_dense_with_a_warning():
                       reads_elements=None, curvature=None)
     with pytest.warns(SparsityWarning):
         assert hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray().all()
+
+
+# ---- the compiled pass against a dense reference ---------------------------------------------
+
+def _reference(tape, in_slots, out_slots=None, hess_slot=None):
+    """The patterns by dense boolean propagation of the same rules: each read a dense (output
+    elements, operand elements) matrix, a slot's pattern their boolean product with the
+    operands' (the semantics the compiled pass must reproduce exactly)."""
+    sizes = tape.sizes
+    n = sum(sizes[s] for s in in_slots)
+    P, col = [None] * len(sizes), 0
+    for s in in_slots:
+        block = np.zeros((sizes[s], n), bool)
+        block[np.arange(sizes[s]), col + np.arange(sizes[s])] = True
+        P[s] = block if P[s] is None else P[s] | block
+        col += sizes[s]
+    varies = np.zeros(len(sizes), bool)
+    varies[list(tape.input_slots) + list(tape.implicit_slots)] = True
+    maps = {}
+    for e, prim in enumerate(tape.prims):
+        ops, o = operands(tape, e), int(tape.E[e, 4])
+        varies[o] = varies[ops].any() if ops else False
+        if all(P[s] is None for s in ops):
+            continue
+        ip = tape.IP[tape.E[e, 5]:tape.E[e, 5] + tape.E[e, 6]]
+        consts = tuple(None if varies[s] else slot_value(tape, tape.V0, s).ravel() for s in ops)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rule = prim.element_reads(ip, sizes[o], [sizes[s] for s in ops], consts)
+        rule = (ALL,) * len(ops) if rule is None else rule
+        maps[e] = [(s, None if r is None or P[s] is None else _dense_read(r, sizes[o], sizes[s]))
+                   for s, r in zip(ops, rule)]
+        for s, M in maps[e]:
+            if M is not None:
+                R = (M.astype(float) @ P[s].astype(float)) > 0
+                P[o] = R if P[o] is None else P[o] | R
+    if hess_slot is None:
+        return np.concatenate([np.zeros((sizes[s], n), bool) if P[s] is None else P[s]
+                               for s in out_slots])
+    H = np.zeros((n, n), bool)
+    live = [None] * len(sizes)
+    live[hess_slot] = np.ones(sizes[hess_slot], bool)
+    for e in sorted(maps, reverse=True):
+        o = int(tape.E[e, 4])
+        lo = live[o]
+        if lo is None or not lo.any() or P[o] is None:
+            continue
+        coupling = tape.prims[e].coupling
+        coupling = "nonlinear" if coupling is None else coupling
+        rows = [None if M is None else (M.astype(float) @ P[s].astype(float)) > 0
+                for s, M in maps[e]]
+        if coupling == "nonlinear":
+            pairs = [(P[o], P[o], lo)]
+        elif coupling == "diagonal":
+            s, M0 = maps[e][0]
+            pairs = [] if M0 is None else [(P[s], P[s], (M0.T.astype(float) @ lo) > 0)]
+        else:
+            pairs = [(rows[i], rows[j], lo) for i, j in coupling
+                     if rows[i] is not None and rows[j] is not None]
+        for A, B, mask in pairs:
+            for r in np.flatnonzero(mask):
+                H |= np.outer(A[r], B[r]) | np.outer(B[r], A[r])
+        for s, M in maps[e]:
+            if M is not None:
+                ls = (M.T.astype(float) @ lo) > 0
+                live[s] = ls if live[s] is None else live[s] | ls
+    return H
+
+
+def _dense_read(rule, n_out, size):
+    M = np.zeros((n_out, size), bool)
+    if isinstance(rule, str) and rule == SAME:
+        M[np.arange(n_out), np.arange(n_out) if size == n_out else 0] = True
+    elif isinstance(rule, str) and rule == ALL:
+        M[:] = True
+    else:
+        rows, cols = rule
+        rows = np.arange(n_out) if rows is None else np.asarray(rows, int)
+        M[rows, np.asarray(cols, int)] = True
+    return M
+
+
+def _more_programs(rng, n):
+    """Random programs over a wider pool than `_program`: slices with steps, stacks, pads,
+    sums over axes, where, products with constant sparse matrices, outer products, scans."""
+    B = np.where(rng.random((n, n)) < 0.3, 1.0, 0.0)
+    pool = [lambda v: v[::-2].sum() * v, lambda v: np.pad(v[1:], (1, 0)) * v,
+            lambda v: np.stack([v, v ** 2]).sum(axis=0), lambda v: B @ np.cos(v),
+            lambda v: np.outer(v[:2], v).ravel()[:v.size], lambda v: np.cumsum(v[::-1]) * v,
+            lambda v: np.where(v > 0.3, np.sin(v), v[::-1] * v), lambda v: np.exp(v) / np.sum(v * v),
+            lambda v: np.concatenate([v[2:], v[:2] * 3.0]), lambda v: v * 0.0 + v[0],
+            lambda v: np.maximum(v, v[::-1]) ** 2, lambda v: np.sort(v) * v[::-1]]
+    picks = rng.integers(0, len(pool), 4)
+
+    def f(x):
+        v = x
+        for k in picks:
+            v = pool[k](v) + 0.1 * v
+        return v
+
+    return f, lambda x: np.sum(np.tanh(f(x)) * f(x)[::-1])
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_compiled_pass_equals_the_dense_reference_on_random_programs(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(1, 9))
+    f, scalar = (_program if seed % 2 else _more_programs)(rng, n)
+    x = rng.normal(size=n)
+    tape = tg.trace(f, x)
+    J = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
+    assert np.array_equal(J, _reference(tape, tape.input_slots, tape.output_slots))
+    tape = tg.trace(scalar, x)
+    H = hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray()
+    assert np.array_equal(H, _reference(tape, tape.input_slots, hess_slot=tape.output_slots[0]))
+
+
+HOSTILE = [
+    ("empty input", lambda x: np.sin(x) * 2.0, np.zeros(0)),
+    ("scalar output", lambda x: np.sum(x[1:] * x[:-1]), np.arange(1.0, 6.0)),
+    ("scalar input", lambda x: x * np.ones(4) + x ** 2, np.array(0.5)),
+    ("broadcast", lambda x: x * np.sum(x[:2]) + np.max(x), np.arange(1.0, 6.0)),
+    ("constants that cancel", lambda x: np.diag([1.0, 0.0, 2.0]) @ x + x * 0.0,
+     np.arange(1.0, 4.0)),
+    ("constant output part", lambda x: np.concatenate([np.ones(2), x[::2], np.floor(x)]),
+     np.arange(1.0, 6.0)),
+    ("gather twice", lambda x: x[[0, 0, 2]] * x[[2, 0, 0]], np.arange(1.0, 4.0)),
+]
+
+
+@pytest.mark.parametrize("name,f,x", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_programs_equal_the_reference(name, f, x):
+    tape = tg.trace(f, x)
+    J = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
+    assert np.array_equal(J, _reference(tape, tape.input_slots, tape.output_slots))
+    assert not (_dense_nonzeros(f, [x + 0.1, x - 0.3]) & ~J).any() if x.size else True
+    g = lambda x: np.sum(f(x) ** 2)
+    tape = tg.trace(g, x)
+    H = hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray()
+    assert np.array_equal(H, _reference(tape, tape.input_slots, hess_slot=tape.output_slots[0]))
+
+
+def test_an_argument_passed_twice_reads_both_columns():
+    tape = tg.trace(lambda x: x[1:] * x[:-1], X)
+    s = tape.input_slots[0]
+    J = jacobian_pattern(tape, [s, s], tape.output_slots).toarray()
+    assert J.shape == (N - 1, 2 * N)
+    assert np.array_equal(J, np.hstack([_band(N, 0, 1, N - 1)] * 2))
+    assert np.array_equal(J, _reference(tape, [s, s], tape.output_slots))
+    tape = tg.trace(lambda x: np.sum(x[1:] * x[:-1]), X)
+    s = tape.input_slots[0]
+    H = hessian_pattern(tape, [s, s], tape.output_slots[0]).toarray()
+    assert np.array_equal(H, _reference(tape, [s, s], hess_slot=tape.output_slots[0]))
+
+
+def test_the_workspace_is_reused_across_sizes_and_threads():
+    import threading
+    cases = [(lambda x: np.cumsum(x[::-1]) * x[1:].sum(), n) for n in (150, 5, 400, 40)]
+    tapes = [tg.trace(f, np.linspace(0.1, 1.0, n)) for f, n in cases]
+    expected = [_reference(t, t.input_slots, t.output_slots) for t in tapes]
+    results = {}
+
+    def detect(k):
+        results[k] = [jacobian_pattern(t, t.input_slots, t.output_slots).toarray()
+                      for t in tapes * 2]
+    threads = [threading.Thread(target=detect, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    detect("main")
+    for got in results.values():
+        assert all(np.array_equal(g, e) for g, e in zip(got, expected * 2))
+
+
+def test_long_and_short_rows_come_sorted():
+    perm = np.random.default_rng(8).permutation(80)
+    for f in (lambda x: np.cumsum(x[perm]) * x[::-1], lambda x: np.sum(x[perm] * x) ** 2):
+        tape = tg.trace(f, np.linspace(0.1, 1.0, 80))
+        for M in (jacobian_pattern(tape, tape.input_slots, tape.output_slots),
+                  hessian_pattern(tape, tape.input_slots, tape.output_slots[0])
+                  if tape.sizes[tape.output_slots[0]] == 1 else None):
+            if M is None:
+                continue
+            rows = np.split(M.indices, M.indptr[1:-1])
+            assert max(map(len, rows)) > 32 and all((np.diff(r) > 0).all() for r in rows)
+            assert M.has_sorted_indices
+
+
+def test_a_coupling_naming_an_operand_the_rule_left_out_is_conservative():
+    # mul redefined as a kernel whose rule reads only its first operand (x[1:]) while its
+    # curvature couples operands 0 and 1: every pair an output element reads is coupled
+    tape = _with_rule(tg.trace(lambda x: np.sum(x[1:] * x[:-1]), X), "mul", kind="kernel",
+                      reads_elements=lambda ip, n_out, sizes, consts: (SAME,),
+                      curvature="bilinear")
+    H = hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray()
+    assert np.array_equal(H, np.diag(np.arange(N) > 0))
 
 
 # ---- colorings ------------------------------------------------------------------------------

@@ -103,8 +103,9 @@ class Prim:
     def element_reads(self, ip, n_out, sizes, consts):
         """Which elements of each operand each output element's derivative may depend on, at any
         values: a tuple with, per operand, None (no derivative), `SAME`, `ALL`, or (rows, cols)
-        int arrays (output element rows[k] reads operand element cols[k]; rows None: output
-        element i reads cols[i] only, a gather). `consts` holds, per
+        int arrays or ranges (output element rows[k] reads operand element cols[k]; rows None:
+        output element i reads cols[i] only, a gather; ranges, rows of step 1, describe a
+        strided read without listing it). `consts` holds, per
         operand, its values where they are the same at every call (constants), else None: a rule
         may drop reads that a zero constant cancels (a product with a sparse matrix). None when
         the primitive declares no rule. Elementwise: an operand whose partial is the literal

@@ -6,33 +6,53 @@ depend on, at any input values. An entry's output pattern is the union, over its
 the operand's pattern rows its output elements read; which ones each primitive reads is its own
 declared rule (`Prim.element_reads`, from `core/prims/`: elementwise primitives derive it from
 their kind and partials, structural ones declare an index map or a conservative rule), never a
-table here. Patterns are CSR index arrays; each entry costs one compiled boolean product of its
-read map (all operands' reads, as pairs) with the stacked operand patterns (`_gather_union`, a
-counting sort and a marker array: linear in the work), never a Python loop per element, and an
-elementwise entry whose operands share the output's pattern shares it.
+table here.
+
+Detection has two halves. Python walks the entries once, cheaply: an elementwise entry's
+description is cached per primitive, a structural entry's rule runs (vectorised numpy) and its
+answer is encoded as a few integers per operand (a kind, `_SAME`, `_ALL`, `_GATHER`,
+`_STRIDED` for a rule answering with ranges, `_PAIRS`, and where it names elements, an offset
+into one shared buffer of index maps), every index range-checked there (the compiled code does
+not check bounds). Then one compiled function (`_detect`) propagates the patterns of every
+entry, and for a Hessian runs the reverse pass and assembles the pairs, with no Python per
+entry.
+
+Patterns are rows of references: row r of a slot's pattern is `IDX[RS[p + r]:RE[p + r]]`, a
+range of one growing buffer of column indices. So an elementwise entry whose operands share the
+output's pattern shares it (the same p), a window of step 1 shares its operand's rows from
+where it starts (p + start), an index map or a broadcast copies two integers per row (never
+the columns), the union of an entry's reads writes new columns only for a row that reads two
+different nonempty rows (checked against each other where both are short, else by a marker
+array stamped per union: never reset), and the inputs' one-column rows all point into one
+ramp. The buffers are a per-thread workspace kept between detections: fresh memory costs a
+page fault per 4 KiB touched, which would cost more than the propagation itself.
 
 The Hessian pattern of a scalar output adds, for each entry the output depends on through
-elements that reach it (a reverse pass of boolean masks over the same read maps), the pairs its
+elements that reach it (a reverse pass of boolean masks over the same reads), the pairs its
 second derivatives couple (`Prim.coupling`): for an output element e and operands i, j coupled,
-every pair of an input in the pattern of what e reads of i and one of what it reads of j
-(`_row_pairs`), deduplicated at the end.
-Piecewise linear primitives (relu, maximum, sort, max) couple nothing; the structural nonlinear
-ones without a finer rule couple every pair their output elements read (conservative).
+every pair of an input in the pattern of what e reads of i and one of what it reads of j. Each
+such (left row, right row) is a term; the pattern is the boolean product of the terms' left
+rows transposed with their right rows (each Hessian row the union, by a marker, of the right
+rows of the terms whose left row holds it; a term of one element with itself marks a diagonal
+entry directly), so the pairs are never listed. Piecewise linear primitives (relu, maximum,
+sort, max) couple nothing; the structural nonlinear ones without a finer rule couple every pair
+their output elements read (conservative).
 
 A primitive whose definition declares no rule makes detection conservative for its entries
 (every output element reads every operand element, every pair coupled) with a
 `SparsityWarning`. Constant operands (values that are the same at every call of the tape) are
 handed to the rules, which may drop reads that a zero constant cancels (a product with a
 sparse constant matrix); with `capture="call"` the closed-over arrays are re-read per call, so
-they are not constants here. The result is a scipy CSR matrix (scipy imported then).
+they are not constants here. The result is a scipy CSR matrix with sorted rows (scipy imported
+then).
 """
+import threading
 import warnings
 
 import numpy as np
 
 from ..core.jit import jit
 from ..core.primitive import ALL, SAME
-from ..inspect.display import operands
 
 
 class SparsityWarning(UserWarning):
@@ -42,299 +62,779 @@ class SparsityWarning(UserWarning):
 def jacobian_pattern(tape, in_slots, out_slots, fixed_constants=True):
     """The (output elements, input elements) boolean CSR pattern of the Jacobian of
     `out_slots` with respect to `in_slots` (elements end to end, in slot order)."""
-    detection = _Detection(tape, in_slots, fixed_constants)
-    blocks = [detection.pattern(s) for s in out_slots]
-    indptr = np.zeros(1, np.int64)
-    for block_indptr, _ in blocks:
-        indptr = np.concatenate([indptr, indptr[-1] + block_indptr[1:]])
-    indices = np.concatenate([np.zeros(0, np.int64)] + [ix for _, ix in blocks])
-    return _scipy_csr(indptr, indices, (indptr.size - 1, detection.n))
+    description = _describe(tape, in_slots, fixed_constants)
+    out_slots = _slot_array(tape, out_slots)
+    m = sum(tape.sizes[s] for s in out_slots.tolist())
+    return _scipy_csr(*_run(description, out_slots, -1, m), (m, description[1]))
 
 
 def hessian_pattern(tape, in_slots, out_slot, fixed_constants=True):
     """The symmetric (n, n) boolean CSR pattern of the Hessian of the scalar `out_slot` with
     respect to the elements of `in_slots`."""
-    detection = _Detection(tape, in_slots, fixed_constants)
-    n = detection.n
-    pairs = detection.couplings(out_slot)
-    a = np.concatenate([np.zeros(0, np.int64)] + [p[0] for p in pairs] + [p[1] for p in pairs])
-    b = np.concatenate([np.zeros(0, np.int64)] + [p[1] for p in pairs] + [p[0] for p in pairs])
-    indptr, indices = _gather_union(a, b, n, *_identity(n), n)
-    return _scipy_csr(indptr, indices, (n, n))
+    description = _describe(tape, in_slots, fixed_constants)
+    n = description[1]
+    out = int(_slot_array(tape, [out_slot])[0])
+    return _scipy_csr(*_run(description, np.zeros(0, np.int64), out, n), (n, n))
 
 
-def _scipy_csr(indptr, indices, shape):
+def _scipy_csr(indptr, indices, ordered, shape):
+    """The pattern as a scipy CSR matrix with sorted rows (they come free of duplicates, and
+    sorted where `ordered`)."""
     import scipy.sparse
     M = scipy.sparse.csr_matrix((np.ones(indices.size, bool), indices, indptr), shape=shape)
-    M.sort_indices()
+    if ordered:
+        M.has_sorted_indices = True
+    else:
+        M.sort_indices()
     return M
 
 
-def _identity(n):
-    ramp = np.arange(n + 1, dtype=np.int64)
-    return ramp, ramp[:n]
+def _slot_array(tape, slots):
+    slots = [int(s) for s in slots]
+    if not all(0 <= s < len(tape.sizes) for s in slots):
+        raise ValueError(f"slots {slots} are not slots of a tape of {len(tape.sizes)}")
+    return np.array(slots, np.int64)
 
 
-# ---- kernels: CSR patterns as (indptr, indices) int64 arrays, columns unsorted within a row --
+class _Workspace(threading.local):
+    """Per thread, the compiled pass's buffers, kept from one detection to the next (the pass
+    hands them back grown where they were too small) unless they grew past `_KEPT` elements."""
 
-@jit
-def _gather_union(rows, cols, n_out, p_indptr, p_indices, n_cols):
-    """The pattern whose row r is the union of the rows cols[k] of pattern P over the k with
-    rows[k] == r: the boolean product M @ P for the read map M given as pairs (rows, cols)."""
-    start = np.zeros(n_out + 1, np.int64)            # M in CSR (a counting sort of the rows,
-    ordered = True                                    # unless they come in order)
-    for k in range(rows.size):
-        start[rows[k] + 1] += 1
-        if k and rows[k] < rows[k - 1]:
-            ordered = False
-    for r in range(n_out):
-        start[r + 1] += start[r]
-    m_cols = cols
-    if not ordered:
-        m_cols = np.empty(rows.size, np.int64)
-        fill = start[:-1].copy()
-        for k in range(rows.size):
-            m_cols[fill[rows[k]]] = cols[k]
-            fill[rows[k]] += 1
-    bound = 0
-    for q in m_cols:
-        bound += p_indptr[q + 1] - p_indptr[q]
-    indices = np.empty(bound, np.int64)
-    indptr = np.empty(n_out + 1, np.int64)
-    indptr[0] = 0
-    marker = np.full(n_cols, -1, np.int64)           # marker[c] == r: c is in row r already
-    at = 0
-    for r in range(n_out):
-        for k in range(start[r], start[r + 1]):
-            q = m_cols[k]
-            for t in range(p_indptr[q], p_indptr[q + 1]):
-                c = p_indices[t]
-                if marker[c] != r:
-                    marker[c] = r
-                    indices[at] = c
-                    at += 1
-        indptr[r + 1] = at
-    return indptr, indices[:at]
+    def __init__(self):
+        self.IDX = self.work = self.out = np.zeros(0, np.int64)
+        self.flags = np.zeros(0, np.bool_)
+        self.marker = np.zeros(0, np.int64)
+        self.cur = np.zeros(3, np.int64)     # (rows, columns, the marker's last stamp)
 
 
-@jit
-def _row_pairs(selected, a_indptr, a_indices, b_indptr, b_indices):
-    """Every pair (i, j) with i in row r of A and j in row r of B, for the rows `selected`."""
-    total = 0
-    for r in selected:
-        total += (a_indptr[r + 1] - a_indptr[r]) * (b_indptr[r + 1] - b_indptr[r])
-    first = np.empty(total, np.int64)
-    second = np.empty(total, np.int64)
-    at = 0
-    for r in selected:
-        for s in range(a_indptr[r], a_indptr[r + 1]):
-            for t in range(b_indptr[r], b_indptr[r + 1]):
-                first[at] = a_indices[s]
-                second[at] = b_indices[t]
-                at += 1
-    return first, second
+_KEPT = 1 << 22
+_workspace = _Workspace()
 
 
-class _Detection:
-    """The forward pass: `P[s]`, the pattern of slot s as (indptr, indices) (None: depends on
-    no input), and per entry the reads its rule gave (None: an entry no input reaches)."""
+def _run(description, out_slots, hess_slot, m):
+    """(indptr, indices, ordered) of the pattern (`_detect`), in fresh arrays."""
+    ws = _workspace
+    n = description[1]
+    if ws.marker.size < n:          # stamps only grow: -1 is below every one
+        ws.marker = np.full(max(n, 2 * ws.marker.size), -1, np.int64)
+    ws.IDX, ws.work, ws.out, ws.flags, nnz, ordered = _detect(
+        *description, out_slots, hess_slot, ws.IDX, ws.work, ws.out, ws.flags, ws.marker,
+        ws.cur)
+    index = np.int32 if max(m, n, nnz) < 2 ** 31 else np.int64     # as scipy would have it
+    result = ws.out[:m + 1].astype(index), ws.out[m + 1:m + 1 + nnz].astype(index), ordered
+    for name in ("IDX", "work", "out", "flags", "marker"):
+        if getattr(ws, name).size > _KEPT:
+            setattr(ws, name, getattr(ws, name)[:0].copy())
+    return result
 
-    def __init__(self, tape, in_slots, fixed_constants):
-        self.tape = tape
-        self.n = n = sum(tape.sizes[s] for s in in_slots)
-        P = self.P = [None] * len(tape.S)
-        col = 0
-        for s in in_slots:
-            size = tape.sizes[s]
-            block = (np.arange(size + 1, dtype=np.int64), np.arange(col, col + size,
-                                                                    dtype=np.int64))
-            P[s] = block if P[s] is None else _gather_union(    # an argument passed twice
-                np.tile(np.arange(size, dtype=np.int64), 2), np.arange(2 * size, dtype=np.int64),
-                size, np.concatenate([P[s][0], P[s][0][-1] + block[0][1:]]),
-                np.concatenate([P[s][1], block[1]]), n)
-            col += size
-        # slots whose values may change between calls: inputs (differentiated or not), the
-        # implicit inputs of a nested transform, arrays re-read per call, and what they reach
-        varies = self.varies = np.zeros(len(tape.S), bool)
-        varies[list(tape.input_slots) + list(tape.implicit_slots)] = True
-        if not fixed_constants:
-            varies[[s for s, _ in tape.constants]] = True
-        self.reads = [None] * len(tape.E)
-        self.operands = [None] * len(tape.E)
-        warned = set()
-        for e, prim in enumerate(tape.prims):
-            ops = operands(tape, e)
-            o = int(tape.E[e, 4])
-            varies[o] = varies[ops].any() if ops else False
-            if all(P[s] is None for s in ops):
-                continue
-            reads = self._reads(e, prim, ops, warned)
-            self.reads[e], self.operands[e] = reads, ops
-            P[o] = self.read_rows(ops, reads, tape.sizes[o], range(len(ops)))
 
-    def _reads(self, e, prim, ops, warned):
-        tape = self.tape
-        row = tape.E[e]
-        ip = tape.IP[row[5]:row[5] + row[6]]
-        sizes = [tape.sizes[s] for s in ops]
-        consts = tuple(None if self.varies[s] else
-                       tape.V0[tape.offsets[s]:tape.offsets[s] + tape.sizes[s]] for s in ops)
-        reads = prim.element_reads(ip, tape.sizes[int(row[4])], sizes, consts)
-        if reads is None:
-            if prim.name not in warned:
-                warned.add(prim.name)
-                warnings.warn(f"primitive {prim.name} declares no dependence rule "
-                              "(reads_elements): its entries are taken as dense",
-                              SparsityWarning, stacklevel=5)
-            reads = (ALL,) * len(ops)
-        return reads
+# ---- the description of a tape: integers per entry and per operand read --------------------
 
-    def read_rows(self, ops, reads, n_out, which):
-        """The pattern of what an entry's output elements read of its operands `which` (None
-        when that is nothing): the operand's own pattern where an operand of the output's size
-        is read at its own index, else one product of the read map with the stacked operand
-        patterns."""
-        P, sizes = self.P, self.tape.sizes
-        used = [i for i in which if reads[i] is not None and P[ops[i]] is not None]
-        if not used:
-            return None
-        if all(_is(reads[i], SAME) and sizes[ops[i]] == n_out for i in used) and \
-                all(P[ops[i]] is P[ops[used[0]]] for i in used):
-            return P[ops[used[0]]]
-        if len(used) == 1 and isinstance(reads[used[0]], tuple) and reads[used[0]][0] is None:
-            return _gather_rows(P[ops[used[0]]], reads[used[0]][1], self.n)
-        rows, cols, indptrs, indices, offset = [], [], [np.zeros(1, np.int64)], [], 0
-        for i in used:
-            p_indptr, p_indices = P[ops[i]]
-            if _is(reads[i], ALL):      # every output element reads the union of the rows
-                size = p_indptr.size - 1
-                p_indptr, p_indices = _gather_union(np.zeros(size, np.int64),
-                                                    np.arange(size, dtype=np.int64), 1,
-                                                    p_indptr, p_indices, self.n)
-                r, c = None, np.zeros(n_out, np.int64)
-            else:
-                r, c = _read_map(reads[i], n_out, sizes[ops[i]])
-            rows.append(r)
-            cols.append(c + offset)
-            indptrs.append(indptrs[-1][-1] + p_indptr[1:])
-            indices.append(p_indices)
-            offset += p_indptr.size - 1
-        if all(r is None for r in rows):    # one read per output element and operand: in
-            rows = np.repeat(np.arange(n_out, dtype=np.int64), len(cols))     # row order
-            cols = np.stack(cols, axis=1).reshape(-1)
+# how an operand is read (column 1 of a read): not at all, at the output element's own index
+# (element 0 when the operand's size differs: a broadcast), every element, through an index map,
+# through a strided map (output elements p0 + k read p1 + k * p2, k < p3), or as pairs
+_UNREAD, _SAME, _ALL, _GATHER, _STRIDED, _PAIRS = range(6)
+# how an entry's second derivatives couple what its output elements read (column 4 of an entry)
+_LINEAR, _DIAGONAL, _NONLINEAR, _COUPLED = range(4)
+
+_DESCRIBED = {}             # primitive -> `_described(primitive)`
+
+
+def _describe(tape, in_slots, fixed_constants):
+    """(S, n, in_slots, entries, reads, pairs, maps): the arrays `_detect` reads.
+    entries[k] = (output slot, its size, first read, reads, coupling code, first pair, pairs)
+    for each entry an input reaches (in tape order); reads[r] = (operand slot, kind, p0, p1, p2,
+    p3, operand size), one per operand; pairs: coupled operand pairs (i, j); maps: the index
+    maps of `_GATHER` and `_PAIRS` reads, end to end (range-checked)."""
+    sizes, prims, IP = tape.sizes, tape.prims, tape.IP
+    in_list = _slot_array(tape, in_slots).tolist()
+    n = sum(sizes[s] for s in in_list)
+    reached = [False] * len(sizes)
+    for s in in_list:
+        reached[s] = True
+    # slots whose values may change between calls: inputs (differentiated or not), the
+    # implicit inputs of a nested transform, arrays re-read per call, and what they reach
+    varies = [False] * len(sizes)
+    for s in list(tape.input_slots) + list(tape.implicit_slots):
+        varies[s] = True
+    if not fixed_constants:
+        for s, _ in tape.constants:
+            varies[s] = True
+    entries, reads, pairs, maps = [], [], [], _Maps()
+    warned = set()
+    for e, row in enumerate(tape.E.tolist()):
+        prim = prims[e]
+        ops = IP[row[5]:row[5] + row[6]].tolist() if prim.variadic else \
+            [s for s in row[1:4] if s >= 0]
+        o = row[4]
+        vary = hit = False
+        for s in ops:
+            vary = vary or varies[s]
+            hit = hit or reached[s]
+        varies[o] = vary
+        if not hit:
+            continue
+        kinds, code, coupled, needs = _DESCRIBED.get(prim) or _described(prim)
+        first, n_out = len(reads), sizes[o]
+        if kinds is not None:
+            for s, kind in zip(ops, kinds):
+                kind = kind if sizes[s] else _UNREAD
+                reads.append((s, kind, 0, 0, 0, 0, sizes[s]))
+                if kind != _UNREAD and reached[s]:
+                    reached[o] = True
         else:
-            ramp = np.arange(n_out, dtype=np.int64)
-            rows = np.concatenate([ramp if r is None else r for r in rows])
-            cols = np.concatenate(cols)
-        return _gather_union(rows, cols, n_out, np.concatenate(indptrs), np.concatenate(indices),
-                             self.n)
+            for s, rule in zip(ops, _rule(tape, row, prim, ops, varies, warned)):
+                read = _encode(rule, n_out, sizes[s], maps)
+                reads.append((s,) + read + (sizes[s],))
+                if read[0] != _UNREAD and reached[s]:
+                    reached[o] = True
+        count = len(reads) - first
+        if count < needs:                   # pairs naming operands the rule left out
+            code, coupled = _NONLINEAR, ()
+        entries.append((o, n_out, first, count, code, len(pairs), len(coupled)))
+        pairs.extend(coupled)
+    return (tape.S, n, np.array(in_list, np.int64), _table(entries, 7), _table(reads, 7),
+            _table(pairs, 2), maps.buffer())
 
-    def pattern(self, s):
-        P = self.P[s]
-        return (np.zeros(self.tape.sizes[s] + 1, np.int64), np.zeros(0, np.int64)) \
-            if P is None else P
 
-    def couplings(self, out_slot):
-        """The pairs (first, second) of input elements that second derivatives couple, from
-        each entry the output depends on (a reverse pass of element masks): one pair of arrays
-        per coupling."""
-        tape, P = self.tape, self.P
-        live = [None] * len(tape.S)
-        live[out_slot] = np.ones(tape.sizes[out_slot], bool)
-        pairs, self.paired = [], {}
-        for e in range(len(tape.E) - 1, -1, -1):
-            reads, ops = self.reads[e], self.operands[e]
-            o = int(tape.E[e, 4])
-            if reads is None or live[o] is None or not live[o].any():
-                continue
-            lo, n_out = live[o], tape.sizes[o]
-            coupling = tape.prims[e].coupling
-            if coupling is None:
-                coupling = "nonlinear"      # warned about by the forward pass (no rule at all)
-            pairs.extend(self._coupled(coupling, ops, reads, lo, o))
-            for s, rule in zip(ops, reads):
-                if rule is None or P[s] is None:
-                    continue
-                ls = _live_operand(rule, lo, n_out, tape.sizes[s])
-                live[s] = ls if live[s] is None else live[s] | ls
-        return pairs
+def _table(rows, width):
+    return np.array(rows, np.int64).reshape(-1, width)
 
-    def _coupled(self, coupling, ops, reads, lo, o):
-        P, sizes = self.P, self.tape.sizes
-        complete = bool(lo.all())
-        selected = np.flatnonzero(lo)
-        if coupling == "nonlinear":
-            return self._pairs(selected, complete, P[o], P[o])
-        if coupling == "diagonal":
-            if reads[0] is None or P[ops[0]] is None:
-                return []
-            l0 = _live_operand(reads[0], lo, sizes[o], sizes[ops[0]])
-            return self._pairs(np.flatnonzero(l0), bool(l0.all()), P[ops[0]], P[ops[0]])
-        out = []
-        for i, j in coupling:
-            Ri = self.read_rows(ops, reads, sizes[o], (i,))
-            Rj = Ri if i == j else self.read_rows(ops, reads, sizes[o], (j,))
-            if Ri is not None and Rj is not None:
-                out.extend(self._pairs(selected, complete, Ri, Rj))
-        return out
 
-    def _pairs(self, selected, complete, A, B):
-        """[the pairs of rows `selected` of patterns A and B], or [] where every row of the same
-        two patterns gave its pairs already (a chain of elementwise entries shares patterns)."""
-        if complete:
-            key = (id(A), id(B))
-            if key in self.paired:
-                return []
-            self.paired[key] = (A, B)          # kept alive: the ids stay theirs
-        return [_row_pairs(selected, *A, *B)]
+def _rule(tape, row, prim, ops, varies, warned):
+    """The entry's `Prim.element_reads` answer (every operand `ALL` where the primitive
+    declares none, with a warning once per primitive)."""
+    ip = tape.IP[row[5]:row[5] + row[6]]
+    sizes, offsets, V0 = tape.sizes, tape.offsets, tape.V0
+    consts = tuple(None if varies[s] else V0[offsets[s]:offsets[s] + sizes[s]] for s in ops)
+    reads = prim.element_reads(ip, sizes[row[4]], [sizes[s] for s in ops], consts)
+    if reads is None:
+        if prim.name not in warned:
+            warned.add(prim.name)
+            warnings.warn(f"primitive {prim.name} declares no dependence rule "
+                          "(reads_elements): its entries are taken as dense",
+                          SparsityWarning, stacklevel=5)
+        reads = (ALL,) * len(ops)
+    return reads
+
+
+def _described(prim):
+    """(read kinds, coupling code, operand pairs, operands the pairs need) of a primitive, from
+    its definition (cached: it is the definition's). Read kinds only for an elementwise
+    primitive (its rule depends on nothing else), else None. An undeclared coupling is every
+    pair the output elements read (the forward pass warned)."""
+    kinds = None
+    if prim.elementwise:
+        kinds = tuple(_UNREAD if r is None else _SAME for r in prim.element_reads(None, 0, (), ()))
+    coupling = prim.coupling
+    if coupling is None or _is(coupling, "nonlinear"):
+        code, coupled = _NONLINEAR, ()
+    elif _is(coupling, "diagonal"):
+        code, coupled = _DIAGONAL, ()
+    elif not coupling:
+        code, coupled = _LINEAR, ()
+    else:
+        code, coupled = _COUPLED, tuple((int(i), int(j)) for i, j in coupling)
+        if min(min(pair) for pair in coupled) < 0:
+            code, coupled = _NONLINEAR, ()
+    needs = 1 + max((max(pair) for pair in coupled), default=-1)
+    described = _DESCRIBED[prim] = (kinds, code, coupled, needs)
+    return described
 
 
 def _is(rule, marker):
     return isinstance(rule, str) and rule == marker
 
 
-def _gather_rows(pattern, cols, n_cols):
-    """Rows `cols` of a pattern: index arrays only where each row holds one column."""
-    indptr, indices = pattern
-    cols = np.ascontiguousarray(cols, np.int64)
-    _check_range(cols, indptr.size - 1, "an operand")
-    if indices.size == indptr.size - 1 and (indptr.size == 1 or
-                                            (indptr[1:] - indptr[:-1]).min() == 1):
-        return np.arange(cols.size + 1, dtype=np.int64), indices[cols]
-    ramp = np.arange(cols.size, dtype=np.int64)
-    return _gather_union(ramp, cols, cols.size, indptr, indices, n_cols)
+class _Maps:
+    """The index maps of a tape's reads, end to end."""
+
+    def __init__(self):
+        self.arrays, self.size = [], 0
+
+    def add(self, array):
+        self.arrays.append(array)
+        self.size += array.size
+        return self.size - array.size
+
+    def buffer(self):
+        return np.concatenate(self.arrays) if self.arrays else np.zeros(0, np.int64)
 
 
-def _read_map(rule, n_out, size):
-    """(rows, cols): the output element and the operand element of each read (not `ALL`);
-    rows None: output element i reads cols[i] only."""
+def _encode(rule, n_out, size, maps):
+    """(kind, p0, p1, p2, p3) of one operand's read, its indices checked against the output's
+    and the operand's sizes (the compiled pass does not check bounds)."""
+    if rule is None or size == 0:
+        return (_UNREAD, 0, 0, 0, 0)
     if _is(rule, SAME):
-        return None, (np.arange(n_out, dtype=np.int64) if size == n_out else
-                      np.zeros(n_out, np.int64))
+        return (_SAME, 0, 0, 0, 0)
+    if _is(rule, ALL):
+        return (_ALL, 0, 0, 0, 0)
     rows, cols = rule
+    if isinstance(cols, range) and (rows is None or (isinstance(rows, range) and
+                                                     (rows.step == 1 or len(rows) < 2))):
+        rows = range(n_out) if rows is None else rows
+        if len(rows) != len(cols):
+            raise RuntimeError("a dependence rule gave rows and cols of different shapes")
+        if len(cols):
+            _check_range(rows.start, rows[-1], n_out, "an output")
+            _check_range(min(cols[0], cols[-1]), max(cols[0], cols[-1]), size, "an operand")
+        return (_STRIDED, rows.start, cols.start, cols.step, len(cols))
     cols = np.ascontiguousarray(cols, np.int64)
     if rows is not None:
         rows = np.ascontiguousarray(rows, np.int64)
-        _check_range(rows, n_out, "an output")
-    if cols.ndim != 1 or cols.size != (n_out if rows is None else rows.size):
+    if cols.ndim != 1 or cols.size != (n_out if rows is None else rows.size) or \
+            (rows is not None and rows.ndim != 1):
         raise RuntimeError("a dependence rule gave rows and cols of different shapes")
-    _check_range(cols, size, "an operand")
-    return rows, cols
+    if cols.size:
+        _check_range(cols.min(), cols.max(), size, "an operand")
+    if rows is None:
+        return (_GATHER, maps.add(cols), 0, 0, 0)
+    if rows.size:
+        _check_range(rows.min(), rows.max(), n_out, "an output")
+    return (_PAIRS, maps.add(rows), maps.add(cols), cols.size, 0)
 
 
-def _check_range(index, size, what):
-    """The compiled kernels do not check bounds: a rule's indices are checked first."""
-    if index.size and (index.min() < 0 or index.max() >= size):
+def _check_range(low, high, size, what):
+    """The compiled pass does not check bounds: a rule's indices are checked first."""
+    if low < 0 or high >= size:
         raise RuntimeError(f"a dependence rule read outside {what} of {size} elements")
 
 
-def _live_operand(rule, lo, n_out, size):
-    """Which elements of an operand reach live output elements `lo` through `rule`."""
-    if _is(rule, SAME):
-        return lo.copy() if size == n_out else np.full(size, lo.any())
-    if _is(rule, ALL):
-        return np.full(size, lo.any())
-    rows, cols = rule
-    out = np.zeros(size, bool)
-    out[cols[lo] if rows is None else cols[lo[rows]]] = True
-    return out
+# ---- the compiled pass -------------------------------------------------------------------
+# A pattern is p, an offset into the row tables RS and RE (-1: no pattern, the slot depends on
+# no input); its row r is IDX[RS[p + r]:RE[p + r]]. `cur` holds the rows used, the columns used
+# in IDX, and the marker's stamp (it only grows, so the marker is never reset). Every large
+# buffer comes from the per-thread workspace (`_Workspace`) and is handed back, grown where it
+# was too small. Hot loops call nothing: a call per row costs more than the row's work.
+
+@jit
+def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, IDX, work,
+            out, flags, marker, cur):
+    """(IDX, work, out, flags, nnz, ordered): the workspace's buffers, and in out[:m + 1] and
+    out[m + 1:m + 1 + nnz] the CSR (indptr, indices) of the Jacobian of `out_slots`
+    (hess_slot < 0) or of the Hessian of the scalar `hess_slot` (m = n); ordered: every row
+    is sorted (else some long ones are not)."""
+    n_slots, n_entries = S.shape[0], entries.shape[0]
+    rows, sources, widest, n_terms = 1, 0, 2, 0
+    for k in range(in_slots.size):
+        rows += S[in_slots[k], 1]
+    for e in range(n_entries):                  # an entry's rows, its reads, its terms
+        n_out, code = entries[e, 1], entries[e, 4]
+        rows += (1 + 2 * entries[e, 6]) * n_out
+        widest = max(widest, n_out + 1)
+        count = 0
+        for k in range(entries[e, 2], entries[e, 2] + entries[e, 3]):
+            count += _n_sources(reads, k, n_out)
+            sources = max(sources, reads[k, 6])         # an `_ALL` read's union
+        sources = max(sources, count)
+        if code == _NONLINEAR:
+            n_terms += n_out
+        elif code == _DIAGONAL:
+            n_terms += reads[entries[e, 2], 6]
+        elif code == _COUPLED:
+            n_terms += 2 * entries[e, 6] * n_out
+    need = n_slots + 2 * rows + 2 * sources + 2 * widest + 4 * n_terms
+    if work.size < need:
+        work = np.empty(max(need, 2 * work.size), np.int64)
+    poff = work[:n_slots]
+    RS = work[n_slots:n_slots + rows]
+    RE = work[n_slots + rows:n_slots + 2 * rows]
+    at = n_slots + 2 * rows
+    starts, ends = work[at:at + sources], work[at + sources:at + 2 * sources]
+    at += 2 * sources
+    first_source, fill = work[at:at + widest], work[at + widest:at + 2 * widest]
+    terms = work[at + 2 * widest:at + 2 * widest + 4 * n_terms]
+    poff[:] = -1
+    cur[0], cur[1] = 0, 0
+    IDX = _grow(IDX, cur[1], max(2 * n, 16))
+    for c in range(n):                          # the inputs' one-column rows point into it
+        IDX[c] = c
+    cur[1] = n
+    IDX = _input_rows(S, in_slots, poff, RS, RE, IDX, cur)
+    for e in range(n_entries):
+        first = entries[e, 2]
+        p, IDX = _read_rows(first, first + entries[e, 3], entries[e, 1], reads, maps, poff, RS,
+                            RE, IDX, cur, marker, starts, ends, first_source, fill)
+        poff[entries[e, 0]] = p
+    if hess_slot < 0:
+        out, nnz, ordered = _gathered_rows(out_slots, S, poff, RS, RE, IDX, out)
+        return IDX, work, out, flags, nnz, ordered
+    span = n
+    for s in range(n_slots):
+        span = max(span, S[s, 0] + S[s, 1])
+    if flags.size < 2 * span + n:
+        flags = np.empty(max(2 * span + n, 2 * flags.size), np.bool_)
+    flags[:span + n] = False
+    t, IDX = _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, marker,
+                    starts, ends, first_source, fill, flags, span, n, terms)
+    out, nnz, ordered = _product(terms, t, flags[span:span + n], IDX, marker, cur, n, out)
+    return IDX, work, out, flags, nnz, ordered
+
+
+@jit
+def _zero():
+    """0 typed int64: a variable starting at the literal 0 and passed to a compiled function
+    makes numba compile that function once more, for the literal."""
+    return np.int64(0)
+
+
+@jit
+def _grow(IDX, used, need):
+    """IDX, or a copy with room for `need` more columns after the first `used`."""
+    if used + need <= IDX.size:
+        return IDX
+    bigger = np.empty(max(2 * IDX.size, used + need), np.int64)
+    for q in range(used):
+        bigger[q] = IDX[q]
+    return bigger
+
+
+@jit
+def _input_rows(S, in_slots, poff, RS, RE, IDX, cur):
+    """The inputs' patterns: the next columns, one per element (an argument passed twice: both
+    of its columns)."""
+    col = 0
+    for k in range(in_slots.size):
+        s = in_slots[k]
+        size = S[s, 1]
+        old, p = poff[s], cur[0]
+        cur[0] += size
+        for r in range(size):
+            if old < 0:
+                RS[p + r], RE[p + r] = col + r, col + r + 1
+            else:
+                length = RE[old + r] - RS[old + r]
+                IDX = _grow(IDX, cur[1], length + 1)
+                at = cur[1]
+                for q in range(length):
+                    IDX[at + q] = IDX[RS[old + r] + q]
+                IDX[at + length] = col + r
+                RS[p + r], RE[p + r] = at, at + length + 1
+                cur[1] = at + length + 1
+        poff[s] = p
+        col += size
+    return IDX
+
+
+@jit
+def _source(reads, k, t, n_out, maps):
+    """(output row, operand row) of the t-th read of reads[k] (operand row -1: the union of
+    every row, `_ALL`; 0 for a broadcast operand)."""
+    kind = reads[k, 1]
+    if kind == _SAME:
+        return t, t if reads[k, 6] == n_out else 0
+    if kind == _ALL:
+        return t, -1
+    if kind == _GATHER:
+        return t, maps[reads[k, 2] + t]
+    if kind == _STRIDED:
+        return reads[k, 2] + t, reads[k, 3] + t * reads[k, 4]
+    return maps[reads[k, 2] + t], maps[reads[k, 3] + t]
+
+
+@jit
+def _union_pair(reads, first, last, n_out, maps, poff, RS, RE, p, IDX, cur):
+    """(IDX, done): RS[p + r], RE[p + r] the union of the rows two reads (one row each, like
+    an elementwise binary entry's) give row r: the common case, in one loop without scratch or
+    marker, where the rows are short (done False, nothing written, where some are not). A row
+    holds no column twice, so only the second row's columns are checked against the first's."""
+    k0 = first
+    while reads[k0, 1] == _UNREAD or poff[reads[k0, 0]] < 0:
+        k0 += 1
+    k1 = k0 + 1
+    while reads[k1, 1] == _UNREAD or poff[reads[k1, 0]] < 0:
+        k1 += 1
+    q0, q1 = poff[reads[k0, 0]], poff[reads[k1, 0]]
+    g0, offset0, step0 = _row_map(reads, k0, n_out)
+    g1, offset1, step1 = _row_map(reads, k1, n_out)
+    need = _zero()
+    for r in range(n_out):
+        row0 = maps[g0 + r] if g0 >= 0 else offset0 + r * step0
+        row1 = maps[g1 + r] if g1 >= 0 else offset1 + r * step1
+        length0, length1 = RE[q0 + row0] - RS[q0 + row0], RE[q1 + row1] - RS[q1 + row1]
+        if length0 * length1 > 16:
+            return IDX, False
+        need += length0 + length1
+    IDX = _grow(IDX, cur[1], need)
+    at = cur[1]
+    for r in range(n_out):
+        row0 = maps[g0 + r] if g0 >= 0 else offset0 + r * step0
+        row1 = maps[g1 + r] if g1 >= 0 else offset1 + r * step1
+        s0, e0, s1, e1 = RS[q0 + row0], RE[q0 + row0], RS[q1 + row1], RE[q1 + row1]
+        if e1 == s1 or (s0 == s1 and e0 == e1):
+            RS[p + r], RE[p + r] = s0, e0
+            continue
+        if e0 == s0:
+            RS[p + r], RE[p + r] = s1, e1
+            continue
+        begin = at
+        for q in range(s0, e0):
+            IDX[at] = IDX[q]
+            at += 1
+        for q in range(s1, e1):
+            c = IDX[q]
+            seen = False
+            for w in range(begin, begin + e0 - s0):
+                seen = seen or IDX[w] == c
+            if not seen:
+                IDX[at] = c
+                at += 1
+        RS[p + r], RE[p + r] = begin, at
+    cur[1] = at
+    return IDX, True
+
+
+@jit
+def _row_map(reads, k, n_out):
+    """(gather, offset, step) of a read giving each output row r one operand row: maps[gather
+    + r] where gather >= 0, else offset + r * step (a hot loop computes it inline: a call
+    per row costs more than the row's work)."""
+    kind = reads[k, 1]
+    if kind == _GATHER:
+        return reads[k, 2], 0, 0
+    if kind == _STRIDED:
+        return -1, reads[k, 3], reads[k, 4]
+    return -1, 0, 1 if reads[k, 6] == n_out else 0
+
+
+@jit
+def _n_sources(reads, k, n_out):
+    """How many (output row, operand row) reads reads[k] makes (`_source` gives each)."""
+    kind = reads[k, 1]
+    if kind == _STRIDED:
+        return reads[k, 5]
+    if kind == _PAIRS:
+        return reads[k, 4]
+    return n_out
+
+
+@jit
+def _unions(IDX, cur, marker, starts, ends, first_source, n_rows, RS, RE, p):
+    """RS[p + r], RE[p + r] for r < n_rows: the union of the rows IDX[starts[t]:ends[t]],
+    first_source[r] <= t < first_source[r + 1]: one of them where the others are empty or the
+    same, else a new row of IDX (the caller made room). One loop, no call per row: a call
+    costs more than a row's work."""
+    stamp, at = cur[2], cur[1]
+    for r in range(n_rows):
+        lo, hi = first_source[r], first_source[r + 1]
+        single, distinct = -1, False
+        for t in range(lo, hi):
+            if ends[t] > starts[t]:
+                if single < 0:
+                    single = t
+                elif starts[t] != starts[single] or ends[t] != ends[single]:
+                    distinct = True
+        if single < 0:
+            RS[p + r], RE[p + r] = 0, 0
+        elif not distinct:
+            RS[p + r], RE[p + r] = starts[single], ends[single]
+        else:
+            stamp += 1
+            begin = at
+            for t in range(lo, hi):
+                for q in range(starts[t], ends[t]):
+                    c = IDX[q]
+                    if marker[c] != stamp:
+                        marker[c] = stamp
+                        IDX[at] = c
+                        at += 1
+            RS[p + r], RE[p + r] = begin, at
+    cur[1], cur[2] = at, stamp
+
+
+@jit
+def _read_rows(first, last, n_out, reads, maps, poff, RS, RE, IDX, cur, marker, starts, ends,
+               first_source, fill):
+    """(p, IDX): the pattern of what the output elements of an entry read through reads[first:
+    last] (p = -1: nothing). Shared where every read is `_SAME` of one pattern; else rows of
+    references: a row with one source copies its reference, a row with several is their
+    union. starts, ends, first_source and fill are scratch."""
+    used, shared, general, only, every = 0, -2, False, first, False
+    for k in range(first, last):
+        q = poff[reads[k, 0]]
+        if reads[k, 1] == _UNREAD or q < 0:
+            continue
+        used += 1
+        only = k
+        kind = reads[k, 1]
+        every = every or kind == _ALL
+        if kind == _SAME and reads[k, 6] == n_out and (shared == -2 or shared == q):
+            shared = q
+        else:
+            shared = -1
+        if kind == _PAIRS or (kind == _STRIDED and (reads[k, 2] != 0 or reads[k, 5] != n_out)):
+            general = True
+    if used == 0:
+        return -1, IDX
+    if shared >= 0:
+        return shared, IDX
+    if used == 1 and reads[only, 1] == _STRIDED and reads[only, 4] == 1 and \
+            reads[only, 2] == 0 and reads[only, 5] == n_out:
+        return poff[reads[only, 0]] + reads[only, 3], IDX     # a window: the rows it starts at
+    every_start = np.zeros(last - first, np.int64)      # the union of every row, for `_ALL`
+    every_end = np.zeros(last - first, np.int64)
+    for k in range(first, last):
+        q = poff[reads[k, 0]]
+        if reads[k, 1] == _ALL and q >= 0:
+            size = reads[k, 6]
+            need = _zero()
+            for r in range(size):
+                starts[r], ends[r] = RS[q + r], RE[q + r]
+                need += RE[q + r] - RS[q + r]
+            first_source[0], first_source[1] = 0, size
+            IDX = _grow(IDX, cur[1], need)
+            one = min(size, 1)      # not the literal 1, which would compile its own version
+            _unions(IDX, cur, marker, starts, ends, first_source, one, every_start, every_end,
+                    k - first)
+    p = cur[0]
+    cur[0] += n_out
+    if used == 1 and not general:       # one source per row: its reference
+        q, kind = poff[reads[only, 0]], reads[only, 1]
+        if kind == _ALL:
+            RS[p:p + n_out] = every_start[only - first]
+            RE[p:p + n_out] = every_end[only - first]
+            return p, IDX
+        gather, offset, step = _row_map(reads, only, n_out)
+        for r in range(n_out):
+            row = maps[gather + r] if gather >= 0 else offset + r * step
+            RS[p + r], RE[p + r] = RS[q + row], RE[q + row]
+        return p, IDX
+    if used == 2 and not general and not every:
+        IDX, done = _union_pair(reads, first, last, n_out, maps, poff, RS, RE, p, IDX, cur)
+        if done:
+            return p, IDX
+    need = _zero()
+    if general:                         # the sources of each row, by a counting sort
+        first_source[:n_out + 1] = 0
+        for k in range(first, last):
+            if reads[k, 1] != _UNREAD and poff[reads[k, 0]] >= 0:
+                for t in range(_n_sources(reads, k, n_out)):
+                    first_source[_source(reads, k, t, n_out, maps)[0] + 1] += 1
+        for r in range(n_out):
+            first_source[r + 1] += first_source[r]
+            fill[r] = first_source[r]
+        for k in range(first, last):
+            q = poff[reads[k, 0]]
+            if reads[k, 1] == _UNREAD or q < 0:
+                continue
+            for t in range(_n_sources(reads, k, n_out)):
+                r, row = _source(reads, k, t, n_out, maps)
+                if row < 0:
+                    start, end = every_start[k - first], every_end[k - first]
+                else:
+                    start, end = RS[q + row], RE[q + row]
+                starts[fill[r]], ends[fill[r]] = start, end
+                fill[r] += 1
+                need += end - start
+    else:                               # one per read and row, in order
+        j = 0
+        for k in range(first, last):
+            q, kind = poff[reads[k, 0]], reads[k, 1]
+            if kind == _UNREAD or q < 0:
+                continue
+            gather, offset, step = _row_map(reads, k, n_out)
+            for r in range(n_out):
+                if kind == _ALL:
+                    start, end = every_start[k - first], every_end[k - first]
+                else:
+                    row = maps[gather + r] if gather >= 0 else offset + r * step
+                    start, end = RS[q + row], RE[q + row]
+                starts[r * used + j], ends[r * used + j] = start, end
+                need += end - start
+            j += 1
+        for r in range(n_out + 1):
+            first_source[r] = r * used
+    IDX = _grow(IDX, cur[1], need)
+    _unions(IDX, cur, marker, starts, ends, first_source, n_out, RS, RE, p)
+    return p, IDX
+
+
+@jit
+def _sort_rows(indptr, indices):
+    """Sort each short row of a CSR pattern in place (insertion); whether every row is sorted
+    (long rows are left to scipy: numpy's sort would compile a quicksort here)."""
+    ordered = True
+    for r in range(indptr.size - 1):
+        lo, hi = indptr[r], indptr[r + 1]
+        if hi - lo > 32:
+            ordered = False
+            continue
+        for i in range(lo + 1, hi):
+            v = indices[i]
+            j = i - 1
+            while j >= lo and indices[j] > v:
+                indices[j + 1] = indices[j]
+                j -= 1
+            indices[j + 1] = v
+    return ordered
+
+
+@jit
+def _gathered_rows(out_slots, S, poff, RS, RE, IDX, out):
+    """(out, nnz, ordered): the rows of the patterns of `out_slots`, end to end, as the CSR
+    (indptr, indices) in out[:m + 1] and out[m + 1:m + 1 + nnz] (`_sort_rows`)."""
+    m = nnz = 0
+    for k in range(out_slots.size):
+        s = out_slots[k]
+        m += S[s, 1]
+        if poff[s] >= 0:
+            for r in range(S[s, 1]):
+                nnz += RE[poff[s] + r] - RS[poff[s] + r]
+    if out.size < m + 1 + nnz:
+        out = np.empty(max(m + 1 + nnz, 2 * out.size), np.int64)
+    out[0] = 0
+    row, at = 1, m + 1
+    for k in range(out_slots.size):
+        s = out_slots[k]
+        for r in range(S[s, 1]):
+            if poff[s] >= 0:
+                for q in range(RS[poff[s] + r], RE[poff[s] + r]):
+                    out[at] = IDX[q]
+                    at += 1
+            out[row] = at - m - 1
+            row += 1
+    return out, nnz, _sort_rows(out[:m + 1], out[m + 1:m + 1 + nnz])
+
+
+@jit
+def _mark_live(reads, k, n_out, maps, flags, out_at, in_at):
+    """Set flags[in_at + i] for the operand elements i that reach the live output elements
+    (flags[out_at:out_at + n_out]) through reads[k]."""
+    kind = reads[k, 1]
+    if kind == _ALL or (kind == _SAME and reads[k, 6] != n_out):
+        if flags[out_at:out_at + n_out].any():
+            flags[in_at:in_at + reads[k, 6]] = True
+    elif kind == _PAIRS:
+        for t in range(reads[k, 4]):
+            if flags[out_at + maps[reads[k, 2] + t]]:
+                flags[in_at + maps[reads[k, 3] + t]] = True
+    else:
+        gather, offset, step = _row_map(reads, k, n_out)
+        first, count = 0, n_out
+        if kind == _STRIDED:
+            first, count = reads[k, 2], reads[k, 5]
+        for t in range(count):
+            if flags[out_at + first + t]:
+                flags[in_at + (maps[gather + t] if gather >= 0 else offset + t * step)] = True
+
+
+@jit
+def _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, marker, starts,
+           ends, first_source, fill, flags, span, n, terms):
+    """(t, IDX): the reverse pass. From the output's elements back, each entry a live output
+    element reaches adds the terms (left row, right row; 4 integers each, t of them in
+    `terms`) its coupling gives for its live elements, and marks what they read live. In
+    `flags`: which value elements are live (from 0, by the slots' offsets), the diagonal
+    entries (from span), what a sum of squares reads of its live elements (from span + n)."""
+    flags[S[hess_slot, 0]:S[hess_slot, 0] + S[hess_slot, 1]] = True
+    t = _zero()
+    for e in range(entries.shape[0] - 1, -1, -1):
+        o, n_out, first, count, code = entries[e, 0], entries[e, 1], entries[e, 2], \
+            entries[e, 3], entries[e, 4]
+        out_at = S[o, 0]
+        if poff[o] < 0 or not flags[out_at:out_at + n_out].any():
+            continue
+        units = entries[e, 6] if code == _COUPLED else 1
+        for c in range(units):      # each (left pattern, right pattern, rows, their flags)
+            a = b = poff[o]
+            rows, flag_at = n_out, out_at
+            if code == _DIAGONAL:
+                a = b = poff[reads[first, 0]]
+                rows, flag_at = reads[first, 6], span + n
+                if reads[first, 1] == _UNREAD or a < 0:
+                    continue
+                flags[flag_at:flag_at + rows] = False
+                _mark_live(reads, first, n_out, maps, flags, out_at, flag_at)
+            elif code == _COUPLED:
+                i, j = first + pairs[entries[e, 5] + c, 0], first + pairs[entries[e, 5] + c, 1]
+                a, IDX = _read_rows(i, i + 1, n_out, reads, maps, poff, RS, RE, IDX, cur,
+                                    marker, starts, ends, first_source, fill)
+                b = a
+                if j != i:
+                    b, IDX = _read_rows(j, j + 1, n_out, reads, maps, poff, RS, RE, IDX, cur,
+                                        marker, starts, ends, first_source, fill)
+                if a < 0 or b < 0:
+                    continue
+            elif code != _NONLINEAR:
+                continue
+            t = _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, flag_at, rows)
+        for k in range(first, first + count):
+            s = reads[k, 0]
+            if reads[k, 1] != _UNREAD and poff[s] >= 0:
+                _mark_live(reads, k, n_out, maps, flags, out_at, S[s, 0])
+    return t, IDX
+
+
+@jit
+def _add_terms(terms, t, flags, diagonal_at, IDX, RS, RE, a, b, flag_at, n_rows):
+    """Record from t on the terms (row r of pattern a, row r of pattern b), and (row r of b,
+    row r of a) where a and b differ, for the rows r < n_rows with flags[flag_at + r]; a
+    one-element row with itself sets flags[diagonal_at + its column] (a diagonal entry)
+    instead. Returns the next t."""
+    for r in range(n_rows):
+        if not flags[flag_at + r]:
+            continue
+        for side in range(2 if a != b else 1):
+            left, right = (a, b) if side == 0 else (b, a)
+            ls, le, rs, re = RS[left + r], RE[left + r], RS[right + r], RE[right + r]
+            if le == ls or re == rs:
+                continue
+            if le - ls == 1 and ls == rs and le == re:
+                flags[diagonal_at + IDX[ls]] = True
+                continue
+            terms[4 * t], terms[4 * t + 1], terms[4 * t + 2], terms[4 * t + 3] = ls, le, rs, re
+            t += 1
+    return t
+
+
+@jit
+def _product(terms, n_terms, diagonal, IDX, marker, cur, n, out):
+    """(out, nnz, ordered): row a of the result is a where `diagonal` says so, and the union of
+    the right rows of the terms whose left row holds a: the CSR (indptr, indices) in
+    out[:n + 1] and out[n + 1:n + 1 + nnz] (`_sort_rows`). Scratch (the terms holding each
+    column, by a counting sort) follows them in `out`."""
+    held = bound = 0
+    for t in range(n_terms):
+        held += terms[4 * t + 1] - terms[4 * t]
+        bound += (terms[4 * t + 1] - terms[4 * t]) * (terms[4 * t + 3] - terms[4 * t + 2])
+    bound = min(bound + n, n * n)
+    need = (n + 1) + bound + (n + 1) + held
+    if out.size < need:
+        out = np.empty(max(need, 2 * out.size), np.int64)
+    indptr, indices = out[:n + 1], out[n + 1:n + 1 + bound]
+    at = out[n + 1 + bound:2 * n + 2 + bound]
+    holding = out[2 * n + 2 + bound:need]
+    at[:] = 0
+    for t in range(n_terms):
+        for q in range(terms[4 * t], terms[4 * t + 1]):
+            at[IDX[q] + 1] += 1
+    for a in range(n):
+        at[a + 1] += at[a]
+    for t in range(n_terms):            # then at[a] is where the terms of column a end
+        for q in range(terms[4 * t], terms[4 * t + 1]):
+            holding[at[IDX[q]]] = t
+            at[IDX[q]] += 1
+    indptr[0] = 0
+    end = held_from = 0
+    stamp = cur[2]
+    for a in range(n):
+        stamp += 1
+        if diagonal[a]:
+            marker[a] = stamp
+            indices[end] = a
+            end += 1
+        for h in range(held_from, at[a]):
+            t = holding[h]
+            for q in range(terms[4 * t + 2], terms[4 * t + 3]):
+                c = IDX[q]
+                if marker[c] != stamp:
+                    marker[c] = stamp
+                    indices[end] = c
+                    end += 1
+        indptr[a + 1] = end
+        held_from = at[a]
+    cur[2] = stamp
+    return out, end, _sort_rows(indptr, indices[:end])
+
+

@@ -1,7 +1,8 @@
 """Dependence rules shared by structural primitives: which operand elements each output element
 reads (`Prim.element_reads` says what a rule returns). Sparsity detection
 (`transforms.sparsity`) runs them once per entry of a tape, so each is vectorised numpy over the
-payload, never a loop per element. A rule may over-approximate (a read that never matters costs
+payload, never a loop per element, and a strided read answers with ranges (checked and run
+without listing its elements). A rule may over-approximate (a read that never matters costs
 a color, never a wrong value); it may not leave out a read that a derivative can depend on at
 some input values."""
 import numpy as np
@@ -30,8 +31,11 @@ def index_map(ip, n_out, sizes, consts):
 
 
 def window(ip, n_out, sizes, consts):
-    """y[i] reads x[start + i * step], ip = (start, step)."""
-    return ((None, int(ip[0]) + np.arange(n_out, dtype=np.int64) * int(ip[1])),)
+    """y[i] reads x[start + i * step], ip = (start, step): a range (step 0: an index map)."""
+    start, step = int(ip[0]), int(ip[1])
+    if step == 0:
+        return ((None, np.full(n_out, start, np.int64)),)
+    return ((None, range(start, start + n_out * step, step)),)
 
 
 def segments(ip, n_out, sizes, consts):
@@ -43,8 +47,7 @@ def concatenation(ip, n_out, sizes, consts):
     """The operands end to end: output element start_j + i reads element i of operand j."""
     reads, start = [], 0
     for size in sizes:
-        cols = np.arange(size, dtype=np.int64)
-        reads.append((start + cols, cols))
+        reads.append((range(start, start + size), range(size)))
         start += size
     return tuple(reads)
 
