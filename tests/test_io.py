@@ -418,6 +418,11 @@ def _with(name, raw):
     return _zip(members)
 
 
+def _slots():
+    """The number of slots of the sample tape (a hostile S keeps its shape)."""
+    return len(_good_members()["S"])
+
+
 @pytest.mark.parametrize("case, data, message", [
     ("short data", lambda: _with("E", _header((18, 8)) + b"\0" * 100), "declares"),
     ("short header", lambda: _with("E", _header((18, 8))[:20]), "corrupted tape file"),
@@ -431,9 +436,9 @@ def _with(name, raw):
     ("NaN guards", lambda: _with("guards", np.full((1, 2), np.nan)), "guards must be int64"),
     ("deep JSON", lambda: _with("structure", np.array("[" * 10 ** 5 + "]" * 10 ** 5)),
      "malformed output structure"),
-    ("negative sizes", lambda: _with("S", np.array([[0, -1]] * 22, np.int64)),
+    ("negative sizes", lambda: _with("S", np.array([[0, -1]] * _slots(), np.int64)),
      "contiguous, non-negative spans"),
-    ("overlapping spans", lambda: _with("S", np.array([[0, 12]] * 22, np.int64)),
+    ("overlapping spans", lambda: _with("S", np.array([[0, 12]] * _slots(), np.int64)),
      "contiguous, non-negative spans"),
     ("out-of-range slots", lambda: _with("inputs", np.array([0, 99], np.int64)),
      "input slot 99 out of range"),

@@ -88,7 +88,7 @@ def _weak(v):
 
 def _operand(v, dtype):
     """The Tensor of an operand; a number becomes a constant of the result's dtype."""
-    return Tensor(np.asarray(_scalar(v), dtype)) if _is_number(v) else as_tensor(v)
+    return Tensor(_asarray(_scalar(v), dtype)) if _is_number(v) else as_tensor(v)
 
 
 def _binary(prim, a, b, name=None):

@@ -104,7 +104,12 @@ def gather_entry(positions):
 
 def window(start, step):
     """The payload of a window entry: y[i] = x.flat[start + i * step]."""
-    return np.array((start, step), np.int64)
+    return _array((start, step), np.int64)
+
+
+# numpy's own array, bound at import: while a function is traced `np.array` is a wrapper that
+# looks for traced values (`eager.numpy_api.building`), which a payload never holds
+_array = np.array
 
 
 def refresh(t):
