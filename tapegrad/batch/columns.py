@@ -37,13 +37,12 @@ import weakref
 
 import numpy as np
 
-from ..core.registry import OPCODE, PRIMS
+from ..core.registry import OPCODE, VARIADIC
 from ..core.validate import read_only
 
 _WINDOW, _COPY, _MUL, _SQUARE, _MUL_CONST = (
     OPCODE[n] for n in ("window", "copy", "mul", "square", "mul_const"))
 _SCALED_SUMS = [OPCODE["total"], OPCODE["segsum"]]       # sums that scale by their c0
-_VARIADIC = np.array([p.variadic for p in PRIMS])
 _CACHE = weakref.WeakKeyDictionary()      # tape -> Layout (a tape's arrays never change)
 
 
@@ -143,7 +142,7 @@ def _fold_scales(E, FC, IP, keep, n_slots, protected):
     ops = E[:, 0]
     operands = E[:, 1:4]
     reads = np.bincount(operands[operands >= 0], minlength=n_slots)
-    for e in np.flatnonzero(_VARIADIC[ops]):
+    for e in np.flatnonzero(VARIADIC[ops]):
         np.add.at(reads, IP[E[e, 5]:E[e, 5] + E[e, 6]], 1)
     producer = np.full(n_slots, -1, np.int64)
     producer[E[:, 4]] = np.arange(len(E))

@@ -14,9 +14,8 @@ leaves), which the core only carries along. The eager layer builds one from its 
 """
 import numpy as np
 
-from .registry import PRIMS
+from .registry import VARIADIC
 
-_VARIADIC_ARRAY = np.array([p.variadic for p in PRIMS], bool)
 
 
 class FlatTape:
@@ -81,7 +80,7 @@ def compact_adjoints(flat, need):
     operands = E[:, 1:5]
     E[:, 1:5] = np.where(operands >= 0, renumber[np.maximum(operands, 0)], -1)
     IP = flat.IP.copy()
-    for e in np.flatnonzero(_VARIADIC_ARRAY[E[:, 0]]).tolist():     # operands in the payload
+    for e in np.flatnonzero(VARIADIC[E[:, 0]]).tolist():     # operands in the payload
         span = slice(E[e, 5], E[e, 5] + E[e, 6])
         IP[span] = renumber[IP[span]]
     old_sizes = np.asarray(flat.sizes, np.int64)

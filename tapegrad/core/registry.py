@@ -60,4 +60,7 @@ def _check_definition(p):
 PRIMS = _collect()
 BY_NAME = {p.name: p for p in PRIMS}
 OPCODE = {p.name: p.opcode for p in PRIMS}
+# per-opcode flags, for array operations over a tape's opcode column (`flags[E[:, 0]]`)
 SAVES = np.array([p.saves for p in PRIMS], dtype=bool)
+VARIADIC = np.array([p.variadic for p in PRIMS], dtype=bool)
+DIFFERENTIABLE = np.array([p.differentiable for p in PRIMS], dtype=bool)

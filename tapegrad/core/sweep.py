@@ -15,12 +15,13 @@ entry at a time and check every value they produce.
 `Gradient` is grad's hot path: a forward and a reverse sweep bound once per tape, whose reverse
 sweep (`backward_first`) assigns first writes instead of zeroing the adjoint buffer.
 """
+import functools
 import weakref
 
 import numpy as np
 
 from .interp import interpreters, reverse_first
-from .registry import PRIMS
+from .registry import PRIMS, VARIADIC
 
 # The sweeps of anomaly mode while it is on: an object with forward(tape, V, interpreters) and
 # backward(tape, V, G, interpreters) that sweep one entry at a time and check every value
@@ -174,9 +175,9 @@ def _first_writes(tape, out):
     among the entries the sweep runs (those whose output needs an adjoint)."""
     E, NEED = tape.E, tape.NEED.astype(bool)
     sizes = np.asarray(tape.sizes, np.int64)
-    table = _first_write_table()
+    assigns_table, binary = _first_write_flags()
     runs = NEED[E[:, 4]] if len(E) else np.zeros(0, bool)
-    variadic = table.variadic[E[:, 0]] & runs
+    variadic = VARIADIC[E[:, 0]] & runs
     fixed = np.flatnonzero(runs & ~variadic)
     entry = [np.repeat(fixed, 3)]
     position = [np.tile(np.arange(3), fixed.size)]
@@ -196,7 +197,7 @@ def _first_writes(tape, out):
     writer = order[firsts]
     e, j, s = entry[writer], position[writer], slot[writer]
     op = E[e, 0]
-    assigns = (j < 2) & table.assigns[op] & (~table.binary[op] | (sizes[s] == sizes[E[e, 4]]))
+    assigns = (j < 2) & assigns_table[op] & (~binary[op] | (sizes[s] == sizes[E[e, 4]]))
     first = np.zeros(len(E), np.int64)
     np.bitwise_or.at(first, e[assigns], np.left_shift(1, j[assigns]))
     assigned = np.zeros(NEED.size, bool)
@@ -213,23 +214,12 @@ def _first_writes(tape, out):
     return first, np.stack([lo[opens], hi[closes]], axis=1).reshape(-1, 2)
 
 
-class _FirstWriteTable:
-    """Per opcode: variadic (operands in the payload), assigns its first writes, binary."""
-
-    def __init__(self):
-        from .codegen import assigns_first
-        self.variadic = np.array([p.variadic for p in PRIMS], bool)
-        self.assigns = np.array([assigns_first(p) for p in PRIMS], bool)
-        self.binary = np.array([p.kind == "binary" for p in PRIMS], bool)
-
-
-_first_write_tables = []
-
-
-def _first_write_table():
-    if not _first_write_tables:
-        _first_write_tables.append(_FirstWriteTable())
-    return _first_write_tables[0]
+@functools.cache
+def _first_write_flags():
+    """Per opcode: whether `backward_first` assigns its first writes, whether it is binary."""
+    from .codegen import assigns_first
+    return (np.array([assigns_first(p) for p in PRIMS], bool),
+            np.array([p.kind == "binary" for p in PRIMS], bool))
 
 
 def backward(tape, V, G):

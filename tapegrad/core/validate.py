@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from .registry import PRIMS
+from .registry import PRIMS, VARIADIC
 
 
 class TapeFormatError(ValueError):
@@ -150,7 +150,6 @@ def validate_arrays(E, FC, IP, S, NEED, V, shapes, calls=()):
 # the fixed operand count of every non-variadic primitive.
 _ROWWISE = np.array([p.elementwise for p in PRIMS])
 _N_FIXED = np.array([p.n_operands for p in PRIMS])
-_VARIADIC = np.array([p.variadic for p in PRIMS])
 _CALL = np.array([p.kind == "call" for p in PRIMS])
 _KIND = {name: np.array([p.kind == name for p in PRIMS]) for name in ("unary", "binary")}
 
@@ -190,7 +189,7 @@ def _validate_fixed(E, IP, sizes, writer, n_slots, calls):
     given = E[:, 1:4]
     arity = _N_FIXED[ops]
     used = np.arange(3)[None, :] < arity[:, None]
-    variadic = _VARIADIC[ops]
+    variadic = VARIADIC[ops]
     bad = ((given != -1) & ~used).any(axis=1)
     if bad.any():
         e = _first(bad)

@@ -18,15 +18,14 @@ import numpy as np
 
 from . import graph
 from ..core.flat import FlatTape
-from ..core.registry import PRIMS
+from ..core.registry import DIFFERENTIABLE, VARIADIC
 from ..core.validate import read_only
 from ..inspect.display import GraphTape
 from .tensor import Tensor
 
 _NO_PAYLOAD = read_only(np.zeros(0, np.int64), owned=True)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-_VARIADIC = [p.variadic for p in PRIMS]             # by opcode (lists: read per entry)
-_DIFFERENTIABLE = [p.differentiable for p in PRIMS]
+_VARIADIC, _DIFFERENTIABLE = VARIADIC.tolist(), DIFFERENTIABLE.tolist()   # read per entry
 
 
 def reachable(outputs, boundary=()):

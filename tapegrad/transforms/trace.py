@@ -32,7 +32,7 @@ import numpy as np
 from . import signature
 from .tape import Tape
 from ..core import pytree
-from ..core.registry import PRIMS
+from ..core.registry import DIFFERENTIABLE, VARIADIC
 from ..core.flat import compact_adjoints
 from ..eager.flatten import linearize
 from ..eager import graph
@@ -41,8 +41,7 @@ from ..eager.array import Array
 from ..eager.numpy_api import building
 from ..eager.tensor import Tensor
 
-_DIFFERENTIABLE = [p.differentiable for p in PRIMS]
-_VARIADIC = [p.variadic for p in PRIMS]
+_DIFFERENTIABLE, _VARIADIC = DIFFERENTIABLE.tolist(), VARIADIC.tolist()   # read per entry
 
 
 class tracing:
