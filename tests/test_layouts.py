@@ -197,6 +197,9 @@ STRUCTURAL = {
                                    c0=3.0),
     "total": dict(p="total", operands=[(7, _normal)], out=1, c0=1.0 / 7.0),
     "total-empty": dict(p="total", operands=[(0, _normal)], out=1, c0=2.0),
+    # numpy's order: eight partial sums of a run (8..128 values), and runs halved above 128
+    "total-block": dict(p="total", operands=[(45, _normal)], out=1, c0=1.0),
+    "total-halves": dict(p="total", operands=[(1031, _normal)], out=1, c0=0.5),
     "segmax-ties": dict(p="segmax", operands=[(8, _small_integers)], out=4, ip=EXTREMES),
     "segmax-nan": dict(p="segmax", operands=[(8, _with_nan)], out=4, ip=EXTREMES),
     "segmin-ties": dict(p="segmin", operands=[(8, _small_integers)], out=4, ip=EXTREMES),

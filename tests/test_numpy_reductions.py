@@ -139,6 +139,32 @@ def test_a_traced_tape_replays_numpys_value_at_other_inputs(name):
     np.testing.assert_array_equal(tape(x1), f(x1))
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 127, 128, 129, 136, 1000, 4097, 100_003])
+def test_a_replayed_sum_adds_in_numpys_order(n):
+    """np.sum of a vector, replayed by the interpreter and by vmap's tiers, is numpy's sum bit
+    for bit (numpy adds pairwise: eight partial sums per run of at most 128 values, runs
+    halved above that), so a replay gives what the traced call gave. Values spread over
+    twelve orders of magnitude, where another order of additions rounds differently."""
+    r = rng_for(f"numpy's sum {n}")
+
+    def spread(shape):
+        return r.standard_normal(shape) * 10.0 ** r.uniform(-6, 6, shape)
+
+    def f(x):
+        return np.sum(x)
+
+    x0, x1 = spread(n), spread(n)
+    tape = tg.trace(f, x0)
+    assert tape(x1) == np.sum(x1)
+    value, _ = tg.value_and_grad(lambda x: np.sum(x ** 2))(x1)
+    assert value == np.sum(x1 ** 2)
+    if n in (9, 136):                 # a run of eight partial sums; two halves
+        X = spread((3, n))
+        for fuse in (False, True):
+            values = tg.vmap(tg.value_and_grad(f), fuse=fuse)(X)[0]
+            np.testing.assert_array_equal(values, np.sum(X, axis=1), err_msg=f"fuse={fuse}")
+
+
 def test_median_and_quantile_propagate_nan_at_replay():
     x0 = _distinct("nan replay", (3, 5))
     x1 = x0.copy()

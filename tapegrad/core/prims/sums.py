@@ -1,6 +1,6 @@
 """Sums: `segsum` (scaled segment sum: sum and mean over axes), `segsumsq` (the segment sum of
 squares, sum(x * x, axis) in one entry) and `total` (the scaled sum of everything)."""
-from ..primitive import structural, view
+from ..primitive import Values, helper, structural, temp, view
 from . import dependence, shapes
 
 def _one_value(ip, n_out, sizes):
@@ -36,8 +36,105 @@ def segsum_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
             gx[i] += c0 * gy[ip[i]]
 
 
+@helper
+def _eight_partial_sums(V: Values, S, a, lo, m, out: Values, k):
+    """out[k] = the sum of x[lo:lo + m], x slot a, 8 <= m <= 128, as numpy adds such a run: in
+    eight interleaved partial sums, added as a tree, then the values left over one after
+    another. (x is made here, not passed: a view only indexed is an offset in the flat
+    layout, and its unsigned indices run twice as fast as a view's.)"""
+    x = view(V, S, a)
+    r0 = 0.0 + x[lo]
+    r1 = 0.0 + x[lo + 1]
+    r2 = 0.0 + x[lo + 2]
+    r3 = 0.0 + x[lo + 3]
+    r4 = 0.0 + x[lo + 4]
+    r5 = 0.0 + x[lo + 5]
+    r6 = 0.0 + x[lo + 6]
+    r7 = 0.0 + x[lo + 7]
+    end = lo + m - m % 8
+    for i in range(lo + 8, end, 8):
+        r0 += x[i]
+        r1 += x[i + 1]
+        r2 += x[i + 2]
+        r3 += x[i + 3]
+        r4 += x[i + 4]
+        r5 += x[i + 5]
+        r6 += x[i + 6]
+        r7 += x[i + 7]
+    out[k] = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(end, lo + m):
+        out[k] += x[i]
+
+
+@helper
+def _pairwise_total(V: Values, S, a, o, c0):
+    """`total_fwd` of 8 values or more. A run of more than 128 values is halved at a multiple
+    of 8 below its middle, and the halves' sums added. The runs are visited left to right
+    without recursion: each is found from the root, its sum added to the pending left halves
+    while it ends a right half, or left pending (in scratch: the tree of 2^63 values is under
+    64 levels deep)."""
+    x = view(V, S, a)
+    y = view(V, S, o)
+    n = x.size
+    if n <= 128:
+        _eight_partial_sums(V, S, a, 0, n, y, 0)
+        y[0] = c0 * y[0]
+    else:
+        pending = temp(V, 0, 64)
+        top = 0
+        lo = 0
+        while lo < n:
+            start = 0
+            m = n
+            path = 0            # bit j: whether the run j levels above this one is a right half
+            depth = 0
+            while m > 128:
+                half = m // 16 * 8
+                path = path * 2
+                if lo < start + half:
+                    m = half
+                else:
+                    start += half
+                    m -= half
+                    path += 1
+                depth += 1
+            _eight_partial_sums(V, S, a, lo, m, pending, top)
+            climbing = True
+            for level in range(depth):
+                if climbing:
+                    if path % 2 == 1:
+                        pending[top - 1] = pending[top - 1] + pending[top]
+                        top -= 1
+                        path = path // 2
+                    else:
+                        top += 1
+                        climbing = False
+            lo += m
+        y[0] = c0 * pending[0]
+
+
 @total.fwd
 def total_fwd(V, S, a, b, c, o, ip, c0, c1):
+    """y = c0 * sum(x), added in numpy's order for a contiguous array (pairwise summation), so
+    that a replay gives the bits the traced call gave (numpy computed those; float32 runs add
+    in float64 partial sums, as every accumulator of the column layout does), and a long sum
+    runs eight independent additions at a time: fewer than 8 values one after another, from 0,
+    more in `_pairwise_total` (a helper, so that a short sum makes no views). The CUDA layout
+    adds one value after another at any length (`total_fwd_cuda`: a GPU thread has no room
+    for the pending halves)."""
+    x = view(V, S, a)
+    y = view(V, S, o)
+    if x.size < 8:
+        acc = 0.0
+        for i in range(x.size):
+            acc += x[i]
+        y[0] = c0 * acc
+    else:
+        _pairwise_total(V, S, a, o, c0)
+
+
+@total.rule("fwd", layout="cuda")
+def total_fwd_cuda(V, S, a, b, c, o, ip, c0, c1):
     x = view(V, S, a)
     y = view(V, S, o)
     acc = 0.0
