@@ -657,6 +657,86 @@ def test_replays_do_not_call_the_function():
     assert len(calls) == len(transforms)
 
 
+def _plain_replays(transformed):
+    """The `PlainGradient`s that `grad` or `value_and_grad` keeps (white box: which path ran)."""
+    call = next(c.cell_contents for c in transformed.__closure__
+                if getattr(c.cell_contents, "__name__", "") == "call")
+    plain = next(c.cell_contents for c in call.__closure__ if isinstance(c.cell_contents, dict))
+    return [p for replays in plain.values() for p in replays]
+
+
+def _rosenbrock(x):
+    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+@pytest.mark.parametrize("case", ["1-d", "2-d", "strided", "reversed", "fortran", "read-only",
+                                  "float32"])
+def test_one_compiled_call_per_gradient_gives_the_general_paths_bits(case):
+    """From its second call, the gradient of a function of one array is one compiled call
+    (`compiled.plain_gradient`): the same bits as the first call (the general sweeps), whatever
+    the argument's layout, and the value of value_and_grad too."""
+    r = rng_for(f"one call {case}")
+    dtype = np.float32 if case == "float32" else np.float64
+    shape = (4, 6) if case in ("2-d", "fortran") else (24,)
+    f = (lambda x: _rosenbrock(x.reshape(-1))) if len(shape) == 2 else _rosenbrock
+
+    def argument():
+        x = r.standard_normal(shape).astype(dtype)
+        if case == "strided":
+            x = np.repeat(x, 2)[::2]
+        if case == "reversed":
+            x = x[::-1]
+        if case == "fortran":
+            x = np.asfortranarray(x)
+        if case == "read-only":
+            x.flags.writeable = False
+        return x
+
+    g, vg = tg.grad(f), tg.value_and_grad(f)
+    for _ in range(3):
+        x = argument()
+        expected_g = tg.grad(f)(x)           # a fresh transform: its first call, general path
+        expected_vg = tg.value_and_grad(f)(x)[1]
+        got, (value, got_vg) = g(x), vg(x)
+        assert got.dtype == dtype and got.shape == shape and value.dtype == dtype
+        np.testing.assert_array_equal(got, expected_g)
+        np.testing.assert_array_equal(got_vg, expected_vg)
+        assert value == tg.trace(f, x)(x)            # the interpreter's forward sweep
+        if dtype == np.float64:                      # numpy's sums: its value, to the bit
+            assert value == f(x)
+    assert all(p.native for p in _plain_replays(g) + _plain_replays(vg))
+
+
+def test_gradients_needing_more_than_two_sweeps_keep_the_general_path():
+    """Guards, two arguments, a float32 argument on a float64 tape, capture="call" and anomaly
+    mode: no single compiled call, and the results of a fresh transform's first call."""
+    r = rng_for("general path")
+    data = r.standard_normal(5)
+    cases = {   # name: (f, grad's keyword arguments, the arguments of a call)
+        "guards": (lambda x: np.sum(x ** 2) if x[0] > 0 else np.sum(x ** 3), {},
+                   lambda: (np.abs(r.standard_normal(5)),)),
+        "two arguments": (lambda x, y: np.sum(x * y ** 2), dict(argnums=(0, 1)),
+                          lambda: (r.standard_normal(5), r.standard_normal(5))),
+        "promoted": (lambda x: np.sum(x * data), {},
+                     lambda: (r.standard_normal(5).astype(np.float32),)),
+        "capture call": (lambda x: np.sum(x * data), dict(capture="call"),
+                         lambda: (r.standard_normal(5),)),
+    }
+    for name, (f, options, arguments) in cases.items():
+        g = tg.grad(f, **options)
+        for _ in range(3):
+            args = arguments()
+            for got, expected in zip(leaves(g(*args)), leaves(tg.grad(f, **options)(*args))):
+                np.testing.assert_array_equal(got, expected, err_msg=name)
+        assert _plain_replays(g) and not any(p.native for p in _plain_replays(g)), name
+    g = tg.grad(_rosenbrock)
+    x = r.standard_normal(8)
+    g(x), g(x)
+    assert _plain_replays(g)[0].native
+    with tg.detect_anomaly():
+        np.testing.assert_array_equal(g(x), tg.grad(_rosenbrock)(x))
+
+
 def test_call_style_transforms_replay_per_function():
     """vjp, jvp and hvp keep the tapes of each function: later calls only replay them, and
     guards still pick the branch (a piecewise function across its breakpoint)."""

@@ -202,6 +202,33 @@ class Compiled:
         return LowLevelCallable(self.cfunc(member, sig).ctypes)
 
 
+def plain_gradient(tape, out_slot):
+    """(call, t, k): `call(t, k, V, x, everything)` -> the gradient of `tape`'s scalar output
+    `out_slot` with respect to its one input, in one compiled call from Python
+    (`plain_gradient` of the generated module): x, a 1-d array (any strides) of the tape's
+    dtype and the input's size, is written into V, this thread's value buffer
+    (`Tape._buffer`), the forward sweep runs over every entry when `everything` (the value is
+    then in V), and the result is a new array. None where the tape needs more than the two
+    sweeps (guards to test, sweeps that run Python) or is not of float32 or float64.
+
+    `call` is the compiled code's entry, without numba's dispatcher (`sweep._compiled`): the
+    caller guarantees the types (x's ndim and dtype: numba would read any other array as this
+    one; V the tape's buffer); x's size is checked again in compiled code. Taking
+    it binds the generated module and the interpreters' symbols: a gradient takes it at its
+    second call, not its first."""
+    if tape.guards or tape.calls or tape.implicit_slots or len(tape.input_slots) != 1 or \
+            tape.dtype not in (np.float32, np.float64):
+        return None
+    module = generated_module()
+    for sweep_name in _SWEEPS["grad"]:
+        _register(module, sweep_name, tape.dtype)
+    arrays, sizes = _tape_arrays(tape, tape.input_slots[0], out_slot)
+    t = arrays[:5] + arrays[6:10]
+    k = sizes[:2] + sizes[4:6]
+    x = np.empty(2 * k[1], tape.dtype)[::2]         # typed as an array of any strides
+    return sweep._compiled(module.plain_gradient, t, k, tape._buffer(), x, True), t, k
+
+
 def _refuse_python_sweeps(tape):
     """Refuse a tape that compiled code cannot replay faithfully."""
     if tape.calls:
@@ -597,6 +624,28 @@ def values(t, k, x, for_gradient):
     else:
         _forward(t[0], t[1], t[2], t[3], V, 0, t[0].shape[0])
     return V
+
+
+@jit
+def plain_gradient(t, k, V, x, everything):
+    """grad's sweeps for a call from Python (`transforms.gradients.PlainGradient`), in one
+    compiled call: x (1-d, the input's size) written into V, the caller's value buffer, the
+    forward sweep (over every entry when `everything`, as `value_and_grad` needs, else over
+    those a gradient reads), `backward_first`; returns the input's adjoints (a new array).
+    t: E, FC, IP, S, NEED, the gradient's E and FC, FIRST, ZERO; k: the input's offset and
+    size, the seed's position (-1: none), the adjoint buffer's width. (Fewer arguments than
+    the members take: each costs its unboxing at every call from Python.) Guards are not
+    tested: the caller takes this only for tapes without any."""
+    V[k[0]:k[0] + k[1]] = x
+    if everything:
+        _forward(t[0], t[1], t[2], t[3], V, 0, t[0].shape[0])
+    else:
+        _forward(t[5], t[6], t[2], t[3], V, 0, t[5].shape[0])
+    G = np.empty((1, k[3]), V.dtype)
+    if k[2] >= 0:
+        G[0, k[2]] = 1.0
+    _backward_first(t[0], t[1], t[2], t[3], t[4], t[7], t[8], V, G, 0, t[0].shape[0])
+    return G[0, k[0]:k[0] + k[1]].copy()
 
 
 @jit

@@ -20,13 +20,14 @@ import numbers
 
 import numpy as np
 
+from . import compiled
 from .nested import record_call
 from .signature import arguments, count_leaves
 from .spec import Schedule, Transform
 from .tape import GuardError, directions
 from .traced import (MAX_SIGNATURES, MAX_TAPES_PER_SIGNATURE, Traced, call_traced, drop_oldest,
                      is_traced_call)
-from ..core import pytree
+from ..core import pytree, sweep
 from ..eager.graph import state
 
 
@@ -42,8 +43,13 @@ class PlainGradient:
     caches, so the Python around the compiled sweeps runs cold and each operation costs
     microseconds, not tens of nanoseconds. A call writes the inputs, runs the two sweeps
     (`core.sweep.Gradient`, which also spares zeroing the adjoints) and copies the gradients.
+
+    A function of one array (the common case: a loss of its parameters) takes the sweeps
+    in one compiled call instead (`compiled.plain_gradient`: the input written, both sweeps,
+    the gradient copied out), from its second call on: binding it loads a generated module,
+    which a one-off gradient should not pay for.
     """
-    __slots__ = ("tape", "refresh", "inputs", "sweeps", "out", "grads", "single")
+    __slots__ = ("tape", "refresh", "inputs", "sweeps", "out", "grads", "single", "native")
 
     def __init__(self, tape, out, wrt, refresh, single):
         """`out`: the output slot; `wrt`: (input slot, the argument's dtype) of each gradient;
@@ -61,10 +67,27 @@ class PlainGradient:
                        None if len(tape.shapes[s]) == 1 else tape.shapes[s], dtype)
                       for s, dtype in wrt]
         self.single = single
+        # (compiled call, t, k, whether x needs flattening), bound at the first call here;
+        # False where the tape, the arguments or `capture` need the general sweeps
+        self.native = None if refresh is None and len(wrt) == 1 and \
+            len(tape.input_slots) == 1 and wrt[0][1] == tape.dtype else False
 
     def __call__(self, args, want_value):
         """(value or None, the gradients), or None when a guard fails."""
-        tape = self.tape
+        native, tape = self.native, self.tape
+        if native and sweep.checked is None:      # one compiled call (x: the key's shape)
+            call, t, k, reshape = native
+            V = getattr(tape._local, "V", None)
+            if V is None:
+                V = tape._buffer()
+            G = call(t, k, V, args[0].reshape(-1) if reshape else args[0], want_value)
+            if reshape:
+                G = _scalar(G.reshape(self.grads[0][2]))
+            value = _scalar(tape.view(V, self.out).copy()) if want_value else None
+            return value, G if self.single else (G,)
+        if native is None:
+            self._bind_native()
+            return self(args, want_value)
         if self.refresh is not None and not self.refresh(tape):
             return None               # stale: the general path retraces
         V = tape.load(args, True) if self.refresh is not None else self._load(args)
@@ -80,6 +103,12 @@ class PlainGradient:
                  for lo, hi, shape, dtype in self.grads]
         value = _scalar(tape.view(V, self.out).copy()) if want_value else None
         return value, grads[0] if self.single else tuple(grads)
+
+    def _bind_native(self):
+        """Bind `native` (False where `compiled.plain_gradient` refuses the tape)."""
+        bound = compiled.plain_gradient(self.tape, self.out)
+        self.native = False if bound is None else \
+            bound + (len(self.tape.shapes[self.tape.input_slots[0]]) != 1,)
 
     def _load(self, args):
         """This thread's value buffer with the arguments written in (shapes checked by the key)."""
@@ -122,7 +151,14 @@ def _gradient_call(f, argnums, single, has_aux, traced):
 
     def call(args, kwargs, want_value):
         # inside an enclosing trace, no cached replay: f may close over that trace's values
-        key = None if kwargs or has_aux or state.tracing else _array_key(args)
+        if kwargs or has_aux or state.tracing:
+            key = None
+        elif len(args) == 1:        # _array_key, written out for the common case
+            a = args[0]
+            key = ((a.shape, a.dtype),) if type(a) is np.ndarray and a.dtype.kind == "f" \
+                else None
+        else:
+            key = _array_key(args)
         if key is not None:
             for replay in plain.get(key, ()):
                 result = replay(args, want_value)
