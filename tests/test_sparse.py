@@ -437,6 +437,48 @@ def test_windows_and_padding_take_the_stencil_path():
         assert np.array_equal(pattern.toarray(), _band(30, -1, 1))
 
 
+STENCIL_EDGES = [
+    ("stride two", lambda x: np.sum(x[::2][:4] * x[1::2][:4]) + np.sum(x[::3] ** 2)),
+    ("broadcast element", lambda x: np.sum(np.sin(x) * x[0]) + np.sum(x[1:] * x[:1])),
+    ("gather mixed in", lambda x: np.sum(x[[2, 0, 1, 3, 8, 7, 6, 5, 4]] * np.tanh(x[1:-1]).sum())),
+    ("one operand twice", lambda x: np.sum(np.concatenate([x, x[::-1], x[2:]]) ** 3)),
+    ("more terms than a stencil holds",
+     lambda x: np.sum(sum(np.concatenate([0 * x, x, 0 * x])[k:k + 9] for k in range(19)) ** 2)),
+    ("live elements not a range", lambda x: np.sum(np.sin(x)[:2]) + np.sum(np.cos(x)[5:] ** 2)),
+    ("flip then shift", lambda x: np.sum(np.flip(x)[1:] * x[:-1]) + np.sum(np.cumsum(x) ** 2)),
+]
+
+
+@pytest.mark.parametrize("name,f", STENCIL_EDGES, ids=[e[0] for e in STENCIL_EDGES])
+def test_stencil_fallbacks_equal_rows_and_the_reference(name, f):
+    x = np.linspace(0.2, 1.4, 9)
+    tape = tg.trace(f, x)
+    args = tape.input_slots, tape.output_slots[0]
+    H = hessian_pattern(tape, *args).toarray()
+    assert np.array_equal(H, hessian_pattern(tape, *args, stencils=False).toarray())
+    assert np.array_equal(H, _reference(tape, tape.input_slots, hess_slot=args[1]))
+    g = lambda x: f(x) * np.concatenate([x[1:], x[:1]])
+    tape = tg.trace(g, x)
+    J = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
+    assert np.array_equal(J, _reference(tape, tape.input_slots, tape.output_slots))
+
+
+def test_the_csr_built_without_its_constructor_is_scipys(monkeypatch):
+    tape = tg.trace(lambda x: np.cumsum(x[1:]) * x[:-1] + np.sin(x[::-1][1:]), X)
+    args = tape.input_slots, tape.output_slots
+    M = jacobian_pattern(tape, *args)
+    reference = scipy.sparse.csr_matrix((np.ones(M.nnz, bool), M.indices, M.indptr),
+                                        shape=M.shape)
+    reference.check_format(full_check=True)
+    M.check_format(full_check=True)
+    assert type(M) is scipy.sparse.csr_matrix and M.shape == reference.shape
+    assert M.indices.dtype == reference.indices.dtype and M.has_sorted_indices
+    assert (M != reference).nnz == 0 and np.array_equal((M @ X), reference @ X)
+    assert vars(M).keys() >= vars(reference).keys()
+    monkeypatch.setattr(sparsity, "_CSR_STATE", [None])     # scipy's constructor instead
+    assert (jacobian_pattern(tape, *args) != M).nnz == 0
+
+
 HOSTILE = [
     ("empty input", lambda x: np.sin(x) * 2.0, np.zeros(0)),
     ("scalar output", lambda x: np.sum(x[1:] * x[:-1]), np.arange(1.0, 6.0)),

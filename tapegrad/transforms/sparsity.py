@@ -93,14 +93,39 @@ def hessian_pattern(tape, in_slots, out_slot, fixed_constants=True, stencils=Tru
 
 def _scipy_csr(indptr, indices, ordered, shape):
     """The pattern as a scipy CSR matrix with sorted rows (they come free of duplicates, and
-    sorted where `ordered`)."""
+    sorted where `ordered`). Sorted rows of int32 indices skip the constructor's checks (they
+    cost more than a small detection; the compiled pass wrote the arrays) where scipy's matrix
+    holds exactly the state `_csr_state` found, else scipy's constructor builds it."""
     import scipy.sparse
-    M = scipy.sparse.csr_matrix((np.ones(indices.size, bool), indices, indptr), shape=shape)
+    data = np.ones(indices.size, bool)
+    state = _csr_state()
+    if ordered and state is not None and indices.dtype == np.int32:
+        M = scipy.sparse.csr_matrix.__new__(scipy.sparse.csr_matrix)
+        M.__dict__.update(state, _shape=shape, data=data, indices=indices, indptr=indptr,
+                          _has_sorted_indices=True)
+        return M
+    M = scipy.sparse.csr_matrix((data, indices, indptr), shape=shape)
     if ordered:
         M.has_sorted_indices = True
     else:
         M.sort_indices()
     return M
+
+
+_CSR_STATE = []
+
+
+def _csr_state():
+    """The attributes of a scipy CSR matrix besides its arrays and shape (from one built by
+    its constructor, once), or None where they are not the plain set this module fills in."""
+    if not _CSR_STATE:
+        import scipy.sparse
+        M = scipy.sparse.csr_matrix((np.ones(1, bool), np.zeros(1, np.int32),
+                                     np.array([0, 1], np.int32)), shape=(1, 1))
+        state = {k: v for k, v in vars(M).items() if k not in ("data", "indices", "indptr")}
+        plain = set(state) == {"_shape", "maxprint"} and type(M) is scipy.sparse.csr_matrix
+        _CSR_STATE.append(state if plain else None)
+    return _CSR_STATE[0]
 
 
 def _slot_array(tape, slots):
@@ -180,16 +205,20 @@ def _describe(tape, in_slots, fixed_constants):
     entries, reads, pairs, maps = [], [], [], _Maps()
     warned = set()
     n_reads = 0
-    for e, row in enumerate(tape.E.tolist()):
-        prim = prims[e]
+    for prim, row in zip(prims, tape.E.tolist()):
         kinds, code, coupled, needs, variadic = _DESCRIBED.get(prim) or _described(prim)
-        ops = IP[row[5]:row[5] + row[6]].tolist() if variadic else \
-            [s for s in row[1:4] if s >= 0]
+        if kinds is not None:               # elementwise: its operands lead the row
+            ops = row[1:1 + len(kinds)]
+        else:
+            ops = IP[row[5]:row[5] + row[6]].tolist() if variadic else \
+                [s for s in row[1:4] if s >= 0]
         o = row[4]
         vary = hit = False
         for s in ops:
-            vary = vary or varies[s]
-            hit = hit or reached[s]
+            if varies[s]:
+                vary = True
+            if reached[s]:
+                hit = True
         varies[o] = vary
         if not hit:
             continue
@@ -197,11 +226,12 @@ def _describe(tape, in_slots, fixed_constants):
         if kinds is not None:
             for s, kind in zip(ops, kinds):
                 size = sizes[s]
-                if not size:
-                    kind = _UNREAD
-                reads += (s, kind, 0, 0, 0, 0, size)
-                if kind != _UNREAD and reached[s]:
-                    reached[o] = True
+                if size and kind != _UNREAD:
+                    reads += (s, kind, 0, 0, 0, 0, size)
+                    if reached[s]:
+                        reached[o] = True
+                else:
+                    reads += (s, _UNREAD, 0, 0, 0, 0, size)
         else:
             for s, rule in zip(ops, _rule(tape, row, prim, ops, varies, warned)):
                 read = _encode(rule, n_out, sizes[s], maps)
@@ -223,11 +253,16 @@ def _describe(tape, in_slots, fixed_constants):
 
 def _rule(tape, row, prim, ops, varies, warned):
     """The entry's `Prim.element_reads` answer (every operand `ALL` where the primitive
-    declares none, with a warning once per primitive)."""
-    ip = tape.IP[row[5]:row[5] + row[6]]
+    declares none, with a warning once per primitive). Only structural primitives come here:
+    their answer is their `reads_elements` rule's."""
     sizes, offsets, V0 = tape.sizes, tape.offsets, tape.V0
-    consts = tuple(None if varies[s] else V0[offsets[s]:offsets[s] + sizes[s]] for s in ops)
-    reads = prim.element_reads(ip, sizes[row[4]], [sizes[s] for s in ops], consts)
+    rule = prim.reads_elements
+    reads = None
+    if rule is not None:
+        consts = tuple([None if varies[s] else V0[offsets[s]:offsets[s] + sizes[s]]
+                        for s in ops])
+        reads = rule(tape.IP[row[5]:row[5] + row[6]], sizes[row[4]], [sizes[s] for s in ops],
+                     consts)
     if reads is None:
         if prim.name not in warned:
             warned.add(prim.name)
@@ -283,23 +318,27 @@ class _Maps:
 
 def _encode(rule, n_out, size, maps):
     """(kind, p0, p1, p2, p3) of one operand's read, its indices checked against the output's
-    and the operand's sizes (the compiled pass does not check bounds)."""
+    and the operand's sizes (the compiled pass does not check bounds). Ranges (windows,
+    concatenations) are tested first: they are the common answer."""
     if rule is None or size == 0:
         return (_UNREAD, 0, 0, 0, 0)
-    if _is(rule, SAME):
-        return (_SAME, 0, 0, 0, 0)
-    if _is(rule, ALL):
-        return (_ALL, 0, 0, 0, 0)
+    if type(rule) is not tuple:
+        if _is(rule, SAME):
+            return (_SAME, 0, 0, 0, 0)
+        if _is(rule, ALL):
+            return (_ALL, 0, 0, 0, 0)
     rows, cols = rule
-    if isinstance(cols, range) and (rows is None or (isinstance(rows, range) and
-                                                     (rows.step == 1 or len(rows) < 2))):
+    if type(cols) is range and (rows is None or (type(rows) is range and
+                                                 (rows.step == 1 or len(rows) < 2))):
+        count = len(cols)
         rows = range(n_out) if rows is None else rows
-        if len(rows) != len(cols):
+        if len(rows) != count:
             raise RuntimeError("a dependence rule gave rows and cols of different shapes")
-        if len(cols):
+        if count:
+            low, high = (cols[0], cols[-1]) if cols.step > 0 else (cols[-1], cols[0])
             _check_range(rows.start, rows[-1], n_out, "an output")
-            _check_range(min(cols[0], cols[-1]), max(cols[0], cols[-1]), size, "an operand")
-        return (_STRIDED, rows.start, cols.start, cols.step, len(cols))
+            _check_range(low, high, size, "an operand")
+        return (_STRIDED, rows.start, cols.start, cols.step, count)
     cols = np.ascontiguousarray(cols, np.int64)
     if rows is not None:
         rows = np.ascontiguousarray(rows, np.int64)
@@ -377,15 +416,15 @@ def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, s
     scratch = work[at:at + scratch_size]
     units = work[at + scratch_size:at + scratch_size + _UNIT * n_units]
     poff[:] = -1
-    st[:, 0] = -1
+    st[:, 0], st[:, 1], st[:, 2] = -1, 0, 0
     cur[0], cur[1], cur[3] = 0, 0, 0
-    IDX = _grow(IDX, cur[1], max(2 * n, 16))
-    for c in range(n):                          # the inputs' one-column rows point into it
-        IDX[c] = c
-    cur[1] = n
     if stencils and _distinct(in_slots):
         T = _input_stencils(S, in_slots, st, T, cur)
     else:
+        IDX = _grow(IDX, cur[1], max(2 * n, 16))
+        for c in range(n):                      # the inputs' one-column rows point into it
+            IDX[c] = c
+        cur[1] = n
         IDX = _input_rows(S, in_slots, poff, RS, RE, IDX, cur)
     for e in range(n_entries):
         first, last, n_out, o = entries[e, 2], entries[e, 2] + entries[e, 3], entries[e, 1], \
@@ -401,6 +440,9 @@ def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, s
                             starts, ends, first_source, fill)
         poff[o] = p
     if hess_slot < 0:
+        if _all_stencils(out_slots, poff, st):
+            out, nnz = _stencil_csr(out_slots, S, st, T, out)
+            return IDX, T, work, out, flags, nnz, True
         for k in range(out_slots.size):
             IDX = _rows_of(out_slots[k], S, poff, st, T, RS, RE, IDX, cur)
         out, nnz, ordered = _gathered_rows(out_slots, S, poff, RS, RE, IDX, out)
@@ -423,6 +465,15 @@ def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, s
                               span)
     out, nnz, ordered = _product(terms, t, flags[span:span + n], IDX, marker, cur, n, out)
     return IDX, T, work, out, flags, nnz, ordered
+
+
+@jit
+def _all_stencils(slots, poff, st):
+    """Whether each slot's pattern is a stencil or none."""
+    for k in range(slots.size):
+        if st[slots[k], 0] < 0 and poff[slots[k]] >= 0:
+            return False
+    return True
 
 
 @jit
@@ -1212,21 +1263,57 @@ def _merge_terms(terms, count):
 @jit
 def _stencil_rows(T, first, count, stride, n_rows, RS, RE, IDX, cur):
     """(p, IDX): the stencil's rows, written as rows of references (sorted)."""
-    need = _zero()
-    for u in range(first, first + count):
-        need += T[3 * u + 2] - T[3 * u + 1]
-    IDX = _grow(IDX, cur[1], need)
-    p, at = cur[0], cur[1]
+    IDX = _grow(IDX, cur[1], _stencil_size(T, first, count))
+    p = cur[0]
     cur[0] += n_rows
+    cur[1] = _write_stencil(T, first, count, stride, n_rows, RS[p:], RE[p:], IDX, cur[1])
+    return p, IDX
+
+
+@jit
+def _stencil_size(T, first, count):
+    """How many columns a stencil's rows hold in all."""
+    size = _zero()
+    for u in range(first, first + count):
+        size += T[3 * u + 2] - T[3 * u + 1]
+    return size
+
+
+@jit
+def _write_stencil(T, first, count, stride, n_rows, starts, ends, dest, at):
+    """The columns of a stencil's rows i < n_rows, in order, from dest[at] on; starts[i] and
+    ends[i] where each row's are. Returns where they end."""
     for i in range(n_rows):
-        RS[p + i] = at
+        starts[i] = at
         for u in range(first, first + count):
             if T[3 * u + 1] <= i < T[3 * u + 2]:
-                IDX[at] = i * stride + T[3 * u]
+                dest[at] = i * stride + T[3 * u]
                 at += 1
-        RE[p + i] = at
-    cur[1] = at
-    return p, IDX
+        ends[i] = at
+    return at
+
+
+@jit
+def _stencil_csr(out_slots, S, st, T, out):
+    """(out, nnz): the CSR (indptr, indices) of the patterns of `out_slots`, end to end, in
+    out[:m + 1] and out[m + 1:m + 1 + nnz], where each is a stencil or none (rows sorted)."""
+    m = nnz = _zero()
+    for k in range(out_slots.size):
+        m += S[out_slots[k], 1]
+        if st[out_slots[k], 0] >= 0:
+            nnz += _stencil_size(T, st[out_slots[k], 0], st[out_slots[k], 1])
+    if out.size < m + 1 + nnz:
+        out = np.empty(max(m + 1 + nnz, 2 * out.size), np.int64)
+    indptr, indices = out[:m + 1], out[m + 1:m + 1 + nnz]
+    row, at = 0, _zero()
+    indptr[0] = 0
+    for k in range(out_slots.size):
+        s = out_slots[k]
+        count = st[s, 1] if st[s, 0] >= 0 else 0
+        at = _write_stencil(T, st[s, 0], count, st[s, 2], S[s, 1], indptr[row:],
+                            indptr[row + 1:], indices, at)
+        row += S[s, 1]
+    return out, nnz
 
 
 @jit
