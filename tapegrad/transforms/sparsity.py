@@ -21,18 +21,20 @@ Patterns are first tried as stencils: row i of a slot holds column i * stride + 
 of a few terms (c, first row, end row), one stride per slot (`_stencil_of`). Inputs are
 stencils; an entry whose reads are maps of rows (its own index, a broadcast of one element, a
 strided range: elementwise entries, windows, concatenations and their padding) maps its
-operands' stencils to its own in time proportional to their terms, whatever the sizes. Any other
-read, mixed strides or more than `_CAP` terms make the entry's pattern rows (below), and its
-stencil operands are written out as rows first (`_rows_of`, on demand); a Jacobian's outputs
-are written out as rows at the end.
+operands' stencils to its own in time proportional to their terms, whatever the sizes. Any
+other read (every element, an index map, pairs), mixed strides or more than `_CAP` terms make
+the entry's pattern rows (below), its stencil operands written out as rows first (`_rows_of`,
+on demand). A Jacobian whose outputs are all stencils is written straight into its CSR arrays
+(`_stencil_csr`); otherwise its outputs are written out as rows and gathered.
 
-Otherwise patterns are rows of references: row r of a slot's pattern is `IDX[RS[p + r]:RE[p + r]]`, a
-range of one growing buffer of column indices. So an elementwise entry whose operands share the
-output's pattern shares it (the same p), a window of step 1 shares its operand's rows from
-where it starts (p + start), an index map or a broadcast copies two integers per row (never
-the columns), the union of an entry's reads writes new columns only for a row that reads two
-different nonempty rows (checked against each other where both are short, else by a marker
-array stamped per union: never reset), and the inputs' one-column rows all point into one
+Otherwise patterns are rows of references: row r of a slot's pattern is
+`IDX[RS[p + r]:RE[p + r]]`, a range of one growing buffer of column indices. So an elementwise
+entry whose operands share the output's pattern shares it (the same p), a window of step 1
+shares its operand's rows from where it starts (p + start), an index map or a broadcast copies
+two integers per row (never the columns), the union of an entry's reads writes new columns
+only for a row that reads two different nonempty rows (checked against each other where both
+are short, else by a marker array stamped per union: never reset), and where the inputs are
+rows (an argument passed twice, or `stencils=False`) their one-column rows all point into one
 ramp. The buffers are a per-thread workspace kept between detections: fresh memory costs a
 page fault per 4 KiB touched, which would cost more than the propagation itself.
 
@@ -47,9 +49,9 @@ entry directly), so the pairs are never listed. Where both patterns are stencils
 elements a range (liveness is a range per slot while it stays one, else flags), the coupling is
 a unit instead: each pair of terms couples column x with x + delta over a range of x (a band,
 strides 1), and when every unit is bands the pattern is written row by row from the merged bands
-(`_band_product`), sorted, in time proportional to its nonzeros; else the units become terms. Piecewise linear primitives (relu, maximum,
-sort, max) couple nothing; the structural nonlinear ones without a finer rule couple every pair
-their output elements read (conservative).
+(`_band_product`), sorted, in time proportional to its nonzeros; else the units become terms.
+Piecewise linear primitives (relu, maximum, sort, max) couple nothing; the structural nonlinear
+ones without a finer rule couple every pair their output elements read (conservative).
 
 A primitive whose definition declares no rule makes detection conservative for its entries
 (every output element reads every operand element, every pair coupled) with a
@@ -57,7 +59,7 @@ A primitive whose definition declares no rule makes detection conservative for i
 handed to the rules, which may drop reads that a zero constant cancels (a product with a
 sparse constant matrix); with `capture="call"` the closed-over arrays are re-read per call, so
 they are not constants here. The result is a scipy CSR matrix with sorted rows (scipy imported
-then).
+then). `stencils=False` runs the rows path alone: the same patterns (the tests compare them).
 """
 import threading
 import warnings
@@ -130,7 +132,7 @@ def _csr_state():
 
 def _slot_array(tape, slots):
     slots = [int(s) for s in slots]
-    if not all(0 <= s < len(tape.sizes) for s in slots):
+    if slots and not 0 <= min(slots) <= max(slots) < len(tape.sizes):
         raise ValueError(f"slots {slots} are not slots of a tape of {len(tape.sizes)}")
     return np.array(slots, np.int64)
 
@@ -163,9 +165,11 @@ def _run(description, out_slots, hess_slot, m, stencils=True):
         ws.flags, ws.marker, ws.cur)
     index = np.int32 if max(m, n, nnz) < 2 ** 31 else np.int64     # as scipy would have it
     result = ws.out[:m + 1].astype(index), ws.out[m + 1:m + 1 + nnz].astype(index), ordered
-    for name in ("IDX", "stencils", "work", "out", "flags", "marker"):
-        if getattr(ws, name).size > _KEPT:
-            setattr(ws, name, getattr(ws, name)[:0].copy())
+    if max(ws.IDX.size, ws.stencils.size, ws.work.size, ws.out.size, ws.flags.size,
+           ws.marker.size) > _KEPT:
+        for name in ("IDX", "stencils", "work", "out", "flags", "marker"):
+            if getattr(ws, name).size > _KEPT:
+                setattr(ws, name, getattr(ws, name)[:0].copy())
     return result
 
 
@@ -847,12 +851,17 @@ def _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, ma
     (from span), what a sum of squares reads of its live elements (from span + n)."""
     live[:, 0] = 0
     live[hess_slot, 0], live[hess_slot, 1], live[hess_slot, 2] = 1, 0, S[hess_slot, 1]
-    t, u, general = _zero(), _zero(), False
+    t, u, general, zero = _zero(), _zero(), False, _zero()
     for e in range(entries.shape[0] - 1, -1, -1):
         o, n_out, first, count, code = entries[e, 0], entries[e, 1], entries[e, 2], \
             entries[e, 3], entries[e, 4]
         out_at = S[o, 0]
-        if (poff[o] < 0 and st[o, 0] < 0) or not _any_live(live, flags, o, out_at, n_out):
+        if poff[o] < 0 and st[o, 0] < 0:
+            continue
+        alive = live[o, 0] == 1 and live[o, 2] > live[o, 1]
+        for r in range(out_at, out_at + n_out if live[o, 0] == 2 else out_at):
+            alive = alive or flags[r]
+        if not alive:
             continue
         for c in range(entries[e, 6] if code == _COUPLED else 1):
             a = b = poff[o]
@@ -883,7 +892,7 @@ def _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, ma
                     continue
                 if min(ca, cb) >= 0 and live[o, 0] == 1:
                     u = _add_unit(units, u, fa, ca, sa, fb, cb, sb, live[o, 1], live[o, 2],
-                                  n_out, -1)
+                                  n_out, zero - 1)
                     continue
                 IDX = _rows_of_operands(i, i + 1, S, reads, poff, st, T, RS, RE, IDX, cur)
                 IDX = _rows_of_operands(j, j + 1, S, reads, poff, st, T, RS, RE, IDX, cur)
@@ -907,7 +916,7 @@ def _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, ma
             else:
                 continue
             general = True
-            t = _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, flag_at, 0, rows)
+            t = _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, flag_at, zero, rows)
         for k in range(first, first + count):
             s = reads[k, 0]
             if reads[k, 1] == _UNREAD or (poff[s] < 0 and st[s, 0] < 0):
@@ -949,15 +958,7 @@ def _unit_terms(units, u, S, poff, st, T, RS, RE, IDX, cur, terms, t, flags, spa
         b = a
         if fb != fa or cb != ca:
             b, IDX = _stencil_rows(T, fb, cb, sb, n_rows, RS, RE, IDX, cur)
-    return IDX, _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, -1, lo, hi)
-
-
-@jit
-def _any_live(live, flags, s, at, size):
-    """Whether some element of slot s is live."""
-    if live[s, 0] == 1:
-        return live[s, 2] > live[s, 1]
-    return live[s, 0] == 2 and flags[at:at + size].any()
+    return IDX, _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, _zero() - 1, lo, hi)
 
 
 @jit
@@ -1052,10 +1053,10 @@ def _band_product(units, n_units, T, n, out):
         ends[bands[3 * b + 1]] += 1
         ends[bands[3 * b + 2]] -= 1
     indptr[0], running = 0, _zero()
-    for x in range(n):
+    for x in range(n):              # then ends[x] is where row x's columns start
         running += ends[x]
         indptr[x + 1] = indptr[x] + running
-    ends[:n] = indptr[:n]
+        ends[x] = indptr[x]
     for b in range(n_bands):
         delta = bands[3 * b]
         for x in range(bands[3 * b + 1], bands[3 * b + 2]):
@@ -1182,19 +1183,6 @@ def _map_rows(reads, k, n_out):
 
 
 @jit
-def _span(lo, hi, c0, d, count):
-    """(q0, q1): the q < count with lo <= c0 + q * d < hi (a range: the map is monotone)."""
-    if d == 0:
-        q0, q1 = (0, count) if lo <= c0 < hi else (0, 0)
-    elif d > 0:
-        q0, q1 = -((c0 - lo) // d), -((c0 - hi) // d)
-    else:
-        q0, q1 = (c0 - hi) // -d + 1, (c0 - lo) // -d + 1
-    q0, q1 = max(q0, 0), min(q1, count)
-    return q0, max(q0, q1)
-
-
-@jit
 def _stencil_of(first, last, n_out, reads, poff, st, T, scratch, cur):
     """(first term, count, stride, T): the stencil of what the output elements read through
     reads[first:last], written from T[cur[3]] on (first -1: no pattern); count -1 (nothing
@@ -1213,8 +1201,15 @@ def _stencil_of(first, last, n_out, reads, poff, st, T, scratch, cur):
         used += 1
         a = st[s, 2]
         for u in range(st[s, 0], st[s, 0] + st[s, 1]):
-            q0, q1 = _span(T[3 * u + 1], T[3 * u + 2], c0, d, rows)
-            if q1 == q0:
+            lo, hi = T[3 * u + 1], T[3 * u + 2]    # the q < rows with lo <= c0 + q d < hi
+            if d == 0:
+                q0, q1 = (0, rows) if lo <= c0 < hi else (0, 0)
+            elif d > 0:
+                q0, q1 = -((c0 - lo) // d), -((c0 - hi) // d)
+            else:
+                q0, q1 = (c0 - hi) // -d + 1, (c0 - lo) // -d + 1
+            q0, q1 = max(q0, 0), min(q1, rows)
+            if q1 <= q0:
                 continue
             term_stride = 0 if n_out == 1 else d * a
             if (count > 0 and term_stride != stride) or 3 * count + 3 > scratch.size:
