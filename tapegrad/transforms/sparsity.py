@@ -436,13 +436,13 @@ def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, s
         if stencils:
             f, count, stride, T = _stencil_of(first, last, n_out, reads, poff, st, T, scratch,
                                               cur)
-            if count >= 0:
-                st[o, 0], st[o, 1], st[o, 2] = f, count, stride
+            if count >= 0:             # (replacing what an input slot written here had)
+                st[o, 0], st[o, 1], st[o, 2], poff[o] = f, count, stride, -1
                 continue
             IDX = _rows_of_operands(first, last, S, reads, poff, st, T, RS, RE, IDX, cur)
         p, IDX = _read_rows(first, last, n_out, reads, maps, poff, RS, RE, IDX, cur, marker,
                             starts, ends, first_source, fill)
-        poff[o] = p
+        poff[o], st[o, 0] = p, -1
     if hess_slot < 0:
         if _all_stencils(out_slots, poff, st):
             out, nnz = _stencil_csr(out_slots, S, st, T, out)
@@ -1048,6 +1048,10 @@ def _band_product(units, n_units, T, n, out):
     ends, bands = out[n + 1 + bound:2 * n + 2 + bound], out[2 * n + 2 + bound:need]
     _bands(units, n_units, T, bands)
     n_bands = _merge_terms(bands, n_bands)
+    for b in range(n_bands):        # columns of stencils are columns: checked all the same
+        if min(bands[3 * b + 1], bands[3 * b + 1] + bands[3 * b]) < 0 or \
+                max(bands[3 * b + 2], bands[3 * b + 2] + bands[3 * b]) > n:
+            return out, -1
     ends[:] = 0
     for b in range(n_bands):
         ends[bands[3 * b + 1]] += 1
