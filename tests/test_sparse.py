@@ -445,6 +445,8 @@ STENCIL_EDGES = [
     ("more terms than a stencil holds",
      lambda x: np.sum(sum(np.concatenate([0 * x, x, 0 * x])[k:k + 9] for k in range(19)) ** 2)),
     ("live elements not a range", lambda x: np.sum(np.sin(x)[:2]) + np.sum(np.cos(x)[5:] ** 2)),
+    ("a sum of pieces with a gap",
+     lambda x: np.sum(np.concatenate([x[:2], x[5:]])) * np.sum(np.concatenate([x[6:], x[:1]]))),
     ("flip then shift", lambda x: np.sum(np.flip(x)[1:] * x[:-1]) + np.sum(np.cumsum(x) ** 2)),
 ]
 

@@ -439,6 +439,11 @@ def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, s
             if count >= 0:             # (replacing what an input slot written here had)
                 st[o, 0], st[o, 1], st[o, 2], poff[o] = f, count, stride, -1
                 continue
+            p, IDX, done = _stencil_union(first, last, n_out, reads, poff, st, T, scratch, RS,
+                                          RE, IDX, cur)
+            if done:
+                poff[o], st[o, 0] = p, -1
+                continue
             IDX = _rows_of_operands(first, last, S, reads, poff, st, T, RS, RE, IDX, cur)
         p, IDX = _read_rows(first, last, n_out, reads, maps, poff, RS, RE, IDX, cur, marker,
                             starts, ends, first_source, fill)
@@ -1233,6 +1238,46 @@ def _stencil_of(first, last, n_out, reads, poff, st, T, scratch, cur):
         T[at + q] = scratch[q]
     cur[3] = at + 3 * count
     return at // 3, count, stride, T
+
+
+@jit
+def _stencil_union(first, last, n_out, reads, poff, st, T, scratch, RS, RE, IDX, cur):
+    """(p, IDX, done): where the entry's one read of a pattern is `_ALL` of a stencil of stride
+    0 or 1 (a sum, a reduction), n_out rows that are all the union of the stencil's rows:
+    its terms' column ranges merged (`_merge_terms`) and written once, sorted (done False,
+    nothing written, for any other entry)."""
+    only = -1
+    for k in range(first, last):
+        s = reads[k, 0]
+        if reads[k, 1] != _UNREAD and (poff[s] >= 0 or st[s, 0] >= 0):
+            if only >= 0:
+                return -1, IDX, False
+            only = k
+    if only < 0 or reads[only, 1] != _ALL:
+        return -1, IDX, False
+    s = reads[only, 0]
+    if st[s, 0] < 0 or st[s, 2] < 0 or st[s, 2] > 1:
+        return -1, IDX, False
+    ranges, size = 0, _zero()
+    for u in range(st[s, 0], st[s, 0] + st[s, 1]):
+        if T[3 * u + 2] > T[3 * u + 1]:
+            scratch[3 * ranges], scratch[3 * ranges + 1] = 0, T[3 * u + 1] * st[s, 2] + T[3 * u]
+            scratch[3 * ranges + 2] = (T[3 * u + 2] - 1) * st[s, 2] + T[3 * u] + 1
+            ranges += 1
+    ranges = _merge_terms(scratch, ranges)
+    for q in range(ranges):
+        size += scratch[3 * q + 2] - scratch[3 * q + 1]
+    IDX = _grow(IDX, cur[1], size)
+    at = cur[1]
+    for q in range(ranges):
+        for c in range(scratch[3 * q + 1], scratch[3 * q + 2]):
+            IDX[at] = c
+            at += 1
+    p = cur[0]
+    cur[0] += n_out
+    RS[p:p + n_out], RE[p:p + n_out] = cur[1], at
+    cur[1] = at
+    return p, IDX, True
 
 
 @jit
