@@ -24,8 +24,10 @@ strided range: elementwise entries, windows, concatenations and their padding) m
 operands' stencils to its own in time proportional to their terms, whatever the sizes. Any
 other read (every element, an index map, pairs), mixed strides or more than `_CAP` terms make
 the entry's pattern rows (below), its stencil operands written out as rows first (`_rows_of`,
-on demand). A Jacobian whose outputs are all stencils is written straight into its CSR arrays
-(`_stencil_csr`); otherwise its outputs are written out as rows and gathered.
+on demand); an `_ALL` read of a stencil of stride 0 or 1 (a sum) is the union of its terms'
+column ranges, written once (`_stencil_union`). A Jacobian whose outputs are all stencils is
+written straight into its CSR arrays (`_stencil_csr`); otherwise its outputs are written out as
+rows and gathered.
 
 Otherwise patterns are rows of references: row r of a slot's pattern is
 `IDX[RS[p + r]:RE[p + r]]`, a range of one growing buffer of column indices. So an elementwise
