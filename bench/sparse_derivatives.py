@@ -16,7 +16,10 @@
 
 Times are the minimum over many rounds (each round times one batch of every function in turn,
 interleaved): the machine is shared, so the minimum is the figure least disturbed by other
-processes, and it is what is printed.
+processes, and it is what is printed. Detection is timed in batches of as many calls as the
+gradient it is compared with: the first call after another function's batch (a dense Jacobian
+evicts the caches) is several times slower than the next ones, so batches of different lengths
+would weigh that first call differently on the two sides of the ratio.
 """
 import argparse
 import os
@@ -73,7 +76,7 @@ def jacobian_case(repeat):
     t = race(repeat, sparse=(lambda: jac(u), 100), rev=(lambda: rev(u), 1),
              fwd=(lambda: fwd(u), 1), grad=(lambda: gradient(u), 100),
              detect=(lambda: sparsity.jacobian_pattern(tape, tape.input_slots,
-                                                       tape.output_slots), 10))
+                                                       tape.output_slots), 100))
     t_sparse, t_rev, t_fwd, t_detect, t_grad = (t[k] for k in ("sparse", "rev", "fwd", "detect",
                                                                "grad"))
     print(f"(a) residual Jacobian {n} x {n}: {plan.n_colors} colors ({plan.mode}; goal <= "
@@ -103,7 +106,7 @@ def hessian_case(repeat):
     tape, plan = plan_of(hess)
     t = race(repeat, hess=(lambda: hess(x), 10), grad=(lambda: grad(x), 50),
              detect=(lambda: sparsity.hessian_pattern(tape, tape.input_slots,
-                                                      tape.output_slots[0]), 2))
+                                                      tape.output_slots[0]), 50))
     t_hess, t_grad, t_detect = t["hess"], t["grad"], t["detect"]
     print(f"(b) chained Rosenbrock Hessian, n = {n}: {plan.n_colors} colors (goal <= "
           f"{GOALS['hess_colors']}), {H.nnz} nonzeros, equal to the dense at n = 300 and to "

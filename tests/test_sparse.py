@@ -374,6 +374,113 @@ def test_compiled_pass_equals_the_dense_reference_on_random_programs(seed):
     assert np.array_equal(H, _reference(tape, tape.input_slots, hess_slot=tape.output_slots[0]))
 
 
+def _stencil_programs(rng, n, dtype):
+    """Random programs of what stencils describe (windows of several steps, shifts padded by
+    concatenation, elementwise chains) mixed with what turns them into rows (broadcast scalars,
+    reductions, gathers, products with a sparse constant, flips), every value of length n."""
+    B = np.where(rng.random((n, n)) < 0.3, 1.0, 0.0).astype(dtype)
+    idx = rng.integers(0, max(n, 1), n)
+    k = int(rng.integers(0, n + 1))
+    pad = lambda v, before, after: np.concatenate([np.zeros(before, dtype), v,
+                                                   np.zeros(after, dtype)])
+    unary = [lambda v: pad(v[:-1], 1, 0) * 2.0 + v if v.size else v,
+             lambda v: pad(v, 2, 2)[1:1 + v.size] - pad(v, 2, 2)[3:3 + v.size],
+             lambda v: pad(v[::2], 0, v.size - v[::2].size) * v,
+             lambda v: pad(v[1::3] ** 2, v.size - v[1::3].size, 0),
+             lambda v: np.concatenate([v[:k] ** 2, np.sin(v[k:])]),
+             lambda v: np.tanh(v) + np.exp(v * 0.1) * v, lambda v: v * np.sum(v[:1]),
+             lambda v: v + np.sum(v ** 2), lambda v: v[idx] * v, lambda v: B @ np.cos(v),
+             lambda v: np.flip(v) * v, lambda v: pad(v[2:], 1, 1)[:v.size] ** 3]
+    binary = [lambda a, b: a * b, lambda a, b: a - 2.0 * b, lambda a, b: a / (1.0 + b * b)]
+    steps = [(int(rng.integers(len(unary))), int(rng.integers(len(binary))),
+              int(rng.integers(0, s + 1))) for s in range(4)]
+
+    def f(x):
+        values = [x]
+        for u, b, j in steps:
+            values.append(binary[b](unary[u](values[-1]), values[j]))
+        return values[-1]
+
+    return f, lambda x: np.sum(f(x) ** 2) + np.sum(np.sin(f(x)[1:]) * f(x)[:-1])
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_stencils_equal_rows_and_the_reference_on_random_programs(seed):
+    rng = np.random.default_rng(300 + seed)
+    n = [0, 1, 2, 5, 9, 13][seed % 6]
+    dtype = np.float32 if seed % 4 == 3 else np.float64
+    f, scalar = _stencil_programs(rng, n, dtype)
+    x = rng.normal(size=n).astype(dtype)
+    tape = tg.trace(f, x)
+    args = tape.input_slots, tape.output_slots
+    J = jacobian_pattern(tape, *args)
+    assert J.has_sorted_indices
+    assert np.array_equal(J.toarray(), jacobian_pattern(tape, *args, stencils=False).toarray())
+    assert np.array_equal(J.toarray(), _reference(tape, *args))
+    tape = tg.trace(scalar, x)
+    args = tape.input_slots, tape.output_slots[0]
+    H = hessian_pattern(tape, *args)
+    assert H.has_sorted_indices
+    assert np.array_equal(H.toarray(), hessian_pattern(tape, *args, stencils=False).toarray())
+    assert np.array_equal(H.toarray(), _reference(tape, tape.input_slots, hess_slot=args[1]))
+
+
+def test_windows_and_padding_take_the_stencil_path():
+    residual = lambda u: np.concatenate([np.zeros(1), u[:-1]]) - 2.0 * u + \
+        np.concatenate([u[1:], np.zeros(1)]) - 0.1 * u ** 3
+    rosenbrock = lambda x: np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    for f, hessian in ((residual, False), (rosenbrock, True)):
+        tape = tg.trace(f, np.linspace(0.1, 1.0, 30))
+        pattern = hessian_pattern(tape, tape.input_slots, tape.output_slots[0]) if hessian \
+            else jacobian_pattern(tape, tape.input_slots, tape.output_slots)
+        assert sparsity._workspace.cur[3] > 0       # stencil terms were written
+        assert np.array_equal(pattern.toarray(), _band(30, -1, 1))
+
+
+STENCIL_EDGES = [
+    ("stride two", lambda x: np.sum(x[::2][:4] * x[1::2][:4]) + np.sum(x[::3] ** 2)),
+    ("broadcast element", lambda x: np.sum(np.sin(x) * x[0]) + np.sum(x[1:] * x[:1])),
+    ("gather mixed in", lambda x: np.sum(x[[2, 0, 1, 3, 8, 7, 6, 5, 4]] * np.tanh(x[1:-1]).sum())),
+    ("one operand twice", lambda x: np.sum(np.concatenate([x, x[::-1], x[2:]]) ** 3)),
+    ("more terms than a stencil holds",
+     lambda x: np.sum(sum(np.concatenate([0 * x, x, 0 * x])[k:k + 9] for k in range(19)) ** 2)),
+    ("live elements not a range", lambda x: np.sum(np.sin(x)[:2]) + np.sum(np.cos(x)[5:] ** 2)),
+    ("a sum of pieces with a gap",
+     lambda x: np.sum(np.concatenate([x[:2], x[5:]])) * np.sum(np.concatenate([x[6:], x[:1]]))),
+    ("flip then shift", lambda x: np.sum(np.flip(x)[1:] * x[:-1]) + np.sum(np.cumsum(x) ** 2)),
+]
+
+
+@pytest.mark.parametrize("name,f", STENCIL_EDGES, ids=[e[0] for e in STENCIL_EDGES])
+def test_stencil_fallbacks_equal_rows_and_the_reference(name, f):
+    x = np.linspace(0.2, 1.4, 9)
+    tape = tg.trace(f, x)
+    args = tape.input_slots, tape.output_slots[0]
+    H = hessian_pattern(tape, *args).toarray()
+    assert np.array_equal(H, hessian_pattern(tape, *args, stencils=False).toarray())
+    assert np.array_equal(H, _reference(tape, tape.input_slots, hess_slot=args[1]))
+    g = lambda x: f(x) * np.concatenate([x[1:], x[:1]])
+    tape = tg.trace(g, x)
+    J = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
+    assert np.array_equal(J, _reference(tape, tape.input_slots, tape.output_slots))
+
+
+def test_the_csr_built_without_its_constructor_is_scipys(monkeypatch):
+    tape = tg.trace(lambda x: np.cumsum(x[1:]) * x[:-1] + np.sin(x[::-1][1:]), X)
+    args = tape.input_slots, tape.output_slots
+    M = jacobian_pattern(tape, *args)
+    reference = scipy.sparse.csr_matrix((np.ones(M.nnz, bool), M.indices, M.indptr),
+                                        shape=M.shape)
+    reference.check_format(full_check=True)
+    M.check_format(full_check=True)
+    assert type(M) is scipy.sparse.csr_matrix and M.shape == reference.shape
+    assert M.indices.dtype == reference.indices.dtype and M.has_sorted_indices
+    assert (M != reference).nnz == 0 and np.array_equal((M @ X), reference @ X)
+    assert vars(M).keys() >= vars(reference).keys()
+    monkeypatch.setattr(sparsity, "_CSR_STATE", [None])     # scipy's constructor instead
+    assert (jacobian_pattern(tape, *args) != M).nnz == 0
+
+
 HOSTILE = [
     ("empty input", lambda x: np.sin(x) * 2.0, np.zeros(0)),
     ("scalar output", lambda x: np.sum(x[1:] * x[:-1]), np.arange(1.0, 6.0)),

@@ -17,13 +17,26 @@ not check bounds). Then one compiled function (`_detect`) propagates the pattern
 entry, and for a Hessian runs the reverse pass and assembles the pairs, with no Python per
 entry.
 
-Patterns are rows of references: row r of a slot's pattern is `IDX[RS[p + r]:RE[p + r]]`, a
-range of one growing buffer of column indices. So an elementwise entry whose operands share the
-output's pattern shares it (the same p), a window of step 1 shares its operand's rows from
-where it starts (p + start), an index map or a broadcast copies two integers per row (never
-the columns), the union of an entry's reads writes new columns only for a row that reads two
-different nonempty rows (checked against each other where both are short, else by a marker
-array stamped per union: never reset), and the inputs' one-column rows all point into one
+Patterns are first tried as stencils: row i of a slot holds column i * stride + c for each
+of a few terms (c, first row, end row), one stride per slot (`_stencil_of`). Inputs are
+stencils; an entry whose reads are maps of rows (its own index, a broadcast of one element, a
+strided range: elementwise entries, windows, concatenations and their padding) maps its
+operands' stencils to its own in time proportional to their terms, whatever the sizes. Any
+other read (every element, an index map, pairs), mixed strides or more than `_CAP` terms make
+the entry's pattern rows (below), its stencil operands written out as rows first (`_rows_of`,
+on demand); an `_ALL` read of a stencil of stride 0 or 1 (a sum) is the union of its terms'
+column ranges, written once (`_stencil_union`). A Jacobian whose outputs are all stencils is
+written straight into its CSR arrays (`_stencil_csr`); otherwise its outputs are written out as
+rows and gathered.
+
+Otherwise patterns are rows of references: row r of a slot's pattern is
+`IDX[RS[p + r]:RE[p + r]]`, a range of one growing buffer of column indices. So an elementwise
+entry whose operands share the output's pattern shares it (the same p), a window of step 1
+shares its operand's rows from where it starts (p + start), an index map or a broadcast copies
+two integers per row (never the columns), the union of an entry's reads writes new columns
+only for a row that reads two different nonempty rows (checked against each other where both
+are short, else by a marker array stamped per union: never reset), and where the inputs are
+rows (an argument passed twice, or `stencils=False`) their one-column rows all point into one
 ramp. The buffers are a per-thread workspace kept between detections: fresh memory costs a
 page fault per 4 KiB touched, which would cost more than the propagation itself.
 
@@ -34,9 +47,13 @@ every pair of an input in the pattern of what e reads of i and one of what it re
 such (left row, right row) is a term; the pattern is the boolean product of the terms' left
 rows transposed with their right rows (each Hessian row the union, by a marker, of the right
 rows of the terms whose left row holds it; a term of one element with itself marks a diagonal
-entry directly), so the pairs are never listed. Piecewise linear primitives (relu, maximum,
-sort, max) couple nothing; the structural nonlinear ones without a finer rule couple every pair
-their output elements read (conservative).
+entry directly), so the pairs are never listed. Where both patterns are stencils and the live
+elements a range (liveness is a range per slot while it stays one, else flags), the coupling is
+a unit instead: each pair of terms couples column x with x + delta over a range of x (a band,
+strides 1), and when every unit is bands the pattern is written row by row from the merged bands
+(`_band_product`), sorted, in time proportional to its nonzeros; else the units become terms.
+Piecewise linear primitives (relu, maximum, sort, max) couple nothing; the structural nonlinear
+ones without a finer rule couple every pair their output elements read (conservative).
 
 A primitive whose definition declares no rule makes detection conservative for its entries
 (every output element reads every operand element, every pair coupled) with a
@@ -44,7 +61,7 @@ A primitive whose definition declares no rule makes detection conservative for i
 handed to the rules, which may drop reads that a zero constant cancels (a product with a
 sparse constant matrix); with `capture="call"` the closed-over arrays are re-read per call, so
 they are not constants here. The result is a scipy CSR matrix with sorted rows (scipy imported
-then).
+then). `stencils=False` runs the rows path alone: the same patterns (the tests compare them).
 """
 import threading
 import warnings
@@ -59,29 +76,39 @@ class SparsityWarning(UserWarning):
     """Detection met a primitive that declares no dependence rule and assumed it dense."""
 
 
-def jacobian_pattern(tape, in_slots, out_slots, fixed_constants=True):
+def jacobian_pattern(tape, in_slots, out_slots, fixed_constants=True, stencils=True):
     """The (output elements, input elements) boolean CSR pattern of the Jacobian of
-    `out_slots` with respect to `in_slots` (elements end to end, in slot order)."""
+    `out_slots` with respect to `in_slots` (elements end to end, in slot order). `stencils`
+    False propagates rows only (the same pattern, slower: tests compare the two)."""
     description = _describe(tape, in_slots, fixed_constants)
     out_slots = _slot_array(tape, out_slots)
     m = sum(tape.sizes[s] for s in out_slots.tolist())
-    return _scipy_csr(*_run(description, out_slots, -1, m), (m, description[1]))
+    return _scipy_csr(*_run(description, out_slots, -1, m, stencils), (m, description[1]))
 
 
-def hessian_pattern(tape, in_slots, out_slot, fixed_constants=True):
+def hessian_pattern(tape, in_slots, out_slot, fixed_constants=True, stencils=True):
     """The symmetric (n, n) boolean CSR pattern of the Hessian of the scalar `out_slot` with
-    respect to the elements of `in_slots`."""
+    respect to the elements of `in_slots` (`stencils`: as for `jacobian_pattern`)."""
     description = _describe(tape, in_slots, fixed_constants)
     n = description[1]
     out = int(_slot_array(tape, [out_slot])[0])
-    return _scipy_csr(*_run(description, np.zeros(0, np.int64), out, n), (n, n))
+    return _scipy_csr(*_run(description, np.zeros(0, np.int64), out, n, stencils), (n, n))
 
 
 def _scipy_csr(indptr, indices, ordered, shape):
     """The pattern as a scipy CSR matrix with sorted rows (they come free of duplicates, and
-    sorted where `ordered`)."""
+    sorted where `ordered`). Sorted rows of int32 indices skip the constructor's checks (they
+    cost more than a small detection; the compiled pass wrote the arrays) where scipy's matrix
+    holds exactly the state `_csr_state` found, else scipy's constructor builds it."""
     import scipy.sparse
-    M = scipy.sparse.csr_matrix((np.ones(indices.size, bool), indices, indptr), shape=shape)
+    data = np.ones(indices.size, bool)
+    state = _csr_state()
+    if ordered and state is not None and indices.dtype == np.int32:
+        M = scipy.sparse.csr_matrix.__new__(scipy.sparse.csr_matrix)
+        M.__dict__.update(state, _shape=shape, data=data, indices=indices, indptr=indptr,
+                          _has_sorted_indices=True)
+        return M
+    M = scipy.sparse.csr_matrix((data, indices, indptr), shape=shape)
     if ordered:
         M.has_sorted_indices = True
     else:
@@ -89,9 +116,25 @@ def _scipy_csr(indptr, indices, ordered, shape):
     return M
 
 
+_CSR_STATE = []
+
+
+def _csr_state():
+    """The attributes of a scipy CSR matrix besides its arrays and shape (from one built by
+    its constructor, once), or None where they are not the plain set this module fills in."""
+    if not _CSR_STATE:
+        import scipy.sparse
+        M = scipy.sparse.csr_matrix((np.ones(1, bool), np.zeros(1, np.int32),
+                                     np.array([0, 1], np.int32)), shape=(1, 1))
+        state = {k: v for k, v in vars(M).items() if k not in ("data", "indices", "indptr")}
+        plain = set(state) == {"_shape", "maxprint"} and type(M) is scipy.sparse.csr_matrix
+        _CSR_STATE.append(state if plain else None)
+    return _CSR_STATE[0]
+
+
 def _slot_array(tape, slots):
     slots = [int(s) for s in slots]
-    if not all(0 <= s < len(tape.sizes) for s in slots):
+    if slots and not 0 <= min(slots) <= max(slots) < len(tape.sizes):
         raise ValueError(f"slots {slots} are not slots of a tape of {len(tape.sizes)}")
     return np.array(slots, np.int64)
 
@@ -104,27 +147,31 @@ class _Workspace(threading.local):
         self.IDX = self.work = self.out = np.zeros(0, np.int64)
         self.flags = np.zeros(0, np.bool_)
         self.marker = np.zeros(0, np.int64)
-        self.cur = np.zeros(3, np.int64)     # (rows, columns, the marker's last stamp)
+        self.stencils = np.zeros(0, np.int64)
+        self.cur = np.zeros(4, np.int64)     # rows, columns, the marker's last stamp, stencils
 
 
 _KEPT = 1 << 22
 _workspace = _Workspace()
 
 
-def _run(description, out_slots, hess_slot, m):
-    """(indptr, indices, ordered) of the pattern (`_detect`), in fresh arrays."""
+def _run(description, out_slots, hess_slot, m, stencils=True):
+    """(indptr, indices, ordered) of the pattern (`_detect`; stencils False: rows only), in
+    fresh arrays."""
     ws = _workspace
     n = description[1]
     if ws.marker.size < n:          # stamps only grow: -1 is below every one
         ws.marker = np.full(max(n, 2 * ws.marker.size), -1, np.int64)
-    ws.IDX, ws.work, ws.out, ws.flags, nnz, ordered = _detect(
-        *description, out_slots, hess_slot, ws.IDX, ws.work, ws.out, ws.flags, ws.marker,
-        ws.cur)
+    ws.IDX, ws.stencils, ws.work, ws.out, ws.flags, nnz, ordered = _detect(
+        *description, out_slots, hess_slot, stencils, ws.IDX, ws.stencils, ws.work, ws.out,
+        ws.flags, ws.marker, ws.cur)
     index = np.int32 if max(m, n, nnz) < 2 ** 31 else np.int64     # as scipy would have it
     result = ws.out[:m + 1].astype(index), ws.out[m + 1:m + 1 + nnz].astype(index), ordered
-    for name in ("IDX", "work", "out", "flags", "marker"):
-        if getattr(ws, name).size > _KEPT:
-            setattr(ws, name, getattr(ws, name)[:0].copy())
+    if max(ws.IDX.size, ws.stencils.size, ws.work.size, ws.out.size, ws.flags.size,
+           ws.marker.size) > _KEPT:
+        for name in ("IDX", "stencils", "work", "out", "flags", "marker"):
+            if getattr(ws, name).size > _KEPT:
+                setattr(ws, name, getattr(ws, name)[:0].copy())
     return result
 
 
@@ -145,7 +192,8 @@ def _describe(tape, in_slots, fixed_constants):
     entries[k] = (output slot, its size, first read, reads, coupling code, first pair, pairs)
     for each entry an input reaches (in tape order); reads[r] = (operand slot, kind, p0, p1, p2,
     p3, operand size), one per operand; pairs: coupled operand pairs (i, j); maps: the index
-    maps of `_GATHER` and `_PAIRS` reads, end to end (range-checked)."""
+    maps of `_GATHER` and `_PAIRS` reads, end to end (range-checked). The three tables are
+    built as flat lists and converted at once (a conversion costs more than a short loop)."""
     sizes, prims, IP = tape.sizes, tape.prims, tape.IP
     in_list = _slot_array(tape, in_slots).tolist()
     n = sum(sizes[s] for s in in_list)
@@ -162,52 +210,65 @@ def _describe(tape, in_slots, fixed_constants):
             varies[s] = True
     entries, reads, pairs, maps = [], [], [], _Maps()
     warned = set()
-    for e, row in enumerate(tape.E.tolist()):
-        prim = prims[e]
-        ops = IP[row[5]:row[5] + row[6]].tolist() if prim.variadic else \
-            [s for s in row[1:4] if s >= 0]
+    n_reads = 0
+    for prim, row in zip(prims, tape.E.tolist()):
+        kinds, code, coupled, needs, variadic = _DESCRIBED.get(prim) or _described(prim)
+        if kinds is not None:               # elementwise: its operands lead the row
+            ops = row[1:1 + len(kinds)]
+        else:
+            ops = IP[row[5]:row[5] + row[6]].tolist() if variadic else \
+                [s for s in row[1:4] if s >= 0]
         o = row[4]
         vary = hit = False
         for s in ops:
-            vary = vary or varies[s]
-            hit = hit or reached[s]
+            if varies[s]:
+                vary = True
+            if reached[s]:
+                hit = True
         varies[o] = vary
         if not hit:
             continue
-        kinds, code, coupled, needs = _DESCRIBED.get(prim) or _described(prim)
-        first, n_out = len(reads), sizes[o]
+        first, n_out = n_reads, sizes[o]
         if kinds is not None:
             for s, kind in zip(ops, kinds):
-                kind = kind if sizes[s] else _UNREAD
-                reads.append((s, kind, 0, 0, 0, 0, sizes[s]))
-                if kind != _UNREAD and reached[s]:
-                    reached[o] = True
+                size = sizes[s]
+                if size and kind != _UNREAD:
+                    reads += (s, kind, 0, 0, 0, 0, size)
+                    if reached[s]:
+                        reached[o] = True
+                else:
+                    reads += (s, _UNREAD, 0, 0, 0, 0, size)
         else:
             for s, rule in zip(ops, _rule(tape, row, prim, ops, varies, warned)):
                 read = _encode(rule, n_out, sizes[s], maps)
-                reads.append((s,) + read + (sizes[s],))
+                reads += (s,) + read + (sizes[s],)
                 if read[0] != _UNREAD and reached[s]:
                     reached[o] = True
-        count = len(reads) - first
+        n_reads = len(reads) // 7
+        count = n_reads - first
         if count < needs:                   # pairs naming operands the rule left out
             code, coupled = _NONLINEAR, ()
-        entries.append((o, n_out, first, count, code, len(pairs), len(coupled)))
-        pairs.extend(coupled)
-    return (tape.S, n, np.array(in_list, np.int64), _table(entries, 7), _table(reads, 7),
-            _table(pairs, 2), maps.buffer())
-
-
-def _table(rows, width):
-    return np.array(rows, np.int64).reshape(-1, width)
+        entries += (o, n_out, first, count, code, len(pairs) // 2, len(coupled))
+        for pair in coupled:
+            pairs += pair
+    tables = np.array(entries + reads + pairs, np.int64)
+    k, r = len(entries), len(entries) + len(reads)
+    return (tape.S, n, np.array(in_list, np.int64), tables[:k].reshape(-1, 7),
+            tables[k:r].reshape(-1, 7), tables[r:].reshape(-1, 2), maps.buffer())
 
 
 def _rule(tape, row, prim, ops, varies, warned):
     """The entry's `Prim.element_reads` answer (every operand `ALL` where the primitive
-    declares none, with a warning once per primitive)."""
-    ip = tape.IP[row[5]:row[5] + row[6]]
+    declares none, with a warning once per primitive). Only structural primitives come here:
+    their answer is their `reads_elements` rule's."""
     sizes, offsets, V0 = tape.sizes, tape.offsets, tape.V0
-    consts = tuple(None if varies[s] else V0[offsets[s]:offsets[s] + sizes[s]] for s in ops)
-    reads = prim.element_reads(ip, sizes[row[4]], [sizes[s] for s in ops], consts)
+    rule = prim.reads_elements
+    reads = None
+    if rule is not None:
+        consts = tuple([None if varies[s] else V0[offsets[s]:offsets[s] + sizes[s]]
+                        for s in ops])
+        reads = rule(tape.IP[row[5]:row[5] + row[6]], sizes[row[4]], [sizes[s] for s in ops],
+                     consts)
     if reads is None:
         if prim.name not in warned:
             warned.add(prim.name)
@@ -238,7 +299,7 @@ def _described(prim):
         if min(min(pair) for pair in coupled) < 0:
             code, coupled = _NONLINEAR, ()
     needs = 1 + max((max(pair) for pair in coupled), default=-1)
-    described = _DESCRIBED[prim] = (kinds, code, coupled, needs)
+    described = _DESCRIBED[prim] = (kinds, code, coupled, needs, prim.variadic)
     return described
 
 
@@ -263,23 +324,27 @@ class _Maps:
 
 def _encode(rule, n_out, size, maps):
     """(kind, p0, p1, p2, p3) of one operand's read, its indices checked against the output's
-    and the operand's sizes (the compiled pass does not check bounds)."""
+    and the operand's sizes (the compiled pass does not check bounds). Ranges (windows,
+    concatenations) are tested first: they are the common answer."""
     if rule is None or size == 0:
         return (_UNREAD, 0, 0, 0, 0)
-    if _is(rule, SAME):
-        return (_SAME, 0, 0, 0, 0)
-    if _is(rule, ALL):
-        return (_ALL, 0, 0, 0, 0)
+    if type(rule) is not tuple:
+        if _is(rule, SAME):
+            return (_SAME, 0, 0, 0, 0)
+        if _is(rule, ALL):
+            return (_ALL, 0, 0, 0, 0)
     rows, cols = rule
-    if isinstance(cols, range) and (rows is None or (isinstance(rows, range) and
-                                                     (rows.step == 1 or len(rows) < 2))):
+    if type(cols) is range and (rows is None or (type(rows) is range and
+                                                 (rows.step == 1 or len(rows) < 2))):
+        count = len(cols)
         rows = range(n_out) if rows is None else rows
-        if len(rows) != len(cols):
+        if len(rows) != count:
             raise RuntimeError("a dependence rule gave rows and cols of different shapes")
-        if len(cols):
+        if count:
+            low, high = (cols[0], cols[-1]) if cols.step > 0 else (cols[-1], cols[0])
             _check_range(rows.start, rows[-1], n_out, "an output")
-            _check_range(min(cols[0], cols[-1]), max(cols[0], cols[-1]), size, "an operand")
-        return (_STRIDED, rows.start, cols.start, cols.step, len(cols))
+            _check_range(low, high, size, "an operand")
+        return (_STRIDED, rows.start, cols.start, cols.step, count)
     cols = np.ascontiguousarray(cols, np.int64)
     if rows is not None:
         rows = np.ascontiguousarray(rows, np.int64)
@@ -309,32 +374,36 @@ def _check_range(low, high, size, what):
 # was too small. Hot loops call nothing: a call per row costs more than the row's work.
 
 @jit
-def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, IDX, work,
-            out, flags, marker, cur):
-    """(IDX, work, out, flags, nnz, ordered): the workspace's buffers, and in out[:m + 1] and
-    out[m + 1:m + 1 + nnz] the CSR (indptr, indices) of the Jacobian of `out_slots`
+def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, stencils, IDX,
+            T, work, out, flags, marker, cur):
+    """(IDX, T, work, out, flags, nnz, ordered): the workspace's buffers, and in out[:m + 1]
+    and out[m + 1:m + 1 + nnz] the CSR (indptr, indices) of the Jacobian of `out_slots`
     (hess_slot < 0) or of the Hessian of the scalar `hess_slot` (m = n); ordered: every row
-    is sorted (else some long ones are not)."""
+    is sorted (else some long ones are not). `stencils` False: rows only."""
     n_slots, n_entries = S.shape[0], entries.shape[0]
-    rows, sources, widest, n_terms = 1, 0, 2, 0
+    rows, sources, widest, n_terms, n_units, most_reads = 1, 0, 2, 0, 0, 1
     for k in range(in_slots.size):
         rows += S[in_slots[k], 1]
     for e in range(n_entries):                  # an entry's rows, its reads, its terms
         n_out, code = entries[e, 1], entries[e, 4]
         rows += (1 + 2 * entries[e, 6]) * n_out
         widest = max(widest, n_out + 1)
+        most_reads = max(most_reads, entries[e, 3])
         count = 0
         for k in range(entries[e, 2], entries[e, 2] + entries[e, 3]):
             count += _n_sources(reads, k, n_out)
             sources = max(sources, reads[k, 6])         # an `_ALL` read's union
         sources = max(sources, count)
+        n_units += entries[e, 6] if code == _COUPLED else 1
         if code == _NONLINEAR:
             n_terms += n_out
         elif code == _DIAGONAL:
             n_terms += reads[entries[e, 2], 6]
         elif code == _COUPLED:
             n_terms += 2 * entries[e, 6] * n_out
-    need = n_slots + 2 * rows + 2 * sources + 2 * widest + 4 * n_terms
+    scratch_size = 3 * _CAP * most_reads
+    need = 7 * n_slots + 2 * rows + 2 * sources + 2 * widest + 4 * n_terms + scratch_size + \
+        _UNIT * n_units
     if work.size < need:
         work = np.empty(max(need, 2 * work.size), np.int64)
     poff = work[:n_slots]
@@ -344,32 +413,89 @@ def _detect(S, n, in_slots, entries, reads, pairs, maps, out_slots, hess_slot, I
     starts, ends = work[at:at + sources], work[at + sources:at + 2 * sources]
     at += 2 * sources
     first_source, fill = work[at:at + widest], work[at + widest:at + 2 * widest]
-    terms = work[at + 2 * widest:at + 2 * widest + 4 * n_terms]
+    at += 2 * widest
+    terms = work[at:at + 4 * n_terms]
+    at += 4 * n_terms
+    st = work[at:at + 3 * n_slots].reshape(n_slots, 3)
+    live = work[at + 3 * n_slots:at + 6 * n_slots].reshape(n_slots, 3)
+    at += 6 * n_slots
+    scratch = work[at:at + scratch_size]
+    units = work[at + scratch_size:at + scratch_size + _UNIT * n_units]
     poff[:] = -1
-    cur[0], cur[1] = 0, 0
-    IDX = _grow(IDX, cur[1], max(2 * n, 16))
-    for c in range(n):                          # the inputs' one-column rows point into it
-        IDX[c] = c
-    cur[1] = n
-    IDX = _input_rows(S, in_slots, poff, RS, RE, IDX, cur)
+    st[:, 0], st[:, 1], st[:, 2] = -1, 0, 0
+    cur[0], cur[1], cur[3] = 0, 0, 0
+    if stencils and _distinct(in_slots):
+        T = _input_stencils(S, in_slots, st, T, cur)
+    else:
+        IDX = _grow(IDX, cur[1], max(2 * n, 16))
+        for c in range(n):                      # the inputs' one-column rows point into it
+            IDX[c] = c
+        cur[1] = n
+        IDX = _input_rows(S, in_slots, poff, RS, RE, IDX, cur)
     for e in range(n_entries):
-        first = entries[e, 2]
-        p, IDX = _read_rows(first, first + entries[e, 3], entries[e, 1], reads, maps, poff, RS,
-                            RE, IDX, cur, marker, starts, ends, first_source, fill)
-        poff[entries[e, 0]] = p
+        first, last, n_out, o = entries[e, 2], entries[e, 2] + entries[e, 3], entries[e, 1], \
+            entries[e, 0]
+        if stencils:
+            f, count, stride, T = _stencil_of(first, last, n_out, reads, poff, st, T, scratch,
+                                              cur)
+            if count >= 0:             # (replacing what an input slot written here had)
+                st[o, 0], st[o, 1], st[o, 2], poff[o] = f, count, stride, -1
+                continue
+            p, IDX, done = _stencil_union(first, last, n_out, reads, poff, st, T, scratch, RS,
+                                          RE, IDX, cur)
+            if done:
+                poff[o], st[o, 0] = p, -1
+                continue
+            IDX = _rows_of_operands(first, last, S, reads, poff, st, T, RS, RE, IDX, cur)
+        p, IDX = _read_rows(first, last, n_out, reads, maps, poff, RS, RE, IDX, cur, marker,
+                            starts, ends, first_source, fill)
+        poff[o], st[o, 0] = p, -1
     if hess_slot < 0:
+        if _all_stencils(out_slots, poff, st):
+            out, nnz = _stencil_csr(out_slots, S, st, T, out)
+            return IDX, T, work, out, flags, nnz, True
+        for k in range(out_slots.size):
+            IDX = _rows_of(out_slots[k], S, poff, st, T, RS, RE, IDX, cur)
         out, nnz, ordered = _gathered_rows(out_slots, S, poff, RS, RE, IDX, out)
-        return IDX, work, out, flags, nnz, ordered
+        return IDX, T, work, out, flags, nnz, ordered
     span = n
     for s in range(n_slots):
         span = max(span, S[s, 0] + S[s, 1])
     if flags.size < 2 * span + n:
         flags = np.empty(max(2 * span + n, 2 * flags.size), np.bool_)
-    flags[:span + n] = False
-    t, IDX = _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, marker,
-                    starts, ends, first_source, fill, flags, span, n, terms)
+    flags[span:span + n] = False
+    t, n_units, general, IDX, T = _terms(
+        S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, marker, starts,
+        ends, first_source, fill, flags, span, n, terms, T, st, live, scratch, units)
+    if not general:
+        out, nnz = _band_product(units, n_units, T, n, out)
+        if nnz >= 0:
+            return IDX, T, work, out, flags, nnz, True
+    for u in range(n_units):                    # rows for the units, terms of them
+        IDX, t = _unit_terms(units, u, S, poff, st, T, RS, RE, IDX, cur, terms, t, flags,
+                              span)
     out, nnz, ordered = _product(terms, t, flags[span:span + n], IDX, marker, cur, n, out)
-    return IDX, work, out, flags, nnz, ordered
+    return IDX, T, work, out, flags, nnz, ordered
+
+
+@jit
+def _all_stencils(slots, poff, st):
+    """Whether each slot's pattern is a stencil or none."""
+    for k in range(slots.size):
+        if st[slots[k], 0] < 0 and poff[slots[k]] >= 0:
+            return False
+    return True
+
+
+@jit
+def _distinct(in_slots):
+    """Whether no slot is passed twice (an argument passed twice has two columns per row:
+    rows, not a stencil)."""
+    for k in range(in_slots.size):
+        for j in range(k):
+            if in_slots[j] == in_slots[k]:
+                return False
+    return True
 
 
 @jit
@@ -721,33 +847,62 @@ def _mark_live(reads, k, n_out, maps, flags, out_at, in_at):
 
 @jit
 def _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, marker, starts,
-           ends, first_source, fill, flags, span, n, terms):
-    """(t, IDX): the reverse pass. From the output's elements back, each entry a live output
-    element reaches adds the terms (left row, right row; 4 integers each, t of them in
-    `terms`) its coupling gives for its live elements, and marks what they read live. In
-    `flags`: which value elements are live (from 0, by the slots' offsets), the diagonal
-    entries (from span), what a sum of squares reads of its live elements (from span + n)."""
-    flags[S[hess_slot, 0]:S[hess_slot, 0] + S[hess_slot, 1]] = True
-    t = _zero()
+           ends, first_source, fill, flags, span, n, terms, T, st, live, scratch, units):
+    """(t, units used, general, IDX, T): the reverse pass. From the output's elements back,
+    each entry a live output element reaches couples (its coupling) what its live elements
+    read, and marks what they read live. A coupling of two stencils over a range of live
+    elements is a unit (`_UNIT` integers in `units`: `_add_unit`); any other adds terms
+    (left row, right row; 4 integers each, t of them in `terms`) and sets `general`. Which
+    elements of slot s are live: live[s] = (0: none, 1: those from live[s, 1] to live[s, 2],
+    2: those set in flags, from the slot's offset). Also in `flags`: the diagonal entries
+    (from span), what a sum of squares reads of its live elements (from span + n)."""
+    live[:, 0] = 0
+    live[hess_slot, 0], live[hess_slot, 1], live[hess_slot, 2] = 1, 0, S[hess_slot, 1]
+    t, u, general, zero = _zero(), _zero(), False, _zero()
     for e in range(entries.shape[0] - 1, -1, -1):
         o, n_out, first, count, code = entries[e, 0], entries[e, 1], entries[e, 2], \
             entries[e, 3], entries[e, 4]
         out_at = S[o, 0]
-        if poff[o] < 0 or not flags[out_at:out_at + n_out].any():
+        if poff[o] < 0 and st[o, 0] < 0:
             continue
-        units = entries[e, 6] if code == _COUPLED else 1
-        for c in range(units):      # each (left pattern, right pattern, rows, their flags)
+        alive = live[o, 0] == 1 and live[o, 2] > live[o, 1]
+        for r in range(out_at, out_at + n_out if live[o, 0] == 2 else out_at):
+            alive = alive or flags[r]
+        if not alive:
+            continue
+        for c in range(entries[e, 6] if code == _COUPLED else 1):
             a = b = poff[o]
             rows, flag_at = n_out, out_at
             if code == _DIAGONAL:
-                a = b = poff[reads[first, 0]]
-                rows, flag_at = reads[first, 6], span + n
-                if reads[first, 1] == _UNREAD or a < 0:
+                s = reads[first, 0]
+                if reads[first, 1] == _UNREAD or (poff[s] < 0 and st[s, 0] < 0):
                     continue
+                lo, hi = _live_read(reads, first, n_out, live, o)
+                if lo >= 0 and st[s, 0] >= 0:
+                    u = _add_unit(units, u, st[s, 0], st[s, 1], st[s, 2], st[s, 0], st[s, 1],
+                                  st[s, 2], lo, hi, S[s, 1], s)
+                    continue
+                IDX = _rows_of(s, S, poff, st, T, RS, RE, IDX, cur)
+                a = b = poff[s]
+                rows, flag_at = reads[first, 6], span + n
                 flags[flag_at:flag_at + rows] = False
+                _to_flags(live, flags, o, out_at, n_out)
                 _mark_live(reads, first, n_out, maps, flags, out_at, flag_at)
             elif code == _COUPLED:
                 i, j = first + pairs[entries[e, 5] + c, 0], first + pairs[entries[e, 5] + c, 1]
+                fa, ca, sa, T = _stencil_of(i, i + 1, n_out, reads, poff, st, T, scratch, cur)
+                fb, cb, sb = fa, ca, sa
+                if j != i:
+                    fb, cb, sb, T = _stencil_of(j, j + 1, n_out, reads, poff, st, T, scratch,
+                                                cur)
+                if min(ca, cb) >= 0 and min(fa, fb) < 0:
+                    continue
+                if min(ca, cb) >= 0 and live[o, 0] == 1:
+                    u = _add_unit(units, u, fa, ca, sa, fb, cb, sb, live[o, 1], live[o, 2],
+                                  n_out, zero - 1)
+                    continue
+                IDX = _rows_of_operands(i, i + 1, S, reads, poff, st, T, RS, RE, IDX, cur)
+                IDX = _rows_of_operands(j, j + 1, S, reads, poff, st, T, RS, RE, IDX, cur)
                 a, IDX = _read_rows(i, i + 1, n_out, reads, maps, poff, RS, RE, IDX, cur,
                                     marker, starts, ends, first_source, fill)
                 b = a
@@ -756,24 +911,117 @@ def _terms(S, entries, reads, pairs, maps, hess_slot, poff, RS, RE, IDX, cur, ma
                                         marker, starts, ends, first_source, fill)
                 if a < 0 or b < 0:
                     continue
-            elif code != _NONLINEAR:
+                _to_flags(live, flags, o, out_at, n_out)
+            elif code == _NONLINEAR:
+                if st[o, 0] >= 0 and live[o, 0] == 1:
+                    u = _add_unit(units, u, st[o, 0], st[o, 1], st[o, 2], st[o, 0], st[o, 1],
+                                  st[o, 2], live[o, 1], live[o, 2], n_out, o)
+                    continue
+                IDX = _rows_of(o, S, poff, st, T, RS, RE, IDX, cur)
+                a = b = poff[o]
+                _to_flags(live, flags, o, out_at, n_out)
+            else:
                 continue
-            t = _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, flag_at, rows)
+            general = True
+            t = _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, flag_at, zero, rows)
         for k in range(first, first + count):
             s = reads[k, 0]
-            if reads[k, 1] != _UNREAD and poff[s] >= 0:
+            if reads[k, 1] == _UNREAD or (poff[s] < 0 and st[s, 0] < 0):
+                continue
+            lo, hi = _live_read(reads, k, n_out, live, o)
+            if lo >= 0:
+                _live_union(live, flags, s, S[s, 0], S[s, 1], lo, hi)
+            else:
+                _to_flags(live, flags, o, out_at, n_out)
+                _to_flags(live, flags, s, S[s, 0], S[s, 1])
                 _mark_live(reads, k, n_out, maps, flags, out_at, S[s, 0])
-    return t, IDX
+    return t, u, general, IDX, T
 
 
 @jit
-def _add_terms(terms, t, flags, diagonal_at, IDX, RS, RE, a, b, flag_at, n_rows):
+def _add_unit(units, u, fa, ca, sa, fb, cb, sb, lo, hi, n_rows, slot):
+    """Record unit u, returns u + 1: rows lo to hi of stencil A (first term fa, ca terms,
+    stride sa) couple with those rows of stencil B; the stencils of a slot's pattern (slot)
+    or of a read (slot -1), of n_rows rows."""
+    at = _UNIT * u
+    units[at], units[at + 1], units[at + 2], units[at + 3], units[at + 4] = fa, ca, sa, fb, cb
+    units[at + 5], units[at + 6], units[at + 7], units[at + 8] = sb, lo, hi, n_rows
+    units[at + 9] = slot
+    return u + 1
+
+
+@jit
+def _unit_terms(units, u, S, poff, st, T, RS, RE, IDX, cur, terms, t, flags, span):
+    """(IDX, t): unit u as terms (`_add_terms`), its stencils as rows."""
+    at = _UNIT * u
+    fa, ca, sa, fb, cb, sb = units[at], units[at + 1], units[at + 2], units[at + 3], \
+        units[at + 4], units[at + 5]
+    lo, hi, n_rows, slot = units[at + 6], units[at + 7], units[at + 8], units[at + 9]
+    if slot >= 0:
+        IDX = _rows_of(slot, S, poff, st, T, RS, RE, IDX, cur)
+        a = b = poff[slot]
+    else:
+        a, IDX = _stencil_rows(T, fa, ca, sa, n_rows, RS, RE, IDX, cur)
+        b = a
+        if fb != fa or cb != ca:
+            b, IDX = _stencil_rows(T, fb, cb, sb, n_rows, RS, RE, IDX, cur)
+    return IDX, _add_terms(terms, t, flags, span, IDX, RS, RE, a, b, _zero() - 1, lo, hi)
+
+
+@jit
+def _to_flags(live, flags, s, at, size):
+    """Slot s's live elements as flags (from at), where they were none or a range."""
+    if live[s, 0] != 2:
+        flags[at:at + size] = False
+        if live[s, 0] == 1:
+            flags[at + live[s, 1]:at + live[s, 2]] = True
+        live[s, 0] = 2
+
+
+@jit
+def _live_union(live, flags, s, at, size, lo, hi):
+    """Make the elements lo to hi of slot s live too (a range where the union is one)."""
+    if hi <= lo:
+        return
+    if live[s, 0] == 0:
+        live[s, 0], live[s, 1], live[s, 2] = 1, lo, hi
+    elif live[s, 0] == 1 and lo <= live[s, 2] and hi >= live[s, 1]:
+        live[s, 1], live[s, 2] = min(lo, live[s, 1]), max(hi, live[s, 2])
+    else:
+        _to_flags(live, flags, s, at, size)
+        flags[at + lo:at + hi] = True
+
+
+@jit
+def _live_read(reads, k, n_out, live, o):
+    """(lo, hi): the operand elements the live elements of slot o read through reads[k] where
+    they are a range (empty: lo = hi = 0), else (-1, -1)."""
+    if live[o, 0] != 1:
+        return -1, -1
+    lo, hi, kind = live[o, 1], live[o, 2], reads[k, 1]
+    if kind == _ALL or (kind == _SAME and reads[k, 6] != n_out):
+        return (0, reads[k, 6]) if hi > lo else (0, 0)
+    r0, c0, d, count = _map_rows(reads, k, n_out)
+    if count < 0:
+        return -1, -1
+    q0, q1 = max(lo - r0, 0), min(hi - r0, count)
+    if q1 <= q0:
+        return 0, 0
+    if d >= 0 and (d <= 1 or q1 - q0 == 1):
+        return c0 + q0 * d, c0 + (q1 - 1) * d + 1
+    if d == -1:
+        return c0 - q1 + 1, c0 - q0 + 1
+    return -1, -1
+
+
+@jit
+def _add_terms(terms, t, flags, diagonal_at, IDX, RS, RE, a, b, flag_at, lo, hi):
     """Record from t on the terms (row r of pattern a, row r of pattern b), and (row r of b,
-    row r of a) where a and b differ, for the rows r < n_rows with flags[flag_at + r]; a
-    one-element row with itself sets flags[diagonal_at + its column] (a diagonal entry)
-    instead. Returns the next t."""
-    for r in range(n_rows):
-        if not flags[flag_at + r]:
+    row r of a) where a and b differ, for the rows lo <= r < hi with flags[flag_at + r]
+    (every one where flag_at < 0); a one-element row with itself sets flags[diagonal_at +
+    its column] (a diagonal entry) instead. Returns the next t."""
+    for r in range(lo, hi):
+        if flag_at >= 0 and not flags[flag_at + r]:
             continue
         for side in range(2 if a != b else 1):
             left, right = (a, b) if side == 0 else (b, a)
@@ -786,6 +1034,73 @@ def _add_terms(terms, t, flags, diagonal_at, IDX, RS, RE, a, b, flag_at, n_rows)
             terms[4 * t], terms[4 * t + 1], terms[4 * t + 2], terms[4 * t + 3] = ls, le, rs, re
             t += 1
     return t
+
+
+@jit
+def _band_product(units, n_units, T, n, out):
+    """(out, nnz): the Hessian of units only, in out as `_product` has it (rows sorted), or
+    nnz -1 where some unit is no band. A term (c, lo, hi) of A and one (d, lo', hi') of B, over
+    the unit's rows i from i0 to i1 that both hold, couple columns i * sa + c and i * sb + d:
+    where the strides are 1 (or one row), a band: (column x, column x + delta) for x from
+    x0 to x0 + i1 - i0, and its mirror. Bands of one delta are merged (`_merge_terms`), then
+    each row's columns are written in order of delta: sorted, without duplicates."""
+    n_bands, bound = _bands(units, n_units, T, out[:0])
+    if n_bands < 0 or n_bands > _BANDS:
+        return out, -1
+    bound = min(bound, n * n)
+    need = 2 * (n + 1) + bound + 3 * n_bands
+    if out.size < need:
+        out = np.empty(max(need, 2 * out.size), np.int64)
+    indptr, indices = out[:n + 1], out[n + 1:n + 1 + bound]
+    ends, bands = out[n + 1 + bound:2 * n + 2 + bound], out[2 * n + 2 + bound:need]
+    _bands(units, n_units, T, bands)
+    n_bands = _merge_terms(bands, n_bands)
+    for b in range(n_bands):        # columns of stencils are columns: checked all the same
+        if min(bands[3 * b + 1], bands[3 * b + 1] + bands[3 * b]) < 0 or \
+                max(bands[3 * b + 2], bands[3 * b + 2] + bands[3 * b]) > n:
+            return out, -1
+    ends[:] = 0
+    for b in range(n_bands):
+        ends[bands[3 * b + 1]] += 1
+        ends[bands[3 * b + 2]] -= 1
+    indptr[0], running = 0, _zero()
+    for x in range(n):              # then ends[x] is where row x's columns start
+        running += ends[x]
+        indptr[x + 1] = indptr[x] + running
+        ends[x] = indptr[x]
+    for b in range(n_bands):
+        delta = bands[3 * b]
+        for x in range(bands[3 * b + 1], bands[3 * b + 2]):
+            indices[ends[x]] = x + delta
+            ends[x] += 1
+    return out, indptr[n]
+
+
+@jit
+def _bands(units, n_units, T, bands):
+    """(bands, their length): the bands of the units (written in `bands` where it has room for
+    them: 3 integers each, the mirror of each after it); bands -1 where some unit is no band."""
+    n_bands, length = _zero(), _zero()
+    for u in range(n_units):
+        at = _UNIT * u
+        fa, ca, sa, fb, cb, sb = units[at], units[at + 1], units[at + 2], units[at + 3], \
+            units[at + 4], units[at + 5]
+        for p in range(fa, fa + ca):
+            for q in range(fb, fb + cb):
+                i0 = max(units[at + 6], T[3 * p + 1], T[3 * q + 1])
+                i1 = min(units[at + 7], T[3 * p + 2], T[3 * q + 2])
+                if i1 > i0 + 1 and (sa != 1 or sb != 1):
+                    return -1, length
+                if i1 <= i0:
+                    continue
+                if bands.size:
+                    x0, y0 = i0 * sa + T[3 * p], i0 * sb + T[3 * q]
+                    b = 3 * n_bands
+                    bands[b], bands[b + 1], bands[b + 2] = y0 - x0, x0, x0 + i1 - i0
+                    bands[b + 3], bands[b + 4], bands[b + 5] = x0 - y0, y0, y0 + i1 - i0
+                n_bands += 2
+                length += 2 * (i1 - i0)
+    return n_bands, length
 
 
 @jit
@@ -838,3 +1153,228 @@ def _product(terms, n_terms, diagonal, IDX, marker, cur, n, out):
     return out, end, _sort_rows(indptr, indices[:end])
 
 
+# ---- stencils: a slot's pattern as a few (offset, rows) terms ------------------------------
+# A stencil (st[s] = first, count, stride) says: row i of the slot holds column i * stride + c
+# for each of its terms (c, lo, hi) = T[3 u:3 u + 3], first <= u < first + count, with
+# lo <= i < hi. Terms are sorted by c, and terms of the same c have disjoint rows, so each row
+# comes sorted and free of duplicates. Elementwise entries, windows, concatenations and
+# broadcasts map stencils to stencils in O(terms), whatever the size; any other read (or a
+# stencil of more than `_CAP` terms) turns the operands into rows (`_rows_of`), on demand.
+
+_CAP = 16           # the most terms a stencil holds (more: rows)
+_UNIT = 10          # integers per Hessian unit (`_add_unit`)
+_BANDS = 1024       # the most bands `_band_product` sorts (more: the general product)
+
+
+@jit
+def _input_stencils(S, in_slots, st, T, cur):
+    """T: the inputs' stencils, one term each (row i: column col + i)."""
+    T = _grow(T, cur[3], 3 * in_slots.size)
+    col = 0
+    for k in range(in_slots.size):
+        s, at = in_slots[k], cur[3]
+        size = S[s, 1]
+        st[s, 0], st[s, 1], st[s, 2] = at // 3, min(size, 1), 1 if size > 1 else 0
+        T[at], T[at + 1], T[at + 2] = col, 0, size
+        cur[3] = at + 3 * min(size, 1)
+        col += size
+    return T
+
+
+@jit
+def _map_rows(reads, k, n_out):
+    """(r0, c0, d, count): output rows r0 + q, q < count, read operand row c0 + q * d through
+    reads[k]; count -1 where the read is no such map (`_ALL`, `_GATHER`, `_PAIRS`)."""
+    kind = reads[k, 1]
+    if kind == _SAME:
+        return 0, 0, 1 if reads[k, 6] == n_out else 0, n_out
+    if kind == _STRIDED:
+        return reads[k, 2], reads[k, 3], reads[k, 4], reads[k, 5]
+    return 0, 0, 0, -1
+
+
+@jit
+def _stencil_of(first, last, n_out, reads, poff, st, T, scratch, cur):
+    """(first term, count, stride, T): the stencil of what the output elements read through
+    reads[first:last], written from T[cur[3]] on (first -1: no pattern); count -1 (nothing
+    written) where some operand read has rows only, or a read is not a map of rows, or the
+    terms need different strides or more than `_CAP` of them."""
+    count, stride, used = _zero(), _zero(), 0
+    for k in range(first, last):
+        s = reads[k, 0]
+        if reads[k, 1] == _UNREAD or st[s, 0] < 0:
+            if reads[k, 1] != _UNREAD and poff[s] >= 0:
+                return -1, -1, 0, T
+            continue
+        r0, c0, d, rows = _map_rows(reads, k, n_out)
+        if rows < 0:
+            return -1, -1, 0, T
+        used += 1
+        a = st[s, 2]
+        for u in range(st[s, 0], st[s, 0] + st[s, 1]):
+            lo, hi = T[3 * u + 1], T[3 * u + 2]    # the q < rows with lo <= c0 + q d < hi
+            if d == 0:
+                q0, q1 = (0, rows) if lo <= c0 < hi else (0, 0)
+            elif d > 0:
+                q0, q1 = -((c0 - lo) // d), -((c0 - hi) // d)
+            else:
+                q0, q1 = (c0 - hi) // -d + 1, (c0 - lo) // -d + 1
+            q0, q1 = max(q0, 0), min(q1, rows)
+            if q1 <= q0:
+                continue
+            term_stride = 0 if n_out == 1 else d * a
+            if (count > 0 and term_stride != stride) or 3 * count + 3 > scratch.size:
+                return -1, -1, 0, T
+            stride = term_stride
+            scratch[3 * count] = (c0 - r0 * d) * a + T[3 * u]
+            scratch[3 * count + 1], scratch[3 * count + 2] = r0 + q0, r0 + q1
+            count += 1
+    if used == 0:
+        return -1, 0, 0, T
+    count = _merge_terms(scratch, count)
+    if count > _CAP:
+        return -1, -1, 0, T
+    at = cur[3]
+    T = _grow(T, at, 3 * count)
+    for q in range(3 * count):
+        T[at + q] = scratch[q]
+    cur[3] = at + 3 * count
+    return at // 3, count, stride, T
+
+
+@jit
+def _stencil_union(first, last, n_out, reads, poff, st, T, scratch, RS, RE, IDX, cur):
+    """(p, IDX, done): where the entry's one read of a pattern is `_ALL` of a stencil of stride
+    0 or 1 (a sum, a reduction), n_out rows that are all the union of the stencil's rows:
+    its terms' column ranges merged (`_merge_terms`) and written once, sorted (done False,
+    nothing written, for any other entry)."""
+    only = -1
+    for k in range(first, last):
+        s = reads[k, 0]
+        if reads[k, 1] != _UNREAD and (poff[s] >= 0 or st[s, 0] >= 0):
+            if only >= 0:
+                return -1, IDX, False
+            only = k
+    if only < 0 or reads[only, 1] != _ALL:
+        return -1, IDX, False
+    s = reads[only, 0]
+    if st[s, 0] < 0 or st[s, 2] < 0 or st[s, 2] > 1:
+        return -1, IDX, False
+    ranges, size = 0, _zero()
+    for u in range(st[s, 0], st[s, 0] + st[s, 1]):
+        if T[3 * u + 2] > T[3 * u + 1]:
+            scratch[3 * ranges], scratch[3 * ranges + 1] = 0, T[3 * u + 1] * st[s, 2] + T[3 * u]
+            scratch[3 * ranges + 2] = (T[3 * u + 2] - 1) * st[s, 2] + T[3 * u] + 1
+            ranges += 1
+    ranges = _merge_terms(scratch, ranges)
+    for q in range(ranges):
+        size += scratch[3 * q + 2] - scratch[3 * q + 1]
+    IDX = _grow(IDX, cur[1], size)
+    at = cur[1]
+    for q in range(ranges):
+        for c in range(scratch[3 * q + 1], scratch[3 * q + 2]):
+            IDX[at] = c
+            at += 1
+    p = cur[0]
+    cur[0] += n_out
+    RS[p:p + n_out], RE[p:p + n_out] = cur[1], at
+    cur[1] = at
+    return p, IDX, True
+
+
+@jit
+def _merge_terms(terms, count):
+    """Sort terms[:3 count] by (offset, first row) (insertion: there are few) and merge those
+    of one offset whose rows overlap or touch; returns how many are left."""
+    for i in range(1, count):
+        c, lo, hi = terms[3 * i], terms[3 * i + 1], terms[3 * i + 2]
+        j = i - 1
+        while j >= 0 and (terms[3 * j] > c or (terms[3 * j] == c and terms[3 * j + 1] > lo)):
+            terms[3 * j + 3], terms[3 * j + 4], terms[3 * j + 5] = \
+                terms[3 * j], terms[3 * j + 1], terms[3 * j + 2]
+            j -= 1
+        terms[3 * j + 3], terms[3 * j + 4], terms[3 * j + 5] = c, lo, hi
+    kept = 0
+    for i in range(count):
+        if kept > 0 and terms[3 * kept - 3] == terms[3 * i] and \
+                terms[3 * i + 1] <= terms[3 * kept - 1]:
+            terms[3 * kept - 1] = max(terms[3 * kept - 1], terms[3 * i + 2])
+            continue
+        terms[3 * kept], terms[3 * kept + 1], terms[3 * kept + 2] = \
+            terms[3 * i], terms[3 * i + 1], terms[3 * i + 2]
+        kept += 1
+    return kept
+
+
+@jit
+def _stencil_rows(T, first, count, stride, n_rows, RS, RE, IDX, cur):
+    """(p, IDX): the stencil's rows, written as rows of references (sorted)."""
+    IDX = _grow(IDX, cur[1], _stencil_size(T, first, count))
+    p = cur[0]
+    cur[0] += n_rows
+    cur[1] = _write_stencil(T, first, count, stride, n_rows, RS[p:], RE[p:], IDX, cur[1])
+    return p, IDX
+
+
+@jit
+def _stencil_size(T, first, count):
+    """How many columns a stencil's rows hold in all."""
+    size = _zero()
+    for u in range(first, first + count):
+        size += T[3 * u + 2] - T[3 * u + 1]
+    return size
+
+
+@jit
+def _write_stencil(T, first, count, stride, n_rows, starts, ends, dest, at):
+    """The columns of a stencil's rows i < n_rows, in order, from dest[at] on; starts[i] and
+    ends[i] where each row's are. Returns where they end."""
+    for i in range(n_rows):
+        starts[i] = at
+        for u in range(first, first + count):
+            if T[3 * u + 1] <= i < T[3 * u + 2]:
+                dest[at] = i * stride + T[3 * u]
+                at += 1
+        ends[i] = at
+    return at
+
+
+@jit
+def _stencil_csr(out_slots, S, st, T, out):
+    """(out, nnz): the CSR (indptr, indices) of the patterns of `out_slots`, end to end, in
+    out[:m + 1] and out[m + 1:m + 1 + nnz], where each is a stencil or none (rows sorted)."""
+    m = nnz = _zero()
+    for k in range(out_slots.size):
+        m += S[out_slots[k], 1]
+        if st[out_slots[k], 0] >= 0:
+            nnz += _stencil_size(T, st[out_slots[k], 0], st[out_slots[k], 1])
+    if out.size < m + 1 + nnz:
+        out = np.empty(max(m + 1 + nnz, 2 * out.size), np.int64)
+    indptr, indices = out[:m + 1], out[m + 1:m + 1 + nnz]
+    row, at = 0, _zero()
+    indptr[0] = 0
+    for k in range(out_slots.size):
+        s = out_slots[k]
+        count = st[s, 1] if st[s, 0] >= 0 else 0
+        at = _write_stencil(T, st[s, 0], count, st[s, 2], S[s, 1], indptr[row:],
+                            indptr[row + 1:], indices, at)
+        row += S[s, 1]
+    return out, nnz
+
+
+@jit
+def _rows_of(s, S, poff, st, T, RS, RE, IDX, cur):
+    """IDX, with poff[s] set: slot s's stencil as rows, where it has a stencil and no rows."""
+    if poff[s] < 0 and st[s, 0] >= 0:
+        poff[s], IDX = _stencil_rows(T, st[s, 0], st[s, 1], st[s, 2], S[s, 1], RS, RE, IDX,
+                                     cur)
+    return IDX
+
+
+@jit
+def _rows_of_operands(first, last, S, reads, poff, st, T, RS, RE, IDX, cur):
+    """IDX: `_rows_of` every operand read through reads[first:last]."""
+    for k in range(first, last):
+        if reads[k, 1] != _UNREAD:
+            IDX = _rows_of(reads[k, 0], S, poff, st, T, RS, RE, IDX, cur)
+    return IDX
