@@ -623,13 +623,19 @@ def test_the_reverse_sweep_assigns_first_writes_only():
             x = np.linspace(-1, 1, 5) + 0.3 * k
             np.testing.assert_allclose(g(x), tape.gradient(x), rtol=1e-14, atol=1e-15,
                                        err_msg=name)
-    flags, zero = _first_flags(tg.trace(square, np.ones(3)))
+    big = np.ones(_sweep.FIRST_WRITE_MIN)
+    flags, zero = _first_flags(tg.trace(square, big))
     assert flags == [("exp", 1), ("mul", 1), ("total", 1)]   # a assigns, b (the same slot) adds
     assert zero == []                                         # exp assigns the input's too
-    W = np.ones((2, 3))
+    flags, zero = _first_flags(tg.trace(square, big[:3]))     # small: zeroed, the _vjp kernels
+    assert flags == [("exp", 0), ("mul", 0), ("total", 0)]
+    assert sum(hi - lo for lo, hi in zero) == 9
+    flags, zero = _first_flags(tg.trace(lambda x: np.sum(x[0] * np.exp(x[1])), big))
+    assert flags[-3:] == [("exp", 1), ("mul", 3), ("total", 0)]   # the scalar path assigns
+    W = np.ones((_sweep.FIRST_WRITE_MIN, 3))
     flags, zero = _first_flags(tg.trace(lambda x: np.sum(np.exp(W @ x)), np.ones(3)))
     assert zero == [[0, 3]]                                   # matmul adds to the input's
-    flags, _ = _first_flags(tg.trace(lambda x: np.sum(np.tanh(x) * x[1]), np.ones(3)))
+    flags, _ = _first_flags(tg.trace(lambda x: np.sum(np.tanh(x) * x[1]), big))
     assert ("mul", 1) in flags                                # x[1] is broadcast: it adds
     unused = tg.grad(lambda x, y: np.sum(2.0 * x), argnums=(0, 1))
     for _ in range(3):
@@ -1143,8 +1149,10 @@ def _first_writes_by_walking(tape, out):
             if s < 0 or not NEED[s] or written[s]:
                 continue
             written[s] = True
+            scalar_path = prim.elementwise and tape.sizes[o] == 1
             if j < 2 and assigns_first(prim) and (prim.kind != "binary"
-                                                  or tape.sizes[s] == tape.sizes[o]):
+                                                  or tape.sizes[s] == tape.sizes[o]) and \
+                    (scalar_path or tape.sizes[s] >= _sweep.FIRST_WRITE_MIN):
                 first[e] |= 1 << j
                 assigned[s] = True
     spans = []
@@ -1160,7 +1168,7 @@ def _first_writes_by_walking(tape, out):
 
 @pytest.mark.parametrize("name", ["shared square", "stack of elements", "broadcast", "unused input",
                                   "pack reading one value twice", "scalar graph", "constant",
-                                  "matmul", "several outputs"])
+                                  "matmul", "several outputs", "large and small"])
 def test_first_writes_agree_with_a_walk_of_the_reverse_sweep(name):
     W = np.arange(12.0).reshape(3, 4) / 10
 
@@ -1180,9 +1188,11 @@ def test_first_writes_agree_with_a_walk_of_the_reverse_sweep(name):
          "scalar graph": scalar_graph,
          "constant": lambda x: np.float64(3.0) + 0 * np.sum(x),
          "matmul": lambda x: np.sum(np.exp(W @ x[:4])),
-         "several outputs": lambda x: (np.sum(x ** 3), np.prod(x[:3]))}[name]
+         "several outputs": lambda x: (np.sum(x ** 3), np.prod(x[:3])),
+         "large and small": lambda x: np.sum(np.exp(x) * np.sin(x)) * np.sum(x[:4] ** 2)
+         + np.sum(x[None, :] * x[:5, None])}[name]
     args = (np.linspace(0.5, 1.5, 6), np.ones(2)) if name == "unused input" else \
-        (np.linspace(0.5, 1.5, 6),)
+        (np.linspace(0.5, 1.5, 40 if name == "large and small" else 6),)
     tape = tg.trace(f, *args)
     for out in tape.output_slots:
         first, zero = _sweep._first_writes(tape, out)

@@ -428,8 +428,14 @@ def _first_source(p):
     return vectorisable(layouts.source(layouts.Body(text=text, name=name), "flat", name))
 
 
+# An entry with no first write to assign calls its `_vjp` kernel directly: through the
+# `_vjp_first` kernel, which would call it, a small entry costs a call more (see
+# `core.sweep._first_writes`, which leaves the FIRST bits of small entries clear for that).
 _FIRST_CALL = ("if NEED[so]:\n    for d in range(G.shape[0]):\n"
-               "        {k}_vjp_first(V, G[d], S, NEED, sa, sb, sc, so, ip, c0, c1, FIRST[e])")
+               "        if FIRST[e]:\n"
+               "            {k}_vjp_first(V, G[d], S, NEED, sa, sb, sc, so, ip, c0, c1, FIRST[e])\n"
+               "        else:\n"
+               "            {k}_vjp(V, G[d], S, NEED, sa, sb, sc, so, ip, c0, c1)")
 
 
 def generate_first(interp, vecmath_module):

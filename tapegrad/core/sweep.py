@@ -169,13 +169,19 @@ def _first_writes(tape, out):
     by other kernels or never written), merged where adjacent. The seeded slot counts as written
     (the caller seeds it; it is a scalar) and is not zeroed.
 
+    A first write is assigned only where it pays: on the scalar path (a one-element elementwise
+    entry, inline in the sweep) or into an adjoint of `FIRST_WRITE_MIN` elements or more. A
+    small non-scalar entry with its FIRST bits clear runs the plain `_vjp` kernel, where the
+    assigning `_vjp_first` kernel costs an extra call of 10-25 ns per entry (measured on the FAW
+    graph's 4-element entries), more than zeroing a few elements in ZERO costs.
+
     It runs on the first call of every gradient, so it is array operations over the tape's
     operand reads, not a Python loop over entries: the first writer of a slot in the reverse
     sweep is its reader with the highest entry number (the lowest operand position within it),
     among the entries the sweep runs (those whose output needs an adjoint)."""
     E, NEED = tape.E, tape.NEED.astype(bool)
     sizes = np.asarray(tape.sizes, np.int64)
-    assigns_table, binary = _first_write_flags()
+    assigns_table, binary, elementwise = _first_write_flags()
     runs = NEED[E[:, 4]] if len(E) else np.zeros(0, bool)
     variadic = VARIADIC[E[:, 0]] & runs
     fixed = np.flatnonzero(runs & ~variadic)
@@ -197,7 +203,9 @@ def _first_writes(tape, out):
     writer = order[firsts]
     e, j, s = entry[writer], position[writer], slot[writer]
     op = E[e, 0]
-    assigns = (j < 2) & assigns_table[op] & (~binary[op] | (sizes[s] == sizes[E[e, 4]]))
+    out_sizes = sizes[E[e, 4]]
+    assigns = (j < 2) & assigns_table[op] & (~binary[op] | (sizes[s] == out_sizes)) & \
+        ((elementwise[op] & (out_sizes == 1)) | (sizes[s] >= FIRST_WRITE_MIN))
     first = np.zeros(len(E), np.int64)
     np.bitwise_or.at(first, e[assigns], np.left_shift(1, j[assigns]))
     assigned = np.zeros(NEED.size, bool)
@@ -214,12 +222,18 @@ def _first_writes(tape, out):
     return first, np.stack([lo[opens], hi[closes]], axis=1).reshape(-1, 2)
 
 
+# the smallest adjoint (in elements) that a non-scalar entry assigns on its first write
+FIRST_WRITE_MIN = 32
+
+
 @functools.cache
 def _first_write_flags():
-    """Per opcode: whether `backward_first` assigns its first writes, whether it is binary."""
+    """Per opcode: whether `backward_first` assigns its first writes, whether it is binary,
+    whether it is elementwise (a one-element entry of which takes the sweep's scalar path)."""
     from .codegen import assigns_first
     return (np.array([assigns_first(p) for p in PRIMS], bool),
-            np.array([p.kind == "binary" for p in PRIMS], bool))
+            np.array([p.kind == "binary" for p in PRIMS], bool),
+            np.array([p.elementwise for p in PRIMS], bool))
 
 
 def backward(tape, V, G):
