@@ -204,6 +204,9 @@ STRUCTURAL = {
     "segmax-nan": dict(p="segmax", operands=[(8, _with_nan)], out=4, ip=EXTREMES),
     "segmin-ties": dict(p="segmin", operands=[(8, _small_integers)], out=4, ip=EXTREMES),
     "segmin-nan": dict(p="segmin", operands=[(8, _with_nan)], out=4, ip=EXTREMES),
+    # the extreme of everything: its ties counted without scratch
+    "segmax-all-ties": dict(p="segmax", operands=[(8, _small_integers)], out=1, ip=[0] * 8),
+    "segmin-all-nan": dict(p="segmin", operands=[(8, _with_nan)], out=1, ip=[0] * 8),
     "segprod": dict(p="segprod", operands=[(6, _normal)], out=3, ip=[0, 0, 0, 1, 1, 2]),
     "segprod-zeros": dict(p="segprod", operands=[(6, _zero_factors)], out=3,
                           ip=[0, 0, 0, 1, 1, 2]),

@@ -42,17 +42,30 @@ def _ties(V: Values, S, a, o, ip, count: Values):
 
 @helper
 def _extreme_vjp(V: Values, G: Values, S, NEED, a, o, ip):
+    """The adjoint shared by each segment's ties. The extreme of everything (one segment, the
+    common `np.max(x)`) counts its ties in a scalar: the scratch of the general case is an
+    allocation per entry in the flat layout, most of a small entry's time."""
     if NEED[a]:
-        count = temp(V, 0, S[o, 1])
-        _ties(V, S, a, o, ip, count)
         x = view(V, S, a)
         y = view(V, S, o)
         gx = view(G, S, a)
         gy = view(G, S, o)
-        for i in range(gx.size):
-            s = ip[i]
-            if x[i] == y[s]:
-                gx[i] += (1.0 / count[s]) * gy[s]
+        if y.size == 1:
+            ties = 0.0
+            for i in range(x.size):
+                if x[i] == y[0]:
+                    ties += 1.0
+            share = (1.0 / ties) * gy[0]
+            for i in range(gx.size):
+                if x[i] == y[0]:
+                    gx[i] += share
+        else:
+            count = temp(V, 0, S[o, 1])
+            _ties(V, S, a, o, ip, count)
+            for i in range(gx.size):
+                s = ip[i]
+                if x[i] == y[s]:
+                    gx[i] += (1.0 / count[s]) * gy[s]
 
 
 @helper
