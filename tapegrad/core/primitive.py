@@ -107,7 +107,8 @@ class Prim:
         output element i reads cols[i] only, a gather; ranges, rows of step 1, describe a
         strided read without listing it). `consts` holds, per
         operand, its values where they are the same at every call (constants), else None: a rule
-        may drop reads that a zero constant cancels (a product with a sparse matrix). None when
+        may drop reads that a zero constant cancels (a product with a sparse matrix); detection
+        passes the values only to a rule marked `dependence.reads_constants`. None when
         the primitive declares no rule. Elementwise: an operand whose partial is the literal
         "0.0" is not read (comparisons, rounding), any other is read at its own index."""
         if self.elementwise:

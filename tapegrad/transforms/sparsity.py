@@ -265,8 +265,11 @@ def _rule(tape, row, prim, ops, varies, warned):
     rule = prim.reads_elements
     reads = None
     if rule is not None:
-        consts = tuple([None if varies[s] else V0[offsets[s]:offsets[s] + sizes[s]]
-                        for s in ops])
+        if getattr(rule, "reads_constants", False):
+            consts = tuple([None if varies[s] else V0[offsets[s]:offsets[s] + sizes[s]]
+                            for s in ops])
+        else:
+            consts = (None,) * len(ops)
         reads = rule(tape.IP[row[5]:row[5] + row[6]], sizes[row[4]], [sizes[s] for s in ops],
                      consts)
     if reads is None:

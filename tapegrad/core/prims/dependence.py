@@ -83,6 +83,15 @@ def lanes(ip, n_out, sizes, consts):
 _MATMUL_PAIRS = 20_000_000
 
 
+def reads_constants(rule):
+    """Mark a rule that reads `consts`: detection gathers the constant operands' values only
+    for such a rule (the others get None for every operand; gathering them costs detection
+    more than most rules' own work)."""
+    rule.reads_constants = True
+    return rule
+
+
+@reads_constants
 def matrix_product(ip, n_out, sizes, consts):
     """Y[q] = A[q] @ B[q], ip = (batch, m, k, n, a_stride, b_stride, ...): Y[q, i, j] reads
     A[q, i, :] and B[q, :, j], and of those only the ones a constant other factor does not
