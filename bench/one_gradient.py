@@ -68,20 +68,25 @@ def main():
         return worker(args.worker, args.rounds, args.number)
     print(f"one gradient of Rosenbrock n={T.N_ROSENBROCK}, one process per measurement; "
           f"{C.load_note()}", flush=True)
-    times = {lib: [] for lib in LIBRARIES}
+    times, failed = {lib: [] for lib in LIBRARIES}, {}
     for _ in range(args.processes):
         for lib in LIBRARIES:
             out = subprocess.run([sys.executable, __file__, "--worker", lib, "--rounds",
                                   str(args.rounds), "--number", str(args.number)],
                                  capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(f"{lib}: {out.stderr.strip().splitlines()[-1]}")
+            if out.returncode:      # a peer missing or failing: a note, not a failure
+                failed.setdefault(lib, (out.stderr.strip().splitlines() or ["no output"])[-1])
+                continue
             times[lib].append(json.loads(out.stdout.strip().splitlines()[-1])["us"])
-    best = {lib: min(ts) for lib, ts in times.items()}
+    best = {lib: min(ts) for lib, ts in times.items() if ts}
     for lib, ts in times.items():
-        print(f"  {lib:10s} {best[lib]:7.2f} us  (processes: {min(ts):.2f}-{max(ts):.2f})")
-    print(f"  tapegrad / jax {best['tapegrad'] / best['jax']:.2f}x, "
-          f"tapegrad / hand numba {best['tapegrad'] / best['hand numba']:.2f}x")
+        if ts:
+            print(f"  {lib:10s} {best[lib]:7.2f} us  (processes: {min(ts):.2f}-{max(ts):.2f})")
+        else:
+            print(f"  {lib:10s} not measured: {failed[lib]}")
+    if "tapegrad" in best:
+        print("  " + ", ".join(f"tapegrad / {lib} {best['tapegrad'] / best[lib]:.2f}x"
+                               for lib in LIBRARIES[1:] if lib in best))
     print(f"load at the end: {C.load_note()}")
 
 

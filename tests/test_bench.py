@@ -62,6 +62,19 @@ def test_transforms_quick(tmp_path):
     assert data["imports"]["tapegrad"] > 0
 
 
+@pytest.mark.slow          # three fresh processes, one of them importing JAX
+def test_one_gradient_runs_each_library_in_its_own_process():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "one_gradient.py"),
+                           "--processes", "1", "--rounds", "1", "--number", "20"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    for library in ("tapegrad", "jax", "hand numba"):
+        assert any(line.split()[:1] == [library.split()[0]] and " us " in line
+                   for line in lines), proc.stdout
+    assert any("tapegrad / jax" in line for line in lines), proc.stdout
+
+
 def run_faw(tmp_path, *options):
     out = tmp_path / "faw.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "faw.py"), "--quick",
