@@ -18,6 +18,7 @@ import tapegrad as tg
 from tapegrad.core import pytree as _pytree
 from tapegrad.core import sweep as _sweep
 from tapegrad.core.codegen import assigns_first
+from tapegrad.transforms import compiled as _compiled
 
 from conftest import rng_for
 
@@ -544,6 +545,20 @@ def sweeps(monkeypatch):
             self.forward(V)
             return self.adjoints(V)
     monkeypatch.setattr(_sweep, "Gradient", CountedGradient)
+    original_plain = _compiled.plain_gradient
+
+    def counted_plain(tape, out):               # grad's two sweeps in one compiled call
+        bound = original_plain(tape, out)
+        if bound is None:
+            return None
+        call, t, k = bound
+
+        def counted_call(*args):
+            log["forward"].append(1)
+            log["backward"].append(1)
+            return call(*args)
+        return counted_call, t, k
+    monkeypatch.setattr(_compiled, "plain_gradient", counted_plain)
     return log
 
 
