@@ -7,7 +7,8 @@ variants of one table timed in the same process one after the other):
 1. The whole tape of bench/faw.py's graph: forward, backward_first (grad's reverse sweep) and
    backward, and the full `value_and_grad` call.
 2. The same interpreters over the entries of one primitive only (the rows of the tape with that
-   opcode, kept in order; the value buffer is the traced one): the cost of each kind of entry.
+   opcode, kept in order; the value buffer is the traced one): the cost of each kind of entry
+   (`backward_first` with those entries' first writes, nothing zeroed).
 3. Mini-interpreters of the `mul` entries of that tape, compiled here, each a loop over the
    same rows (E, FC, IP, S as the tape has them) that differs from the generated code in one
    respect, to price each part of an entry:
@@ -212,14 +213,23 @@ def main():
     print(f"  ({needed:,} entries' outputs need an adjoint; the reverse sweeps skip the others)")
 
     print("\none primitive at a time (that primitive's rows only), ns per entry")
-    print(f"  {'primitive':12s} {'entries':>8s} {'forward':>8s} {'backward':>9s}  operand sizes")
+    print(f"  {'primitive':12s} {'entries':>8s} {'forward':>8s} {'backward':>9s} "
+          f"{'backward_first':>15s}  operand sizes")
     ops = E[:, 0]
+    no_zero = ZERO[:0].copy()
+
+    def bwd_first(E_, FC_, FIRST_):   # the entries' own first writes, nothing zeroed
+        return lambda: first.backward_first(E_, FC_, IP, S, NEED, FIRST_, no_zero, V, G, 0,
+                                            len(E_))
     for op in np.unique(ops):
         rows_op = np.flatnonzero(ops == op)
         E_, FC_ = read_only(E[rows_op]), read_only(FC[rows_op])
+        FIRST_ = np.ascontiguousarray(FIRST[rows_op])     # writable, as the sweeps get it
         sizes = sorted({int(S[E[r, 4], 1]) for r in rows_op[:50]})
-        print(f"  {PRIMS[op].name:12s} {len(rows_op):8,d} {best_ns(fwd(E_, FC_), len(rows_op), num, rep):8.1f} "
-              f"{best_ns(bwd(E_, FC_), len(rows_op), num, rep):9.1f}  output sizes {sizes}",
+        k = len(rows_op)
+        print(f"  {PRIMS[op].name:12s} {k:8,d} {best_ns(fwd(E_, FC_), k, num, rep):8.1f} "
+              f"{best_ns(bwd(E_, FC_), k, num, rep):9.1f} "
+              f"{best_ns(bwd_first(E_, FC_, FIRST_), k, num, rep):15.1f}  output sizes {sizes}",
               flush=True)
 
     rows_mul = np.flatnonzero(ops == PRIMS.index(next(p for p in PRIMS if p.name == "mul")))
