@@ -55,10 +55,9 @@ def _extreme_vjp(V: Values, G: Values, S, NEED, a, o, ip):
             for i in range(x.size):
                 if x[i] == y[0]:
                     ties += 1.0
-            share = (1.0 / ties) * gy[0]
             for i in range(gx.size):
                 if x[i] == y[0]:
-                    gx[i] += share
+                    gx[i] += (1.0 / ties) * gy[0]
         else:
             count = temp(V, 0, S[o, 1])
             _ties(V, S, a, o, ip, count)

@@ -1,5 +1,7 @@
 """Sums: `segsum` (scaled segment sum: sum and mean over axes), `segsumsq` (the segment sum of
 squares, sum(x * x, axis) in one entry) and `total` (the scaled sum of everything)."""
+import numpy as np
+
 from ..primitive import Values, helper, structural, temp, view
 from . import dependence, shapes
 
@@ -119,7 +121,8 @@ def total_fwd(V, S, a, b, c, o, ip, c0, c1):
     that a replay gives the bits the traced call gave (numpy computed those; float32 runs add
     in float64 partial sums, as every accumulator of the column layout does), and a long sum
     runs eight independent additions at a time: fewer than 8 values one after another, from 0,
-    more in `_pairwise_total` (a helper, so that a short sum makes no views). The CUDA layout
+    more in `_pairwise_total` (a helper, so that a short sum makes no views); the column layout
+    in `total_fwd_column`, the same additions over a tile's points. The CUDA layout
     adds one value after another at any length (`total_fwd_cuda`: a GPU thread has no room
     for the pending halves)."""
     x = view(V, S, a)
@@ -131,6 +134,94 @@ def total_fwd(V, S, a, b, c, o, ip, c0, c1):
         y[0] = c0 * acc
     else:
         _pairwise_total(V, S, a, o, c0)
+
+
+@helper(layout="column")
+def _column_run(x, lo, m, parts, out):
+    """`_eight_partial_sums` on (rows, tile) blocks: out = the sum of rows x[lo:lo + m]
+    (8 <= m <= 128) at every point, the partial sums in the float64 rows `parts`, the rest in
+    out's dtype, as the flat body adds."""
+    for j in range(8):
+        row = x[lo + j]
+        part = parts[j]
+        for p in range(part.size):
+            part[p] = 0.0 + row[p]
+    end = lo + m - m % 8
+    for i in range(lo + 8, end, 8):
+        for j in range(8):
+            row = x[i + j]
+            part = parts[j]
+            for p in range(part.size):
+                part[p] += row[p]
+    for p in range(out.size):
+        out[p] = ((parts[0, p] + parts[1, p]) + (parts[2, p] + parts[3, p])) + \
+            ((parts[4, p] + parts[5, p]) + (parts[6, p] + parts[7, p]))
+    for i in range(end, lo + m):
+        row = x[i]
+        for p in range(out.size):
+            out[p] += row[p]
+
+
+@total.rule("fwd", layout="column")
+def total_fwd_column(V, S, a, b, c, o, ip, c0, c1):
+    """`total_fwd` at every point of a tile, with the same additions in the same types,
+    innermost over the points: one float64 block for the partial sums, one for the pending
+    halves (the generated form of the flat body allocates a row per partial sum: twice the
+    time of a small tape's batched replay)."""
+    x = view(V, S, a)
+    y = view(V, S, o)
+    out = y[0]
+    n = x.shape[0]
+    if n < 8:
+        acc = np.zeros(out.size, np.float64)
+        for i in range(n):
+            row = x[i]
+            for p in range(out.size):
+                acc[p] += row[p]
+        for p in range(out.size):
+            out[p] = c0 * acc[p]
+        return
+    parts = np.empty((8, out.size), np.float64)
+    if n <= 128:
+        _column_run(x, 0, n, parts, out)
+        for p in range(out.size):
+            out[p] = c0 * out[p]
+        return
+    pending = np.empty((64, out.size), x.dtype)     # `_pairwise_total`'s walk
+    top = 0
+    lo = 0
+    while lo < n:
+        start = 0
+        m = n
+        path = 0
+        depth = 0
+        while m > 128:
+            half = m // 16 * 8
+            path = path * 2
+            if lo < start + half:
+                m = half
+            else:
+                start += half
+                m -= half
+                path += 1
+            depth += 1
+        _column_run(x, lo, m, parts, pending[top])
+        climbing = True
+        for level in range(depth):
+            if climbing:
+                if path % 2 == 1:
+                    below = pending[top - 1]
+                    above = pending[top]
+                    for p in range(below.size):
+                        below[p] = below[p] + above[p]
+                    top -= 1
+                    path = path // 2
+                else:
+                    top += 1
+                    climbing = False
+        lo += m
+    for p in range(out.size):
+        out[p] = c0 * pending[0, p]
 
 
 @total.rule("fwd", layout="cuda")
