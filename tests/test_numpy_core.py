@@ -144,6 +144,22 @@ def test_functions_take_lists_of_traced_values():
     np.testing.assert_array_equal(tg.grad(f)(x), [0.5 + 1.0, 0.5 + 6.0 + 0.5])
 
 
+def test_joins_take_nested_lists_of_traced_values():
+    # numpy dispatches np.concatenate([x, [s]]) on x alone: the inner list holds a traced
+    # element that the join converts (a common way to append a scalar)
+    def f(x):
+        s = x[0] ** 2
+        return (np.sum(np.concatenate([x, [s]]) ** 2) + np.sum(np.hstack([[x[1]], x, (s, 3.0)]))
+                + np.sum(np.stack([x, [s, 1.0, x[2]]]) ** 2)
+                + np.sum(np.vstack([x, [1.0, s, 2.0]]) * np.arange(6.0).reshape(2, 3)))
+
+    x = np.array([0.5, -1.5, 2.0])
+    s, ds = x[0] ** 2, np.array([2 * x[0], 0.0, 0.0])
+    want = (2 * x + 2 * s * ds) + (np.array([0, 1, 0]) + 1 + ds) + (2 * x + 2 * s * ds
+            + np.array([0, 0, 2 * x[2]])) + (np.arange(3.0) + 4 * ds)
+    np.testing.assert_allclose(tg.grad(f)(x), want, rtol=1e-14)
+
+
 def test_r_and_c_concatenate_traced_values_and_constants():
     def f(x):
         r = np.r_[x, 0.0, x ** 2, [7.0, 8.0]]

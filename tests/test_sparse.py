@@ -14,6 +14,7 @@ import scipy.sparse
 
 import tapegrad as tg
 from tapegrad.core.primitive import ALL, CURVATURES, SAME
+from tapegrad.core import registry
 from tapegrad.core.registry import PRIMS
 from tapegrad.transforms import coloring, sparsity
 from tapegrad.inspect.display import operands, slot_value
@@ -215,19 +216,26 @@ def test_random_programs_patterns_hold_every_nonzero(seed):
                        rtol=1e-10, atol=1e-10)
 
 
-def _with_rule(tape, name, **changes):
-    """The tape with its entries of primitive `name` given another definition (a test's wrong
-    or missing rule)."""
-    tape.prims = [dataclasses.replace(p, **changes) if p.name == name else p
-                  for p in tape.prims]
-    return tape
+@pytest.fixture
+def with_rule(monkeypatch):
+    """with_rule(tape, name, **changes): the tape, with primitive `name` given another
+    definition (a test's wrong or missing rule) in the registry for the test's duration."""
+    def redefine(tape, name, **changes):
+        prims = list(registry.PRIMS)
+        op = next(p.opcode for p in prims if p.name == name)
+        prims[op] = dataclasses.replace(prims[op], **changes)
+        monkeypatch.setattr(registry, "PRIMS", tuple(prims))
+        monkeypatch.setattr(sparsity, "_TABLES", {})      # the per-opcode tables, rebuilt
+        tape.prims = [prims[p.opcode] for p in tape.prims]
+        return tape
+    return redefine
 
 
-def test_a_wrong_rule_is_caught_by_the_subset_check():
+def test_a_wrong_rule_is_caught_by_the_subset_check(with_rule):
     f = lambda x: x[1:] * 2.0
     x = np.random.default_rng(0).normal(size=N)
     wrong = lambda ip, n_out, sizes, consts: ((np.arange(n_out), np.arange(n_out)),)
-    tape = _with_rule(tg.trace(f, x), "window", reads_elements=wrong)
+    tape = with_rule(tg.trace(f, x), "window", reads_elements=wrong)
     P = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
     assert (_dense_nonzeros(f, [x]) & ~P).any()
 
@@ -241,19 +249,19 @@ def test_a_wrong_rule_is_caught_by_the_subset_check():
     lambda ip, n_out, sizes, consts: ((range(1, n_out + 1), range(n_out)),),
     lambda ip, n_out, sizes, consts: ((None, range(n_out - 1, -2, -2)),)],
     ids=["gather", "rows", "shapes", "range-low", "range-shape", "range-rows", "range-step"])
-def test_a_rule_reading_out_of_range_is_refused_before_compiled_code(rule):
-    tape = _with_rule(tg.trace(lambda x: x[1:] * x[:-1], X), "window", reads_elements=rule)
+def test_a_rule_reading_out_of_range_is_refused_before_compiled_code(rule, with_rule):
+    tape = with_rule(tg.trace(lambda x: x[1:] * x[:-1], X), "window", reads_elements=rule)
     with pytest.raises(RuntimeError, match="a dependence rule"):
         jacobian_pattern(tape, tape.input_slots, tape.output_slots)
 
 
-def test_a_primitive_without_a_rule_is_dense_with_a_warning():
+def test_a_primitive_without_a_rule_is_dense_with_a_warning(with_rule):
     f = lambda x: x[1:] * 2.0
-    tape = _with_rule(tg.trace(f, X), "window", reads_elements=None)
+    tape = with_rule(tg.trace(f, X), "window", reads_elements=None)
     with pytest.warns(SparsityWarning, match="window declares no dependence rule"):
         P = jacobian_pattern(tape, tape.input_slots, tape.output_slots).toarray()
     assert P.all()
-    tape = _with_rule(tg.trace(lambda x: np.sum(np.sort(x) ** 2), X), "sort",
+    tape = with_rule(tg.trace(lambda x: np.sum(np.sort(x) ** 2), X), "sort",
                       reads_elements=None, curvature=None)
     with pytest.warns(SparsityWarning):
         assert hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray().all()
@@ -553,10 +561,10 @@ def test_long_and_short_rows_come_sorted():
             assert M.has_sorted_indices
 
 
-def test_a_coupling_naming_an_operand_the_rule_left_out_is_conservative():
+def test_a_coupling_naming_an_operand_the_rule_left_out_is_conservative(with_rule):
     # mul redefined as a kernel whose rule reads only its first operand (x[1:]) while its
     # curvature couples operands 0 and 1: every pair an output element reads is coupled
-    tape = _with_rule(tg.trace(lambda x: np.sum(x[1:] * x[:-1]), X), "mul", kind="kernel",
+    tape = with_rule(tg.trace(lambda x: np.sum(x[1:] * x[:-1]), X), "mul", kind="kernel",
                       reads_elements=lambda ip, n_out, sizes, consts: (SAME,),
                       curvature="bilinear")
     H = hessian_pattern(tape, tape.input_slots, tape.output_slots[0]).toarray()
@@ -744,3 +752,73 @@ def test_trees_of_inputs_and_outputs_are_flattened_end_to_end():
     D = tg.jacobian(f)(d)
     full = np.block([[D[0]["a"], D[0]["b"]], [D[1]["a"][None], D[1]["b"][None]]])
     assert J.shape == (4, 7) and np.array_equal(J.toarray(), full)
+
+
+# ---- the description: compiled forms of the rules against the numpy rules ---------------------
+
+RULE_CASES = [
+    ("window and broadcast element", lambda x: x[1:] * x[0] + x[::-2].sum(), 7),
+    ("stack and concatenate", lambda x: np.stack([x, x ** 2]).ravel()[2:] * 2.0, 5),
+    ("sums and extremes over an axis", lambda x: np.max(x.reshape(2, 3), axis=1) *
+     np.sum(x.reshape(2, 3), axis=0)[:2] + np.min(x.reshape(3, 2), axis=0), 6),
+    ("gather and diff", lambda x: x[[2, 0, 1, 1]] * np.diff(x)[:4], 5),
+    ("where", lambda x: np.where(x > 0.1, np.sin(x), x * x), 6),
+    ("solve", lambda x: np.linalg.solve(np.diag(x[:3] + 3.0) + 0.5, x[3:]), 6),
+    ("empty pieces", lambda x: np.concatenate([x[:0], x, x[3:3]]) * np.sum(x[:0]), 4),
+]
+
+
+def _rule_tapes():
+    rng = np.random.default_rng(7)
+    for name, f, n in RULE_CASES:
+        yield name, tg.trace(f, np.linspace(-0.7, 1.3, n))
+    for seed in range(8):
+        n = int(rng.integers(1, 9))
+        f, scalar = (_program if seed % 2 else _more_programs)(rng, n)
+        x = rng.normal(size=n)
+        yield f"random {seed}", tg.trace(f, x)
+        yield f"random scalar {seed}", tg.trace(scalar, x)
+        f, scalar = _stencil_programs(rng, n, np.float64)
+        yield f"stencils {seed}", tg.trace(scalar, x)
+    for name, f, x in HOSTILE:
+        yield name, tg.trace(f, x)
+
+
+def test_the_compiled_rules_describe_as_the_numpy_rules():
+    seen = set()
+    for name, tape in _rule_tapes():
+        seen.update(p.reads_elements for p in tape.prims)
+        for fixed in (True, False):
+            fast = sparsity._describe(tape, tape.input_slots, fixed)
+            slow = sparsity._describe(tape, tape.input_slots, fixed, compiled_rules=False)
+            assert np.array_equal(fast[3], slow[3]) and np.array_equal(fast[5], slow[5]), name
+            assert _decoded(fast) == _decoded(slow), name
+    assert seen >= set(sparsity._RULE_IDS)      # every compiled form compared
+
+
+def _decoded(description):
+    """The reads with their index maps in place of offsets into the shared buffer (which the
+    two describers fill in different orders)."""
+    entries, reads, maps = description[3], description[4], description[6].tolist()
+    out = []
+    for o, n_out, first, count, *_ in entries.tolist():
+        for s, kind, p0, p1, p2, p3, size in reads[first:first + count].tolist():
+            if kind == sparsity._GATHER:
+                p0 = tuple(maps[p0:p0 + n_out])
+            elif kind == sparsity._PAIRS:
+                p0, p1 = tuple(maps[p0:p0 + p2]), tuple(maps[p1:p1 + p2])
+            out.append((o, s, kind, p0, p1, p2, p3, size))
+    return out
+
+
+@pytest.mark.parametrize("payload,message", [
+    ((9, 1), "read outside an operand"), ((-1, 1), "read outside an operand"),
+    ((0, 3), "read outside an operand"), ((7, 0), "read outside an operand")])
+def test_a_compiled_rule_refuses_a_payload_out_of_range(payload, message):
+    tape = tg.trace(lambda x: np.sin(x[1:]) * 2.0, X)
+    e = next(e for e, p in enumerate(tape.prims) if p.name == "window")
+    IP = tape.IP.copy()
+    IP[tape.E[e, 5]:tape.E[e, 5] + 2] = payload
+    tape.IP = IP
+    with pytest.raises(RuntimeError, match=f"a dependence rule {message}"):
+        jacobian_pattern(tape, tape.input_slots, tape.output_slots)

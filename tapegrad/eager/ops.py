@@ -44,8 +44,13 @@ def _recording(*tensors):
 
 
 def as_tensor(x):
-    """An operand as a Tensor; numbers and arrays become constants."""
-    return x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+    """An operand as a Tensor; numbers and arrays become constants. While a function is traced,
+    `np.asarray` builds a traced value from a list that holds one (`np.concatenate([x,
+    [x[0] ** 2]])`: numpy dispatches on the outer list's arrays only)."""
+    if isinstance(x, Tensor):
+        return x
+    x = np.asarray(x)
+    return x if isinstance(x, Tensor) else Tensor(x)
 
 
 def _is_number(x):

@@ -6,16 +6,20 @@ depend on, at any input values. An entry's output pattern is the union, over its
 the operand's pattern rows its output elements read; which ones each primitive reads is its own
 declared rule (`Prim.element_reads`, from `core/prims/`: elementwise primitives derive it from
 their kind and partials, structural ones declare an index map or a conservative rule), never a
-table here.
+table kept here by hand.
 
-Detection has two halves. Python walks the entries once, cheaply: an elementwise entry's
-description is cached per primitive, a structural entry's rule runs (vectorised numpy) and its
-answer is encoded as a few integers per operand (a kind, `_SAME`, `_ALL`, `_GATHER`,
-`_STRIDED` for a rule answering with ranges, `_PAIRS`, and where it names elements, an offset
-into one shared buffer of index maps), every index range-checked there (the compiled code does
-not check bounds). Then one compiled function (`_detect`) propagates the patterns of every
-entry, and for a Hessian runs the reverse pass and assembles the pairs, with no Python per
-entry.
+Detection has two halves, both compiled. First the tape is described (`_describe`,
+`_assemble`): each entry an input reaches becomes a few integers per operand read (a kind,
+`_SAME`, `_ALL`, `_GATHER`, `_STRIDED` for a rule answering with ranges, `_PAIRS`, and where it
+names elements, an offset into one shared buffer of index maps), every index range-checked
+there (the propagation does not check bounds). Per-opcode tables built once from the
+definitions say how: an elementwise primitive's reads come from its partials; the common
+structural rules (windows, concatenations, segments, index maps, selections, every operand)
+have compiled forms beside this code that give the numpy rule's answer, encoded (`_encoded_rule`;
+the tests compare the two on every rule); any other rule (matrix products, scans, sorts, a rule
+a definition adds) runs in Python for the entries that need it, between a survey and the
+description. Then one compiled function (`_detect`) propagates the patterns of every entry, and
+for a Hessian runs the reverse pass and assembles the pairs, with no Python per entry.
 
 Patterns are first tried as stencils: row i of a slot holds column i * stride + c for each
 of a few terms (c, first row, end row), one stride per slot (`_stencil_of`). Inputs are
@@ -69,6 +73,7 @@ import warnings
 import numpy as np
 
 from ..core.jit import jit
+from ..core.prims import dependence
 from ..core.primitive import ALL, SAME
 
 
@@ -184,77 +189,55 @@ _UNREAD, _SAME, _ALL, _GATHER, _STRIDED, _PAIRS = range(6)
 # how an entry's second derivatives couple what its output elements read (column 4 of an entry)
 _LINEAR, _DIAGONAL, _NONLINEAR, _COUPLED = range(4)
 
-_DESCRIBED = {}             # primitive -> `_described(primitive)`
-
-
-def _describe(tape, in_slots, fixed_constants):
+def _describe(tape, in_slots, fixed_constants, compiled_rules=True):
     """(S, n, in_slots, entries, reads, pairs, maps): the arrays `_detect` reads.
     entries[k] = (output slot, its size, first read, reads, coupling code, first pair, pairs)
     for each entry an input reaches (in tape order); reads[r] = (operand slot, kind, p0, p1, p2,
     p3, operand size), one per operand; pairs: coupled operand pairs (i, j); maps: the index
-    maps of `_GATHER` and `_PAIRS` reads, end to end (range-checked). The three tables are
-    built as flat lists and converted at once (a conversion costs more than a short loop)."""
-    sizes, prims, IP = tape.sizes, tape.prims, tape.IP
-    in_list = _slot_array(tape, in_slots).tolist()
-    n = sum(sizes[s] for s in in_list)
-    reached = [False] * len(sizes)
-    for s in in_list:
-        reached[s] = True
-    # slots whose values may change between calls: inputs (differentiated or not), the
-    # implicit inputs of a nested transform, arrays re-read per call, and what they reach
-    varies = [False] * len(sizes)
-    for s in list(tape.input_slots) + list(tape.implicit_slots):
-        varies[s] = True
+    maps of `_GATHER` and `_PAIRS` reads, end to end (range-checked).
+
+    Written by compiled code (`_assemble`) from the tape's arrays and the per-opcode tables
+    (`_tables`), with no Python per entry: elementwise entries and the common structural rules
+    are encoded there (`_encoded_rule`). Only the entries whose rule has no compiled form (and
+    that an input may reach: a first run surveys them) run their rule in Python, and `_assemble`
+    runs again with their encoded reads. `compiled_rules` False runs every structural rule in
+    Python (the tests compare the two)."""
+    T = _tables(compiled_rules)
+    in_slots = _slot_array(tape, in_slots)
+    n = int(tape.S[in_slots, 1].sum())
+    varying = list(tape.input_slots) + list(tape.implicit_slots)
     if not fixed_constants:
-        for s, _ in tape.constants:
-            varies[s] = True
-    entries, reads, pairs, maps = [], [], [], _Maps()
-    warned = set()
-    n_reads = 0
-    for prim, row in zip(prims, tape.E.tolist()):
-        kinds, code, coupled, needs, variadic = _DESCRIBED.get(prim) or _described(prim)
-        if kinds is not None:               # elementwise: its operands lead the row
-            ops = row[1:1 + len(kinds)]
-        else:
-            ops = IP[row[5]:row[5] + row[6]].tolist() if variadic else \
-                [s for s in row[1:4] if s >= 0]
-        o = row[4]
-        vary = hit = False
-        for s in ops:
-            if varies[s]:
-                vary = True
-            if reached[s]:
-                hit = True
-        varies[o] = vary
-        if not hit:
-            continue
-        first, n_out = n_reads, sizes[o]
-        if kinds is not None:
-            for s, kind in zip(ops, kinds):
-                size = sizes[s]
-                if size and kind != _UNREAD:
-                    reads += (s, kind, 0, 0, 0, 0, size)
-                    if reached[s]:
-                        reached[o] = True
-                else:
-                    reads += (s, _UNREAD, 0, 0, 0, 0, size)
-        else:
-            for s, rule in zip(ops, _rule(tape, row, prim, ops, varies, warned)):
-                read = _encode(rule, n_out, sizes[s], maps)
-                reads += (s,) + read + (sizes[s],)
-                if read[0] != _UNREAD and reached[s]:
-                    reached[o] = True
-        n_reads = len(reads) // 7
-        count = n_reads - first
-        if count < needs:                   # pairs naming operands the rule left out
-            code, coupled = _NONLINEAR, ()
-        entries += (o, n_out, first, count, code, len(pairs) // 2, len(coupled))
-        for pair in coupled:
-            pairs += pair
-    tables = np.array(entries + reads + pairs, np.int64)
-    k, r = len(entries), len(entries) + len(reads)
-    return (tape.S, n, np.array(in_list, np.int64), tables[:k].reshape(-1, 7),
-            tables[k:r].reshape(-1, 7), tables[r:].reshape(-1, 2), maps.buffer())
+        varying += [s for s, _ in tape.constants]
+    varying = np.array(varying, np.int64)
+    none = np.zeros(0, np.int64)
+    status, entries, reads, pairs, maps, varies = _assemble(
+        tape.E, tape.IP, tape.S, in_slots, varying, *T, _NO_ROWS[:, :2], _NO_ROWS, none)
+    if status == _SURVEYED:         # entries whose rules run in Python: encode them, again
+        at, rows, python_maps = _python_reads(tape, maps, varies)
+        status, entries, reads, pairs, maps, _ = _assemble(
+            tape.E, tape.IP, tape.S, in_slots, varying, *T, at, rows, python_maps)
+    if status != _DESCRIBED:
+        raise RuntimeError(f"a dependence rule {_FAULTS[status]}")
+    return tape.S, n, in_slots, entries, reads, pairs, maps
+
+
+def _python_reads(tape, python_entries, varies):
+    """(at, rows, maps) for `_assemble`: the encoded reads of each entry of `python_entries`
+    (its rule run in Python: `_rule`, `_encode`), at[e] = (first row, rows) in `rows` (one per
+    operand, as `_assemble` writes them), their index maps at the start of the shared buffer."""
+    sizes, prims, E, IP = tape.sizes, tape.prims, tape.E, tape.IP
+    at = np.full((len(E), 2), -1, np.int64)
+    rows, maps, warned = [], _Maps(), set()
+    varies = varies.tolist()
+    for e in python_entries.tolist():
+        row, prim = E[e].tolist(), prims[e]
+        ops = IP[row[5]:row[5] + row[6]].tolist() if prim.variadic else \
+            [s for s in row[1:4] if s >= 0]
+        at[e, 0] = len(rows) // 7
+        for s, rule in zip(ops, _rule(tape, row, prim, ops, varies, warned)):
+            rows += (s,) + _encode(rule, sizes[row[4]], sizes[s], maps) + (sizes[s],)
+        at[e, 1] = len(rows) // 7 - at[e, 0]     # (a rule may answer for the first few only)
+    return at, np.array(rows, np.int64).reshape(-1, 7), maps.buffer()
 
 
 def _rule(tape, row, prim, ops, varies, warned):
@@ -277,33 +260,62 @@ def _rule(tape, row, prim, ops, varies, warned):
             warned.add(prim.name)
             warnings.warn(f"primitive {prim.name} declares no dependence rule "
                           "(reads_elements): its entries are taken as dense",
-                          SparsityWarning, stacklevel=5)
+                          SparsityWarning, stacklevel=6)
         reads = (ALL,) * len(ops)
     return reads
 
 
-def _described(prim):
-    """(read kinds, coupling code, operand pairs, operands the pairs need) of a primitive, from
-    its definition (cached: it is the definition's). Read kinds only for an elementwise
-    primitive (its rule depends on nothing else), else None. An undeclared coupling is every
-    pair the output elements read (the forward pass warned)."""
-    kinds = None
-    if prim.elementwise:
-        kinds = tuple(_UNREAD if r is None else _SAME for r in prim.element_reads(None, 0, (), ()))
+def _coupling(prim):
+    """(coupling code, operand pairs) of a primitive (`Prim.coupling`). An undeclared coupling
+    is every pair the output elements read (the forward pass warned)."""
     coupling = prim.coupling
     if coupling is None or _is(coupling, "nonlinear"):
-        code, coupled = _NONLINEAR, ()
-    elif _is(coupling, "diagonal"):
-        code, coupled = _DIAGONAL, ()
-    elif not coupling:
-        code, coupled = _LINEAR, ()
-    else:
-        code, coupled = _COUPLED, tuple((int(i), int(j)) for i, j in coupling)
-        if min(min(pair) for pair in coupled) < 0:
-            code, coupled = _NONLINEAR, ()
-    needs = 1 + max((max(pair) for pair in coupled), default=-1)
-    described = _DESCRIBED[prim] = (kinds, code, coupled, needs, prim.variadic)
-    return described
+        return _NONLINEAR, ()
+    if _is(coupling, "diagonal"):
+        return _DIAGONAL, ()
+    if not coupling:
+        return _LINEAR, ()
+    coupled = tuple((int(i), int(j)) for i, j in coupling)
+    if min(min(pair) for pair in coupled) < 0:
+        return _NONLINEAR, ()
+    return _COUPLED, coupled
+
+
+# how `_assemble` describes an opcode's entries (column 0 of its table)
+_ELEMENTWISE, _COMPILED_RULE, _PYTHON_RULE = range(3)
+_TABLES = {}
+_NO_ROWS = np.zeros((0, 7), np.int64)
+
+
+def _tables(compiled_rules=True):
+    """Per opcode, from the definitions (built once): (how, rule, arity, variadic, kinds, code,
+    needs, first pair, pairs), and the pairs end to end. how: `_ELEMENTWISE` (kinds: each
+    operand's read, `_SAME` or `_UNREAD`, from its partials), `_COMPILED_RULE` (rule: the id of
+    the compiled form of its `reads_elements`, `_RULE_IDS`) or `_PYTHON_RULE`; code and pairs:
+    `_coupling`; needs: the operands the pairs name."""
+    if compiled_rules not in _TABLES:
+        from ..core.registry import PRIMS
+        table = np.zeros((len(PRIMS), 8), np.int64)
+        kinds = np.full((len(PRIMS), 3), _UNREAD, np.int64)
+        pairs = []
+        for prim in PRIMS:
+            op = prim.opcode
+            code, coupled = _coupling(prim)
+            rule = _RULE_IDS.get(prim.reads_elements, -1) if compiled_rules else -1
+            if prim.elementwise:
+                how = _ELEMENTWISE
+                for j, read in enumerate(prim.element_reads(None, 0, (), ())):
+                    kinds[op, j] = _UNREAD if read is None else _SAME
+            else:
+                how = _COMPILED_RULE if rule >= 0 else _PYTHON_RULE
+            needs = 1 + max((max(pair) for pair in coupled), default=-1)
+            table[op] = (how, rule, prim.n_operands, prim.variadic, code, needs,
+                         len(pairs) // 2, len(coupled))
+            for pair in coupled:
+                pairs += pair
+        _TABLES[compiled_rules] = (np.ascontiguousarray(table), kinds,
+                                   np.array(pairs, np.int64).reshape(-1, 2))
+    return _TABLES[compiled_rules]
 
 
 def _is(rule, marker):
@@ -367,6 +379,214 @@ def _check_range(low, high, size, what):
     """The compiled pass does not check bounds: a rule's indices are checked first."""
     if low < 0 or high >= size:
         raise RuntimeError(f"a dependence rule read outside {what} of {size} elements")
+
+
+# ---- the description in compiled code ------------------------------------------------------
+# `_assemble` returns (status, entries, reads, pairs, maps, varies); status `_SURVEYED`: maps
+# holds the entries whose rules must run in Python, varies which slots change between calls
+# (their rules may read the others' values); a fault: the read a compiled rule refused.
+_DESCRIBED, _SURVEYED, _OUTSIDE_OPERAND, _OUTSIDE_OUTPUT, _SHAPES = range(5)
+_FAULTS = {_OUTSIDE_OPERAND: "read outside an operand", _OUTSIDE_OUTPUT: "read outside an output",
+           _SHAPES: "gave rows and cols of different shapes"}
+# the compiled forms of the common rules of `core.prims.dependence` (the tests check each
+# against its numpy rule, `_describe(..., compiled_rules=False)`)
+_EVERY, _SELECTION, _WINDOW, _SEGMENTS, _CONCATENATION, _INDEX_MAP = range(6)
+_RULE_IDS = {dependence.every_operand: _EVERY, dependence.selection: _SELECTION,
+             dependence.window: _WINDOW, dependence.segments: _SEGMENTS,
+             dependence.concatenation: _CONCATENATION, dependence.index_map: _INDEX_MAP}
+
+
+@jit
+def _n_operands(E, e, table):
+    """How many operands entry e has (variadic: its payload lists them; a structural entry's
+    are the non-negative slots of columns 1-3)."""
+    op = E[e, 0]
+    if table[op, 3]:
+        return E[e, 6]
+    if table[op, 0] == _ELEMENTWISE:
+        return table[op, 2]
+    count = 0
+    for c in range(1, 4):
+        if E[e, c] >= 0:
+            count += 1
+    return count
+
+
+@jit
+def _operand(E, IP, e, j, table):
+    """The slot of entry e's operand j (as `_n_operands` counts them)."""
+    op = E[e, 0]
+    if table[op, 3]:
+        return IP[E[e, 5] + j]
+    if table[op, 0] == _ELEMENTWISE:
+        return E[e, 1 + j]
+    for c in range(1, 4):
+        if E[e, c] >= 0:
+            if j == 0:
+                return E[e, c]
+            j -= 1
+    return -1
+
+
+@jit
+def _rule_maps(rule, IP, ip, ip_len, size, n_out):
+    """How many integers of index maps the compiled rule writes for one operand."""
+    if size == 0:
+        return 0
+    if rule == _WINDOW:
+        return n_out if IP[ip + 1] == 0 else 0
+    if rule == _SEGMENTS:
+        return 2 * ip_len
+    if rule == _INDEX_MAP:
+        per_output = ip_len // n_out if n_out else 1
+        return ip_len if per_output == 1 else 2 * per_output * n_out
+    return 0
+
+
+@jit
+def _encoded_rule(rule, IP, ip, ip_len, j, size, before, n_out, reads, r, maps, m):
+    """(fault, maps used): reads[r, 1:6] for operand j (of `size` elements; `before`: the
+    elements of the operands before it) of an entry whose `reads_elements` is the rule with
+    compiled form `rule`, its payload IP[ip:ip + ip_len]; the same answer as the numpy rule
+    encoded by `_encode`, range-checked alike, index maps written from maps[m]."""
+    if size == 0:
+        return 0, m
+    if rule == _EVERY:
+        reads[r, 1] = _ALL
+    elif rule == _SELECTION:
+        reads[r, 1] = _UNREAD if j == 0 else _SAME
+    elif rule == _WINDOW:               # y[i] reads x[start + i * step]
+        start, step = IP[ip], IP[ip + 1]
+        if step == 0:
+            if n_out and not 0 <= start < size:
+                return _OUTSIDE_OPERAND, m
+            maps[m:m + n_out] = start
+            reads[r, 1], reads[r, 2] = _GATHER, m
+            return 0, m + n_out
+        if n_out:
+            last = start + (n_out - 1) * step
+            if min(start, last) < 0 or max(start, last) >= size:
+                return _OUTSIDE_OPERAND, m
+        reads[r, 1], reads[r, 3], reads[r, 4], reads[r, 5] = _STRIDED, start, step, n_out
+    elif rule == _SEGMENTS:             # y[ip[i]] reads x[i]
+        if ip_len != size:
+            return _SHAPES, m
+        for i in range(size):
+            if not 0 <= IP[ip + i] < n_out:
+                return _OUTSIDE_OUTPUT, m
+            maps[m + i], maps[m + size + i] = IP[ip + i], i
+        reads[r, 1], reads[r, 2], reads[r, 3], reads[r, 4] = _PAIRS, m, m + size, size
+        return 0, m + 2 * size
+    elif rule == _CONCATENATION:        # the operands end to end
+        if before + size > n_out:
+            return _OUTSIDE_OUTPUT, m
+        reads[r, 1], reads[r, 2], reads[r, 4], reads[r, 5] = _STRIDED, before, 1, size
+    elif rule == _INDEX_MAP:            # y[i] reads x[ip[i]] (and x[ip[n_out + i]], ...)
+        per_output = ip_len // n_out if n_out else 1
+        count = ip_len if per_output == 1 else per_output * n_out
+        if per_output == 1 and count != n_out:
+            return _SHAPES, m
+        for q in range(count):
+            if not 0 <= IP[ip + q] < size:
+                return _OUTSIDE_OPERAND, m
+        if per_output == 1:
+            maps[m:m + count] = IP[ip:ip + count]
+            reads[r, 1], reads[r, 2] = _GATHER, m
+            return 0, m + count
+        for q in range(count):
+            maps[m + q], maps[m + count + q] = q % n_out, IP[ip + q]
+        reads[r, 1], reads[r, 2], reads[r, 3], reads[r, 4] = _PAIRS, m, m + count, count
+        return 0, m + 2 * count
+    return 0, m
+
+
+@jit
+def _assemble(E, IP, S, in_slots, varying, table, kinds, PAIRS, py_at, py_rows, py_maps):
+    """The description of `_describe` (see there), written from the tape's arrays: a survey
+    (which entries an input may reach, an entry taken as reached when any operand is; the sizes
+    of the tables; which reached entries need their rule run in Python and have no rows in
+    py_at/py_rows yet), then the tables, with the exact reach (an output is reached through a
+    read, not an unread operand)."""
+    n_slots, n_entries = S.shape[0], E.shape[0]
+    reach = np.zeros(n_slots, np.bool_)
+    varies = np.zeros(n_slots, np.bool_)
+    for k in range(in_slots.size):
+        reach[in_slots[k]] = True
+    for k in range(varying.size):
+        varies[varying[k]] = True
+    python_entries = np.empty(n_entries, np.int64)
+    n_hit, n_reads, n_pairs, n_maps, missing = 0, 0, 0, py_maps.size, 0
+    for e in range(n_entries):
+        op, o = E[e, 0], E[e, 4]
+        count = _n_operands(E, e, table)
+        hit = vary = False
+        for j in range(count):
+            s = _operand(E, IP, e, j, table)
+            hit = hit or reach[s]
+            vary = vary or varies[s]
+        varies[o] = vary
+        if not hit:
+            continue
+        reach[o] = True
+        n_hit += 1
+        n_reads += count
+        n_pairs += table[op, 7]
+        if table[op, 0] == _COMPILED_RULE:
+            for j in range(count):
+                n_maps += _rule_maps(table[op, 1], IP, E[e, 5], E[e, 6],
+                                     S[_operand(E, IP, e, j, table), 1], S[o, 1])
+        elif table[op, 0] == _PYTHON_RULE and (py_at.size == 0 or py_at[e, 0] < 0):
+            python_entries[missing] = e
+            missing += 1
+    none = np.zeros((0, 7), np.int64)
+    if missing:
+        return _SURVEYED, none, none, PAIRS[:0], python_entries[:missing], varies
+    entries, reads = np.empty((n_hit, 7), np.int64), np.empty((n_reads, 7), np.int64)
+    pairs, maps = np.empty((n_pairs, 2), np.int64), np.empty(n_maps, np.int64)
+    maps[:py_maps.size] = py_maps
+    reached = np.zeros(n_slots, np.bool_)
+    for k in range(in_slots.size):
+        reached[in_slots[k]] = True
+    k, r, p, m = 0, 0, 0, py_maps.size
+    for e in range(n_entries):
+        op, o = E[e, 0], E[e, 4]
+        how, count, hit = table[op, 0], _n_operands(E, e, table), False
+        for j in range(count):
+            hit = hit or reached[_operand(E, IP, e, j, table)]
+        if not hit:
+            continue
+        if how == _PYTHON_RULE:
+            count = py_at[e, 1]             # the operands its rule answered for
+        n_out, first, before = S[o, 1], r, 0
+        for j in range(count):
+            s = _operand(E, IP, e, j, table)
+            size = S[s, 1]
+            reads[r, 0], reads[r, 6] = s, size
+            reads[r, 1:6] = 0
+            if how == _ELEMENTWISE:
+                if size:
+                    reads[r, 1] = kinds[op, j]
+            elif how == _COMPILED_RULE:
+                fault, m = _encoded_rule(table[op, 1], IP, E[e, 5], E[e, 6], j, size, before,
+                                         n_out, reads, r, maps, m)
+                if fault:
+                    return fault, none, none, PAIRS[:0], maps[:0], varies
+            else:
+                reads[r, 1:6] = py_rows[py_at[e, 0] + j, 1:6]
+            if reads[r, 1] != _UNREAD and reached[s]:
+                reached[o] = True
+            before += size
+            r += 1
+        code, n_coupled = table[op, 4], table[op, 7]
+        if count < table[op, 5]:            # pairs naming operands the entry lacks
+            code, n_coupled = _NONLINEAR, 0
+        entries[k, 0], entries[k, 1], entries[k, 2], entries[k, 3] = o, n_out, first, count
+        entries[k, 4], entries[k, 5], entries[k, 6] = code, p, n_coupled
+        for q in range(n_coupled):
+            pairs[p, 0], pairs[p, 1] = PAIRS[table[op, 6] + q, 0], PAIRS[table[op, 6] + q, 1]
+            p += 1
+        k += 1
+    return _DESCRIBED, entries[:k], reads[:r], pairs[:p], maps[:m], varies
 
 
 # ---- the compiled pass -------------------------------------------------------------------
