@@ -227,7 +227,8 @@ class _HessianPlan:
 
 
 def _csr(plan, data):
-    """The derivative's values `data`, in the order of the plan's pattern, as a CSR matrix."""
-    import scipy.sparse
+    """The derivative's values `data`, in the order of the plan's pattern (sorted rows), as a
+    CSR matrix of its own index arrays (the caller may change them)."""
+    from .sparsity import _scipy_csr
     p = plan.pattern
-    return scipy.sparse.csr_matrix((data, p.indices.copy(), p.indptr.copy()), shape=plan.shape)
+    return _scipy_csr(p.indptr.copy(), p.indices.copy(), True, plan.shape, data)

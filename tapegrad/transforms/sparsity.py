@@ -100,13 +100,15 @@ def hessian_pattern(tape, in_slots, out_slot, fixed_constants=True, stencils=Tru
     return _scipy_csr(*_run(description, np.zeros(0, np.int64), out, n, stencils), (n, n))
 
 
-def _scipy_csr(indptr, indices, ordered, shape):
-    """The pattern as a scipy CSR matrix with sorted rows (they come free of duplicates, and
-    sorted where `ordered`). Sorted rows of int32 indices skip the constructor's checks (they
-    cost more than a small detection; the compiled pass wrote the arrays) where scipy's matrix
-    holds exactly the state `_csr_state` found, else scipy's constructor builds it."""
+def _scipy_csr(indptr, indices, ordered, shape, data=None):
+    """The pattern (or with `data`, values in its order) as a scipy CSR matrix with sorted rows
+    (they come free of duplicates, and sorted where `ordered`). Sorted rows of int32 indices
+    skip the constructor's checks (they cost more than a small detection; the compiled pass
+    wrote the arrays) where scipy's matrix holds exactly the state `_csr_state` found, else
+    scipy's constructor builds it."""
     import scipy.sparse
-    data = np.ones(indices.size, bool)
+    if data is None:
+        data = np.ones(indices.size, bool)
     state = _csr_state()
     if ordered and state is not None and indices.dtype == np.int32:
         M = scipy.sparse.csr_matrix.__new__(scipy.sparse.csr_matrix)
