@@ -284,6 +284,28 @@ def test_the_code_cache_deletes_the_modules_used_least_recently(tmp_path, monkey
     assert (tmp_path / "unrelated.txt").exists()
 
 
+def test_generated_modules_keep_their_bytecode_where_python_would_not(tmp_path, monkeypatch):
+    """$PYTHONDONTWRITEBYTECODE (common in containers) is about the user's sources: the code
+    cache writes its modules' bytecode anyway (compiling an interpreter module's source costs
+    a tenth of a second per process), and Python reads it back as its own."""
+    import importlib.util
+    from tapegrad.core import cache
+    monkeypatch.setenv("TAPEGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    name = "_gen_bytecode_" + "e" * 16
+    assert cache.materialize(name, "VALUE = 11\n").VALUE == 11
+    pyc = importlib.util.cache_from_source(str(tmp_path / f"{name}.py"))
+    assert os.path.exists(pyc)
+    monkeypatch.delitem(sys.modules, f"tapegrad.{name}")
+    module = cache.materialize(name, "VALUE = 11\n")
+    assert module.VALUE == 11 and module.__cached__ == pyc
+    monkeypatch.delitem(sys.modules, f"tapegrad.{name}")
+    with pytest.warns(RuntimeWarning, match="written again"):   # a changed file: new bytecode
+        cache.materialize(name, "VALUE = 12\n")
+    monkeypatch.delitem(sys.modules, f"tapegrad.{name}")
+    assert cache.materialize(name, "VALUE = 12\n").VALUE == 12
+
+
 def test_importing_a_module_records_its_use_not_a_modification(tmp_path, monkeypatch):
     """numba keys its cache of a file by the file's modification time in some versions: a use
     moves the access time only."""

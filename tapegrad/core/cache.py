@@ -241,6 +241,8 @@ def _code_folders(directory):
 
 
 def _import(modname, path):
+    if sys.dont_write_bytecode:
+        _write_bytecode(path)
     spec = importlib.util.spec_from_file_location(modname, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
@@ -250,6 +252,22 @@ def _import(modname, path):
         del sys.modules[modname]
         raise
     return module
+
+
+def _write_bytecode(path):
+    """Write the bytecode of the generated module at `path` where Python will not
+    ($PYTHONDONTWRITEBYTECODE, common in containers). That setting is about the user's source
+    trees; this is tapegrad's own cache, and an interpreter module is large enough that
+    compiling its source costs a tenth of a second in every process. Python checks and reads
+    the file as its own (`__pycache__`, the source's size and time), and `_write` removes it
+    with the source it was made from."""
+    import py_compile
+    cached = importlib.util.cache_from_source(path)
+    if not os.path.exists(cached):
+        try:
+            py_compile.compile(path, cfile=cached, doraise=True)
+        except (py_compile.PyCompileError, OSError):
+            pass            # (imported from the source, as Python would)
 
 
 def generated(prefix, key, make_source):
