@@ -13,6 +13,10 @@
     a dense check in a benchmark's time).
 (c) Detection of the pattern (Jacobian of (a), Hessian of (b)) against one gradient of the
     same function (goal <= 5x).
+(d) Detection against one gradient on workloads beyond the goals' two: a 2-D Poisson residual
+    on a 100 x 100 grid (np.pad and 2-D slices: index maps, not stencils), squared differences
+    of 4000 random pairs of 2000 points (a gather of pairs), the "Fastest Autograd in the West"
+    graph of 1000 scalar operations (bench/faw.py: every entry a scalar or a 4-vector).
 
 Times are the minimum over many rounds (each round times one batch of every function in turn,
 interleaved): the machine is shared, so the minimum is the figure least disturbed by other
@@ -117,6 +121,40 @@ def hessian_case(repeat):
           f"(goal <= {GOALS['detect_vs_grad']}x)")
 
 
+def poisson_2d(u):
+    n = int(round(u.size ** 0.5))
+    U = u.reshape(n, n)
+    P = np.pad(U, 1)
+    return (P[:-2, 1:-1] + P[2:, 1:-1] + P[1:-1, :-2] + P[1:-1, 2:] - 4 * U
+            + 0.01 * np.exp(U)).ravel()
+
+
+def pair_differences(n):
+    rng = np.random.default_rng(2)
+    i, j = rng.integers(0, n, 2 * n), rng.integers(0, n, 2 * n)
+    return lambda x: (x[i] - x[j]) ** 2
+
+
+def other_detections(repeat):
+    import faw
+    cases = [("2-D Poisson residual, 100 x 100", poisson_2d, 10_000),
+             ("squared differences of 4000 random pairs", pair_differences(2000), 2000),
+             ("FAW graph, N = 1000 scalar operations", faw.numpy_function(1000), None)]
+    print("(d) detection (Jacobian pattern) against one gradient of the sum of squares, other "
+          "workloads")
+    for name, f, n in cases:
+        x = faw.start_point() if n is None else np.random.default_rng(3).normal(size=n) * 0.1
+        tape = tg.trace(f, x)
+        grad = tg.grad(lambda x: np.sum(f(x) ** 2))
+        grad(x)
+        detect = lambda: sparsity.jacobian_pattern(tape, tape.input_slots, tape.output_slots)
+        nnz = detect().nnz
+        t = race(repeat, grad=(lambda: grad(x), 20), detect=(detect, 20))
+        print(f"    {name:42s} {len(tape):5d} entries, {nnz:6d} nonzeros: detection "
+              f"{t['detect'] * 1e6:8.1f} us = {t['detect'] / t['grad']:5.1f}x one gradient "
+              f"({t['grad'] * 1e6:.1f} us)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
@@ -125,6 +163,7 @@ def main():
           f"; load average {os.getloadavg()[0]:.1f}")
     jacobian_case(repeat)
     hessian_case(repeat)
+    other_detections(max(3, repeat // 3))
 
 
 if __name__ == "__main__":

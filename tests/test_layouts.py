@@ -189,6 +189,9 @@ STRUCTURAL = {
     "window-step2": dict(p="window", operands=[(5, _normal)], out=3, ip=[0, 2]),
     "window-backwards": dict(p="window", operands=[(5, _normal)], out=3, ip=[4, -2]),
     "window-broadcast": dict(p="window", operands=[(5, _normal)], out=4, ip=[2, 0]),
+    # one element: the flat sweeps' inline path (`window.scalar`)
+    "window-element": dict(p="window", operands=[(5, _normal)], out=1, ip=[3, -1]),
+    "window-element-of-one": dict(p="window", operands=[(1, _normal)], out=1, ip=[0, 0]),
     "segsum": dict(p="segsum", operands=[(7, _normal)], out=3, ip=SEGMENTS, c0=0.5),
     "segsum-empty-segment": dict(p="segsum", operands=[(7, _normal)], out=4, ip=SEGMENTS,
                                  c0=-1.5),
@@ -382,6 +385,26 @@ def test_one_element_first_writes_equal_additions(name, dtype):
                 reverse_first().backward_first(E, FC, IP, S, NEED, np.array([first]),
                                                np.zeros((0, 2), np.int64), V, got, 0, 1)
                 np.testing.assert_array_equal(got, want, err_msg=f"{name}, FIRST {first}")
+
+
+@pytest.mark.parametrize("name", [p.name for p in PRIMS if p.scalar])
+def test_one_element_structural_forms_add_in_backward_first(name):
+    """A structural one-element form assigns no first write: backward_first adds as backward
+    does (`core.sweep._first_writes` zeroes the adjoint first)."""
+    from tapegrad.core.interp import reverse_first
+    p = BY_NAME[name]
+    E, FC, IP, S, NEED = one_entry(p, [5], 1, ip=[2, 1])
+    rng = rng_for(f"layouts first {name}")
+    V = rng.standard_normal(6)
+    interpreters().forward(E, FC, IP, S, V, 0, 1)
+    assert V[5] == V[2]
+    G = rng.standard_normal((2, 6))
+    want, got = G.copy(), G.copy()
+    interpreters().backward(E, FC, IP, S, NEED, V, want, 0, 1)
+    reverse_first().backward_first(E, FC, IP, S, NEED, np.zeros(1, np.int64),
+                                   np.zeros((0, 2), np.int64), V, got, 0, 1)
+    np.testing.assert_array_equal(got, want)
+    assert (want[:, 2] == G[:, 2] + G[:, 5]).all()
 
 
 # ---- the language is enforced ------------------------------------------------------------------

@@ -122,10 +122,10 @@ def _sources():
 
 
 def _scalar_head(fn):
-    """The flat interpreters' scalar fast path in `fn` (the `if _ELEMENTWISE[op] ...` block
-    at the head of its loop), or None."""
+    """The flat interpreters' scalar fast path in `fn` (the `if _SCALAR[op] ...` block at the
+    head of its loop), or None."""
     for node in ast.walk(fn):
-        if isinstance(node, ast.If) and "_ELEMENTWISE[op]" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and "_SCALAR[op]" in ast.unparse(node.test):
             return node
     return None
 
@@ -151,10 +151,12 @@ def test_generated_source_dispatches_every_opcode_once(name, source):
         counts = collections.Counter(_dispatched_opcodes(functions[fn]))
         head = _scalar_head(functions[fn])
         if head is not None:
-            # the scalar fast path runs one-element elementwise entries, each opcode once;
-            # the general chain after it dispatches every opcode once
+            # the scalar fast path runs one-element elementwise entries (and those of the
+            # structural primitives with one-element forms), each opcode once; the general
+            # chain after it dispatches every opcode once
             scalar = collections.Counter(_dispatched_opcodes(head))
-            assert sorted(scalar) == sorted(p.opcode for p in ELEMENTWISE), (name, fn)
+            assert sorted(scalar) == sorted(p.opcode for p in PRIMS
+                                            if p.elementwise or p.scalar), (name, fn)
             assert set(scalar.values()) == {1}, (name, fn, scalar)
             counts -= scalar
         assert sorted(counts) == list(range(len(PRIMS))), (name, fn, sorted(counts))

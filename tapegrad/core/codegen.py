@@ -273,26 +273,43 @@ def _scalar_reverse(p, first=False):
 _SCALAR_RULES = {"forward": _scalar_forward, "backward": _scalar_reverse,
                  "backward_first": lambda p: _scalar_reverse(p, first=True)}
 
-def elementwise_table():
-    """`_ELEMENTWISE[op]`: whether opcode op is an elementwise primitive (the scalar path's
-    test), a constant array of the generated module."""
+def _inline(p, fn):
+    """The statements of p's one-element entry in flat sweep `fn`, or None (general path):
+    an elementwise primitive's from its expressions, a structural one's from its `scalar`
+    forms (its adjoint additions serve `backward_first` too: a structural primitive assigns
+    no first writes on this path, so `core.sweep._first_writes` zeroes what it adds into)."""
+    if p.elementwise:
+        return _SCALAR_RULES[fn](p)
+    form = p.scalar.get("backward" if fn == "backward_first" else fn)
+    if form is not None and fn == "backward_first" and assigns_first(p):
+        raise ValueError(f"{p.name}: a one-element form and first writes to assign")
+    return form
+
+
+def scalar_table():
+    """`_SCALAR[op]`: whether opcode op has a one-element form in the flat sweeps (the scalar
+    path's test), a constant array of the generated module. A structural primitive with a
+    `scalar` form has it in every sweep of `_SCALAR_RULES` (`core.registry` checks)."""
     flags = [0] * (max(p.opcode for p in PRIMS) + 1)
     for p in PRIMS:
-        flags[p.opcode] = int(p.elementwise)
-    return f"\n_ELEMENTWISE = np.array({flags}, np.bool_)\n"
+        flags[p.opcode] = int(p.elementwise or bool(p.scalar))
+    return f"\n_SCALAR = np.array({flags}, np.bool_)\n"
 
 
 def scalar_path(fn):
-    """The head of interpreter `fn`'s loop body: a one-element elementwise entry runs here,
-    inline, and the loop continues; any other entry falls through to the general path."""
+    """The head of interpreter `fn`'s loop body: an entry of one output element of an
+    elementwise primitive (or a structural one with a `scalar` form: an element read) runs
+    here, inline, and the loop continues; any other entry falls through to the general
+    path."""
     out = ["        op = E[e, 0]\n        so = E[e, 4]\n"
-           "        if _ELEMENTWISE[op] and S[so, 1] == 1:\n"
+           "        if _SCALAR[op] and S[so, 1] == 1:\n"
            "            sa = E[e, 1]\n            sb = E[e, 2]\n            o = S[so, 0]\n"]
     k = 0
     for p in PRIMS:
-        if p.elementwise:
+        form = _inline(p, fn)
+        if form is not None:
             out.append(f"            {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
-            out.append(_lines(vectorisable(_SCALAR_RULES[fn](p)), 16))
+            out.append(_lines(vectorisable(form), 16))
             k += 1
     out.append("            continue\n")
     return "".join(out)
@@ -371,7 +388,7 @@ def generate(batched=False, vecmath_module="_vecmath"):
         out.append(_CLEAR)
     out.append(rules_module("column" if batched else "flat"))
     if not batched:
-        out.append(elementwise_table())
+        out.append(scalar_table())
     out.append(interpreters_source(batched))
     if batched:
         out.append(_TILES)
@@ -453,7 +470,7 @@ def generate_first(interp, vecmath_module):
             out.append(f"\n\n@jit\n"
                        f"{layouts.source(p.overrides[('vjp_first', 'flat')], 'flat', name, False)}"
                        "\n")
-    out.append(elementwise_table())
+    out.append(scalar_table())
     out.append("\n\n@jit\ndef backward_first(E, FC, IP, S, NEED, FIRST, ZERO, V, G, start, stop):\n"
                "    for d in range(G.shape[0]):\n        for z in range(ZERO.shape[0]):\n"
                "            for i in range(ZERO[z, 0], ZERO[z, 1]):\n                G[d, i] = 0.0\n"

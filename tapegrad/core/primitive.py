@@ -80,6 +80,10 @@ class Prim:
     curvature: str = None          # "linear" | "diagonal" | "bilinear" | "nonlinear"
     rules: dict = field(default_factory=dict)        # rule -> kernel body (portable)
     overrides: dict = field(default_factory=dict)    # (rule, layout) -> kernel body
+    # structural: statements the flat sweeps run inline for an entry of one output element
+    # ("forward", "backward"; see `core.codegen.scalar_path`), where an elementwise primitive's
+    # come from its expressions
+    scalar: dict = field(default_factory=dict)
     doc: str = ""
 
     def __repr__(self):

@@ -42,6 +42,9 @@ def _check_definition(p):
     (rules may call each other by name, in Python and in generated code alike)."""
     if not p.structural:
         return
+    if p.scalar and set(p.scalar) != {"forward", "backward"}:
+        raise RuntimeError(f"the one-element forms of {p.name} must be forward and backward, "
+                           f"not {sorted(p.scalar)}")
     needed = ("fwd", "vjp") if p.linear else ("fwd", "vjp", "jvp", "vjp_jvp")
     for rule in needed:
         body = p.rules.get(rule)

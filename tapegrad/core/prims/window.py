@@ -35,3 +35,11 @@ def window_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
         start, step = ip[0], ip[1]
         for i in range(gy.size):
             gx[start + i * step] += gy[i]
+
+
+# An element read (x[i], one output element: most of the reads of a graph of scalars) runs inline
+# in the flat sweeps (`core.codegen.scalar_path`): the same copy and addition as the loops above.
+window.scalar.update(
+    forward="V[o] = V[S[sa, 0] + IP[E[e, 5]]]\n",
+    backward=("if NEED[so] and NEED[sa]:\n    read_at = S[sa, 0] + IP[E[e, 5]]\n"
+              "    for d in range(G.shape[0]):\n        G[d, read_at] += G[d, o]\n"))
