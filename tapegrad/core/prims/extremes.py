@@ -120,3 +120,24 @@ def segmin_jvp(V, T, S, a, b, c, o, ip, c0, c1):
 @segmin.vjp_jvp
 def segmin_vjp_jvp(V, T, G, TG, S, NEED, a, b, c, o, ip, c0, c1):
     _extreme_vjp(V, TG, S, NEED, a, o, ip)
+
+
+# The extreme of everything (one output element: `np.max(v)` of a few values, as in a softmax
+# over a handful of scalars) runs inline in the flat sweeps (`core.codegen.scalar_path`): the
+# loops of `_extreme` and of `_extreme_vjp`'s one-segment case, over the buffers at the
+# operand's offset, with the same comparisons and products.
+for _prim, _sign in ((segmax, "1.0"), (segmin, "-1.0")):
+    _prim.scalar.update(
+        forward=("extreme_at = S[sa, 0]\nextreme = -math.inf\n"
+                 "for extreme_i in range(S[sa, 1]):\n"
+                 f"    extreme_v = {_sign} * V[extreme_at + extreme_i]\n"
+                 "    if extreme_v > extreme or extreme_v != extreme_v:\n"
+                 "        extreme = extreme_v\n"
+                 f"V[o] = {_sign} * extreme\n"),
+        backward=("if NEED[so] and NEED[sa]:\n    extreme_at = S[sa, 0]\n    y = V[o]\n"
+                  "    ties = 0.0\n    for extreme_i in range(S[sa, 1]):\n"
+                  "        if V[extreme_at + extreme_i] == y:\n            ties += 1.0\n"
+                  "    for d in range(G.shape[0]):\n"
+                  "        for extreme_i in range(S[sa, 1]):\n"
+                  "            if V[extreme_at + extreme_i] == y:\n"
+                  "                G[d, extreme_at + extreme_i] += (1.0 / ties) * G[d, o]\n"))
