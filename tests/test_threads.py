@@ -187,7 +187,11 @@ def test_generated_modules_materialize_in_threads(tmp_path, monkeypatch):
         t.join()
     sys.modules.pop("tapegrad._gen_thread_probe", None)
     assert not errors
-    assert [p.name for p in tmp_path.iterdir()] == ["_gen_thread_probe.py"]
+    # the module and its bytecode (Python's or the cache's own), no temporary file left over
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files[-1:] == ["_gen_thread_probe.py"], files
+    assert all(f.startswith("__pycache__/_gen_thread_probe.") and f.endswith(".pyc")
+               for f in files[:-1]), files
 
 
 WORKQUEUE = """
