@@ -136,6 +136,20 @@ def _small_integers(rng, size, dtype):
     return rng.integers(-1, 2, (size, POINTS)).astype(dtype)
 
 
+def _far_apart(rng, size, dtype):
+    """Values of hundreds: exp overflows without the maximum subtracted (softmax)."""
+    return (300.0 * rng.standard_normal((size, POINTS))).astype(dtype)
+
+
+def _with_infinities(rng, size, dtype):
+    """+inf at one point, -inf everywhere at another, -inf once at a third."""
+    x = _normal(rng, size, dtype)
+    x[1, 0] = np.inf
+    x[:, 2] = -np.inf
+    x[0, 4] = -np.inf
+    return x
+
+
 def _with_nan(rng, size, dtype):
     x = _small_integers(rng, size, dtype)
     x[0, 1] = x[size - 1, 3] = np.nan
@@ -216,6 +230,19 @@ STRUCTURAL = {
     "segprod": dict(p="segprod", operands=[(6, _normal)], out=3, ip=[0, 0, 0, 1, 1, 2]),
     "segprod-zeros": dict(p="segprod", operands=[(6, _zero_factors)], out=3,
                           ip=[0, 0, 0, 1, 1, 2]),
+    # softmax: a few values (one float64 accumulator), numpy's pairwise sum (8..128, halves
+    # above), ties of the maximum, NaN, values far apart, one value
+    "softmax": dict(p="softmax", operands=[(4, _normal)], out=4),
+    "softmax-block": dict(p="softmax", operands=[(45, _normal)], out=45),
+    "softmax-halves": dict(p="softmax", operands=[(300, _normal)], out=300),
+    "softmax-ties": dict(p="softmax", operands=[(6, _small_integers)], out=6),
+    "softmax-nan": dict(p="softmax", operands=[(8, _with_nan)], out=8),
+    "softmax-far-apart": dict(p="softmax", operands=[(9, _far_apart)], out=9),
+    "softmax-one": dict(p="softmax", operands=[(1, _normal)], out=1),
+    "softmax-infinities": dict(p="softmax", operands=[(5, _with_infinities)], out=5),
+    # tapegrad.softmax's: a maximum that is not finite replaced by 0
+    "softmax-infinities-torch": dict(p="softmax", operands=[(5, _with_infinities)], out=5,
+                                     c0=1.0),
     "matmul": _matmul(1, 2, 3, 2, 6, 6),
     "matmul-batched": _matmul(2, 2, 2, 3, 4, 6),
     "matmul-shared-b": _matmul(3, 2, 2, 2, 4, 0),

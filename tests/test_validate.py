@@ -490,3 +490,27 @@ def test_validator_cost_next_to_a_replay(case, record_property, capsys):
     record_property("cost", line)
     with capsys.disabled():
         print("\n" + line)
+
+
+def test_softmax_entries_are_checked():
+    """A softmax entry of another operand size, or with a payload, is refused (its kernels
+    read the operand at the output's indices)."""
+    def f(x, w):
+        e = np.exp(x - np.max(x))
+        return np.sum(e / np.sum(e) * np.arange(3.0)) + np.sum(w)
+
+    x, w = np.array([0.5, -1.0, 2.0]), np.array([1.0, 2.0])
+    tape = tapegrad.trace(f, x, w)
+    arrays = _io.to_arrays(tape)
+    e = entry(arrays, "softmax")
+    np.testing.assert_allclose(_io.from_arrays(copy.deepcopy(arrays))(x, w), f(x, w),
+                               rtol=1e-14)
+    bad = copy.deepcopy(arrays)
+    bad["IP"] = np.zeros(1, np.int64)                      # a payload of one integer
+    bad["E"][e, 5:7] = (0, 1)
+    with pytest.raises(TapeFormatError, match="softmax takes no payload"):
+        _io.from_arrays(bad)
+    bad = copy.deepcopy(arrays)
+    bad["E"][e, 1] = tape.input_slots[1]                    # w: an operand of two values
+    with pytest.raises(TapeFormatError, match="softmax needs an operand of the output's size 3"):
+        _io.from_arrays(bad)

@@ -208,7 +208,9 @@ def rules_module(layout):
                 if h not in helpers:
                     helpers.append(h)
     helper_code = [layouts.source(h, layout, layouts.helper_name(h)) for h in helpers]
-    return "".join(f"\n\n@jit\n{code}\n" for code in helper_code + functions)
+    code = "".join(f"\n\n@jit\n{code}\n" for code in helper_code + functions)
+    # a structural kernel's math calls (softmax's exp) are the elementwise rows' on the CPU
+    return code if layout == "cuda" else vectorisable(code)
 
 
 # ---- the scalar fast path of the flat interpreters ----------------------------------------------

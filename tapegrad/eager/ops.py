@@ -201,7 +201,38 @@ def div(a, b):
         return _unary(P["div_const"], a, _scalar(b))
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rdiv_const"], b, _scalar(a))
+    if state.tracing:
+        fused = _softmax(a, b)
+        if fused is not None:
+            return fused
     return _binary(P["div"], a, b)
+
+
+_SEGMAX, _SUB, _EXP, _TOTAL = P["segmax"], P["sub"], P["exp"], P["total"]
+
+
+def _softmax(e, s):
+    """e / s as one `softmax` entry of v when e = exp(v - max(v)) and s = sum(e) (numpy's
+    softmax, `e = np.exp(v - np.max(v)); e / np.sum(e)`: five entries otherwise). While a
+    function is traced only: eager graphs keep the nodes that `grad_fn` shows and `retain_grad`
+    reads. The five nodes stay for any other use of their values and drop out of a tape that
+    does not reach them. Not after in-place writes (an operand might stand for another
+    version)."""
+    ne, ns = getattr(e, "_node", None), getattr(s, "_node", None)
+    if ne is None or ns is None or ne.prim is not _EXP or ns.prim is not _TOTAL \
+            or ns.c0 != 1.0 or ns.inputs[0] is not e or graph.written_bases \
+            or graph.rebound_tensors:
+        return None
+    z = ne.inputs[0]
+    nz = z._node
+    if nz is None or nz.prim is not _SUB:
+        return None
+    v, m = nz.inputs
+    nm = m._node
+    if nm is None or nm.prim is not _SEGMAX or nm.inputs[0] is not v or m._data.size != 1 \
+            or v._data.shape != e._data.shape or v._data.dtype != e._data.dtype:
+        return None
+    return record(P["softmax"], (v,), np.divide(e._data, s._data), name="DivBackward0")
 
 
 def pow(a, b):
@@ -785,6 +816,9 @@ def softmax(x, dim=None, *, axis=None):
     e = exp(sub(x, where(isfinite_mask(m), m, 0.0)))
     out = div(e, sum(e, dims, keepdim=True))
     if out._node is not None:
+        if state.tracing and len(dims) == x._data.ndim and x._data.size:
+            # over everything: one entry (its c0: the maximum replaced by 0 when not finite)
+            return record(P["softmax"], (x,), out._data, c0=1.0, name="SoftmaxBackward0")
         out._node._name = "SoftmaxBackward0"
     return out
 

@@ -69,18 +69,16 @@ def _eight_partial_sums(V: Values, S, a, lo, m, out: Values, k):
 
 
 @helper
-def _pairwise_total(V: Values, S, a, o, c0):
-    """`total_fwd` of 8 values or more. A run of more than 128 values is halved at a multiple
-    of 8 below its middle, and the halves' sums added. The runs are visited left to right
-    without recursion: each is found from the root, its sum added to the pending left halves
-    while it ends a right half, or left pending (in scratch: the tree of 2^63 values is under
-    64 levels deep)."""
+def _pairwise_sum(V: Values, S, a, out: Values):
+    """out[0] = the sum of slot a's values (8 or more) in numpy's pairwise order. A run of more
+    than 128 values is halved at a multiple of 8 below its middle, and the halves' sums added.
+    The runs are visited left to right without recursion: each is found from the root, its sum
+    added to the pending left halves while it ends a right half, or left pending (in scratch
+    rows 0..63 of the calling primitive: the tree of 2^63 values is under 64 levels deep)."""
     x = view(V, S, a)
-    y = view(V, S, o)
     n = x.size
     if n <= 128:
-        _eight_partial_sums(V, S, a, 0, n, y, 0)
-        y[0] = c0 * y[0]
+        _eight_partial_sums(V, S, a, 0, n, out, 0)
     else:
         pending = temp(V, 0, 64)
         top = 0
@@ -112,7 +110,15 @@ def _pairwise_total(V: Values, S, a, o, c0):
                         top += 1
                         climbing = False
             lo += m
-        y[0] = c0 * pending[0]
+        out[0] = pending[0]
+
+
+@helper
+def _pairwise_total(V: Values, S, a, o, c0):
+    """`total_fwd` of 8 values or more (`_pairwise_sum`, then the scale)."""
+    y = view(V, S, o)
+    _pairwise_sum(V, S, a, y)
+    y[0] = c0 * y[0]
 
 
 @total.fwd
