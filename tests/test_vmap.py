@@ -660,6 +660,19 @@ def test_the_tile_budget_is_the_l2_size(tmp_path, text, size):
     assert cpu.tile_for(1537, 0, 8) <= cpu.MAX_TILE
 
 
+def test_tapes_of_small_entries_get_wide_tiles(monkeypatch):
+    """A tape of scalar entries (a few rows per entry) replays on wide tiles whatever its
+    size, so each entry's dispatch is shared by many points; a tape of large entries keeps
+    the tile its buffers fit in the cache; no tile exceeds a worker's share of the points."""
+    from tapegrad.batch import cpu
+    monkeypatch.setattr(cpu, "L2_BYTES", 1 << 20)
+    assert cpu.tile_for(45_000, 0, 8) == cpu.MIN_TILE                  # too big for the cache
+    assert cpu.tile_for(45_000, 0, 8, 20_000) == cpu.MAX_TILE          # 2.3 rows per entry
+    assert cpu.tile_for(1_200, 0, 8, 7) == cpu.tile_for(1_200, 0, 8) == 32   # 170 per entry
+    assert cpu.tile_for(45_000, 0, 8, 20_000, n_points=100, workers=2) == 32
+    assert cpu.tile_for(45_000, 0, 8, 20_000, n_points=10, workers=2) == cpu.MIN_TILE
+
+
 # ---- errors --------------------------------------------------------------------------------------
 
 def test_keyword_arguments_are_refused_clearly():

@@ -17,8 +17,14 @@ decided is kept in the plan's state (`plan.ReplayState`).
 
 A tile's buffers (values, tangents, adjoints) should stay in the core's L2 cache: the tile is
 the largest power of two of points whose buffers fit it, between MIN_TILE (smaller tiles drown
-in per-entry overhead) and MAX_TILE (larger ones gain nothing). Chunks are sized so that a
-chunk's inputs and outputs take about CHUNK_BYTES.
+in per-entry overhead) and MAX_TILE (larger ones gain nothing). A tape of small entries (rows
+per entry few, as in a graph of scalars) is wider than that: each entry's dispatch, about the
+cost of a few hundred element operations, is paid once per tile, so the tile is at least
+ENTRY_POINTS / (rows per entry) points, cache or not (the FAW graph, 2.3 rows per entry: at
+N=1000, 15-22 µs per point at tile 8, 5.5 at 64; at N=10,000, 173-203 at 8, 130 at 128). A
+tape of larger entries keeps its cache tile (Lennard-Jones, 168 rows per entry, tile 32: there
+wider tiles were slower, see docs/design.md). No tile is wider than a worker's share of the
+points. Chunks are sized so that a chunk's inputs and outputs take about CHUNK_BYTES.
 """
 import math
 import time
@@ -50,14 +56,25 @@ def l2_bytes(path="/sys/devices/system/cpu/cpu0/cache/index2/size", default=1 <<
 
 L2_BYTES = l2_bytes()       # per-core cache budget for a tile's buffers
 MAX_TILE, MIN_TILE = 128, 8
+ENTRY_POINTS = 256          # element operations per entry and tile that amortise its dispatch
 CHUNK_BYTES = 64 << 20      # inputs + outputs of one chunk
 
 
-def tile_for(n_total, n_dir, itemsize):
+def _power_of_two_below(x):
+    return 1 << max(0, int(math.log2(max(1, x))))
+
+
+def tile_for(n_total, n_dir, itemsize, n_entries=0, n_points=0, workers=1):
     """Points per tile: the largest power of two whose buffers (values, tangents and
-    adjoints of `n_total` rows) fit the cache budget, within [MIN_TILE, MAX_TILE]."""
+    adjoints of `n_total` rows) fit the cache budget, or, for `n_entries` entries of few
+    rows each, at least ENTRY_POINTS / (rows per entry); within [MIN_TILE, MAX_TILE] and no
+    wider than a worker's share of `n_points` (when given)."""
     per_point = n_total * itemsize * (3 + 2 * n_dir)
-    tile = 1 << max(0, int(math.log2(max(1, L2_BYTES // max(per_point, 1)))))
+    tile = _power_of_two_below(L2_BYTES // max(per_point, 1))
+    if n_entries:
+        tile = max(tile, 2 * _power_of_two_below(ENTRY_POINTS * n_entries // max(n_total, 1)))
+    if n_points:
+        tile = min(tile, _power_of_two_below(n_points // max(workers, 1)))
     return int(min(MAX_TILE, max(MIN_TILE, tile)))
 
 
@@ -147,8 +164,8 @@ def interpret(tape, V, plan, batch, index, Y, n):
     cols = columns.layout(tape)        # copies as views: fewer entries and rows
     pos = column_positions(cols, tape, plan)
     V = cols.values(V)
-    tile = tile_for(V.size, plan.n_directions, V.itemsize)
     workers = threads.for_work(work(n, len(cols.E), plan))
+    tile = tile_for(V.size, plan.n_directions, V.itemsize, len(cols.E), n, workers)
     with threads.limited(workers):
         launch(interpreters(batched=True).run_tiles,
                cols.E, cols.FC, cols.IP, cols.S, cols.NEED, V, pos["in_pos"], X,
