@@ -109,13 +109,14 @@ def scans(x):
 
 def structural(x, W):
     """gather, gather_diff, window, segsum, segsumsq, total, segmax, segmin, segprod, matmul,
-    pack, where."""
+    pack, where, softmax."""
     h = tg.tanh(W @ x)
     r = h.reshape(2, 2)
     rows = tg.sum(r, axis=1) + tg.sum(r * r, axis=1)          # a segsum and a segsumsq
     picked = h[np.array([3, 0, 0, 2])]                       # integer indexing: a gather
     pairs = h[np.array([0, 1, 1])] - h[np.array([2, 1, 3])]  # pair differences: gather_diff
-    return tg.stack([tg.amax(h), tg.amin(h), tg.prod(h), rows[0], rows[1] * tg.sum(x),
+    return tg.stack([tg.amax(h), tg.amin(h), tg.prod(h), rows[0],
+                     rows[1] * tg.sum(x) + tg.sum(tg.softmax(h) * x),
                      tg.sum(tg.where(h > 0.0, h, 0.5 * h)) + tg.sum(picked * picked)
                      + tg.sum(pairs * pairs)])
 

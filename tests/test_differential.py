@@ -764,6 +764,9 @@ PARITY_PROGRAMS = [
                    ("linalg", "slogdet", 0)], 18),
     ([(2, 3, 3)], [("linalg", "qr_r", 0), ("linalg", "eigh", 1), ("binary", "add", 1, 2),
                    ("linalg", "svdvals", 3), ("linalg", "eigvalsh", 3)], 19),
+    # the softmax of a whole array: one softmax entry
+    ([(4,)], [("softmax", "softmax", 0, 0), ("softmax", "log_softmax", 0, -1),
+              ("binary", "mul", 1, 2)], 20),
 ]
 
 
