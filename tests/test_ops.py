@@ -855,6 +855,20 @@ def test_pair_differences_are_one_entry():
     np.testing.assert_allclose(x.grad.data, [2 * (d0 + d1), 2 * (d2 - d0), -2 * (d1 + d2)])
 
 
+def test_pair_differences_keep_the_gathers_of_an_eager_graph():
+    """Eagerly the gathers stay on the way to the output, as in PyTorch: retain_grad on x[I],
+    called after the difference, gets its gradient (PyTorch: [-6, -16, -10])."""
+    I, J = np.array([0, 0, 1]), np.array([1, 2, 2])
+    x = tg.tensor(np.array([1.0, 4.0, 9.0]), requires_grad=True)
+    a = x[I]
+    d = a - x[J]
+    a.retain_grad()
+    assert d.grad_fn.next_functions[0][0].name() == "IndexBackward0"
+    (d * d).sum().backward()
+    np.testing.assert_allclose(a.grad.data, [-6.0, -16.0, -10.0])
+    np.testing.assert_allclose(x.grad.data, [-22.0, -4.0, 26.0])
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "int32", "bool"])
 def test_cube_value_and_dtype_follow_numpy(dtype):
     """x ** 3 is computed as x * x * x (the interpreters' value) in numpy's result dtype."""

@@ -174,7 +174,7 @@ def sub(a, b):
         return record(P["add_const"], (a,), a._data - b, c0=-b, name="SubBackward0")
     if _is_number(a) and isinstance(b, Tensor):
         return _unary(P["rsub_const"], b, _scalar(a))
-    fused = _gather_difference(a, b)
+    fused = _gather_difference(a, b) if state.tracing else None
     return _binary(P["sub"], a, b) if fused is None else fused
 
 
@@ -182,7 +182,9 @@ def _gather_difference(a, b):
     """x[I] - x[J] as one `gather_diff` entry when both operands are index-map gathers of one
     tensor (pair differences: one pass over the pairs instead of three, each way). The gathers'
     nodes stay for any other use of x[I] and x[J], and drop out of a tape that does not reach
-    them. Not after in-place writes (the operand tensor might stand for another version)."""
+    them. While a function is traced only: in an eager graph `x[I].retain_grad()` (called
+    before or after the difference) and hooks need the gathers' nodes on the way to the
+    output. Not after in-place writes (the operand tensor might stand for another version)."""
     na, nb = getattr(a, "_node", None), getattr(b, "_node", None)
     if na is None or nb is None or na.prim is not P["gather"] or nb.prim is not P["gather"] \
             or a._data.shape != b._data.shape or graph.written_bases or graph.rebound_tensors:
