@@ -9,10 +9,15 @@
   a module whose file does not hash to its name makes the source again.
 * numba's cache files (`.nbi` index, `.nbc` data) of generated modules and of tapegrad's own
   njit modules that cannot be read back are cleared and the function compiled again
-  (RuntimeWarning); where that is impossible, the message names the directory to clear.
+  (RuntimeWarning); where that is impossible, the message names the directory to clear. An
+  entry changed by one bit, which still unpickles, fails its checksum and is treated so too.
+* A cache hit loads machine code alone (`core.numba_cache`): numba's context is not refreshed
+  and the bitcode is parsed only when a function compiled later links the loaded one; a fresh
+  process's first gradient does not import scipy.linalg.
 
 Every test damages files in private directories (TAPEGRAD_CACHE_DIR and NUMBA_CACHE_DIR set to
-a tmp_path), in fresh processes: the shared cache is never touched.
+a tmp_path), in fresh processes: the shared cache is never damaged (the first-gradient test
+reads it, and warms it where it is cold).
 """
 import glob
 import os
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import tapegrad
@@ -205,15 +211,20 @@ def _damage(path, how):
     with open(path, "rb") as fh:
         data = fh.read()
     with open(path, "wb") as fh:
+        middle = len(data) // 2
         fh.write({"garbage": b"\x80\x04garbage" + bytes(range(256)),
                   "truncated": data[:len(data) // 2],
-                  "flipped": data[:-40] + bytes(b ^ 0x5A for b in data[-40:])}[how])
+                  "flipped": data[:-40] + bytes(b ^ 0x5A for b in data[-40:]),
+                  # one bit inside the entry, which still unpickles: numba would run it
+                  "one bit": data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1:],
+                  }[how])
 
 
 @pytest.mark.parametrize("which, kind, how", [
     ("generated", "nbi", "garbage"), ("generated", "nbi", "truncated"),
     ("generated", "nbc", "truncated"), ("generated", "nbc", "flipped"),
-    ("own", "nbi", "truncated"), ("own", "nbc", "garbage")])
+    ("generated", "nbc", "one bit"),
+    ("own", "nbi", "truncated"), ("own", "nbc", "garbage"), ("own", "nbc", "one bit")])
 def test_unreadable_numba_cache_files_are_cleared(tmp_path, which, kind, how):
     code, out = run(_call(which), tmp_path)
     assert code == 0 and "result ok; cache hits 0" in out, out
@@ -242,6 +253,85 @@ def test_a_cache_that_cannot_be_rewritten_names_the_directory(tmp_path):
     code, out = run(textwrap.dedent(refuse) + _call("generated"), tmp_path)
     assert code == 0 and "result ok" in out, out
     assert "nor rewritten" in out and f"Delete the directory {os.path.dirname(index)}" in out, out
+
+
+# ---- loading from numba's cache ------------------------------------------------------------
+
+_LINKED = '''
+    import sys
+    from tapegrad.core import cache
+    m = cache.materialize("_gen_cache_link", "from tapegrad.core.jit import jit\\n\\n\\n@jit\\n"
+                          "def twice(x):\\n    return 2.0 * x + 1.0\\n\\n\\n@jit\\n"
+                          "def caller(x):\\n    return twice(x) * 3.0\\n")
+    got = m.twice(0.75)
+    refreshed = "numba.np.polynomial" in sys.modules     # imported by numba's context refresh
+    library = type(m.twice.overloads[m.twice.signatures[0]].library).__name__
+    print("twice", got, "hits", sum(m.twice.stats.cache_hits.values()), "refreshed", refreshed,
+          "library", library)
+    print("caller", m.caller(0.75), "hits", sum(m.caller.stats.cache_hits.values()))
+'''
+
+
+def test_a_cache_hit_loads_the_machine_code_and_links_its_bitcode_on_demand(tmp_path):
+    """A hit neither refreshes numba's target context nor parses the entry's bitcode; a function
+    compiled later that calls the loaded one links it (its bitcode parsed then) and runs."""
+    code, out = run(_LINKED, tmp_path)
+    assert code == 0 and "twice 2.5 hits 0" in out and "caller 7.5 hits 0" in out, out
+    callers = glob.glob(str(tmp_path / "numba" / "**" / "*.caller-*"), recursive=True)
+    assert callers, out
+    for path in callers:
+        os.remove(path)
+    code, out = run(_LINKED, tmp_path)                  # twice loaded, caller compiled
+    assert code == 0 and "caller 7.5 hits 0" in out, out
+    assert "twice 2.5 hits 1 refreshed False library BitcodeOnDemand" in out, out
+    code, out = run(_LINKED, tmp_path)
+    assert code == 0 and "twice 2.5 hits 1" in out and "caller 7.5 hits 1" in out, out
+    assert "Warning" not in out, out
+
+
+_FIRST_GRADIENT = '''
+    import sys
+    import numpy as np
+    import tapegrad as tg
+    x = np.linspace(0.5, 1.5, 4)
+    g = tg.grad(lambda x: np.sum(np.tanh(x) ** 2 * x[::-1]))(x)
+    t = np.tanh(x)
+    want = 2 * t * (1 - t * t) * x[::-1] + (t * t)[::-1]
+    print("gradient ok", np.allclose(g, want, rtol=1e-14, atol=0),
+          "scipy.linalg imported", "scipy.linalg" in sys.modules)
+    a = np.array([[2.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 3.0]])
+    print("eigvalsh", tg.grad(lambda a: np.sum(np.linalg.eigvalsh(a) ** 2))(a).tolist())
+'''
+
+
+def test_a_first_gradient_loads_no_more_than_it_runs():
+    """A fresh process's first gradient from a warm cache (the shared one: the first run warms
+    it where it is cold) does not import scipy.linalg, which numba's array reductions and LAPACK
+    bindings import (a tenth of a second): the LAPACK helpers import it when they first run."""
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="default")
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(_FIRST_GRADIENT)],
+                              capture_output=True, text=True, timeout=1800, env=env, cwd=ROOT)
+        out = done.stdout + done.stderr
+        assert done.returncode == 0 and "gradient ok True" in out, out
+    assert "scipy.linalg imported False" in out, out
+    a = np.array([[2.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 3.0]])
+    want = tapegrad.grad(lambda a: np.sum(np.linalg.eigvalsh(a) ** 2))(a)   # in this process
+    assert f"eigvalsh {want.tolist()}" in out, out
+
+
+def test_only_the_interpreters_have_disk_caches():
+    """The kernels are compiled into the interpreters that call them (whose cache entries hold
+    their code): no cache of their own, which every importing process would probe."""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+    from tapegrad.core.interp import interpreters
+    module = interpreters()
+    dispatchers = {name: value for name, value in vars(module).items()
+                   if isinstance(value, Dispatcher)}
+    cached = sorted(name for name, d in dispatchers.items() if not isinstance(d._cache, NullCache))
+    assert {"forward", "backward", "tangent", "backward_tangent"} <= set(cached), cached
+    assert len(cached) < 12 and len(dispatchers) > 300, (cached, len(dispatchers))
 
 
 # ---- the bound on the cache's size ---------------------------------------------------------

@@ -50,10 +50,11 @@ def digest(*parts):
 
 
 def salt():
-    """What compiled code depends on besides its source: numba's version and our jit options."""
+    """What compiled code depends on besides its source: numba's version, our jit options and
+    the layout of the cache's entries."""
     import numba
-    from . import jit
-    return inspect.getsource(jit) + numba.__version__
+    from . import jit, numba_cache
+    return inspect.getsource(jit) + numba.__version__ + numba_cache.FORMAT
 
 
 materializing = threading.RLock()     # re-entrant: a module that materializes another

@@ -34,8 +34,8 @@ first comparison); its eigenvectors' signs are not LAPACK's. The derivatives are
 import numpy as np
 
 from ..primitive import Values, helper, structural, temp, view
-from .linalg import (_add_symmetric, _copy, _identity, _mm, _rotate, _set_rotation,
-                     _swap_columns_if, _zero)
+from .linalg import (_add_symmetric, _all_finite, _copy, _identity, _mm, _rotate,
+                     _set_rotation, _swap_columns_if, _zero)
 from . import dependence, shapes
 
 
@@ -276,7 +276,7 @@ def eigh_fwd_lapack(V, S, a, b, c, o, ip, c0, c1):
     for q in range(ip[0]):
         Yq = Y[q * (n + nn):(q + 1) * (n + nn)]
         if n > 0 and (_syevd(A[q * nn:(q + 1) * nn], Yq, n, ip[2], ip[3]) != 0
-                      or not np.isfinite(Yq).all()):
+                      or not _all_finite(Yq)):
             raise np.linalg.LinAlgError("Eigenvalues did not converge")
 
 

@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ..primitive import Values, helper, structural, temp, view
-from .linalg import _axpy, _copy, _mm, _scale, _trsolve, _zero
+from .linalg import _all_finite, _axpy, _copy, _mm, _scale, _trsolve, _zero
 from . import dependence, shapes
 
 
@@ -218,7 +218,7 @@ def qr_fwd(V, S, a, b, c, o, ip, c0, c1):
 def _lapack_qr(A, Y, m, n):
     """Y = (Q, R) of the row-major m x n matrix A by numba's np.linalg.qr (LAPACK's geqrf and
     orgqr, as numpy calls them); all NaN where A has an inf or a NaN."""
-    if np.isfinite(A).all():
+    if _all_finite(A):
         Q, R = np.linalg.qr(A.reshape((m, n)))
         Y[:m * n].reshape((m, n))[:, :] = Q
         Y[m * n:].reshape((n, n))[:, :] = R

@@ -35,8 +35,8 @@ import math
 import numpy as np
 
 from ..primitive import Values, helper, structural, temp, view
-from .linalg import (_axpy, _copy, _identity, _mm, _rotate, _set_rotation, _swap_columns_if,
-                     _zero)
+from .linalg import (_all_finite, _axpy, _copy, _identity, _mm, _rotate, _set_rotation,
+                     _swap_columns_if, _zero)
 from . import dependence, shapes
 
 
@@ -437,7 +437,7 @@ def svd_fwd_lapack(V, S, a, b, c, o, ip, c0, c1):
     for q in range(ip[0]):
         Yq = Y[q * size:(q + 1) * size]
         if size > 0 and (_gesdd(A[q * m * n:(q + 1) * m * n], Yq, m, n, ip[3]) != 0
-                         or not np.isfinite(Yq).all()):
+                         or not _all_finite(Yq)):
             raise np.linalg.LinAlgError("SVD did not converge")
 
 
