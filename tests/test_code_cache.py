@@ -13,7 +13,8 @@
   entry changed by one bit, which still unpickles, fails its checksum and is treated so too.
 * A cache hit loads machine code alone (`core.numba_cache`): numba's context is not refreshed
   and the bitcode is parsed only when a function compiled later links the loaded one; a fresh
-  process's first gradient does not import scipy.linalg.
+  process's first gradient does not import scipy.linalg. Entries written numba's way (where
+  the fast load is unavailable) still load.
 
 Every test damages files in private directories (TAPEGRAD_CACHE_DIR and NUMBA_CACHE_DIR set to
 a tmp_path), in fresh processes: the shared cache is never damaged (the first-gradient test
@@ -287,6 +288,17 @@ def test_a_cache_hit_loads_the_machine_code_and_links_its_bitcode_on_demand(tmp_
     code, out = run(_LINKED, tmp_path)
     assert code == 0 and "twice 2.5 hits 1" in out and "caller 7.5 hits 1" in out, out
     assert "Warning" not in out, out
+
+
+def test_entries_written_the_way_numba_writes_them_still_load(tmp_path):
+    """Where the fast load is unavailable (a numba without the internals it uses), entries are
+    written numba's way; a later process with it loads them numba's way."""
+    plain = "from tapegrad.core import numba_cache\nnumba_cache._supported[:] = [False]\n"
+    code, out = run(plain + textwrap.dedent(_LINKED), tmp_path)
+    assert code == 0 and "twice 2.5 hits 0" in out and "caller 7.5 hits 0" in out, out
+    code, out = run(_LINKED, tmp_path)
+    assert code == 0 and "twice 2.5 hits 1" in out and "caller 7.5 hits 1" in out, out
+    assert "library JITCodeLibrary" in out and "Warning" not in out, out
 
 
 _FIRST_GRADIENT = '''
