@@ -113,6 +113,8 @@ def _reduce(reduce, cres):
 
 
 def _rebuild(rebuild, target_context, data):
+    """numba's compile result from an entry: checked and loaded here when `_reduce` wrote it,
+    by numba's `rebuild` otherwise."""
     if not (isinstance(data, tuple) and len(data) == 4 and data[0] == FORMAT):
         return rebuild(target_context, data)           # written by numba itself
     _, checksum, defined, blob = data
@@ -136,7 +138,7 @@ class _Loaded:
 
 def _library_of_object_code(codegen, name, object_code, bitcode, defined):
     """numba's unserialization of a library cached as object code, with the bitcode left
-    unparsed (`_BitcodeOnDemand`) and the defined symbols given."""
+    unparsed (`_bitcode_on_demand`) and the defined symbols given."""
     _accept_loaded(codegen)
     library = codegen.create_library(name)
     library.__class__ = _bitcode_on_demand(type(library))
