@@ -529,8 +529,8 @@ def sweeps(monkeypatch):
     original_gradient = _sweep.Gradient
 
     class CountedGradient:                      # grad's sweeps: a forward, then a reverse
-        def __init__(self, tape, out, entries=None):
-            self.sweeps = original_gradient(tape, out, entries)
+        def __init__(self, tape, out, entries=None, aliased=None):
+            self.sweeps = original_gradient(tape, out, entries, aliased)
 
         def forward(self, V):
             log["forward"].append(1)

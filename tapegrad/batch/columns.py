@@ -1,27 +1,15 @@
 """The batched replay's layout of a tape: copies become views, dead rows leave the buffer.
 
-A `window` of step 1 (`x[1:]`, `x[:-1]`) and a `copy` (reshape, clone, astype within the one
-buffer dtype) compute rows that already exist in their operand's rows. In the column layout
-each such entry costs a pass over every one of its rows and tile points forward, another
-(accumulating) backward, and rows of every per-point buffer (values, adjoints, tangents): on
-a small tape like Rosenbrock's, where windows are a good part of the entries, a large share of
-the replay (docs/design.md, "Batched replay"). `layout(tape)` drops those entries and points
-their output slots into the operand's rows instead (an alias: an operand offset), then packs
-the remaining slots' rows without gaps.
-
-Why this is exact and safe for the sweeps the tile driver runs (forward, tangent, backward,
-backward-tangent):
-* forward and tangent: the dropped entry would have copied the operand's rows; the alias *is*
-  those rows. Nothing writes an alias: outputs of the remaining entries are fresh slots, and
-  inputs are never entry outputs (the validator checked both on the tape).
-* reverse: consumers of an alias accumulate into the operand's adjoint rows directly, which the
-  dropped entry's linear VJP would have done afterwards: the same sum, in another order
-  (floating-point reassociation only). Kernels read operands and accumulate into operand
-  adjoints in sequential loops, so operands that overlap (`x[1:] * x[:-1]`) stay correct.
-* bounds: an alias spans `start .. start + size` of its operand, inside it by the window's
-  shape rule (validated); `layout` checks every span against the packed buffer again, so no
-  alias can open a path out of bounds whatever it was built from.
-An alias needs an adjoint exactly where its operand does (it has the same adjoint rows).
+The copies of a tape (`core.aliases.copies`: windows of step 1 or one element, `copy`
+entries) compute rows that already exist in their operand's rows. In the column layout each
+costs a pass over every one of its rows and tile points forward, another (accumulating)
+backward, and rows of every per-point buffer (values, adjoints, tangents): on a small tape like
+Rosenbrock's, where windows are a good part of the entries, a large share of the replay
+(docs/design.md, "Batched replay"). `layout(tape)` drops those entries and points their output
+slots into the operand's rows instead (an alias: an operand offset; why that is exact for every
+sweep the tile driver runs: `core.aliases`), then packs the remaining slots' rows without gaps.
+Every alias is checked against the packed buffer again, so none can open a path out of bounds
+whatever it was built from.
 
 A product of a slot with itself (`d * d`) is replayed as `square`: the same value, and one
 adjoint pass instead of two (2 * g * x for g * x + g * x: rounding only). The recorded entry
@@ -37,11 +25,11 @@ import weakref
 
 import numpy as np
 
+from ..core.aliases import copies, resolve
 from ..core.registry import OPCODE, VARIADIC
 from ..core.validate import read_only
 
-_WINDOW, _COPY, _MUL, _SQUARE, _MUL_CONST = (
-    OPCODE[n] for n in ("window", "copy", "mul", "square", "mul_const"))
+_MUL, _SQUARE, _MUL_CONST = (OPCODE[n] for n in ("mul", "square", "mul_const"))
 _SCALED_SUMS = [OPCODE["total"], OPCODE["segsum"]]       # sums that scale by their c0
 _CACHE = weakref.WeakKeyDictionary()      # tape -> Layout (a tape's arrays never change)
 
@@ -86,25 +74,19 @@ def layout(tape):
 def _build(tape):
     E, IP, S, NEED = tape.E, tape.IP, tape.S, tape.NEED
     n_slots = len(S)
-    dropped = []                                  # (entry, operand, output, start)
-    for e in np.flatnonzero((E[:, 0] == _WINDOW) | (E[:, 0] == _COPY)):
-        op, ip = E[e, 0], E[e, 5]
-        if op == _WINDOW and (E[e, 6] != 2 or (IP[ip + 1] != 1 and S[E[e, 4], 1] > 1)):
-            continue                              # strided or broadcast: a real copy
-        dropped.append((e, E[e, 1], E[e, 4], IP[ip] if op == _WINDOW else 0))
+    entries, operands, outputs, starts = copies(E, IP, S)
     keep = np.ones(len(E), bool)
     owners = np.ones(n_slots, bool)
-    for e, _, o, _ in dropped:
-        keep[e] = owners[o] = False
+    keep[entries] = owners[outputs] = False
     E, FC = E.copy(), tape.FC.copy()              # the tape's entries stay as recorded
     dead = _fold_scales(E, FC, IP, keep, n_slots, _protected(tape))
     sizes = S[:, 1]
-    offsets = np.zeros(n_slots, np.int64)
-    offsets[owners] = np.cumsum(sizes[owners]) - sizes[owners]
+    table = np.zeros((n_slots, 2), np.int64)      # the packed slot table
+    table[:, 1] = sizes
+    table[owners, 0] = np.cumsum(sizes[owners]) - sizes[owners]
     need = NEED.copy()
-    for _, a, o, first in dropped:    # in tape order: an operand is placed before its alias
-        offsets[o] = offsets[a] + first
-        need[o] = need[a]
+    resolve(table, need, operands, outputs, starts)
+    offsets = table[:, 0]
     total = int(sizes[owners].sum())
     if ((offsets < 0) | (offsets + sizes > total)).any():
         raise AssertionError("column layout: an alias outside the packed buffer")

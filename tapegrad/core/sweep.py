@@ -88,7 +88,11 @@ class Gradient:
     """
     __slots__ = ("forward", "adjoints", "run")
 
-    def __init__(self, tape, out, entries=None):
+    def __init__(self, tape, out, entries=None, aliased=None):
+        """`entries`: the (E, FC) rows of the tape that `forward` runs, None for all;
+        `aliased`: the arrays the compiled sweeps take instead of the tape's (its copies as
+        aliases, `core.aliases.Aliased`) and their rows that `forward` runs (None for all), or
+        None for the tape's own."""
         check(tape)
         n, seed = tape.n_adjoint, tape.offsets[out] if tape.NEED[out] else None
         tape_ref = weakref.ref(tape)
@@ -100,6 +104,8 @@ class Gradient:
                 forward_entries(tape_ref(), V, *entries)
 
         def general_adjoints(V):
+            if aliased is not None:     # after the compiled forward: the copies' values too
+                forward(tape_ref(), V)
             G = np.zeros((1, n), V.dtype)
             if seed is not None:
                 G[0, seed] = 1.0
@@ -113,10 +119,11 @@ class Gradient:
         if tape.calls:
             self.forward, self.adjoints, self.run = general_forward, general_adjoints, general_run
             return
-        E, FC, IP, S, NEED = tape.E, tape.FC, tape.IP, tape.S, tape.NEED
-        some_E, some_FC = (E, FC) if entries is None else entries
+        arrays, rows = (tape, entries) if aliased is None else aliased
+        E, FC, IP, S, NEED = arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED
+        some_E, some_FC = (E, FC) if rows is None else rows
         n_all, n_some = len(E), len(some_E)
-        FIRST, ZERO = _first_writes(tape, out)
+        FIRST, ZERO = _first_writes(arrays, out)
         V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
         fwd = _compiled(interpreters().forward, some_E, some_FC, IP, S, V_like, 0, n_some)
         bwd = _compiled(reverse_first().backward_first, E, FC, IP, S, NEED, FIRST, ZERO, V_like,
@@ -167,7 +174,9 @@ def _first_writes(tape, out):
     against the output; `total` writes all of its operand). ZERO: the [lo, hi) spans of the
     adjoints that need one but get no such assignment (the inputs' adjoints, those written first
     by other kernels or never written), merged where adjacent. The seeded slot counts as written
-    (the caller seeds it; it is a scalar) and is not zeroed.
+    (the caller seeds it; it is a scalar) and is not zeroed. On `core.aliases.Aliased` arrays,
+    adjoints that slots share (an alias and the operand holding it) are never assigned: the
+    operand's is zeroed, and every writer accumulates.
 
     A first write is assigned only where it pays: on the scalar path (a one-element elementwise
     entry, inline in the sweep) or into an adjoint of `FIRST_WRITE_MIN` elements or more. A
@@ -206,12 +215,17 @@ def _first_writes(tape, out):
     out_sizes = sizes[E[e, 4]]
     assigns = (j < 2) & assigns_table[op] & (~binary[op] | (sizes[s] == out_sizes)) & \
         ((elementwise[op] & (out_sizes == 1)) | (sizes[s] >= FIRST_WRITE_MIN))
+    shared = getattr(tape, "shared", None)        # `core.aliases.Aliased`: aliases, operands
+    if shared is not None:
+        assigns &= ~shared[s]
     first = np.zeros(len(E), np.int64)
     np.bitwise_or.at(first, e[assigns], np.left_shift(1, j[assigns]))
     assigned = np.zeros(NEED.size, bool)
     assigned[s[assigns]] = True
     if NEED.size:
         assigned[out] = NEED[out]
+    if shared is not None:
+        assigned |= tape.alias                        # inside an operand, which is zeroed
     zeroed = np.flatnonzero(NEED & ~assigned)
     lo = np.asarray(tape.offsets, np.int64)[zeroed]
     hi = lo + sizes[zeroed]

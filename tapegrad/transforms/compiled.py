@@ -21,8 +21,8 @@ numba code can call it), so a process loads only the sweeps it uses.
 
 Results are the Python transforms' to the last bit: the members run the same sweeps over the
 same arrays with the same seeds (`grad` the forward sweep over the entries the reverse sweep
-reads and `backward_first`; `jacobian` and `vjp` `backward`; `hvp` and `hessian` forward over
-reverse).
+reads and `backward_first`, both over grad's arrays, `Tape._aliased`; `jacobian` and `vjp`
+`backward`; `hvp` and `hessian` forward over reverse).
 
 Safety. Every call allocates its own buffers (the fused member `fused_grad_into`, built by
 `batch.native`, works in the caller's arrays and its own registers), so members may be called
@@ -127,6 +127,8 @@ class Compiled:
         self.n_in, self.n_out = tape.sizes[in_slot], tape.sizes[out_slot]
         self.dtype = tape.dtype
         self._arrays, self._sizes = _tape_arrays(tape, in_slot, out_slot)
+        # the gradient members' (grad's sweeps: copies as aliases, `Tape._aliased`)
+        self._grad_arrays = _tape_arrays(tape, in_slot, out_slot, aliased=True)[0]
         self._module = None
         self._members = {}
 
@@ -158,7 +160,8 @@ class Compiled:
         module = self._generated()
         for sweep_name in _SWEEPS[name]:
             _register(module, sweep_name, self.dtype)
-        found = self._members[name] = module.make(name, self._arrays, self._sizes,
+        arrays = self._grad_arrays if "backward_first" in _SWEEPS[name] else self._arrays
+        found = self._members[name] = module.make(name, arrays, self._sizes,
                                                   self.in_shape, self.out_shape)
         return found
 
@@ -194,7 +197,9 @@ class Compiled:
         module = self._generated()
         for sweep_name in _SWEEPS["grad" if member == "grad" else "value"]:
             _register(module, sweep_name, self.dtype)
-        return module.make_cfunc(member, pointer, self._arrays, self._sizes)
+        return module.make_cfunc(member, pointer,
+                                 self._grad_arrays if member == "grad" else self._arrays,
+                                 self._sizes)
 
     def lowlevel(self, member="grad", sig="float64(intc, CPointer(float64))"):
         """`scipy.LowLevelCallable` of `cfunc(member, sig)` (for `scipy.integrate.quad`)."""
@@ -222,7 +227,7 @@ def plain_gradient(tape, out_slot):
     module = generated_module()
     for sweep_name in _SWEEPS["grad"]:
         _register(module, sweep_name, tape.dtype)
-    arrays, sizes = _tape_arrays(tape, tape.input_slots[0], out_slot)
+    arrays, sizes = _tape_arrays(tape, tape.input_slots[0], out_slot, aliased=True)
     t = arrays[:5] + arrays[6:10]
     k = sizes[:2] + sizes[4:6]
     x = np.empty(2 * k[1], tape.dtype)[::2]         # typed as an array of any strides
@@ -240,23 +245,25 @@ def _refuse_python_sweeps(tape):
             "compiled(f, x): f closes over values of an enclosing traced computation")
 
 
-def _tape_arrays(tape, in_slot, out_slot):
-    """(arrays, sizes): the tuples the members close over. Arrays: E, FC, IP, S, NEED, V0 (the
-    tape's, read-only), the (E, FC) of a gradient's forward sweep, FIRST and ZERO of its
+def _tape_arrays(tape, in_slot, out_slot, aliased=False):
+    """(arrays, sizes): the tuples the members close over. Arrays: E, FC, IP, S, NEED (with
+    `aliased`, those of grad's sweeps, `Tape._aliased`: the tape's copies as aliases, else the
+    tape's own), V0 (the tape's, read-only), the (E, FC) of a gradient's forward sweep, FIRST and ZERO of its
     `backward_first` (as `core.sweep.Gradient` makes them), the guards' value positions and
     outcomes. Sizes: input offset and size, output
     offset and size, the gradient's seed position (-1: the output needs no adjoint), the
     adjoint buffer's width, and whether a Jacobian's seeds fall inside it."""
-    entries = tape._gradient_entries()
-    grad_E, grad_FC = (tape.E, tape.FC) if entries is None else entries
-    FIRST, ZERO = sweep._first_writes(tape, out_slot)
+    aliased = tape._aliased() if aliased else None
+    arrays, entries = (tape, tape._gradient_entries()) if aliased is None else aliased
+    grad_E, grad_FC = (arrays.E, arrays.FC) if entries is None else entries
+    FIRST, ZERO = sweep._first_writes(arrays, out_slot)
     guard_pos = read_only(np.array([tape.offsets[s] for s, _ in tape.guards], np.int64),
                           owned=True)
     guard_val = read_only(np.array([bool(o) for _, o in tape.guards], np.int64), owned=True)
     in_lo, out_lo = tape.offsets[in_slot], tape.offsets[out_slot]
     n_out = tape.sizes[out_slot]
-    arrays = (tape.E, tape.FC, tape.IP, tape.S, tape.NEED, tape.V0, grad_E, grad_FC, FIRST,
-              ZERO, guard_pos, guard_val)
+    arrays = (arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED, tape.V0, grad_E, grad_FC,
+              FIRST, ZERO, guard_pos, guard_val)
     sizes = (in_lo, tape.sizes[in_slot], out_lo, n_out,
              out_lo if tape.NEED[out_slot] else -1, tape.n_adjoint,
              int(out_lo + n_out <= tape.n_adjoint), int(bool(tape.NEED[out_slot])))

@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from . import fileformat, signature
-from ..core import pytree, sweep
+from ..core import aliases, pytree, sweep
 from ..core.registry import PRIMS
 from ..core.validate import read_only
 from ..eager import graph
@@ -187,21 +187,47 @@ class Tape(DisplayMethods):
         """(E, FC) of the entries `forward(V, for_gradient=True)` runs, or None for all."""
         entries = self.derived.get("gradient entries", False)
         if entries is False:
-            entries = _value_entries(self)
-            if entries is not None:
-                entries = tuple(read_only(a, owned=True) for a in entries)
-            self.derived["gradient entries"] = entries
+            entries = self.derived["gradient entries"] = _rows(self, self._value_rows())
         return entries
+
+    def _value_rows(self):
+        """`_value_rows` of this tape (a mask over its rows, or None), computed once."""
+        keep = self.derived.get("value rows", False)
+        if keep is False:
+            keep = self.derived["value rows"] = _value_rows(self)
+        return keep
+
+    def _aliased(self, for_gradient=True):
+        """(arrays, entries) for grad's compiled sweeps: the tape's arrays with its copies as
+        aliases of their operands' values (`core.aliases.Aliased`: fewer entries, the same
+        buffers) and, `for_gradient`, their rows that a gradient's forward sweep runs (None:
+        every row); None where the tape has no copy to drop. Slots read by their own offsets
+        (inputs, outputs, guards) stay as they are."""
+        arrays = self.derived.get("aliased", False)
+        if arrays is False:
+            protected = {*self.input_slots, *self.output_slots, *self.implicit_slots,
+                         *(s for s, _ in self.guards)}
+            arrays = self.derived["aliased"] = aliases.aliased(self, protected)
+        if arrays is None or not for_gradient:
+            return None if arrays is None else (arrays, None)
+        entries = self.derived.get("aliased entries", False)
+        if entries is False:
+            keep = self._value_rows()
+            entries = self.derived["aliased entries"] = \
+                _rows(arrays, None if keep is None else keep[arrays.keep])
+        return arrays, entries
 
     def gradient_sweeps(self, out, for_gradient=False):
         """grad's sweeps of this tape seeded at the scalar output slot `out`
-        (`core.sweep.Gradient`), bound at their first use; `for_gradient`: their forward sweep
-        runs only the entries the reverse sweep and the guards read (see `forward`)."""
+        (`core.sweep.Gradient`, over the arrays of `_aliased`), bound at their first use;
+        `for_gradient`: their forward sweep runs only the entries the reverse sweep and the
+        guards read (see `forward`)."""
         key = ("gradient sweeps", out, for_gradient)
         sweeps = self.derived.get(key)
         if sweeps is None:
             entries = self._gradient_entries() if for_gradient else None
-            sweeps = self.derived[key] = sweep.Gradient(self, out, entries)
+            aliased = self._aliased(for_gradient)
+            sweeps = self.derived[key] = sweep.Gradient(self, out, entries, aliased)
         return sweeps
 
     def guards_hold(self, V):
@@ -294,15 +320,16 @@ class Tape(DisplayMethods):
         return self.outputs(V)
 
     def gradient(self, *args, **kwargs):
-        """Gradient of the (scalar) output with respect to every input, by one reverse sweep."""
+        """Gradient of the (scalar) output with respect to every input, by one reverse sweep:
+        grad's (`gradient_sweeps`), so the same bits as `grad(f)`; the forward sweep runs every
+        entry, so that the display shows every value of this replay."""
         if len(self.output_slots) != 1 or self.sizes[self.output_slots[0]] != 1:
             raise TypeError("gradient requires a scalar output; use jacobian or vjp")
         V = self.load(self._inputs(args, kwargs))
         self._forward(V)
         self._check_guards(V)
         G = np.zeros((1, V.size), V.dtype)
-        G[0, self.offsets[self.output_slots[0]]] = 1.0
-        self._backward(V, G)
+        G[:, :self.n_adjoint] = self.gradient_sweeps(self.output_slots[0]).adjoints(V)
         grads = [self.view(G[0], s).copy() for s in self.input_slots]
         return grads[0] if len(grads) == 1 else tuple(grads)
 
@@ -348,11 +375,12 @@ def columns(tape, slots, S=None):
 
 # ---- the entries a gradient's forward sweep needs -------------------------------------------
 
-def _value_entries(tape):
-    """(E, FC) of the entries whose values a reverse sweep or a guard reads, with the entries
-    computing their operands; None when that is every entry (or the tape has nested-transform
-    entries, which sweep in pieces). A VJP reads what `eager.graph.vjp_reads` says (everything,
-    for a primitive that saves values and does not say)."""
+def _value_rows(tape):
+    """Which entries compute values that a reverse sweep or a guard reads, with the entries
+    computing their operands (a mask over the tape's rows); None when that is every entry (or
+    the tape has nested-transform entries, which sweep in pieces). A VJP reads what
+    `eager.graph.vjp_reads` says (everything, for a primitive that saves values and does not
+    say)."""
     if tape.calls:
         return None
     E, NEED = tape.E, tape.NEED
@@ -380,9 +408,15 @@ def _value_entries(tape):
         if live[E[e, 4]]:
             keep[e] = True
             live[operands(tape, e)] = True
-    if keep.all():
+    return None if keep.all() else keep
+
+
+def _rows(arrays, keep):
+    """(E, FC) of `arrays` at the rows `keep` (read-only), or None where that is every row."""
+    if keep is None or keep.all():
         return None
-    return np.ascontiguousarray(E[keep]), np.ascontiguousarray(tape.FC[keep])
+    return tuple(read_only(np.ascontiguousarray(a[keep]), owned=True)
+                 for a in (arrays.E, arrays.FC))
 
 
 # ---- checking what reaches the compiled sweeps ----------------------------------------------
