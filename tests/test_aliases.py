@@ -1,8 +1,9 @@
-"""grad's sweeps replay copies (windows of step 1 or one element, `copy`) as aliases of their
+"""The transforms replay copies (windows of step 1 or one element, `copy`) as aliases of their
 operand's values (`core.aliases`): the same gradients as the tape swept as recorded (to
-rounding: the adjoint sums are reassociated) and as HIPS autograd, the same bits at every call
-of a gradient (the first, traced, included) and in `Tape.gradient` and the compiled members,
-and the values of the slots read by their own offsets (outputs, aux outputs) untouched."""
+rounding: the adjoint sums are reassociated) and as HIPS autograd; the same bits at every call
+of a gradient, in `Tape.gradient`, the compiled members, vjp and jacobian; the values of the
+slots read by their own offsets (outputs, aux outputs) untouched; the tape's own sweeps on a
+caller's buffers still write every slot."""
 import autograd
 import autograd.numpy as anp
 import numpy as np
@@ -182,3 +183,39 @@ def test_faw_graph_element_reads():
     assert np.count_nonzero(np.abs(want) > 1e-5) >= 10      # not a vanishing gradient
     assert_allclose(grad2, want, rtol=1e-12, atol=1e-18)
     assert_allclose(grad2, plain_gradient(tape, x), rtol=1e-13, atol=1e-19)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+def test_every_transform_sweeps_the_aliases(case):
+    """vjp, jacobian, jvp, hvp and hessian sweep grad's arrays too: a scalar function's vjp and
+    Jacobian are its gradient to the bit, the others its derivatives."""
+    f = case(np)
+    x = np.linspace(-0.9, 1.1, 40)
+    v = np.cos(np.arange(40.0))
+    gx = tg.grad(f)(x)      # each transform's first call: on the trace's values (numpy's)
+    out, pullback = tg.vjp(f, x)
+    assert_array_equal(np.ravel(pullback(1.0)), gx)
+    assert_array_equal(np.ravel(tg.jacobian(f, mode="rev")(x)), gx)
+    _, tangent = tg.jvp(f, (x,), (v,))
+    assert tangent == pytest.approx(float(gx @ v), rel=1e-13, abs=1e-13)
+    want_h = autograd.hessian(case(anp))(x)
+    assert_allclose(tg.hvp(f, x, v), want_h @ v, rtol=1e-12, atol=1e-12)
+    assert_allclose(tg.hessian(f)(x), want_h, rtol=1e-12, atol=1e-12)
+
+
+def test_the_tapes_own_sweeps_give_every_slot():
+    """Tape.forward / tangent / backward on the caller's buffers sweep the entries as recorded:
+    every slot's value and tangent is there to read, the copies' too."""
+    tape = tg.trace(chained(np), X)
+    V = tape.load([X])
+    tape.forward(V)
+    T = np.zeros((1, V.size))
+    T[0, tape.offsets[tape.input_slots[0]]:][:X.size] = 1.0
+    tape.tangent(V, T)
+    for e in np.flatnonzero(tape.E[:, 0] == OPCODE["window"]):
+        a, o = tape.E[e, 1], tape.E[e, 4]
+        start, step = tape.IP[tape.E[e, 5]:tape.E[e, 5] + 2]
+        n = tape.sizes[o]
+        for buffer in (V, T[0]):
+            window = buffer[tape.offsets[a] + start + step * np.arange(n)]
+            assert_array_equal(buffer[tape.offsets[o]:tape.offsets[o] + n], window)

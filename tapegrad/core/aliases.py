@@ -5,11 +5,12 @@ A `window` of step 1 (`x[1:]`, `x[:-1]`) or of one element (`x[i]`, most reads o
 scalars) and a `copy` (reshape, clone, astype within the buffer's dtype) compute values that
 already sit in their operand's part of the buffer. Replayed as recorded, each costs a pass over
 its values forward and another, accumulating, backward: on Rosenbrock's tape three of eleven
-entries, on a graph of scalars a third. `copies` finds them; a replay may drop those entries
+entries, on a graph of scalars a quarter. `copies` finds them; a replay may drop those entries
 and point each output slot at `start .. start + size` of its operand's values instead (the
-operand's offset plus `start`): an alias. Two replays do (docs/design.md, "Copies as aliases"):
-grad's flat sweeps (`aliased`, below), in the tape's own value buffer, and the batched CPU
-replay (`batch.columns`), which also packs its buffer without the copies' rows.
+operand's offset plus `start`): an alias. Two replays do (docs/design.md, section 4): the
+transforms' flat sweeps (`aliased`, below: grad's, and the reverse and tangent sweeps of the
+others), in the tape's own value buffer, and the batched CPU replay (`batch.columns`), which
+also packs its buffer without the copies' rows.
 
 Why this is exact for the sweeps (forward, tangent, reverse, reverse-tangent):
 * forward and tangent: the dropped entry would have copied the operand's values; the alias *is*
@@ -49,7 +50,7 @@ def copies(E, IP, S, protected=()):
 
 
 class Aliased:
-    """A tape's arrays for grad's flat sweeps with its copies dropped and their outputs aliased
+    """A tape's arrays for the transforms' flat sweeps with its copies dropped and their outputs aliased
     (`aliased`). The value and adjoint buffers are the tape's own (same offsets for every slot
     but the aliases, whose old values are left unused), so inputs, outputs and guards are read
     and written where the tape says.

@@ -21,8 +21,8 @@ numba code can call it), so a process loads only the sweeps it uses.
 
 Results are the Python transforms' to the last bit: the members run the same sweeps over the
 same arrays with the same seeds (`grad` the forward sweep over the entries the reverse sweep
-reads and `backward_first`, both over grad's arrays, `Tape._aliased`; `jacobian` and `vjp`
-`backward`; `hvp` and `hessian` forward over reverse).
+reads and `backward_first`; `jacobian` and `vjp` `backward`; `hvp` and `hessian` forward over
+reverse; all over the arrays the transforms sweep, `Tape._aliased`).
 
 Safety. Every call allocates its own buffers (the fused member `fused_grad_into`, built by
 `batch.native`, works in the caller's arrays and its own registers), so members may be called
@@ -127,8 +127,6 @@ class Compiled:
         self.n_in, self.n_out = tape.sizes[in_slot], tape.sizes[out_slot]
         self.dtype = tape.dtype
         self._arrays, self._sizes = _tape_arrays(tape, in_slot, out_slot)
-        # the gradient members' (grad's sweeps: copies as aliases, `Tape._aliased`)
-        self._grad_arrays = _tape_arrays(tape, in_slot, out_slot, aliased=True)[0]
         self._module = None
         self._members = {}
 
@@ -160,8 +158,7 @@ class Compiled:
         module = self._generated()
         for sweep_name in _SWEEPS[name]:
             _register(module, sweep_name, self.dtype)
-        arrays = self._grad_arrays if "backward_first" in _SWEEPS[name] else self._arrays
-        found = self._members[name] = module.make(name, arrays, self._sizes,
+        found = self._members[name] = module.make(name, self._arrays, self._sizes,
                                                   self.in_shape, self.out_shape)
         return found
 
@@ -197,9 +194,7 @@ class Compiled:
         module = self._generated()
         for sweep_name in _SWEEPS["grad" if member == "grad" else "value"]:
             _register(module, sweep_name, self.dtype)
-        return module.make_cfunc(member, pointer,
-                                 self._grad_arrays if member == "grad" else self._arrays,
-                                 self._sizes)
+        return module.make_cfunc(member, pointer, self._arrays, self._sizes)
 
     def lowlevel(self, member="grad", sig="float64(intc, CPointer(float64))"):
         """`scipy.LowLevelCallable` of `cfunc(member, sig)` (for `scipy.integrate.quad`)."""
@@ -227,7 +222,7 @@ def plain_gradient(tape, out_slot):
     module = generated_module()
     for sweep_name in _SWEEPS["grad"]:
         _register(module, sweep_name, tape.dtype)
-    arrays, sizes = _tape_arrays(tape, tape.input_slots[0], out_slot, aliased=True)
+    arrays, sizes = _tape_arrays(tape, tape.input_slots[0], out_slot)
     t = arrays[:5] + arrays[6:10]
     k = sizes[:2] + sizes[4:6]
     x = np.empty(2 * k[1], tape.dtype)[::2]         # typed as an array of any strides
@@ -245,15 +240,15 @@ def _refuse_python_sweeps(tape):
             "compiled(f, x): f closes over values of an enclosing traced computation")
 
 
-def _tape_arrays(tape, in_slot, out_slot, aliased=False):
-    """(arrays, sizes): the tuples the members close over. Arrays: E, FC, IP, S, NEED (with
-    `aliased`, those of grad's sweeps, `Tape._aliased`: the tape's copies as aliases, else the
-    tape's own), V0 (the tape's, read-only), the (E, FC) of a gradient's forward sweep, FIRST and ZERO of its
+def _tape_arrays(tape, in_slot, out_slot):
+    """(arrays, sizes): the tuples the members close over. Arrays: E, FC, IP, S, NEED (those
+    the transforms sweep, `Tape._aliased`: the tape's copies as aliases), V0 (the tape's,
+    read-only), the (E, FC) of a gradient's forward sweep, FIRST and ZERO of its
     `backward_first` (as `core.sweep.Gradient` makes them), the guards' value positions and
     outcomes. Sizes: input offset and size, output
     offset and size, the gradient's seed position (-1: the output needs no adjoint), the
     adjoint buffer's width, and whether a Jacobian's seeds fall inside it."""
-    aliased = tape._aliased() if aliased else None
+    aliased = tape._aliased()
     arrays, entries = (tape, tape._gradient_entries()) if aliased is None else aliased
     grad_E, grad_FC = (arrays.E, arrays.FC) if entries is None else entries
     FIRST, ZERO = sweep._first_writes(arrays, out_slot)

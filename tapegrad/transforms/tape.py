@@ -243,10 +243,13 @@ class Tape(DisplayMethods):
         widths = (self.n_adjoint, self.V0.size)
         if not (_fits(V, self.V0) and _fits_rows(seeds, widths, self.V0)):
             self._refuse(("V", V, 1, None), ("seeds", seeds, 2, widths))
-        return self._backward(V, seeds)
+        sweep.backward(self, V, seeds)
+        return seeds
 
     def _backward(self, V, seeds):
-        sweep.backward(self, V, seeds)
+        """`backward` for the transforms, on buffers this tape made, after a forward sweep of
+        every entry: over grad's arrays (`_sweep_arrays`)."""
+        sweep.backward(self._sweep_arrays(), V, seeds)
         return seeds
 
     def tangent(self, V, T):
@@ -256,10 +259,13 @@ class Tape(DisplayMethods):
         widths = (self.V0.size,)
         if not (_fits(V, self.V0) and _fits_rows(T, widths, self.V0)):
             self._refuse(("V", V, 1, None), ("T", T, 2, widths))
-        return self._tangent(V, T)
+        sweep.tangent(self, V, T)
+        return T
 
     def _tangent(self, V, T):
-        sweep.tangent(self, V, T)
+        """`tangent` for the transforms (see `_backward`): the tangents of the slots they read
+        (not those of the copies `_sweep_arrays` drops)."""
+        sweep.tangent(self._sweep_arrays(), V, T)
         return T
 
     def backward_tangent(self, V, T, G, TG):
@@ -271,11 +277,20 @@ class Tape(DisplayMethods):
                 and _fits(G, self.V0, widths) and _fits_rows(TG, widths, self.V0, T.shape[0])):
             self._refuse(("V", V, 1, None), ("T", T, 2, n), ("G", G, 1, widths),
                          ("TG", TG, 2, widths, T.shape[0] if _fits_rows(T, n, self.V0) else None))
-        return self._backward_tangent(V, T, G, TG)
-
-    def _backward_tangent(self, V, T, G, TG):
         sweep.backward_tangent(self, V, T, G, TG)
         return TG
+
+    def _backward_tangent(self, V, T, G, TG):
+        """`backward_tangent` for the transforms (see `_backward`), after `_tangent`."""
+        sweep.backward_tangent(self._sweep_arrays(), V, T, G, TG)
+        return TG
+
+    def _sweep_arrays(self):
+        """What the transforms' reverse and tangent sweeps run over: grad's arrays (`_aliased`:
+        the copies as aliases, so every transform gives grad's bits), or the tape itself where
+        it has no copies or anomaly mode checks each entry (its messages name the tape's)."""
+        aliased = self._aliased(False)
+        return self if aliased is None or sweep.checked is not None else aliased[0]
 
     def _refuse(self, *buffers):
         """Raise the error for the first of `buffers` that a compiled sweep cannot take: each
