@@ -5,7 +5,9 @@
 Measurements (each the minimum over `repeat` runs of `number` sweeps, in ns per entry, the
 variants of one table timed in the same process one after the other):
 1. The whole tape of bench/faw.py's graph: forward, backward_first (grad's reverse sweep) and
-   backward, and the full `value_and_grad` call.
+   backward, and the full `value_and_grad` call; forward and backward_first again over the
+   arrays the transforms sweep (`Tape._aliased`: the element reads as aliases), per entry of
+   the tape as recorded, so that the rows compare.
 2. The same interpreters over the entries of one primitive only (the rows of the tape with that
    opcode, kept in order; the value buffer is the traced one): the cost of each kind of entry
    (`backward_first` with those entries' first writes, nothing zeroed).
@@ -200,13 +202,21 @@ def main():
     def bwd(E_, FC_):
         return lambda: m.backward(E_, FC_, IP, S, NEED, V, G, 0, len(E_))
 
+    A, _ = tape._aliased(False)         # the transforms' arrays: copies as aliases
+    A_FIRST, A_ZERO = _first_writes(A, out)
     rows = [("value_and_grad call", best_ns(lambda: vg(x0), n, num, rep)),
             ("forward", best_ns(fwd(E, FC), n, num, rep)),
             ("backward_first (grad's)", best_ns(
                 lambda: first.backward_first(E, FC, IP, S, NEED, FIRST, ZERO, V, G, 0, n),
                 n, num, rep)),
-            ("backward", best_ns(bwd(E, FC), n, num, rep))]
-    print(f"\nwhole tape: {n:,} entries, ns per entry")
+            ("backward", best_ns(bwd(E, FC), n, num, rep)),
+            ("forward, copies as aliases", best_ns(
+                lambda: m.forward(A.E, A.FC, IP, A.S, V, 0, len(A.E)), n, num, rep)),
+            ("backward_first, aliases", best_ns(
+                lambda: first.backward_first(A.E, A.FC, IP, A.S, A.NEED, A_FIRST, A_ZERO, V, G,
+                                             0, len(A.E)), n, num, rep))]
+    print(f"\nwhole tape: {n:,} entries ({len(A.E):,} with copies as aliases, which the "
+          "transforms sweep), ns per entry of the tape")
     for label, ns in rows:
         print(f"  {label:28s} {ns:8.1f}")
     needed = int(np.sum(NEED[E[:, 4]] != 0))
