@@ -219,3 +219,18 @@ def test_the_tapes_own_sweeps_give_every_slot():
         for buffer in (V, T[0]):
             window = buffer[tape.offsets[a] + start + step * np.arange(n)]
             assert_array_equal(buffer[tape.offsets[o]:tape.offsets[o] + n], window)
+
+
+def test_an_alias_outside_its_operand_is_refused():
+    """`resolve` checks every alias against its operand's values whatever built the arrays (the
+    validator's window rule makes it hold for every tape that reaches it)."""
+    S = np.array([[0, 3], [3, 2], [5, 1]], np.int64)
+    NEED = np.array([1, 0, 0], np.int64)
+    ok = S.copy()
+    aliases.resolve(ok, NEED.copy(), np.array([0, 1]), np.array([1, 2]), np.array([1, 1]))
+    assert ok[1].tolist() == [1, 2] and ok[2].tolist() == [2, 1]        # a chain: x[1:][1]
+    with pytest.raises(AssertionError, match="outside"):
+        aliases.resolve(S.copy(), NEED.copy(), np.array([0]), np.array([1]), np.array([2]))
+    with pytest.raises(AssertionError, match="each other"):
+        aliases.resolve(S.copy(), NEED.copy(), np.array([2, 1]), np.array([1, 2]),
+                        np.array([0, 0]))
