@@ -66,8 +66,8 @@ def test_copies_become_aliases_and_gradients_agree(case, n):
     want = autograd.grad(case(anp))(X)
     g = tg.grad(f)
     first, second, third = g(X), g(X), g(X)
-    if case is rosenbrock:      # the traced call: grad's sweeps too, on the values of the trace
-        assert_array_equal(first, second)       # (numpy's; its exp, sin, tanh may differ by an ulp)
+    if case is rosenbrock:      # the traced call: grad's sweeps too, on the trace's values
+        assert_array_equal(first, second)   # (numpy's: its exp, sin, tanh may differ by an ulp)
     assert_array_equal(second, third)
     assert_allclose(second, want, rtol=1e-13, atol=1e-13)
     assert_allclose(second, plain_gradient(tape, X), rtol=1e-14, atol=1e-14)

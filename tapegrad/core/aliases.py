@@ -50,10 +50,10 @@ def copies(E, IP, S, protected=()):
 
 
 class Aliased:
-    """A tape's arrays for the transforms' flat sweeps with its copies dropped and their outputs aliased
-    (`aliased`). The value and adjoint buffers are the tape's own (same offsets for every slot
-    but the aliases, whose old values are left unused), so inputs, outputs and guards are read
-    and written where the tape says.
+    """A tape's arrays for the transforms' flat sweeps, its copies dropped and their outputs
+    aliased (`aliased`). The value and adjoint buffers are the tape's own (same offsets for
+    every slot but the aliases, whose old values are left unused), so inputs, outputs and
+    guards are read and written where the tape says.
 
     E, FC, IP, S, NEED: what the interpreters take (read-only); `offsets`, `sizes`: S's columns
     as lists; `keep`: the tape's rows that E holds; `alias`: the slots made aliases; `shared`:

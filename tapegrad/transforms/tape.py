@@ -198,11 +198,11 @@ class Tape(DisplayMethods):
         return keep
 
     def _aliased(self, for_gradient=True):
-        """(arrays, entries) for grad's compiled sweeps: the tape's arrays with its copies as
-        aliases of their operands' values (`core.aliases.Aliased`: fewer entries, the same
-        buffers) and, `for_gradient`, their rows that a gradient's forward sweep runs (None:
-        every row); None where the tape has no copy to drop. Slots read by their own offsets
-        (inputs, outputs, guards) stay as they are."""
+        """(arrays, entries) for the transforms' compiled sweeps: the tape's arrays with its
+        copies as aliases of their operands' values (`core.aliases.Aliased`: fewer entries,
+        the same buffers) and, `for_gradient`, their rows that a gradient's forward sweep runs
+        (None: every row); None where the tape has no copy to drop. Slots read by their own
+        offsets (inputs, outputs, guards) stay as they are."""
         arrays = self.derived.get("aliased", False)
         if arrays is False:
             protected = {*self.input_slots, *self.output_slots, *self.implicit_slots,
