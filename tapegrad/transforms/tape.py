@@ -187,11 +187,12 @@ class Tape(DisplayMethods):
         """(E, FC) of the entries `forward(V, for_gradient=True)` runs, or None for all."""
         entries = self.derived.get("gradient entries", False)
         if entries is False:
-            entries = self.derived["gradient entries"] = _rows(self, self._value_rows())
+            entries = self.derived["gradient entries"] = _rows(self, self._value_mask())
         return entries
 
-    def _value_rows(self):
-        """`_value_rows` of this tape (a mask over its rows, or None), computed once."""
+    def _value_mask(self):
+        """The rows a gradient's forward sweep needs (`_value_rows`: a mask over the tape's
+        rows, or None for all), computed once per tape."""
         keep = self.derived.get("value rows", False)
         if keep is False:
             keep = self.derived["value rows"] = _value_rows(self)
@@ -212,7 +213,7 @@ class Tape(DisplayMethods):
             return None if arrays is None else (arrays, None)
         entries = self.derived.get("aliased entries", False)
         if entries is False:
-            keep = self._value_rows()
+            keep = self._value_mask()
             entries = self.derived["aliased entries"] = \
                 _rows(arrays, None if keep is None else keep[arrays.keep])
         return arrays, entries
