@@ -489,6 +489,83 @@ def generate_first(interp, vecmath_module):
     return "".join(out)
 
 
+# ---- programs: grad's sweeps over resolved value offsets (`core.programs`) -------------------
+
+_PROGRAM_ROW = '''\
+        k = P[r, 0]
+        e = P[r, 1]
+        if k >= 0:
+            ia = P[r, 2]
+            ib = P[r, 3]
+            o = P[r, 4]
+'''
+
+
+def _program_reads(p, reverse):
+    """The statements reading a row's operands (and, in the reverse sweep, its output) and the
+    constants its expressions use."""
+    names = ("x",) if p.kind == "unary" else ("a", "b")
+    text = "".join(f"{v} = V[{at}]\n" for v, at in zip(names, ("ia", "ib")))
+    if reverse:
+        text += "y = V[o]\n"
+    used = " ".join((p.f,) + (p.d if reverse else ()))
+    return text + "".join(f"c{k} = FC[e, {k}]\n" for k in (0, 1)
+                          if re.search(rf"\bc{k}\b", used))
+
+
+def _program_forward(p):
+    return _program_reads(p, False) + f"V[o] = {p.f}\n"
+
+
+def _program_reverse(p):
+    """Adds the row's partials times the output's adjoint into its operands' adjoints, at the
+    row's adjoint offsets (the sink for an operand that needs none: the partial is computed,
+    its sum dropped)."""
+    if not p.differentiable:
+        return "pass\n"
+    text = _program_reads(p, True)
+    for k, (at, d) in enumerate(zip(("P[r, 5]", "P[r, 6]"), p.d)):
+        name = _partial(p, k)
+        text += f"{name} = {d}\nG[0, {at}] += G[0, o] * {name}\n"
+    return text
+
+
+_PROGRAM_SWEEPS = {
+    "forward": ("P, E, FC, IP, S, V", "range(P.shape[0])", _program_forward, ""),
+    "backward": ("P, E, FC, IP, S, NEED, V, G, seed", "range(P.shape[0] - 1, -1, -1)",
+                 _program_reverse,
+                 "    for i in range(G.shape[1]):\n        G[0, i] = 0.0\n"
+                 "    if seed >= 0:\n        G[0, seed] = 1.0\n"),
+}
+
+
+def generate_programs(interp, vecmath_module):
+    """The module of the program sweeps, which run the other entries by the kernels of the flat
+    interpreter module `tapegrad.<interp>`, as its sweeps do:
+
+        forward(P, E, FC, IP, S, V)                 values, P a forward program over E
+        backward(P, E, FC, IP, S, NEED, V, G, seed) adjoints into G (1, n + 1), zeroed here
+                                                    and seeded with 1 at `seed` (-1: none),
+                                                    P a reverse program over E
+
+    (Calling the flat sweeps for a run of other entries instead, with no kernel to compile
+    here, cost 60-100 ns more per call: a quarter more on the FAW graph.)"""
+    kernels = [p for p in PRIMS if p.elementwise or p.structural]
+    out = [header(),
+           f"from tapegrad import {vecmath_module} as _vm\nfrom tapegrad.{interp} import (\n"
+           + "".join(f"    {p.name}_fwd,\n    {p.name}_vjp,\n" for p in kernels) + ")\n"]
+    for fn, (args, loop, row, head) in _PROGRAM_SWEEPS.items():
+        out.append(f"\n\n@jit\ndef {fn}({args}):\n{head}    for r in {loop}:\n{_PROGRAM_ROW}")
+        for k, p in enumerate(p for p in PRIMS if p.elementwise):
+            out.append(f"            {'if' if k == 0 else 'elif'} k == {p.opcode}:  # {p.name}\n")
+            out.append(_lines(vectorisable(row(p)), 16))
+        out.append("            continue\n" + _ENTRY)
+        for k, p in enumerate(PRIMS):
+            out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
+            out.append(dispatch(p, fn))
+    return "".join(out)
+
+
 _TILES = '''
 
 
@@ -612,6 +689,14 @@ def load_first(interp):
     short = [module.__name__.rsplit(".")[-1] for module in (interp, interp._vm)]
     return cache.generated("first", inputs_digest("first", *short),
                            lambda: generate_first(*short))
+
+
+def load_programs(interp):
+    """Import the module of the program sweeps for the loaded flat interpreter module
+    `interp`."""
+    short = [module.__name__.rsplit(".")[-1] for module in (interp, interp._vm)]
+    return cache.generated("program", inputs_digest("program", *short),
+                           lambda: generate_programs(*short))
 
 
 _SOURCES_DIGEST = []

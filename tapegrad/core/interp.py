@@ -26,12 +26,23 @@ def interpreters(batched=False):
 def reverse_first():
     """The generated module with `backward_first` (see _codegen), loaded at its first use: kept
     out of the flat interpreters, which every process's first gradient loads."""
-    module = _modules.get("first")
+    return _beside_flat("first", "load_first")
+
+
+def program_sweeps():
+    """The generated module with the program sweeps `forward` and `backward` (`core.programs`),
+    loaded at the first tape that takes a program."""
+    return _beside_flat("programs", "load_programs")
+
+
+def _beside_flat(key, loader):
+    """The module that `core.codegen.<loader>` makes for the flat interpreters, loaded once."""
+    module = _modules.get(key)
     if module is None:
         flat = interpreters()
         with _lock:
-            module = _modules.get("first")
+            module = _modules.get(key)
             if module is None:
-                from .codegen import load_first
-                module = _modules["first"] = load_first(flat)
+                from . import codegen
+                module = _modules[key] = getattr(codegen, loader)(flat)
     return module

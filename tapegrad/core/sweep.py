@@ -20,7 +20,8 @@ import weakref
 
 import numpy as np
 
-from .interp import interpreters, reverse_first
+from . import programs
+from .interp import interpreters, program_sweeps, reverse_first
 from .registry import PRIMS, VARIADIC
 
 # The sweeps of anomaly mode while it is on: an object with forward(tape, V, interpreters) and
@@ -86,7 +87,7 @@ class Gradient:
     It refers to the tape weakly: a tape keeps its `Gradient`, and a cycle between them would
     leave every tape that a transform evicts to the cycle collector instead of freeing it.
     """
-    __slots__ = ("forward", "adjoints", "run")
+    __slots__ = ("forward", "adjoints", "run", "programs")
 
     def __init__(self, tape, out, entries=None, aliased=None):
         """`entries`: the (E, FC) rows of the tape that `forward` runs, None for all;
@@ -96,6 +97,7 @@ class Gradient:
         check(tape)
         n, seed = tape.n_adjoint, tape.offsets[out] if tape.NEED[out] else None
         tape_ref = weakref.ref(tape)
+        self.programs = False       # whether the compiled sweeps run programs
 
         def general_forward(V):
             if entries is None:
@@ -123,8 +125,12 @@ class Gradient:
         E, FC, IP, S, NEED = arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED
         some_E, some_FC = (E, FC) if rows is None else rows
         n_all, n_some = len(E), len(some_E)
-        FIRST, ZERO = _first_writes(arrays, out)
         V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
+        if programs.worth_it(some_E, S):
+            self._bind_programs(arrays, some_E, some_FC, n, seed, tape.dtype,
+                                (general_forward, general_adjoints, general_run))
+            return
+        FIRST, ZERO = _first_writes(arrays, out)
         fwd = _compiled(interpreters().forward, some_E, some_FC, IP, S, V_like, 0, n_some)
         bwd = _compiled(reverse_first().backward_first, E, FC, IP, S, NEED, FIRST, ZERO, V_like,
                         G_like, 0, n_all)
@@ -152,6 +158,42 @@ class Gradient:
                 G[0, seed] = 1.0
             bwd(E, FC, IP, S, NEED, FIRST, ZERO, V, G, 0, n_all)
             return G
+
+        self.forward, self.adjoints, self.run = forward_, adjoints, run
+
+    def _bind_programs(self, arrays, some_E, some_FC, n, seed, dtype, general):
+        """The sweeps as programs (`core.programs`): value offsets resolved once, the adjoint
+        buffer one element wider for the sink of adjoints nobody needs, zeroed by the sweep."""
+        E, FC, IP, S, NEED = arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED
+        general_forward, general_adjoints, general_run = general
+        self.programs = True
+        P_forward = programs.rows(some_E, S)
+        P_reverse = programs.rows(E, S, NEED, sink=n)
+        seed = -1 if seed is None else seed
+        module = program_sweeps()
+        V_like, G_like = np.empty(0, dtype), np.empty((1, 0), dtype)
+        fwd = _compiled(module.forward, P_forward, some_E, some_FC, IP, S, V_like)
+        bwd = _compiled(module.backward, P_reverse, E, FC, IP, S, NEED, V_like, G_like, 0)
+
+        def forward_(V):
+            if checked is not None:
+                return general_forward(V)
+            fwd(P_forward, some_E, some_FC, IP, S, V)
+
+        def adjoints(V):
+            if checked is not None:
+                return general_adjoints(V)
+            G = np.empty((1, n + 1), V.dtype)
+            bwd(P_reverse, E, FC, IP, S, NEED, V, G, seed)
+            return G[:, :n]
+
+        def run(V):
+            if checked is not None:
+                return general_run(V)
+            fwd(P_forward, some_E, some_FC, IP, S, V)
+            G = np.empty((1, n + 1), V.dtype)
+            bwd(P_reverse, E, FC, IP, S, NEED, V, G, seed)
+            return G[:, :n]
 
         self.forward, self.adjoints, self.run = forward_, adjoints, run
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import signature
 from .traced import Traced
-from ..core import cache, interp, pytree, sweep
+from ..core import cache, interp, programs, pytree, sweep
 from ..core.validate import read_only
 
 OK, GUARD_FAILED = 0, 1
@@ -218,6 +218,10 @@ def plain_gradient(tape, out_slot):
     second call, not its first."""
     if tape.guards or tape.calls or tape.implicit_slots or len(tape.input_slots) != 1 or \
             tape.dtype not in (np.float32, np.float64):
+        return None
+    aliased = tape._aliased()
+    arrays = tape if aliased is None else aliased[0]
+    if programs.worth_it(arrays.E, arrays.S):       # `Gradient` runs programs: faster
         return None
     module = generated_module()
     for sweep_name in _SWEEPS["grad"]:

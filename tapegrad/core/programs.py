@@ -1,0 +1,71 @@
+"""Programs: a tape's scalar entries with their value offsets resolved, for grad's sweeps.
+
+The flat interpreters look everything up per entry: the entry's row of E, each slot's offset in
+S, whether the output and each operand need an adjoint (NEED), whether a reverse write is the
+first (FIRST). On a graph of scalars (one output element per entry, the FAW benchmark's
+15,000 of 20,000) those lookups, not the arithmetic, are most of an entry's cost. A program
+does them once per tape: each of its rows is (opcode, entry, a, b, out), where for an entry of
+one output element of an elementwise primitive a, b and out are the value offsets of its
+operands and output, read by the sweeps directly. Any other entry's row has opcode -1 and runs
+the flat interpreters' kernels as they do (its E row, S lookups). The reverse program holds
+only the entries whose output needs an adjoint, and its rows two more columns: the adjoint
+offsets of a and b, those of an operand that needs none pointed at a sink (one element past
+the adjoint buffer, which the sweep's caller allocates and drops). So the reverse sweep tests
+nothing per entry: it zeroes the adjoints (and the sink), seeds the output and adds.
+
+The same bits as the flat sweeps: the rows' statements are written from the same expressions
+(`f`, `d`) with the same vectorisable math, in the same order of entries and of operands, and
+the other entries run the same kernels. Only where the flat reverse sweep assigns a first write
+(x), a program adds it to zero (0 + x): the same value, but +0.0 for -0.0.
+
+The sweeps' module is generated from the registry (`core.codegen.generate_programs`) and
+loaded at the first tape that takes a program (`core.interp.program_sweeps`): `Gradient`
+binds programs for tapes with at least `MIN_SCALAR_ROWS` such entries, where they pay for
+loading another compiled module (its cold compile, once per machine, about 90 s here).
+"""
+import numpy as np
+
+from .registry import PRIMS
+
+# the fewest one-element elementwise entries for which grad's sweeps run a program
+MIN_SCALAR_ROWS = 256
+
+_ELEMENTWISE = np.zeros(max(p.opcode for p in PRIMS) + 1, bool)
+_ELEMENTWISE[[p.opcode for p in PRIMS if p.elementwise]] = True
+_BINARY = np.zeros_like(_ELEMENTWISE)
+_BINARY[[p.opcode for p in PRIMS if p.kind == "binary"]] = True
+
+
+def rows(E, S, NEED=None, sink=None):
+    """The program of the entries E: rows (opcode, entry, a, b, out) of int64 in E's order, a
+    row of opcode -1 running its entry as the flat sweeps do. With `NEED`, a reverse program:
+    the entries whose output needs an adjoint, with two more columns, the adjoint offsets of
+    a and b, `sink` for an operand that needs none. Array operations: a program is built at
+    the first gradient of its tape."""
+    E = np.asarray(E)
+    entries = np.arange(len(E), dtype=np.int64)
+    if NEED is not None:
+        entries = entries[NEED[E[:, 4]].astype(bool)]
+    E = E[entries]
+    op, so = E[:, 0].astype(np.int64), E[:, 4]
+    scalar = _ELEMENTWISE[op] & (S[so, 1] == 1)
+    binary = scalar & _BINARY[op]
+    P = np.zeros((entries.size, 5 if NEED is None else 7), np.int64)
+    P[:, 0] = np.where(scalar, op, -1)
+    P[:, 1] = entries
+    P[:, 4] = np.where(scalar, S[so, 0], 0)
+    for column, slots, used in ((2, E[:, 1], scalar), (3, E[:, 2], binary)):
+        slots = np.where(used, slots, 0)
+        P[:, column] = np.where(used, S[slots, 0], 0)
+        if NEED is not None:
+            P[:, column + 3] = np.where(used & NEED[slots].astype(bool), P[:, column], sink)
+    P.flags.writeable = False
+    return P
+
+
+def worth_it(E, S):
+    """Whether grad's sweeps over the entries E run programs: at least `MIN_SCALAR_ROWS` of
+    them would run by resolved offsets."""
+    E = np.asarray(E)
+    scalar = _ELEMENTWISE[E[:, 0]] & (S[E[:, 4], 1] == 1) if len(E) else ()
+    return int(np.count_nonzero(scalar)) >= MIN_SCALAR_ROWS
