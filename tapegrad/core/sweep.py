@@ -84,6 +84,10 @@ class Gradient:
     the dispatcher's checks. The tape is checked here, once; anomaly mode (tested at each call)
     and nested transforms take the general sweeps, on a zeroed adjoint buffer.
 
+    On a tape of many one-element entries (`core.programs.worth_it`) both sweeps run as
+    programs instead (`_bind_programs`: offsets resolved once, no per-entry tests; `programs`
+    says which).
+
     It refers to the tape weakly: a tape keeps its `Gradient`, and a cycle between them would
     leave every tape that a transform evicts to the cycle collector instead of freeing it.
     """

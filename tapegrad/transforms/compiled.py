@@ -209,7 +209,8 @@ def plain_gradient(tape, out_slot):
     dtype and the input's size, is written into V, this thread's value buffer
     (`Tape._buffer`), the forward sweep runs over every entry when `everything` (the value is
     then in V), and the result is a new array. None where the tape needs more than the two
-    sweeps (guards to test, sweeps that run Python) or is not of float32 or float64.
+    sweeps (guards to test, sweeps that run Python), is not of float32 or float64, or has
+    grad's sweeps run as programs (`core.programs`: faster than these two flat sweeps).
 
     `call` is the compiled code's entry, without numba's dispatcher (`sweep._compiled`): the
     caller guarantees the types (x's ndim and dtype: numba would read any other array as this
