@@ -129,12 +129,12 @@ class Gradient:
         E, FC, IP, S, NEED = arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED
         some_E, some_FC = (E, FC) if rows is None else rows
         n_all, n_some = len(E), len(some_E)
-        V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
         if programs.worth_it(some_E, S):
             self._bind_programs(arrays, some_E, some_FC, n, seed, tape.dtype,
                                 (general_forward, general_adjoints, general_run))
             return
         FIRST, ZERO = _first_writes(arrays, out)
+        V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
         fwd = _compiled(interpreters().forward, some_E, some_FC, IP, S, V_like, 0, n_some)
         bwd = _compiled(reverse_first().backward_first, E, FC, IP, S, NEED, FIRST, ZERO, V_like,
                         G_like, 0, n_all)
