@@ -25,15 +25,15 @@ loading another compiled module (its cold compile, once per machine, about 90 s 
 """
 import numpy as np
 
-from .registry import PRIMS
+from .registry import BINARY, ELEMENTWISE
 
 # the fewest one-element elementwise entries for which grad's sweeps run a program
 MIN_SCALAR_ROWS = 256
 
-_ELEMENTWISE = np.zeros(max(p.opcode for p in PRIMS) + 1, bool)
-_ELEMENTWISE[[p.opcode for p in PRIMS if p.elementwise]] = True
-_BINARY = np.zeros_like(_ELEMENTWISE)
-_BINARY[[p.opcode for p in PRIMS if p.kind == "binary"]] = True
+
+def _scalar(E, S):
+    """Which entries of E a program runs by resolved offsets: one-element elementwise ones."""
+    return ELEMENTWISE[E[:, 0]] & (S[E[:, 4], 1] == 1)
 
 
 def rows(E, S, NEED=None, sink=None):
@@ -48,8 +48,8 @@ def rows(E, S, NEED=None, sink=None):
         entries = entries[NEED[E[:, 4]].astype(bool)]
     E = E[entries]
     op, so = E[:, 0].astype(np.int64), E[:, 4]
-    scalar = _ELEMENTWISE[op] & (S[so, 1] == 1)
-    binary = scalar & _BINARY[op]
+    scalar = _scalar(E, S)
+    binary = scalar & BINARY[op]
     P = np.zeros((entries.size, 5 if NEED is None else 7), np.int64)
     P[:, 0] = np.where(scalar, op, -1)
     P[:, 1] = entries
@@ -66,6 +66,4 @@ def rows(E, S, NEED=None, sink=None):
 def worth_it(E, S):
     """Whether grad's sweeps over the entries E run programs: at least `MIN_SCALAR_ROWS` of
     them would run by resolved offsets."""
-    E = np.asarray(E)
-    scalar = _ELEMENTWISE[E[:, 0]] & (S[E[:, 4], 1] == 1) if len(E) else ()
-    return int(np.count_nonzero(scalar)) >= MIN_SCALAR_ROWS
+    return int(np.count_nonzero(_scalar(np.asarray(E), S))) >= MIN_SCALAR_ROWS

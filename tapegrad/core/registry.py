@@ -68,3 +68,5 @@ OPCODE = {p.name: p.opcode for p in PRIMS}
 SAVES = np.array([p.saves for p in PRIMS], dtype=bool)
 VARIADIC = np.array([p.variadic for p in PRIMS], dtype=bool)
 DIFFERENTIABLE = np.array([p.differentiable for p in PRIMS], dtype=bool)
+ELEMENTWISE = np.array([p.elementwise for p in PRIMS], dtype=bool)
+BINARY = np.array([p.kind == "binary" for p in PRIMS], dtype=bool)

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import programs
 from .interp import interpreters, program_sweeps, reverse_first
-from .registry import PRIMS, VARIADIC
+from .registry import BINARY, ELEMENTWISE, PRIMS, VARIADIC
 
 # The sweeps of anomaly mode while it is on: an object with forward(tape, V, interpreters) and
 # backward(tape, V, G, interpreters) that sweep one entry at a time and check every value
@@ -291,9 +291,7 @@ def _first_write_flags():
     """Per opcode: whether `backward_first` assigns its first writes, whether it is binary,
     whether it is elementwise (a one-element entry of which takes the sweep's scalar path)."""
     from .codegen import assigns_first
-    return (np.array([assigns_first(p) for p in PRIMS], bool),
-            np.array([p.kind == "binary" for p in PRIMS], bool),
-            np.array([p.elementwise for p in PRIMS], bool))
+    return np.array([assigns_first(p) for p in PRIMS], bool), BINARY, ELEMENTWISE
 
 
 def backward(tape, V, G):
