@@ -245,3 +245,38 @@ def test_anomaly_mode_sweeps_entry_by_entry_on_a_program_tape(always):
         with pytest.raises(RuntimeError, match="^Function 'LogBackward0' returned nan values "
                                                "in its forward output"):
             g(x)
+
+
+def test_a_saved_and_loaded_tape_takes_programs(tmp_path, always):
+    """A loaded tape (validated when loaded) binds programs too, with the recorded tape's bits."""
+    tape = tg.trace(CASES["scalar loop"](np), X[:30])
+    tape.save(tmp_path / "t.npz")
+    loaded = tg.load(tmp_path / "t.npz")
+    assert loaded.gradient_sweeps(loaded.output_slots[0]).programs
+    assert_array_equal(loaded.gradient(X[:30]), tape.gradient(X[:30]))
+    assert_allclose(loaded.gradient(X[:30]), autograd.grad(scalar_loop(anp))(X[:30]),
+                    rtol=1e-12, atol=1e-12)
+
+
+def test_threads_share_a_program(always):
+    """Threads calling one gradient share its program (read-only) and keep their own value
+    buffers and adjoints: each gets the single-threaded bits."""
+    import threading
+    vg = tg.value_and_grad(CASES["faw"](np))
+    points = [X * (1.0 + 0.1 * k) for k in range(4)]
+    want = [vg(p) for p in points]
+    want = [vg(p) for p in points]          # after the traced call: the sweeps' bits
+    errors = []
+
+    def work(k):
+        for _ in range(30):
+            value, grad = vg(points[k])
+            if value != want[k][0] or not np.array_equal(grad, want[k][1]):
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
