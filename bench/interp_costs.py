@@ -11,7 +11,10 @@ variants of one table timed in the same process one after the other):
 2. The same interpreters over the entries of one primitive only (the rows of the tape with that
    opcode, kept in order; the value buffer is the traced one): the cost of each kind of entry
    (`backward_first` with those entries' first writes, nothing zeroed).
-3. Mini-interpreters of the `mul` entries of that tape, compiled here, each a loop over the
+3. grad's sweeps of that tape as programs (`core.programs`, over the aliased arrays): the whole
+   program forward and backward, then its one-element rows (value offsets resolved) and the
+   rows of each other primitive (run by its kernels) on their own, ns per program row.
+4. Mini-interpreters of the `mul` entries of that tape, compiled here, each a loop over the
    same rows (E, FC, IP, S as the tape has them) that differs from the generated code in one
    respect, to price each part of an entry:
    * generated: the generated loop (the row's fields read, `ip = IP[...]` sliced, `c0, c1`
@@ -166,6 +169,45 @@ def mini_kernels():
                          "offsets in E": backward_offsets}}
 
 
+# ---- programs ------------------------------------------------------------------------------------
+
+def program_costs(tape, A, V, number, repeat):
+    """Section 3: the program sweeps over the aliased arrays `A`, whole and by kind of row."""
+    from tapegrad.core import programs
+    from tapegrad.core.interp import program_sweeps
+    from tapegrad.core.registry import PRIMS
+    m = program_sweeps()
+    n_adj = tape.n_adjoint
+    seed = tape.offsets[tape.output_slots[0]]
+    forward_rows = programs.rows(A.E, A.S)
+    reverse_rows = programs.rows(A.E, A.S, A.NEED, sink=n_adj)
+    G = np.empty((1, n_adj + 1))
+
+    def costs(P_f, P_b):
+        f = best_ns(lambda: m.forward(P_f, A.E, A.FC, A.IP, A.S, V), len(P_f), number, repeat)
+        b = best_ns(lambda: m.backward(P_b, A.E, A.FC, A.IP, A.S, A.NEED, V, G, seed),
+                    len(P_b), number, repeat)
+        return f, b
+
+    print(f"\nprograms (grad's sweeps of this tape, `core.programs`): {len(forward_rows):,} "
+          f"forward rows, {len(reverse_rows):,} reverse rows; ns per row (the reverse sweep "
+          "zeroes the adjoints at every call)")
+    print(f"  {'rows':24s} {'count':>7s} {'forward':>8s} {'reverse':>8s}")
+    kinds = [("all", lambda P: np.ones(len(P), bool)),
+             ("one-element (resolved)", lambda P: P[:, 0] >= 0)]
+    general_ops = np.unique(A.E[forward_rows[forward_rows[:, 0] < 0, 1], 0])
+    kinds += [(f"{PRIMS[op].name} (kernels)",
+               lambda P, op=op: (P[:, 0] < 0) & (A.E[P[:, 1], 0] == op)) for op in general_ops]
+    for label, select in kinds:
+        P_f = read_only(forward_rows[select(forward_rows)])
+        P_b = read_only(reverse_rows[select(reverse_rows)])
+        if len(P_f) < 100:      # a call and the zeroing would be most of the time
+            print(f"  {label:24s} {len(P_f):7,d}  (too few to time per row)")
+            continue
+        f, b = costs(P_f, P_b)
+        print(f"  {label:24s} {len(P_f):7,d} {f:8.1f} {b:8.1f}", flush=True)
+
+
 # ---- main ----------------------------------------------------------------------------------------
 
 def options():
@@ -221,6 +263,8 @@ def main():
         print(f"  {label:28s} {ns:8.1f}")
     needed = int(np.sum(NEED[E[:, 4]] != 0))
     print(f"  ({needed:,} entries' outputs need an adjoint; the reverse sweeps skip the others)")
+
+    program_costs(tape, A, V, num, rep)
 
     print("\none primitive at a time (that primitive's rows only), ns per entry")
     print(f"  {'primitive':12s} {'entries':>8s} {'forward':>8s} {'backward':>9s} "

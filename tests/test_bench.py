@@ -106,3 +106,15 @@ def test_njit_quick(tmp_path):
     stdout, data = run_script("njit", tmp_path)
     assert "ratio tapegrad/fused (fused_grad_into)" in stdout and "ratio tapegrad/hand" in stdout
     assert data["per_point_ns"]["compiled (njit loop)"] > 0
+
+
+def test_interp_costs_runs():
+    """bench/interp_costs.py (no --quick: a small graph and single runs) prints each section,
+    the programs' rows too."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "interp_costs.py"),
+                           "--n", "400", "--number", "1", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    for heading in ("whole tape:", "programs (grad's sweeps", "one-element (resolved)",
+                    "one primitive at a time", "mini-interpreters", "hand-written FAW"):
+        assert heading in proc.stdout, proc.stdout
