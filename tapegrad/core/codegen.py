@@ -490,14 +490,18 @@ def generate_first(interp, vecmath_module):
 
 
 # ---- programs: grad's sweeps over resolved value offsets (`core.programs`) -------------------
+# Offsets are read as unsigned integers, as the flat layout indexes its views (docs/design.md,
+# section 10): numba then adds no test for a negative index to each load and store (one-element
+# rows 6.0/4.9 -> 5.3/4.1 ns forward/reverse on the FAW tape, `bench/interp_costs.py`). They
+# come from a validated S, and the sink is the adjoint buffer's last element.
 
 _PROGRAM_ROW = '''\
         k = P[r, 0]
         e = P[r, 1]
         if k >= 0:
-            ia = P[r, 2]
-            ib = P[r, 3]
-            o = P[r, 4]
+            ia = np.uint64(P[r, 2])
+            ib = np.uint64(P[r, 3])
+            o = np.uint64(P[r, 4])
 '''
 
 
@@ -524,7 +528,7 @@ def _program_reverse(p):
     if not p.differentiable:
         return "pass\n"
     text = _program_reads(p, True)
-    for k, (at, d) in enumerate(zip(("P[r, 5]", "P[r, 6]"), p.d)):
+    for k, (at, d) in enumerate(zip(("np.uint64(P[r, 5])", "np.uint64(P[r, 6])"), p.d)):
         name = _partial(p, k)
         text += f"{name} = {d}\nG[0, {at}] += G[0, o] * {name}\n"
     return text
