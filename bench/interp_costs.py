@@ -175,12 +175,12 @@ def program_costs(tape, A, V, number, repeat):
     """Section 3: the program sweeps over the aliased arrays `A`, whole and by kind of row."""
     from tapegrad.core import programs
     from tapegrad.core.interp import program_sweeps
-    from tapegrad.core.registry import PRIMS
+    from tapegrad.core.registry import OPCODE, PRIMS
     m = program_sweeps()
     n_adj = tape.n_adjoint
     seed = tape.offsets[tape.output_slots[0]]
-    forward_rows = programs.rows(A.E, A.S)
-    reverse_rows = programs.rows(A.E, A.S, A.NEED, sink=n_adj)
+    forward_rows = programs.rows(A.E, A.S, IP=A.IP)
+    reverse_rows = programs.rows(A.E, A.S, A.NEED, sink=n_adj, IP=A.IP)
     G = np.empty((1, n_adj + 1))
 
     def costs(P_f, P_b):
@@ -193,8 +193,10 @@ def program_costs(tape, A, V, number, repeat):
           f"forward rows, {len(reverse_rows):,} reverse rows; ns per row (the reverse sweep "
           "zeroes the adjoints at every call)")
     print(f"  {'rows':24s} {'count':>7s} {'forward':>8s} {'reverse':>8s}")
+    pack = OPCODE["pack"]
     kinds = [("all", lambda P: np.ones(len(P), bool)),
-             ("one-element (resolved)", lambda P: P[:, 0] >= 0)]
+             ("one-element (resolved)", lambda P: (P[:, 0] >= 0) & (A.E[P[:, 1], 0] != pack)),
+             ("packs' copy rows", lambda P: (P[:, 0] >= 0) & (A.E[P[:, 1], 0] == pack))]
     general_ops = np.unique(A.E[forward_rows[forward_rows[:, 0] < 0, 1], 0])
     kinds += [(f"{PRIMS[op].name} (kernels)",
                lambda P, op=op: (P[:, 0] < 0) & (A.E[P[:, 1], 0] == op)) for op in general_ops]

@@ -106,6 +106,82 @@ def test_rows_resolve_offsets_and_leave_other_entries_to_the_kernels():
     assert_array_equal(rs[~no_adjoint, 5], rs[~no_adjoint, 2])
 
 
+def test_packs_of_scalars_are_copy_rows_in_the_packs_order():
+    tape = tg.trace(packs(np), X[:14])
+    arrays, _ = tape._aliased()
+    E, IP, S, NEED = arrays.E, arrays.IP, arrays.S, arrays.NEED
+    sink = tape.n_adjoint
+    P = programs.rows(E, S, IP=IP)
+    R = programs.rows(E, S, NEED, sink=sink, IP=IP)
+    pack = BY_NAME["pack"].opcode
+    for table, reverse in ((P, False), (R, True)):
+        assert (np.diff(table[:, 1]) >= 0).all()          # rows in their entries' order
+        scalar_packs = mixed_packs = 0
+        for e in np.flatnonzero(E[:, 0] == pack):
+            if reverse and not NEED[E[e, 4]]:
+                assert e not in table[:, 1]
+                continue
+            operands = IP[E[e, 5]:E[e, 5] + E[e, 6]]
+            mine = table[table[:, 1] == e]
+            if (S[operands, 1] > 1).any():          # run by the kernel, as recorded
+                assert_array_equal(mine[:, 0], [-1])
+                mixed_packs += 1
+                continue
+            scalar_packs += 1
+            order = slice(None, None, -1) if reverse else slice(None)
+            assert_array_equal(mine[:, 0], BY_NAME["copy"].opcode)
+            assert_array_equal(mine[order, 2], S[operands, 0])
+            assert_array_equal(mine[order, 4], S[E[e, 4], 0] + np.arange(operands.size))
+            if reverse:
+                need = NEED[operands].astype(bool)
+                assert_array_equal(mine[order, 5], np.where(need, S[operands, 0], sink))
+                assert (~need).any() or operands.size < 6
+        assert scalar_packs == 36 and mixed_packs == 12
+    # without the payload, packs stay entries
+    assert (programs.rows(E, S)[:, 0][E[:, 0] == pack] == -1).all()
+
+
+def test_inlined_kernels_are_the_flat_kernels_statements():
+    """softmax and pack run inline in the program sweeps: their flat kernels' statements with
+    the loop's names, no call and no slice of the payload."""
+    from tapegrad.core import codegen
+    for name in ("softmax", "pack"):
+        p = BY_NAME[name]
+        assert p.inline
+        for rule in ("fwd", "vjp"):
+            text = codegen.inline_rule(p, rule)
+            assert f"{name}_{rule}(" not in text and "ip = " not in text
+            assert "S[sa, 0]" in text or "S[IP[ip0 + " in text
+    source = codegen.generate_programs("interp", "vecmath")
+    assert "softmax_fwd(" not in source and "pack_vjp(" not in source
+    assert "matmul_fwd(V, S, sa, sb, sc, so, ip, c0, c1)" in source     # called, not inlined
+
+
+def test_a_kernel_that_cannot_run_inline_is_refused():
+    from tapegrad.core import codegen
+    from tapegrad.core.primitive import structural, view
+    p = structural(250, "refused", "NoneBackward", lambda *args: None, inline=True)
+
+    @p.fwd
+    def refused_fwd(V, S, a, b, c, o, ip, c0, c1):
+        y = view(V, S, o)
+        x = view(V, S, a)
+        if c0 > 0.0:
+            return
+        y[0] = x[0]
+
+    @p.vjp
+    def refused_vjp(V, G, S, NEED, a, b, c, o, ip, c0, c1):
+        a = b
+        gx = view(G, S, a)
+        gx[0] += 1.0
+
+    with pytest.raises(ValueError, match="refused_fwd: a kernel run inline may not return"):
+        codegen.inline_rule(p, "fwd")
+    with pytest.raises(ValueError, match=r"may not assign its parameters \['a'\]"):
+        codegen.inline_rule(p, "vjp")
+
+
 # ---- whole functions -------------------------------------------------------------------------
 
 def scalar_loop(np):
@@ -133,8 +209,27 @@ def mixed(np):
     return f
 
 
+def packs(np):
+    """Packs of scalars (an operand twice, constants, which need no adjoint), a concatenation
+    of arrays and packs (a pack with operands of several elements), softmaxes of 6 and of 10
+    values (past 8, numpy's pairwise order of summation)."""
+    def f(x):
+        s = x[0]
+        for i in range(12):
+            a, b = x[i], x[i + 1]
+            v = np.stack([a, b * s, a, np.cos(a), 0.5 * np.ones(()), np.sin(0.3) * np.ones(())])
+            e = np.exp(v - np.max(v))
+            p = e / np.sum(e)
+            w = np.concatenate([x[i:i + 4], np.stack([p[0] * b, s]), p[3:6], np.stack([a])])
+            e10 = np.exp(w - np.max(w))
+            q = e10 / np.sum(e10)
+            s = s * 0.9 + p[1] * w[5] - np.sum(q * w) + p[2] * q[8]
+        return s
+    return f
+
+
 CASES = {"faw": lambda np: lambda x: faw_graph(np, 60, x), "scalar loop": scalar_loop,
-         "mixed": mixed}
+         "mixed": mixed, "packs": packs}
 X = np.cos(np.arange(100.0)) * 0.8
 
 

@@ -21,6 +21,7 @@ runs the entries start..stop-1, so that the sweeps can stop at nested-transform 
 The column-layout module (`load(batched=True)`) has the same four over (rows, tile) buffers and
 the tile driver `run_tiles`; `load_first` the reverse sweep that assigns first writes.
 """
+import ast
 import glob
 import hashlib
 import os
@@ -539,13 +540,101 @@ _PROGRAM_SWEEPS = {
     "backward": ("P, E, FC, IP, S, NEED, V, G, seed", "range(P.shape[0] - 1, -1, -1)",
                  _program_reverse,
                  "    for i in range(G.shape[1]):\n        G[0, i] = 0.0\n"
-                 "    if seed >= 0:\n        G[0, seed] = 1.0\n"),
+                 "    if seed >= 0:\n        G[0, seed] = 1.0\n    G0 = G[0]\n"),
 }
+
+# An other entry (opcode -1) as the flat sweeps run it, less what a program spares: the payload
+# is sliced only where a kernel reads it (a slice takes and drops a reference count), the
+# adjoints are one row (G0), and a reverse program holds only entries whose output needs one.
+_PROGRAM_ENTRY = _ENTRY.replace("        ip = IP[E[e, 5]:E[e, 5] + E[e, 6]]\n", "")
+_PROGRAM_IP = "ip = IP[E[e, 5]:E[e, 5] + E[e, 6]]\n"
+_PROGRAM_CALL = {
+    "forward": "{k}_fwd(V, S, sa, sb, sc, so, ip, c0, c1)\n",
+    "backward": "{k}_vjp(V, G0, S, NEED, sa, sb, sc, so, ip, c0, c1)\n",
+}
+
+# a kernel's parameters -> the names a program sweep's loop binds them to
+_INLINE_NAMES = {"V": "V", "G": "G0", "S": "S", "NEED": "NEED", "a": "sa", "b": "sb",
+                 "c": "sc", "o": "so", "ip": "ip", "c0": "c0", "c1": "c1"}
+
+
+def inline_rule(p, rule):
+    """The statements of structural primitive p's flat `rule` kernel ("fwd" or "vjp") as a
+    program sweep's loop runs them (`Prim.inline`): its parameters are the loop's names for
+    them (`_INLINE_NAMES`), its other names are prefixed with the primitive's, so no two
+    kernels' locals meet. The same statements as the flat kernel, so the same bits. A kernel
+    that returns, defines functions or assigns a parameter cannot be inlined: ValueError."""
+    portable = (rule, "flat") not in p.overrides
+    fdef = ast.parse(layouts.source(p.body(rule, "flat"), "flat", f"{p.name}_{rule}",
+                                    portable)).body[0]
+    params = [arg.arg for arg in fdef.args.args]
+    stored = {node.id for node in ast.walk(fdef)
+              if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+    for node in ast.walk(ast.Module(fdef.body, [])):
+        if isinstance(node, (ast.Return, ast.FunctionDef, ast.Lambda, ast.Global,
+                             ast.Nonlocal)):
+            raise ValueError(f"{p.name}_{rule}: a kernel run inline may not "
+                             f"{type(node).__name__.lower()}")
+    if stored & set(params):
+        raise ValueError(f"{p.name}_{rule}: a kernel run inline may not assign its parameters "
+                         f"{sorted(stored & set(params))}")
+    names = {name: f"{p.name}__{name}" for name in stored}
+    names.update((name, _INLINE_NAMES[name]) for name in params)
+    for node in ast.walk(fdef):
+        if isinstance(node, ast.Name) and node.id in names:
+            node.id = names[node.id]
+    fdef = _PayloadReads().visit(fdef)
+    return vectorisable("".join(ast.unparse(ast.fix_missing_locations(stmt)) + "\n"
+                                for stmt in fdef.body))
+
+
+class _PayloadReads(ast.NodeTransformer):
+    """An inlined kernel's reads of its payload made reads of IP at the entry's range
+    (`ip[j]` -> `IP[ip0 + j]`, `ip.size` -> `ip_n`), so no slice of IP is made (a slice takes
+    and drops a reference count); any other use of `ip` keeps the slice."""
+
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Name) and node.value.id == "ip" and \
+                not isinstance(node.slice, (ast.Slice, ast.Tuple)):
+            at = ast.BinOp(ast.Name("ip0", ast.Load()), ast.Add(), node.slice)
+            return ast.Subscript(ast.Name("IP", ast.Load()), at, node.ctx)
+        return node
+
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Name) and node.value.id == "ip" and node.attr == "size":
+            return ast.Name("ip_n", ast.Load())
+        return node
+
+
+def _program_general(p, fn):
+    """The body of `op == p.opcode` for an other entry of program sweep `fn`."""
+    if p.kind == "call":    # run by the sweeps in Python, never inside a compiled range
+        return _lines("pass", 12)
+    rule = {"forward": "fwd", "backward": "vjp"}[fn]
+    text = inline_rule(p, rule) if p.inline else _PROGRAM_CALL[fn].replace("{k}", p.name)
+    if re.search(r"\bip\b", text):
+        text = _PROGRAM_IP + text
+    if re.search(r"\bip(0|_n)\b", text):
+        text = "ip0 = E[e, 5]\nip_n = E[e, 6]\n" + text
+    return _lines(text, 12)
+
+
+def _inline_helpers():
+    """The names of the kernel helpers the inlined kernels call (defined in the flat module)."""
+    helpers = []
+    for p in PRIMS:
+        if p.inline:
+            for rule in ("fwd", "vjp"):
+                layouts.helpers_of(p.body(rule, "flat"), helpers)
+    return [layouts.helper_name(h) for h in helpers]
 
 
 def generate_programs(interp, vecmath_module):
     """The module of the program sweeps, which run the other entries by the kernels of the flat
-    interpreter module `tapegrad.<interp>`, as its sweeps do:
+    interpreter module `tapegrad.<interp>`, as its sweeps do (those of `Prim.inline`
+    primitives written into the loop, the others called):
 
         forward(P, E, FC, IP, S, V)                 values, P a forward program over E
         backward(P, E, FC, IP, S, NEED, V, G, seed) adjoints into G (1, n + 1), zeroed here
@@ -554,19 +643,20 @@ def generate_programs(interp, vecmath_module):
 
     (Calling the flat sweeps for a run of other entries instead, with no kernel to compile
     here, cost 60-100 ns more per call: a quarter more on the FAW graph.)"""
-    kernels = [p for p in PRIMS if p.elementwise or p.structural]
+    kernels = [p for p in PRIMS if (p.elementwise or p.structural) and not p.inline]
+    imported = [f"{p.name}_{rule}" for p in kernels for rule in ("fwd", "vjp")]
     out = [header(),
            f"from tapegrad import {vecmath_module} as _vm\nfrom tapegrad.{interp} import (\n"
-           + "".join(f"    {p.name}_fwd,\n    {p.name}_vjp,\n" for p in kernels) + ")\n"]
+           + "".join(f"    {name},\n" for name in imported + _inline_helpers()) + ")\n"]
     for fn, (args, loop, row, head) in _PROGRAM_SWEEPS.items():
         out.append(f"\n\n@jit\ndef {fn}({args}):\n{head}    for r in {loop}:\n{_PROGRAM_ROW}")
         for k, p in enumerate(p for p in PRIMS if p.elementwise):
             out.append(f"            {'if' if k == 0 else 'elif'} k == {p.opcode}:  # {p.name}\n")
             out.append(_lines(vectorisable(row(p)), 16))
-        out.append("            continue\n" + _ENTRY)
+        out.append("            continue\n" + _PROGRAM_ENTRY)
         for k, p in enumerate(PRIMS):
             out.append(f"        {'if' if k == 0 else 'elif'} op == {p.opcode}:  # {p.name}\n")
-            out.append(dispatch(p, fn))
+            out.append(_program_general(p, fn))
     return "".join(out)
 
 

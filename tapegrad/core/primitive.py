@@ -84,6 +84,10 @@ class Prim:
     # ("forward", "backward"; see `core.codegen.scalar_path`), where an elementwise primitive's
     # come from its expressions
     scalar: dict = field(default_factory=dict)
+    # structural: grad's program sweeps (`core.programs`) write its flat `fwd` and `vjp` into
+    # their loop instead of calling them; for small kernels a graph of scalars replays often
+    # (a softmax of 4, a pack of 4 scalars), whose call costs more than their arithmetic
+    inline: bool = False
     doc: str = ""
 
     def __repr__(self):
@@ -191,15 +195,18 @@ def compare(opcode, name, expr, numpy):
 
 
 def structural(opcode, name, grad_fn, check, arity=1, reads=None, variadic=False, linear=False,
-               scratch=None, cuda=True, doc="", reads_elements=None, curvature=None):
+               scratch=None, cuda=True, doc="", reads_elements=None, curvature=None,
+               inline=False):
     """A structural primitive; attach its kernel bodies with the `fwd`, `vjp`, ... decorators.
     `cuda=False`: the GPU cannot run its rules (their scratch grows faster than the output's
     size, which is all `scratch` is told), so vmap(device="cuda") refuses tapes holding it.
     `reads_elements` and `curvature`: its dependence rule (see `Prim.element_reads` and
-    `Prim.coupling`; a linear primitive's curvature is "linear" unless it says otherwise)."""
+    `Prim.coupling`; a linear primitive's curvature is "linear" unless it says otherwise).
+    `inline`: grad's program sweeps run its flat `fwd` and `vjp` inline (see `Prim.inline`)."""
     return Prim(opcode, name, "kernel", grad_fn, reads is not None, arity=arity,
                 variadic=variadic, linear=linear, reads=reads, check=check, scratch=scratch,
-                cuda=cuda, doc=doc, reads_elements=reads_elements, curvature=curvature)
+                cuda=cuda, doc=doc, reads_elements=reads_elements, curvature=curvature,
+                inline=inline)
 
 
 # ---- the kernel language (see `core.layouts` for its rules) ------------------------------------

@@ -25,7 +25,9 @@ loading another compiled module (its cold compile, once per machine, about 90 s 
 """
 import numpy as np
 
-from .registry import BINARY, ELEMENTWISE
+from .registry import BINARY, ELEMENTWISE, OPCODE
+
+_PACK, _COPY = OPCODE["pack"], OPCODE["copy"]
 
 # the fewest one-element elementwise entries for which grad's sweeps run a program
 MIN_SCALAR_ROWS = 256
@@ -36,12 +38,31 @@ def _scalar(E, S):
     return ELEMENTWISE[E[:, 0]] & (S[E[:, 4], 1] == 1)
 
 
-def rows(E, S, NEED=None, sink=None):
+def _packs_of_scalars(E, IP, S):
+    """(entries, operands, positions) of the packs in E whose operands all have one element:
+    for each operand, in the order of entries and of their operand lists, its pack's index in
+    E, its slot and its position in the pack's output."""
+    packs = np.flatnonzero(E[:, 0] == _PACK)
+    count = E[packs, 6]
+    first = np.repeat(np.cumsum(count) - count, count)
+    position = np.arange(int(count.sum()), dtype=np.int64) - first
+    operands = IP[np.repeat(E[packs, 5], count) + position]
+    scalars = np.ones(packs.size, bool)
+    np.logical_and.at(scalars, np.repeat(np.arange(packs.size), count), S[operands, 1] == 1)
+    keep = np.repeat(scalars, count)
+    return np.repeat(packs, count)[keep], operands[keep], position[keep]
+
+
+def rows(E, S, NEED=None, sink=None, IP=None):
     """The program of the entries E: rows (opcode, entry, a, b, out) of int64 in E's order, a
     row of opcode -1 running its entry as the flat sweeps do. With `NEED`, a reverse program:
     the entries whose output needs an adjoint, with two more columns, the adjoint offsets of
-    a and b, `sink` for an operand that needs none. Array operations: a program is built at
-    the first gradient of its tape."""
+    a and b, `sink` for an operand that needs none. With the payload `IP`, a pack of
+    one-element operands is a row of `copy` per operand (`V[out + j] = V[a_j]`; reversed,
+    `G[a_j] += G[out + j] * 1.0`, which is the pack's sum exactly), in the order of its
+    operands, which a reverse program lists last to first so that its sweep, running the rows
+    backwards, adds them in the pack's order. Array operations: a program is built at the
+    first gradient of its tape."""
     E = np.asarray(E)
     entries = np.arange(len(E), dtype=np.int64)
     if NEED is not None:
@@ -59,8 +80,39 @@ def rows(E, S, NEED=None, sink=None):
         P[:, column] = np.where(used, S[slots, 0], 0)
         if NEED is not None:
             P[:, column + 3] = np.where(used & NEED[slots].astype(bool), P[:, column], sink)
+    if IP is not None:
+        P = _expand_packs(P, E, S, NEED, sink, IP)
     P.flags.writeable = False
     return P
+
+
+def _expand_packs(P, E, S, NEED, sink, IP):
+    """P with the row of each pack of one-element operands replaced by its rows of `copy`."""
+    packs, operands, position = _packs_of_scalars(E, np.asarray(IP), S)
+    if not packs.size:
+        return P
+    if NEED is not None:        # last operand first: the reverse sweep runs rows backwards
+        order = np.lexsort((-position, packs))
+        packs, operands, position = packs[order], operands[order], position[order]
+    copies = np.zeros((packs.size, P.shape[1]), np.int64)
+    copies[:, 0] = _COPY
+    copies[:, 1] = P[packs, 1]
+    copies[:, 2] = S[operands, 0]
+    copies[:, 4] = S[E[packs, 4], 0] + position
+    if NEED is not None:
+        copies[:, 5] = np.where(NEED[operands].astype(bool), copies[:, 2], sink)
+        copies[:, 6] = sink
+    # each row in its entry's place: a pack's run of copies where its row was
+    count = np.ones(len(P), np.int64)
+    count[np.unique(packs)] = 0
+    np.add.at(count, packs, 1)
+    out = np.empty((int(count.sum()), P.shape[1]), np.int64)
+    start = np.cumsum(count) - count
+    kept = count == 1
+    kept[np.unique(packs)] = False
+    out[start[kept]] = P[kept]
+    out[start[packs] + (np.arange(packs.size) - np.searchsorted(packs, packs))] = copies
+    return out
 
 
 def worth_it(E, S):

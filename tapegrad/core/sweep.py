@@ -171,8 +171,8 @@ class Gradient:
         E, FC, IP, S, NEED = arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED
         general_forward, general_adjoints, general_run = general
         self.programs = True
-        P_forward = programs.rows(some_E, S)
-        P_reverse = programs.rows(E, S, NEED, sink=n)
+        P_forward = programs.rows(some_E, S, IP=IP)
+        P_reverse = programs.rows(E, S, NEED, sink=n, IP=IP)
         seed = -1 if seed is None else seed
         module = program_sweeps()
         V_like, G_like = np.empty(0, dtype), np.empty((1, 0), dtype)

@@ -14,7 +14,7 @@ where = structural(45, "where", "WhereBackward0", shapes.same_size, arity=3,
                    reads_elements=dependence.selection,
                    curvature="linear")
 pack = structural(44, "pack", "CatBackward0", _adds_up, arity=0, variadic=True, linear=True,
-                  reads_elements=dependence.concatenation)
+                  reads_elements=dependence.concatenation, inline=True)
 
 
 @where.fwd

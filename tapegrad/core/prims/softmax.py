@@ -45,7 +45,7 @@ def _check(ip, n_out, sizes):
 
 softmax = structural(86, "softmax", "DivBackward0", _check, reads=(((), True),),
                      reads_elements=dependence.every_operand,
-                     curvature="nonlinear",
+                     curvature="nonlinear", inline=True,
                      doc="y = exp(x - m) / sum(exp(x - m)), m = max(x) (c0 != 0: 0 if not finite)")
 
 
