@@ -6,12 +6,15 @@ first (FIRST). On a graph of scalars (one output element per entry, the FAW benc
 15,000 of 20,000) those lookups, not the arithmetic, are most of an entry's cost. A program
 does them once per tape: each of its rows is (opcode, entry, a, b, out), where for an entry of
 one output element of an elementwise primitive a, b and out are the value offsets of its
-operands and output, read by the sweeps directly. Any other entry's row has opcode -1 and runs
-the flat interpreters' kernels as they do (its E row, S lookups). The reverse program holds
-only the entries whose output needs an adjoint, and its rows two more columns: the adjoint
-offsets of a and b, those of an operand that needs none pointed at a sink (one element past
-the adjoint buffer, which the sweep's caller allocates and drops). So the reverse sweep tests
-nothing per entry: it zeroes the adjoints (and the sink), seeds the output and adds.
+operands and output, read by the sweeps directly. A pack of one-element operands (`np.stack` of
+scalars, FAW's softmax input) becomes one `copy` row per operand. Any other entry's row has
+opcode -1 and runs the flat interpreters' kernels as they do (its E row, S lookups), those of
+small kernels (`Prim.inline`: softmax, pack) written into the sweep's loop, the others called.
+The reverse program holds only the entries whose output needs an adjoint, and its rows two
+more columns: the adjoint offsets of a and b, those of an operand that needs none pointed at a
+sink (one element past the adjoint buffer, which the sweep's caller allocates and drops). So
+the reverse sweep tests nothing per entry: it zeroes the adjoints (and the sink), seeds the
+output and adds.
 
 The same bits as the flat sweeps: the rows' statements are written from the same expressions
 (`f`, `d`) with the same vectorisable math, in the same order of entries and of operands, and
