@@ -259,6 +259,39 @@ def test_functions_through_programs_give_the_flat_sweeps_bits(case, dtype, monke
     assert_allclose(prog_g[2], want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan, 1e308, -1e308, 0.0, -0.0, 5e-324])
+def test_packs_and_softmaxes_at_special_values_give_the_flat_sweeps_bits(special, monkeypatch):
+    """Infinities, NaN, huge and subnormal values inside the packs and softmaxes (a NaN
+    maximum, exp overflowing, sums of infinities): the inlined kernels and copy rows give the
+    flat sweeps' values and gradients, NaN where they have NaN."""
+    def f(x):           # the packs of `packs`, each step's terms summed, not chained
+        total = 0.0
+        for i in range(10):
+            a, b = x[i], x[i + 1]
+            v = np.stack([a, b * a, a, np.cos(b), 0.5 * np.ones(())])
+            e = np.exp(v - np.max(v))
+            p = e / np.sum(e)
+            w = np.concatenate([x[i:i + 4], np.stack([p[0] * b, a]), p[2:5], np.stack([b])])
+            e10 = np.exp(w - np.max(w))
+            q = e10 / np.sum(e10)
+            total = total + p[1] * w[5] + np.sum(q * w) * 0.5 + p[2] * q[8]
+        return total
+
+    x = X[:14].copy()
+    x[2] = special
+    results = []
+    for rows in (10 ** 9, 1):
+        monkeypatch.setattr(programs, "MIN_SCALAR_ROWS", rows)
+        vg = tg.value_and_grad(f)
+        with np.errstate(all="ignore"):
+            vg(X[:14])
+            results.append(vg(x))
+    (want_value, want), (value, got) = results
+    assert_array_equal(value, want_value)
+    assert_array_equal(got, want)
+    assert np.isfinite(got[6:]).all()        # steps away from the special value
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_the_transforms_and_compiled_members_agree_with_programs(case, always):
     """Each transform's first call sweeps the trace's values (numpy's), later calls the
