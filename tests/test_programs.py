@@ -22,6 +22,7 @@ import tapegrad as tg
 from tapegrad.core import programs
 from tapegrad.core.interp import interpreters, program_sweeps
 from tapegrad.core.registry import BY_NAME, PRIMS
+from tapegrad.core.validate import read_only
 
 from conftest import rng_for
 from test_aliases import faw_graph
@@ -41,7 +42,10 @@ def always(monkeypatch):
 # ---- one entry: the program sweeps against the flat ones ---------------------------------------
 
 def _check_entry(p, operands, need, dtype):
-    E, FC, IP, S, NEED = one_entry(p, [1] * len(operands), 1, c0=2.0, c1=3.0, need=need)
+    # read-only, as the sweeps' callers pass a tape's arrays: writable ones are another
+    # signature, whose compile (about 95 s per sweep and dtype) a cold run would pay for this test
+    E, FC, IP, S, NEED = (read_only(a, owned=True) for a in
+                          one_entry(p, [1] * len(operands), 1, c0=2.0, c1=3.0, need=need))
     n = int(S[:, 1].sum())
     out = int(S[-1, 0])
     V0 = np.concatenate(operands + [np.zeros(1, dtype)])
