@@ -179,13 +179,17 @@ def program_costs(tape, A, V, number, repeat):
     m = program_sweeps()
     n_adj = tape.n_adjoint
     seed = tape.offsets[tape.output_slots[0]]
-    forward_rows = programs.rows(A.E, A.S, IP=A.IP)
-    reverse_rows = programs.rows(A.E, A.S, A.NEED, sink=n_adj, IP=A.IP)
+    protected = np.union1d(np.fromiter(tape._read_by_offset(), np.int64),
+                           np.flatnonzero(A.shared))
+    fused = programs.fusible(A.E, A.IP, A.S, protected)
+    forward_rows, K_f = programs.rows(A.E, A.S, IP=A.IP, fused=fused)
+    reverse_rows, K_b = programs.rows(A.E, A.S, A.NEED, sink=n_adj, IP=A.IP, fused=fused)
     G = np.empty((1, n_adj + 1))
 
     def costs(P_f, P_b):
-        f = best_ns(lambda: m.forward(P_f, A.E, A.FC, A.IP, A.S, V), len(P_f), number, repeat)
-        b = best_ns(lambda: m.backward(P_b, A.E, A.FC, A.IP, A.S, A.NEED, V, G, seed),
+        f = best_ns(lambda: m.forward(P_f, K_f, A.E, A.FC, A.IP, A.S, V), len(P_f), number,
+                    repeat)
+        b = best_ns(lambda: m.backward(P_b, K_b, A.E, A.FC, A.IP, A.S, A.NEED, V, G, seed),
                     len(P_b), number, repeat)
         return f, b
 
@@ -196,10 +200,11 @@ def program_costs(tape, A, V, number, repeat):
     pack = OPCODE["pack"]
     kinds = [("all", lambda P: np.ones(len(P), bool)),
              ("one-element (resolved)", lambda P: (P[:, 0] >= 0) & (A.E[P[:, 1], 0] != pack)),
-             ("packs' copy rows", lambda P: (P[:, 0] >= 0) & (A.E[P[:, 1], 0] == pack))]
-    general_ops = np.unique(A.E[forward_rows[forward_rows[:, 0] < 0, 1], 0])
+             ("packs' copy rows", lambda P: (P[:, 0] >= 0) & (A.E[P[:, 1], 0] == pack)),
+             ("gathered (a pack's reader)", lambda P: P[:, 0] == -2)]
+    general_ops = np.unique(A.E[forward_rows[forward_rows[:, 0] == -1, 1], 0])
     kinds += [(f"{PRIMS[op].name} (kernels)",
-               lambda P, op=op: (P[:, 0] < 0) & (A.E[P[:, 1], 0] == op)) for op in general_ops]
+               lambda P, op=op: (P[:, 0] == -1) & (A.E[P[:, 1], 0] == op)) for op in general_ops]
     for label, select in kinds:
         P_f = read_only(forward_rows[select(forward_rows)])
         P_b = read_only(reverse_rows[select(reverse_rows)])

@@ -52,13 +52,13 @@ def _check_entry(p, operands, need, dtype):
     m, flat = program_sweeps(), interpreters()
     want_V, got_V = V0.copy(), V0.copy()
     flat.forward(E, FC, IP, S, want_V, 0, 1)
-    m.forward(programs.rows(E, S), E, FC, IP, S, got_V)
+    m.forward(*programs.rows(E, S), E, FC, IP, S, got_V)
     assert_array_equal(got_V, want_V, err_msg=f"{p.name} forward")
     want_G = np.zeros((1, n), dtype)
     want_G[0, out] = 1.0
     flat.backward(E, FC, IP, S, NEED, want_V, want_G, 0, 1)
     got_G = np.full((1, n + 1), np.nan, dtype)      # the sweep zeroes it, the sink included
-    m.backward(programs.rows(E, S, NEED, sink=n), E, FC, IP, S, NEED, got_V, got_G, out)
+    m.backward(*programs.rows(E, S, NEED, sink=n), E, FC, IP, S, NEED, got_V, got_G, out)
     assert_array_equal(got_G[:, :n], want_G, err_msg=f"{p.name} backward, NEED {NEED}")
     for j in np.flatnonzero(NEED == 0):              # nothing written where no adjoint is needed
         assert got_G[0, S[j, 0]] == 0.0
@@ -90,7 +90,8 @@ def test_rows_resolve_offsets_and_leave_other_entries_to_the_kernels():
     tape = tg.trace(lambda x: faw_graph(np, 24, x), X)
     arrays, _ = tape._aliased()
     E, S, NEED = arrays.E, arrays.S, arrays.NEED
-    P = programs.rows(E, S)
+    P, K = programs.rows(E, S)
+    assert K.size == 0
     assert not P.flags.writeable and P.dtype == np.int64 and len(P) == len(E)
     scalar = P[:, 0] >= 0
     assert scalar.any() and (~scalar).any()          # pack and softmax entries stay entries
@@ -98,7 +99,7 @@ def test_rows_resolve_offsets_and_leave_other_entries_to_the_kernels():
     assert_array_equal(P[scalar, 0], E[e, 0])
     assert_array_equal(P[scalar, 2], S[E[e, 1], 0])
     assert_array_equal(P[scalar, 4], S[E[e, 4], 0])
-    R = programs.rows(E, S, NEED, sink=tape.n_adjoint)
+    R, _ = programs.rows(E, S, NEED, sink=tape.n_adjoint)
     assert (NEED[E[R[:, 1], 4]] == 1).all()
     assert len(R) == int(NEED[E[:, 4]].sum())
     # softplus, logaddexp(0, x): the constant's values are read where they are, its adjoint
@@ -115,8 +116,8 @@ def test_packs_of_scalars_are_copy_rows_in_the_packs_order():
     arrays, _ = tape._aliased()
     E, IP, S, NEED = arrays.E, arrays.IP, arrays.S, arrays.NEED
     sink = tape.n_adjoint
-    P = programs.rows(E, S, IP=IP)
-    R = programs.rows(E, S, NEED, sink=sink, IP=IP)
+    P, _ = programs.rows(E, S, IP=IP)
+    R, _ = programs.rows(E, S, NEED, sink=sink, IP=IP)
     pack = BY_NAME["pack"].opcode
     for table, reverse in ((P, False), (R, True)):
         assert (np.diff(table[:, 1]) >= 0).all()          # rows in their entries' order
@@ -142,7 +143,76 @@ def test_packs_of_scalars_are_copy_rows_in_the_packs_order():
                 assert (~need).any() or operands.size < 6
         assert scalar_packs == 36 and mixed_packs == 12
     # without the payload, packs stay entries
-    assert (programs.rows(E, S)[:, 0][E[:, 0] == pack] == -1).all()
+    assert (programs.rows(E, S)[0][:, 0][E[:, 0] == pack] == -1).all()
+
+
+def _fused(tape):
+    arrays, _ = tape._aliased()
+    protected = np.union1d(np.fromiter(tape._read_by_offset(), np.int64),
+                           np.flatnonzero(arrays.shared))
+    return arrays, programs.fusible(arrays.E, arrays.IP, arrays.S, protected)
+
+
+def test_a_pack_read_only_by_the_next_softmax_is_left_out():
+    """FAW's packs feed their softmax alone: no pack runs, each softmax reads the scalars
+    where they are (a gathered row, K holding their value and adjoint offsets)."""
+    tape = tg.trace(lambda x: faw_graph(np, 60, x), X)
+    arrays, fused = _fused(tape)
+    E, IP, S, NEED = arrays.E, arrays.IP, arrays.S, arrays.NEED
+    pack, softmax = BY_NAME["pack"].opcode, BY_NAME["softmax"].opcode
+    packs = np.flatnonzero(E[:, 0] == pack)
+    assert_array_equal(np.sort(fused), np.sort(E[packs, 4]))
+    for table, K, reverse in ((*programs.rows(E, S, IP=IP, fused=fused), False),
+                              (*programs.rows(E, S, NEED, sink=tape.n_adjoint, IP=IP,
+                                              fused=fused), True)):
+        assert not np.isin(table[:, 1], packs).any()
+        gathered = table[table[:, 0] == -2]
+        assert_array_equal(E[gathered[:, 1], 0], softmax)
+        assert len(gathered) == packs.size
+        for (_, e, ka, k, *_), q in zip(gathered, packs):
+            assert e == q + 1 and k == 4
+            operands = IP[E[q, 5]:E[q, 5] + 4]
+            assert_array_equal(K[ka:ka + 4], S[operands, 0])
+            if reverse:
+                need = NEED[operands].astype(bool)
+                assert_array_equal(K[ka + 4:ka + 8], np.where(need, S[operands, 0],
+                                                              tape.n_adjoint))
+
+
+def test_packs_that_others_read_are_kept(monkeypatch):
+    """A pack another entry reads too, a pack the function returns (read by its offset), and
+    the packs of a concatenation stay: their values are written; the gradients and the
+    returned pack are those of the flat sweeps."""
+    def f(x):
+        total = 0.0
+        kept = []
+        for i in range(8):
+            a, b = x[i], x[i + 1]
+            v = np.stack([a, b, a * b])
+            e = np.exp(v - np.max(v))
+            p = e / np.sum(e)                        # v: fusible
+            u = np.stack([b, a * a])
+            eu = np.exp(u - np.max(u))
+            pu = eu / np.sum(eu)
+            total = total + p[0] * b + pu[1] * np.sum(u * x[i:i + 2])   # u: read twice
+            kept.append(v)
+        return total, kept[3]
+
+    tape = tg.trace(f, X[:10])
+    _, fused = _fused(tape)
+    assert fused.size == 7          # the v of every step but the returned one
+    results = []
+    for rows in (10 ** 9, 1):
+        monkeypatch.setattr(programs, "MIN_SCALAR_ROWS", rows)
+        vg = tg.value_and_grad(f, has_aux=True)
+        vg(X[:10])
+        results.append(vg(X[:10] * 0.7))
+    ((want_value, want_aux), want), ((value, aux), got) = results
+    assert value == want_value
+    assert_array_equal(aux, want_aux)
+    x = X[:10] * 0.7
+    assert_allclose(aux, [x[3], x[4], x[3] * x[4]], rtol=1e-15)
+    assert_array_equal(got, want)
 
 
 def test_inlined_kernels_are_the_flat_kernels_statements():

@@ -529,8 +529,8 @@ def sweeps(monkeypatch):
     original_gradient = _sweep.Gradient
 
     class CountedGradient:                      # grad's sweeps: a forward, then a reverse
-        def __init__(self, tape, out, entries=None, aliased=None):
-            self.sweeps = original_gradient(tape, out, entries, aliased)
+        def __init__(self, tape, out, entries=None, aliased=None, read_by_offset=()):
+            self.sweeps = original_gradient(tape, out, entries, aliased, read_by_offset)
 
         def forward(self, V):
             log["forward"].append(1)

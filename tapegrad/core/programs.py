@@ -7,7 +7,10 @@ first (FIRST). On a graph of scalars (one output element per entry, the FAW benc
 does them once per tape: each of its rows is (opcode, entry, a, b, out), where for an entry of
 one output element of an elementwise primitive a, b and out are the value offsets of its
 operands and output, read by the sweeps directly. A pack of one-element operands (`np.stack` of
-scalars, FAW's softmax input) becomes one `copy` row per operand. Any other entry's row has
+scalars, FAW's softmax input) becomes one `copy` row per operand, or, where only the next
+entry reads it and that entry is a softmax (`fusible`), nothing: the softmax's row is then a
+gathered row, which reads the scalars where they are (their offsets in the program's second
+array, K) and adds their adjoints there. Any other entry's row has
 opcode -1 and runs the flat interpreters' kernels as they do (its E row, S lookups), those of
 small kernels (`Prim.inline`: softmax, pack) written into the sweep's loop, the others called.
 The reverse program holds only the entries whose output needs an adjoint, and its rows two
@@ -19,7 +22,9 @@ output and adds.
 The same bits as the flat sweeps: the rows' statements are written from the same expressions
 (`f`, `d`) with the same vectorisable math, in the same order of entries and of operands, and
 the other entries run the same kernels. Only where the flat reverse sweep assigns a first write
-(x), a program adds it to zero (0 + x): the same value, but +0.0 for -0.0.
+(x), a program adds it to zero (0 + x): the same value, but +0.0 for -0.0; and a gathered row
+adds an adjoint v straight into its scalar's, where the pack's copy would add 0 + v (again the
+sign of a zero only).
 
 The sweeps' module is generated from the registry (`core.codegen.generate_programs`) and
 loaded at the first tape that takes a program (`core.interp.program_sweeps`): `Gradient`
@@ -28,7 +33,7 @@ loading another compiled module (its cold compile, once per machine, about 90 s 
 """
 import numpy as np
 
-from .registry import BINARY, ELEMENTWISE, OPCODE
+from .registry import BINARY, ELEMENTWISE, GATHERS, OPCODE, VARIADIC
 
 _PACK, _COPY = OPCODE["pack"], OPCODE["copy"]
 
@@ -56,16 +61,43 @@ def _packs_of_scalars(E, IP, S):
     return np.repeat(packs, count)[keep], operands[keep], position[keep]
 
 
-def rows(E, S, NEED=None, sink=None, IP=None):
-    """The program of the entries E: rows (opcode, entry, a, b, out) of int64 in E's order, a
-    row of opcode -1 running its entry as the flat sweeps do. With `NEED`, a reverse program:
-    the entries whose output needs an adjoint, with two more columns, the adjoint offsets of
-    a and b, `sink` for an operand that needs none. With the payload `IP`, a pack of
-    one-element operands is a row of `copy` per operand (`V[out + j] = V[a_j]`; reversed,
-    `G[a_j] += G[out + j] * 1.0`, which is the pack's sum exactly), in the order of its
-    operands, which a reverse program lists last to first so that its sweep, running the rows
-    backwards, adds them in the pack's order. Array operations: a program is built at the
-    first gradient of its tape."""
+def fusible(E, IP, S, protected=()):
+    """The output slots of the packs a program leaves out: packs of one-element operands whose
+    output only the next entry reads, as the operand of a `GATHERS` primitive (softmax), and
+    which are not `protected` (read by their own offsets: inputs, outputs, guards, the values
+    an alias points into). That entry reads the pack's operands where they are instead (a
+    gathered row, `rows`). The next entry only: in the reverse sweep nothing runs between the
+    two, so its adjoints reach the operands in the order the pack's copies would add them."""
+    E, IP = np.asarray(E), np.asarray(IP)
+    packs = np.unique(_packs_of_scalars(E, IP, S)[0])
+    packs = packs[packs + 1 < len(E)]
+    out, nxt = E[packs, 4], packs + 1
+    ok = GATHERS[E[nxt, 0]] & (E[nxt, 1] == out)
+    variadic = np.flatnonzero(VARIADIC[E[:, 0]])
+    count = E[variadic, 6]
+    payload = IP[np.repeat(E[variadic, 5], count)
+                 + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)]
+    reads = np.concatenate([E[:, 1:4].ravel(), payload])
+    readers = np.bincount(reads[reads >= 0], minlength=len(S))
+    ok &= readers[out] == 1
+    if len(protected):
+        ok &= ~np.isin(out, np.asarray(protected, np.int64))
+    return out[ok]
+
+
+def rows(E, S, NEED=None, sink=None, IP=None, fused=()):
+    """The program of the entries E: (P, K), P's rows (opcode, entry, a, b, out) of int64 in
+    E's order, a row of opcode -1 running its entry as the flat sweeps do. With `NEED`, a
+    reverse program: the entries whose output needs an adjoint, with two more columns, the
+    adjoint offsets of a and b, `sink` for an operand that needs none. With the payload `IP`,
+    a pack of one-element operands is a row of `copy` per operand (`V[out + j] = V[a_j]`;
+    reversed, `G[a_j] += G[out + j] * 1.0`, which is the pack's sum exactly), in the order of
+    its operands, which a reverse program lists last to first so that its sweep, running the
+    rows backwards, adds them in the pack's order. A pack whose output is in `fused`
+    (`fusible`) has no row, and the entry reading it a gathered row (opcode -2, a the start in
+    K of its operands' value offsets, b their count; a reverse program's K holds their adjoint
+    offsets next, `sink` for those that need none). Array operations: a program is built at
+    the first gradient of its tape."""
     E = np.asarray(E)
     entries = np.arange(len(E), dtype=np.int64)
     if NEED is not None:
@@ -83,17 +115,25 @@ def rows(E, S, NEED=None, sink=None, IP=None):
         P[:, column] = np.where(used, S[slots, 0], 0)
         if NEED is not None:
             P[:, column + 3] = np.where(used & NEED[slots].astype(bool), P[:, column], sink)
+    K = np.zeros(0, np.int64)
     if IP is not None:
-        P = _expand_packs(P, E, S, NEED, sink, IP)
+        P, K = _expand_packs(P, E, S, NEED, sink, np.asarray(IP), np.asarray(fused, np.int64))
     P.flags.writeable = False
-    return P
+    K.flags.writeable = False
+    return P, K
 
 
-def _expand_packs(P, E, S, NEED, sink, IP):
-    """P with the row of each pack of one-element operands replaced by its rows of `copy`."""
-    packs, operands, position = _packs_of_scalars(E, np.asarray(IP), S)
-    if not packs.size:
-        return P
+def _expand_packs(P, E, S, NEED, sink, IP, fused):
+    """(P, K): P with the row of each pack of one-element operands replaced by its rows of
+    `copy`, or, for a pack in `fused` whose reader is in E, by none and its reader's row by a
+    gathered one, whose offsets K holds."""
+    packs, operands, position = _packs_of_scalars(E, IP, S)
+    reader = np.flatnonzero(GATHERS[E[:, 0]] & np.isin(E[:, 1], fused))
+    fuse = np.isin(E[packs, 4], E[reader, 1])           # per operand
+    reader = reader[np.isin(E[reader, 1], E[packs[fuse], 4])]
+    K = _gathered(P, E, S, NEED, sink, reader, packs[fuse], operands[fuse])
+    gone = np.unique(packs[fuse])
+    packs, operands, position = packs[~fuse], operands[~fuse], position[~fuse]
     if NEED is not None:        # last operand first: the reverse sweep runs rows backwards
         order = np.lexsort((-position, packs))
         packs, operands, position = packs[order], operands[order], position[order]
@@ -105,17 +145,41 @@ def _expand_packs(P, E, S, NEED, sink, IP):
     if NEED is not None:
         copies[:, 5] = np.where(NEED[operands].astype(bool), copies[:, 2], sink)
         copies[:, 6] = sink
-    # each row in its entry's place: a pack's run of copies where its row was
+    # each row in its entry's place: a pack's run of copies where its row was, none for a
+    # fused pack
     count = np.ones(len(P), np.int64)
+    count[gone] = 0
     count[np.unique(packs)] = 0
     np.add.at(count, packs, 1)
-    out = np.empty((int(count.sum()), P.shape[1]), np.int64)
+    new = np.empty((int(count.sum()), P.shape[1]), np.int64)
     start = np.cumsum(count) - count
     kept = count == 1
     kept[np.unique(packs)] = False
-    out[start[kept]] = P[kept]
-    out[start[packs] + (np.arange(packs.size) - np.searchsorted(packs, packs))] = copies
-    return out
+    new[start[kept]] = P[kept]
+    new[start[packs] + (np.arange(packs.size) - np.searchsorted(packs, packs))] = copies
+    return new, K
+
+
+def _gathered(P, E, S, NEED, sink, reader, packs, operands):
+    """Make the rows `reader` gathered rows (in place) and return their K: for each, the value
+    offsets of the operands of the pack whose output it reads (`packs`, `operands`: per
+    operand of those packs, in E's order and the packs' order), then, in a reverse program,
+    their adjoint offsets. Each pack has one reader, after it: their orders agree."""
+    if not reader.size:
+        return np.zeros(0, np.int64)
+    group, size = np.unique(packs, return_counts=True)
+    assert (E[group, 4] == E[reader, 1]).all()
+    width = size if NEED is None else 2 * size
+    start = np.cumsum(width) - width
+    within = np.arange(packs.size) - np.repeat(np.cumsum(size) - size, size)
+    at = np.repeat(start, size) + within
+    K = np.empty(int(width.sum()), np.int64)
+    K[at] = S[operands, 0]
+    if NEED is not None:
+        K[at + np.repeat(size, size)] = np.where(NEED[operands].astype(bool),
+                                                 S[operands, 0], sink)
+    P[reader, 0], P[reader, 2], P[reader, 3] = -2, start, size
+    return K
 
 
 def worth_it(E, S):

@@ -70,3 +70,7 @@ VARIADIC = np.array([p.variadic for p in PRIMS], dtype=bool)
 DIFFERENTIABLE = np.array([p.differentiable for p in PRIMS], dtype=bool)
 ELEMENTWISE = np.array([p.elementwise for p in PRIMS], dtype=bool)
 BINARY = np.array([p.kind == "binary" for p in PRIMS], dtype=bool)
+# one-operand kernels run inline by grad's programs, which may read that operand straight from
+# the scalars a pack would have gathered (`core.programs.fusible`)
+GATHERS = np.array([p.inline and p.structural and not p.variadic and p.arity == 1
+                    for p in PRIMS], dtype=bool)

@@ -93,11 +93,12 @@ class Gradient:
     """
     __slots__ = ("forward", "adjoints", "run", "programs")
 
-    def __init__(self, tape, out, entries=None, aliased=None):
+    def __init__(self, tape, out, entries=None, aliased=None, read_by_offset=()):
         """`entries`: the (E, FC) rows of the tape that `forward` runs, None for all;
         `aliased`: the arrays the compiled sweeps take instead of the tape's (its copies as
         aliases, `core.aliases.Aliased`) and their rows that `forward` runs (None for all), or
-        None for the tape's own."""
+        None for the tape's own; `read_by_offset`: the slots read where the tape puts them
+        after the sweeps (inputs, outputs, guards), which a program must write."""
         check(tape)
         n, seed = tape.n_adjoint, tape.offsets[out] if tape.NEED[out] else None
         tape_ref = weakref.ref(tape)
@@ -131,7 +132,8 @@ class Gradient:
         n_all, n_some = len(E), len(some_E)
         if programs.worth_it(some_E, S):
             self._bind_programs(arrays, some_E, some_FC, n, seed, tape.dtype,
-                                (general_forward, general_adjoints, general_run))
+                                (general_forward, general_adjoints, general_run),
+                                read_by_offset)
             return
         FIRST, ZERO = _first_writes(arrays, out)
         V_like, G_like = np.empty(0, tape.dtype), np.empty((1, 0), tape.dtype)
@@ -165,38 +167,48 @@ class Gradient:
 
         self.forward, self.adjoints, self.run = forward_, adjoints, run
 
-    def _bind_programs(self, arrays, some_E, some_FC, n, seed, dtype, general):
+    def _bind_programs(self, arrays, some_E, some_FC, n, seed, dtype, general,
+                       read_by_offset):
         """The sweeps as programs (`core.programs`): value offsets resolved once, the adjoint
-        buffer one element wider for the sink of adjoints nobody needs, zeroed by the sweep."""
+        buffer one element wider for the sink of adjoints nobody needs, zeroed by the sweep.
+        A pack a program leaves out (`programs.fusible`) is one whose output nothing reads
+        but the entry after it: neither another entry, nor an alias (`shared`), nor a caller
+        (`read_by_offset`)."""
         E, FC, IP, S, NEED = arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED
         general_forward, general_adjoints, general_run = general
         self.programs = True
-        P_forward = programs.rows(some_E, S, IP=IP)
-        P_reverse = programs.rows(E, S, NEED, sink=n, IP=IP)
+        protected = np.fromiter(read_by_offset, np.int64, len(read_by_offset))
+        shared = getattr(arrays, "shared", None)
+        if shared is not None:
+            protected = np.union1d(protected, np.flatnonzero(shared))
+        fused = programs.fusible(E, IP, S, protected)
+        P_forward, K_forward = programs.rows(some_E, S, IP=IP, fused=fused)
+        P_reverse, K_reverse = programs.rows(E, S, NEED, sink=n, IP=IP, fused=fused)
         seed = -1 if seed is None else seed
         module = program_sweeps()
         V_like, G_like = np.empty(0, dtype), np.empty((1, 0), dtype)
-        fwd = _compiled(module.forward, P_forward, some_E, some_FC, IP, S, V_like)
-        bwd = _compiled(module.backward, P_reverse, E, FC, IP, S, NEED, V_like, G_like, 0)
+        fwd = _compiled(module.forward, P_forward, K_forward, some_E, some_FC, IP, S, V_like)
+        bwd = _compiled(module.backward, P_reverse, K_reverse, E, FC, IP, S, NEED, V_like,
+                        G_like, 0)
 
         def forward_(V):
             if checked is not None:
                 return general_forward(V)
-            fwd(P_forward, some_E, some_FC, IP, S, V)
+            fwd(P_forward, K_forward, some_E, some_FC, IP, S, V)
 
         def adjoints(V):
             if checked is not None:
                 return general_adjoints(V)
             G = np.empty((1, n + 1), V.dtype)
-            bwd(P_reverse, E, FC, IP, S, NEED, V, G, seed)
+            bwd(P_reverse, K_reverse, E, FC, IP, S, NEED, V, G, seed)
             return G[:, :n]
 
         def run(V):
             if checked is not None:
                 return general_run(V)
-            fwd(P_forward, some_E, some_FC, IP, S, V)
+            fwd(P_forward, K_forward, some_E, some_FC, IP, S, V)
             G = np.empty((1, n + 1), V.dtype)
-            bwd(P_reverse, E, FC, IP, S, NEED, V, G, seed)
+            bwd(P_reverse, K_reverse, E, FC, IP, S, NEED, V, G, seed)
             return G[:, :n]
 
         self.forward, self.adjoints, self.run = forward_, adjoints, run

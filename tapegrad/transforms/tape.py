@@ -198,6 +198,12 @@ class Tape(DisplayMethods):
             keep = self.derived["value rows"] = _value_rows(self)
         return keep
 
+    def _read_by_offset(self):
+        """The slots whose values are read where the tape puts them, from outside its sweeps:
+        inputs, outputs, implicit inputs, guards."""
+        return {*self.input_slots, *self.output_slots, *self.implicit_slots,
+                *(s for s, _ in self.guards)}
+
     def _aliased(self, for_gradient=True):
         """(arrays, entries) for the transforms' compiled sweeps: the tape's arrays with its
         copies as aliases of their operands' values (`core.aliases.Aliased`: fewer entries,
@@ -206,9 +212,7 @@ class Tape(DisplayMethods):
         offsets (inputs, outputs, guards) stay as they are."""
         arrays = self.derived.get("aliased", False)
         if arrays is False:
-            protected = {*self.input_slots, *self.output_slots, *self.implicit_slots,
-                         *(s for s, _ in self.guards)}
-            arrays = self.derived["aliased"] = aliases.aliased(self, protected)
+            arrays = self.derived["aliased"] = aliases.aliased(self, self._read_by_offset())
         if arrays is None or not for_gradient:
             return None if arrays is None else (arrays, None)
         entries = self.derived.get("aliased entries", False)
@@ -228,7 +232,8 @@ class Tape(DisplayMethods):
         if sweeps is None:
             entries = self._gradient_entries() if for_gradient else None
             aliased = self._aliased(for_gradient)
-            sweeps = self.derived[key] = sweep.Gradient(self, out, entries, aliased)
+            sweeps = self.derived[key] = sweep.Gradient(self, out, entries, aliased,
+                                                        self._read_by_offset())
         return sweeps
 
     def guards_hold(self, V):
