@@ -180,9 +180,9 @@ def test_a_pack_read_only_by_the_next_softmax_is_left_out():
 
 
 def test_packs_that_others_read_are_kept(monkeypatch):
-    """A pack another entry reads too, a pack the function returns (read by its offset), and
-    the packs of a concatenation stay: their values are written; the gradients and the
-    returned pack are those of the flat sweeps."""
+    """A pack another entry reads too, a pack read through one of its elements (an alias of
+    its values), a pack the function returns (read by its offset) stay: their values are
+    written; the gradients and the returned pack are those of the flat sweeps."""
     def f(x):
         total = 0.0
         kept = []
@@ -195,6 +195,9 @@ def test_packs_that_others_read_are_kept(monkeypatch):
             eu = np.exp(u - np.max(u))
             pu = eu / np.sum(eu)
             total = total + p[0] * b + pu[1] * np.sum(u * x[i:i + 2])   # u: read twice
+            w = np.stack([a * b, b])
+            ew = np.exp(w - np.max(w))
+            total = total + (ew / np.sum(ew))[0] * w[1]        # w: read by an alias too
             kept.append(v)
         return total, kept[3]
 
