@@ -46,19 +46,26 @@ def _scalar(E, S):
     return ELEMENTWISE[E[:, 0]] & (S[E[:, 4], 1] == 1)
 
 
+def _payloads(E, IP, entries):
+    """(owner, position, value) per integer of the payloads of `entries` (indices into E), in
+    their order: the entry it belongs to, its position in that payload, its value."""
+    count = E[entries, 6]
+    position = np.arange(int(count.sum()), dtype=np.int64) - \
+        np.repeat(np.cumsum(count) - count, count)
+    owner = np.repeat(entries, count)
+    return owner, position, IP[E[owner, 5] + position]
+
+
 def _packs_of_scalars(E, IP, S):
     """(entries, operands, positions) of the packs in E whose operands all have one element:
     for each operand, in the order of entries and of their operand lists, its pack's index in
     E, its slot and its position in the pack's output."""
     packs = np.flatnonzero(E[:, 0] == _PACK)
-    count = E[packs, 6]
-    first = np.repeat(np.cumsum(count) - count, count)
-    position = np.arange(int(count.sum()), dtype=np.int64) - first
-    operands = IP[np.repeat(E[packs, 5], count) + position]
-    scalars = np.ones(packs.size, bool)
-    np.logical_and.at(scalars, np.repeat(np.arange(packs.size), count), S[operands, 1] == 1)
-    keep = np.repeat(scalars, count)
-    return np.repeat(packs, count)[keep], operands[keep], position[keep]
+    owner, position, operands = _payloads(E, IP, packs)
+    scalars = np.ones(len(E), bool)
+    np.logical_and.at(scalars, owner, S[operands, 1] == 1)
+    keep = scalars[owner]
+    return owner[keep], operands[keep], position[keep]
 
 
 def fusible(E, IP, S, protected=()):
@@ -73,11 +80,10 @@ def fusible(E, IP, S, protected=()):
     packs = packs[packs + 1 < len(E)]
     out, nxt = E[packs, 4], packs + 1
     ok = GATHERS[E[nxt, 0]] & (E[nxt, 1] == out)
-    variadic = np.flatnonzero(VARIADIC[E[:, 0]])
-    count = E[variadic, 6]
-    payload = IP[np.repeat(E[variadic, 5], count)
-                 + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)]
-    reads = np.concatenate([E[:, 1:4].ravel(), payload])
+    # every operand column, used or not (a column a primitive leaves unused only ever keeps a
+    # pack), and the operand lists of variadic entries
+    reads = np.concatenate([E[:, 1:4].ravel(),
+                            _payloads(E, IP, np.flatnonzero(VARIADIC[E[:, 0]]))[2]])
     readers = np.bincount(reads[reads >= 0], minlength=len(S))
     ok &= readers[out] == 1
     if len(protected):
