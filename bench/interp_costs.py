@@ -179,9 +179,7 @@ def program_costs(tape, A, V, number, repeat):
     m = program_sweeps()
     n_adj = tape.n_adjoint
     seed = tape.offsets[tape.output_slots[0]]
-    protected = np.union1d(np.fromiter(tape._read_by_offset(), np.int64),
-                           np.flatnonzero(A.shared))
-    fused = programs.fusible(A.E, A.IP, A.S, protected)
+    fused = programs.fusible(A, tape._read_by_offset())
     forward_rows, K_f = programs.rows(A.E, A.S, IP=A.IP, fused=fused)
     reverse_rows, K_b = programs.rows(A.E, A.S, A.NEED, sink=n_adj, IP=A.IP, fused=fused)
     G = np.empty((1, n_adj + 1))

@@ -148,9 +148,7 @@ def test_packs_of_scalars_are_copy_rows_in_the_packs_order():
 
 def _fused(tape):
     arrays, _ = tape._aliased()
-    protected = np.union1d(np.fromiter(tape._read_by_offset(), np.int64),
-                           np.flatnonzero(arrays.shared))
-    return arrays, programs.fusible(arrays.E, arrays.IP, arrays.S, protected)
+    return arrays, programs.fusible(arrays, tape._read_by_offset())
 
 
 def test_a_pack_read_only_by_the_next_softmax_is_left_out():

@@ -546,8 +546,9 @@ _PROGRAM_SWEEPS = {
 # An other entry (opcode -1) as the flat sweeps run it, less what a program spares: the payload
 # is sliced only where a kernel reads it (a slice takes and drops a reference count), the
 # adjoints are one row (G0), and a reverse program holds only entries whose output needs one.
-_PROGRAM_ENTRY = _ENTRY.replace("        ip = IP[E[e, 5]:E[e, 5] + E[e, 6]]\n", "")
 _PROGRAM_IP = "ip = IP[E[e, 5]:E[e, 5] + E[e, 6]]\n"
+_PROGRAM_ENTRY = _ENTRY.replace("        " + _PROGRAM_IP, "")
+_PROGRAM_RULE = {"forward": "fwd", "backward": "vjp"}     # sweep -> the kernel rule it runs
 _PROGRAM_CALL = {
     "forward": "{k}_fwd(V, S, sa, sb, sc, so, ip, c0, c1)\n",
     "backward": "{k}_vjp(V, G0, S, NEED, sa, sb, sc, so, ip, c0, c1)\n",
@@ -657,7 +658,7 @@ def _program_general(p, fn):
     """The body of `op == p.opcode` for an other entry of program sweep `fn`."""
     if p.kind == "call":    # run by the sweeps in Python, never inside a compiled range
         return _lines("pass", 12)
-    rule = {"forward": "fwd", "backward": "vjp"}[fn]
+    rule = _PROGRAM_RULE[fn]
     text = inline_rule(p, rule) if p.inline else _PROGRAM_CALL[fn].replace("{k}", p.name)
     if re.search(r"\bip\b", text):
         text = _PROGRAM_IP + text
@@ -708,7 +709,7 @@ def generate_programs(interp, vecmath_module):
 def _program_gathered(fn):
     """The gathered rows of program sweep `fn` (opcode -2): the inlined kernel of a `GATHERS`
     primitive reading operand a's elements at K[ka + i], its adjoints at K[kg + i]."""
-    rule = {"forward": "fwd", "backward": "vjp"}[fn]
+    rule = _PROGRAM_RULE[fn]
     out = ["        if k == -2:\n            ka = P[r, 2]\n"]
     if fn == "backward":
         out.append("            kg = ka + P[r, 3]\n")

@@ -68,14 +68,20 @@ def _packs_of_scalars(E, IP, S):
     return owner[keep], operands[keep], position[keep]
 
 
-def fusible(E, IP, S, protected=()):
-    """The output slots of the packs a program leaves out: packs of one-element operands whose
-    output only the next entry reads, as the operand of a `GATHERS` primitive (softmax), and
-    which are not `protected` (read by their own offsets: inputs, outputs, guards, the values
-    an alias points into). That entry reads the pack's operands where they are instead (a
-    gathered row, `rows`). The next entry only: in the reverse sweep nothing runs between the
-    two, so its adjoints reach the operands in the order the pack's copies would add them."""
-    E, IP = np.asarray(E), np.asarray(IP)
+def fusible(arrays, read_by_offset=()):
+    """The output slots of the packs a program leaves out, among the entries of `arrays` (a
+    tape's or `core.aliases.Aliased`: E, IP, S, and `shared` where some slots are aliases):
+    packs of one-element operands whose output only the next entry reads, as the operand of a
+    `GATHERS` primitive (softmax), and which nothing reads by its offset: not a slot of
+    `read_by_offset` (inputs, outputs, guards), nor the values an alias points into. That entry
+    reads the pack's operands where they are instead (a gathered row, `rows`). The next entry
+    only: in the reverse sweep nothing runs between the two, so its adjoints reach the
+    operands in the order the pack's copies would add them."""
+    E, IP, S = np.asarray(arrays.E), np.asarray(arrays.IP), arrays.S
+    protected = np.fromiter(read_by_offset, np.int64, len(read_by_offset))
+    shared = getattr(arrays, "shared", None)
+    if shared is not None:
+        protected = np.union1d(protected, np.flatnonzero(shared))
     packs = np.unique(_packs_of_scalars(E, IP, S)[0])
     packs = packs[packs + 1 < len(E)]
     out, nxt = E[packs, 4], packs + 1
@@ -86,8 +92,7 @@ def fusible(E, IP, S, protected=()):
                             _payloads(E, IP, np.flatnonzero(VARIADIC[E[:, 0]]))[2]])
     readers = np.bincount(reads[reads >= 0], minlength=len(S))
     ok &= readers[out] == 1
-    if len(protected):
-        ok &= ~np.isin(out, np.asarray(protected, np.int64))
+    ok &= ~np.isin(out, protected)
     return out[ok]
 
 
@@ -153,14 +158,15 @@ def _expand_packs(P, E, S, NEED, sink, IP, fused):
         copies[:, 6] = sink
     # each row in its entry's place: a pack's run of copies where its row was, none for a
     # fused pack
+    copied = np.unique(packs)
     count = np.ones(len(P), np.int64)
     count[gone] = 0
-    count[np.unique(packs)] = 0
+    count[copied] = 0
     np.add.at(count, packs, 1)
     new = np.empty((int(count.sum()), P.shape[1]), np.int64)
     start = np.cumsum(count) - count
     kept = count == 1
-    kept[np.unique(packs)] = False
+    kept[copied] = False
     new[start[kept]] = P[kept]
     new[start[packs] + (np.arange(packs.size) - np.searchsorted(packs, packs))] = copies
     return new, K

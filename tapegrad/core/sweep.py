@@ -177,11 +177,7 @@ class Gradient:
         E, FC, IP, S, NEED = arrays.E, arrays.FC, arrays.IP, arrays.S, arrays.NEED
         general_forward, general_adjoints, general_run = general
         self.programs = True
-        protected = np.fromiter(read_by_offset, np.int64, len(read_by_offset))
-        shared = getattr(arrays, "shared", None)
-        if shared is not None:
-            protected = np.union1d(protected, np.flatnonzero(shared))
-        fused = programs.fusible(E, IP, S, protected)
+        fused = programs.fusible(arrays, read_by_offset)
         P_forward, K_forward = programs.rows(some_E, S, IP=IP, fused=fused)
         P_reverse, K_reverse = programs.rows(E, S, NEED, sink=n, IP=IP, fused=fused)
         seed = -1 if seed is None else seed
